@@ -1,0 +1,19 @@
+using System.CommandLine;
+using PromptEngine.Cli.Commands;
+
+namespace PromptEngine.Cli;
+
+/// <summary>Entry point of the <c>promptengine</c> command-line host.</summary>
+public static class Program
+{
+    /// <summary>Builds the command tree; one file per command under Commands/.</summary>
+    public static RootCommand BuildRoot()
+    {
+        var root = new RootCommand("PromptEngine: train soft prompts on frozen transformers, in C#.");
+        root.Subcommands.Add(VersionCommand.Create());
+        return root;
+    }
+
+    /// <summary>Runs the host.</summary>
+    public static int Main(string[] args) => BuildRoot().Parse(args).Invoke();
+}
