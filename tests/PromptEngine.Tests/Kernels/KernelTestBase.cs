@@ -68,7 +68,7 @@ public static class TensorAssert
         {
             double error = Math.Abs(actual[i] - expected[i]);
             if (double.IsNaN(error)) error = double.PositiveInfinity;
-            if (error > maxError || worst < 0) { maxError = Math.Max(maxError, error); worst = error >= maxError ? i : worst; }
+            if (worst < 0 || error > maxError) { maxError = error; worst = i; }
             if (!(error <= atol + rtol * Math.Abs(expected[i])))
             {
                 if (failures < 5)
