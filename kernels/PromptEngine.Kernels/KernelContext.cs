@@ -1,0 +1,209 @@
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+
+namespace PromptEngine.Kernels;
+
+/// <summary>Which family of kernels a launcher picks for an op.</summary>
+/// <remarks>
+/// The CPU accelerator runs every kernel thread of a group as an OS thread and synchronises them at
+/// each barrier, so shared-memory tiles and group reductions are about a thousand times slower there
+/// than barrier-free code. Each heavy op therefore has two kernels of the same math: one shaped for
+/// a GPU (tiles in shared memory, one group per row, coalesced one-thread-per-element access) and one
+/// shaped for a CPU (no barriers, group size 1, one thread per row or per register micro-tile).
+/// </remarks>
+public enum KernelShape
+{
+    /// <summary>Barrier-free kernels launched with group size 1: one thread per row or micro-tile.</summary>
+    Cpu,
+
+    /// <summary>Shared-memory tiles and group reductions: one group per tile or per row.</summary>
+    Gpu,
+}
+
+/// <summary>Which accelerator a <see cref="KernelContext"/> should run on.</summary>
+public enum KernelBackend
+{
+    /// <summary>CUDA when a device is present, the CPU otherwise.</summary>
+    Auto,
+
+    /// <summary>ILGPU's CPU accelerator, configured with one multiprocessor per core.</summary>
+    Cpu,
+
+    /// <summary>The first CUDA device; fails with <see cref="AcceleratorUnavailableException"/> when none is present.</summary>
+    Cuda,
+}
+
+/// <summary>Thrown when the requested accelerator does not exist on this machine.</summary>
+public sealed class AcceleratorUnavailableException : Exception
+{
+    /// <summary>Creates the exception with a message naming the missing accelerator.</summary>
+    public AcceleratorUnavailableException(string message) : base(message) { }
+}
+
+/// <summary>Thrown by a launcher when a tensor's length or a dimension does not match the op's shape contract.</summary>
+public sealed class KernelShapeException : ArgumentException
+{
+    /// <summary>Creates the exception; the message names the op, the tensor and both sizes.</summary>
+    public KernelShapeException(string message) : base(message) { }
+}
+
+/// <summary>
+/// Owns the ILGPU context and accelerator, decides which <see cref="KernelShape"/> the launchers use,
+/// and holds one launcher per op, so every kernel is compiled and loaded once per accelerator, never
+/// per call.
+/// </summary>
+/// <remarks>
+/// On the CPU the device is built with one multiprocessor per core and warps of one thread: kernels
+/// launched with group size 1 then spread their groups over all cores without any barrier traffic.
+/// Sixteen warps per multiprocessor let the GPU-shaped kernels still run there (groups of up to 16
+/// threads, 4×4 tiles), which is how the tests check them without a GPU.
+/// </remarks>
+public sealed class KernelContext : IDisposable
+{
+    /// <summary>Threads per multiprocessor of the CPU device: the largest group a GPU-shaped kernel gets on the CPU.</summary>
+    public const int CpuMaxGroupSize = 16;
+
+    /// <summary>Warp size of the CPU device: the smallest ILGPU accepts. No kernel uses warp intrinsics.</summary>
+    const int CpuWarpSize = 2;
+
+    /// <summary>Largest group the GPU-shaped kernels use on a real GPU.</summary>
+    public const int GpuMaxGroupSize = 256;
+
+    readonly Lazy<Linear> linear;
+    readonly Lazy<RmsNorm> rmsNorm;
+    readonly Lazy<Embedding> embedding;
+    readonly Lazy<SwiGlu> swiGlu;
+    readonly Lazy<Rope> rope;
+    readonly Lazy<LayerNorm> layerNorm;
+    readonly Lazy<Gelu> gelu;
+    readonly Lazy<Residual> residual;
+
+    KernelContext(Context context, Accelerator accelerator, KernelShape shape)
+    {
+        Context = context;
+        Accelerator = accelerator;
+        Shape = shape;
+        GroupSize = Math.Min(accelerator.MaxNumThreadsPerGroup,
+            accelerator.AcceleratorType == AcceleratorType.CPU ? CpuMaxGroupSize : GpuMaxGroupSize);
+        GroupSize = 1 << (int)Math.Log2(GroupSize);
+        Tile = 1 << ((int)Math.Log2(GroupSize) / 2);
+        ParallelThreads = accelerator.AcceleratorType == AcceleratorType.CPU
+            ? Environment.ProcessorCount * 4
+            : accelerator.NumMultiprocessors * accelerator.MaxNumThreadsPerMultiprocessor;
+        linear = new(() => new Linear(this));
+        rmsNorm = new(() => new RmsNorm(this));
+        embedding = new(() => new Embedding(this));
+        swiGlu = new(() => new SwiGlu(this));
+        rope = new(() => new Rope(this));
+        layerNorm = new(() => new LayerNorm(this));
+        gelu = new(() => new Gelu(this));
+        residual = new(() => new Residual(this));
+    }
+
+    /// <summary>The ILGPU context (algorithms enabled, so <c>XMath</c> works in kernels).</summary>
+    public Context Context { get; }
+
+    /// <summary>The accelerator every launcher of this context runs on.</summary>
+    public Accelerator Accelerator { get; }
+
+    /// <summary>The kernel family the launchers pick: <see cref="KernelShape.Cpu"/> on the CPU, <see cref="KernelShape.Gpu"/> on CUDA, unless overridden.</summary>
+    public KernelShape Shape { get; }
+
+    /// <summary>Threads per group of the GPU-shaped row kernels (a power of two).</summary>
+    public int GroupSize { get; }
+
+    /// <summary>Edge of the square shared-memory tiles of the GPU-shaped kernels (Tile² ≤ GroupSize).</summary>
+    public int Tile { get; }
+
+    /// <summary>How many threads an elementwise kernel is split into on this accelerator; each takes a contiguous chunk.</summary>
+    public int ParallelThreads { get; }
+
+    /// <summary>Linear layer: Y = X·Wᵀ + b and dX = dY·W.</summary>
+    public Linear Linear => linear.Value;
+
+    /// <summary>RMSNorm forward (saving rstd) and backward to the input.</summary>
+    public RmsNorm RmsNorm => rmsNorm.Value;
+
+    /// <summary>Token embedding with the soft prompt concatenated inside the kernel; backward to the prompt only.</summary>
+    public Embedding Embedding => embedding.Value;
+
+    /// <summary>SwiGLU: silu(gate)·up and its backward.</summary>
+    public SwiGlu SwiGlu => swiGlu.Value;
+
+    /// <summary>Rotary position embedding (HF rotate_half) and its backward.</summary>
+    public Rope Rope => rope.Value;
+
+    /// <summary>LayerNorm forward (saving mean and rstd) and backward to the input.</summary>
+    public LayerNorm LayerNorm => layerNorm.Value;
+
+    /// <summary>GELU, tanh approximation, and its backward.</summary>
+    public Gelu Gelu => gelu.Value;
+
+    /// <summary>Residual add.</summary>
+    public Residual Residual => residual.Value;
+
+    /// <summary>Creates a context on the requested accelerator.</summary>
+    /// <param name="backend">Where to run; <see cref="KernelBackend.Auto"/> prefers CUDA.</param>
+    /// <param name="shape">Overrides the kernel family; by default CPU-shaped on the CPU and GPU-shaped on CUDA.
+    /// Tests force <see cref="KernelShape.Gpu"/> on the CPU to check the GPU kernels without a GPU.</param>
+    /// <param name="cpuMultiprocessors">CPU multiprocessors (worker groups); defaults to <see cref="Environment.ProcessorCount"/>.</param>
+    /// <exception cref="AcceleratorUnavailableException">CUDA was requested and no CUDA device is present.</exception>
+    public static KernelContext Create(KernelBackend backend = KernelBackend.Auto, KernelShape? shape = null, int? cpuMultiprocessors = null)
+    {
+        int cores = cpuMultiprocessors ?? Environment.ProcessorCount;
+        if (cores < 1)
+            throw new ArgumentOutOfRangeException(nameof(cpuMultiprocessors), cores, "The CPU accelerator needs at least one multiprocessor.");
+        var cpuDevice = new CPUDevice(numThreadsPerWarp: CpuWarpSize, numWarpsPerMultiprocessor: CpuMaxGroupSize / CpuWarpSize, numMultiprocessors: cores);
+        var context = Context.Create(builder =>
+        {
+            builder.CPU(cpuDevice).EnableAlgorithms().Optimize(OptimizationLevel.O2);
+            if (backend != KernelBackend.Cpu)
+                builder.Cuda();
+        });
+        try
+        {
+            Accelerator accelerator;
+            var cudaDevices = context.GetCudaDevices();
+            if (backend == KernelBackend.Cuda && cudaDevices.Count == 0)
+                throw new AcceleratorUnavailableException("KernelContext: CUDA was requested but no CUDA device was found (is the NVIDIA driver installed?).");
+            if (backend != KernelBackend.Cpu && cudaDevices.Count > 0)
+                accelerator = cudaDevices[0].CreateAccelerator(context);
+            else
+                accelerator = context.GetCPUDevice(0).CreateAccelerator(context);
+            var defaultShape = accelerator.AcceleratorType == AcceleratorType.CPU ? KernelShape.Cpu : KernelShape.Gpu;
+            return new KernelContext(context, accelerator, shape ?? defaultShape);
+        }
+        catch
+        {
+            context.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Waits until every launched kernel has finished.</summary>
+    public void Synchronize() => Accelerator.Synchronize();
+
+    /// <summary>Disposes the accelerator (and with it the loaded kernels) and the context.</summary>
+    public void Dispose()
+    {
+        Accelerator.Dispose();
+        Context.Dispose();
+    }
+
+    /// <summary>Chunk length that splits <paramref name="count"/> elements over <see cref="ParallelThreads"/>:
+    /// contiguous runs on the CPU, one element per thread on a GPU (coalesced).</summary>
+    internal int ElementChunk(long count) =>
+        Shape == KernelShape.Gpu ? 1 : (int)Math.Max(1, (count + ParallelThreads - 1) / ParallelThreads);
+
+    /// <summary>Launch configuration of a one-dimensional, barrier-free kernel with <paramref name="threads"/> threads.</summary>
+    internal KernelConfig FlatConfig(long threads)
+    {
+        int group = Shape == KernelShape.Gpu ? GroupSize : 1;
+        long groups = (threads + group - 1) / group;
+        if (groups > int.MaxValue)
+            throw new KernelShapeException($"KernelContext: {threads} threads exceed the launch limit.");
+        return new KernelConfig((int)Math.Max(1, groups), group);
+    }
+}

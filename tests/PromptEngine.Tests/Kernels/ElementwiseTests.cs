@@ -1,0 +1,120 @@
+using PromptEngine.Kernels;
+using PromptEngine.Tests.Reference;
+
+namespace PromptEngine.Tests.Kernels;
+
+[TestFixture(KernelShape.Cpu)]
+[TestFixture(KernelShape.Gpu)]
+public sealed class ElementwiseTests(KernelShape shape) : KernelTestBase(shape)
+{
+    // Pointwise float math on O(1) inputs: a few ulps of exp/tanh and products; 2e-6 + 1e-5·|ref|.
+    const double Atol = 2e-6, Rtol = 1e-5;
+
+    [TestCase(5, 23)]
+    public void SwiGluMatchesReference(int n, int h)
+    {
+        var random = new Random(21);
+        var gate = RandomValues(random, n * h, scale: 4); // reach the sigmoid's tails
+        var up = RandomValues(random, n * h);
+        var dOut = RandomValues(random, n * h);
+        var expectedOut = new double[n * h];
+        var expectedDGate = new double[n * h];
+        var expectedDUp = new double[n * h];
+        SwiGluReference.Forward(expectedOut, gate, up, n, h);
+        SwiGluReference.Backward(expectedDGate, expectedDUp, dOut, gate, up, n, h);
+
+        using var gateBuffer = Upload(gate);
+        using var upBuffer = Upload(up);
+        using var dOutBuffer = Upload(dOut);
+        using var outBuffer = Poisoned(n * h);
+        using var dGateBuffer = Poisoned(n * h);
+        using var dUpBuffer = Poisoned(n * h);
+        Kernels.SwiGlu.Forward(outBuffer.View, gateBuffer.View, upBuffer.View, n, h);
+        Kernels.SwiGlu.Backward(dGateBuffer.View, dUpBuffer.View, dOutBuffer.View, gateBuffer.View, upBuffer.View, n, h);
+        TensorAssert.Close($"SwiGlu.Forward {Shape}", Download(outBuffer), expectedOut, Atol, Rtol);
+        TensorAssert.Close($"SwiGlu.Backward dGate {Shape}", Download(dGateBuffer), expectedDGate, Atol, Rtol);
+        TensorAssert.Close($"SwiGlu.Backward dUp {Shape}", Download(dUpBuffer), expectedDUp, Atol, Rtol);
+    }
+
+    [Test]
+    public void GeluMatchesReference()
+    {
+        const int count = 97;
+        var random = new Random(22);
+        var x = RandomValues(random, count, scale: 3);
+        var dOut = RandomValues(random, count);
+        var expectedOut = new double[count];
+        var expectedDx = new double[count];
+        GeluReference.Forward(expectedOut, x, count);
+        GeluReference.Backward(expectedDx, dOut, x, count);
+
+        using var xBuffer = Upload(x);
+        using var dOutBuffer = Upload(dOut);
+        using var outBuffer = Poisoned(count);
+        using var dXBuffer = Poisoned(count);
+        Kernels.Gelu.Forward(outBuffer.View, xBuffer.View, count);
+        Kernels.Gelu.Backward(dXBuffer.View, dOutBuffer.View, xBuffer.View, count);
+        TensorAssert.Close($"Gelu.Forward {Shape}", Download(outBuffer), expectedOut, Atol, Rtol);
+        TensorAssert.Close($"Gelu.Backward {Shape}", Download(dXBuffer), expectedDx, Atol, Rtol);
+    }
+
+    [Test]
+    public void ResidualMatchesReferenceAndMayAlias()
+    {
+        const int count = 61;
+        var random = new Random(23);
+        var a = RandomValues(random, count);
+        var b = RandomValues(random, count);
+        var expected = new double[count];
+        ResidualReference.Forward(expected, a, b, count);
+
+        using var aBuffer = Upload(a);
+        using var bBuffer = Upload(b);
+        using var outBuffer = Poisoned(count);
+        Kernels.Residual.Forward(outBuffer.View, aBuffer.View, bBuffer.View, count);
+        TensorAssert.Close($"Residual.Forward {Shape}", Download(outBuffer), expected, 1e-7, 1e-7);
+        Kernels.Residual.Forward(aBuffer.View, aBuffer.View, bBuffer.View, count); // in place: a += b
+        TensorAssert.Close($"Residual.Forward in place {Shape}", Download(aBuffer), expected, 1e-7, 1e-7);
+    }
+
+    [Test]
+    public void RopeMatchesReferenceInAndOutOfPlace()
+    {
+        const int b = 2, t = 3, h = 3, hs = 10;
+        const float theta = 10000f;
+        int count = b * t * h * hs;
+        var random = new Random(24);
+        var x = RandomValues(random, count);
+        var dOut = RandomValues(random, count);
+        int[] positions = [0, 1, 2, 37, 5, 63]; // per (b, t): arbitrary ids, as padding and prompts produce
+        var expectedOut = new double[count];
+        var expectedDx = new double[count];
+        RopeReference.Forward(expectedOut, x, positions, b, t, h, hs, theta);
+        RopeReference.Backward(expectedDx, dOut, positions, b, t, h, hs, theta);
+
+        // The kernel rounds the angle pos·inv_freq to float as HF does; at pos ≤ 63 that moves the
+        // angle by ≤ 63·ε₃₂ ≈ 4e-6 rad, hence 1e-5 absolute on O(1) values.
+        const double ropeAtol = 1e-5;
+        using var xBuffer = Upload(x);
+        using var dOutBuffer = Upload(dOut);
+        using var positionBuffer = Upload(positions);
+        using var outBuffer = Poisoned(count);
+        using var dXBuffer = Poisoned(count);
+        Kernels.Rope.Forward(outBuffer.View, xBuffer.View, positionBuffer.View, b, t, h, hs, theta);
+        Kernels.Rope.Backward(dXBuffer.View, dOutBuffer.View, positionBuffer.View, b, t, h, hs, theta);
+        TensorAssert.Close($"Rope.Forward {Shape}", Download(outBuffer), expectedOut, ropeAtol, Rtol);
+        TensorAssert.Close($"Rope.Backward {Shape}", Download(dXBuffer), expectedDx, ropeAtol, Rtol);
+
+        Kernels.Rope.Forward(xBuffer.View, xBuffer.View, positionBuffer.View, b, t, h, hs, theta);
+        TensorAssert.Close($"Rope.Forward in place {Shape}", Download(xBuffer), expectedOut, ropeAtol, Rtol);
+    }
+
+    [Test]
+    public void RopeRejectsOddHeadSize()
+    {
+        using var x = Poisoned(2 * 3);
+        using var positions = Upload(new[] { 0, 1 });
+        var error = Assert.Throws<KernelShapeException>(() => Kernels.Rope.Forward(x.View, x.View, positions.View, 1, 2, 1, 3, 10000f));
+        Assert.That(error!.Message, Does.Contain("hs = 3"));
+    }
+}

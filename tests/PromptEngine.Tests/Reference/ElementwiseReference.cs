@@ -1,0 +1,106 @@
+namespace PromptEngine.Tests.Reference;
+
+/// <summary>Naive SwiGLU in double, same argument order as the launcher.</summary>
+public static class SwiGluReference
+{
+    static double Sigmoid(double x) => 1 / (1 + Math.Exp(-x));
+
+    /// <summary>out = g·σ(g)·up over (N·H).</summary>
+    public static void Forward(double[] output, double[] gate, double[] up, int n, int h)
+    {
+        for (int i = 0; i < n * h; i++)
+            output[i] = gate[i] * Sigmoid(gate[i]) * up[i];
+    }
+
+    /// <summary>dGate, dUp from dOut over (N·H).</summary>
+    public static void Backward(double[] dGate, double[] dUp, double[] dOut, double[] gate, double[] up, int n, int h)
+    {
+        for (int i = 0; i < n * h; i++)
+        {
+            double s = Sigmoid(gate[i]);
+            dGate[i] = dOut[i] * up[i] * (s + gate[i] * s * (1 - s));
+            dUp[i] = dOut[i] * gate[i] * s;
+        }
+    }
+}
+
+/// <summary>Naive GELU (tanh) in double, same argument order as the launcher.</summary>
+public static class GeluReference
+{
+    static readonly double K = Math.Sqrt(2 / Math.PI);
+
+    /// <summary>out = ½x(1 + tanh(√(2/π)(x + 0.044715x³))).</summary>
+    public static void Forward(double[] output, double[] input, long count)
+    {
+        for (long i = 0; i < count; i++)
+        {
+            double x = input[i];
+            output[i] = 0.5 * x * (1 + Math.Tanh(K * (x + 0.044715 * x * x * x)));
+        }
+    }
+
+    /// <summary>dX = dOut·gelu′(x).</summary>
+    public static void Backward(double[] dX, double[] dOut, double[] input, long count)
+    {
+        for (long i = 0; i < count; i++)
+        {
+            double x = input[i];
+            double t = Math.Tanh(K * (x + 0.044715 * x * x * x));
+            dX[i] = dOut[i] * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * K * (1 + 3 * 0.044715 * x * x));
+        }
+    }
+}
+
+/// <summary>Residual add in double.</summary>
+public static class ResidualReference
+{
+    /// <summary>out = a + b.</summary>
+    public static void Forward(double[] output, double[] a, double[] b, long count)
+    {
+        for (long i = 0; i < count; i++)
+            output[i] = a[i] + b[i];
+    }
+}
+
+/// <summary>Naive RoPE (HF rotate_half) in double, written as the HF formula: out = x·cos + rotate_half(x)·sin.</summary>
+public static class RopeReference
+{
+    /// <summary>x (B, T, H, hs) rotated by position ids (B, T).</summary>
+    public static void Forward(double[] output, double[] input, int[] positions, int b, int t, int h, int headSize, double theta)
+    {
+        int half = headSize / 2;
+        for (int row = 0; row < b * t; row++)
+            for (int head = 0; head < h; head++)
+            {
+                int offset = (row * h + head) * headSize;
+                for (int i = 0; i < headSize; i++)
+                {
+                    // emb = cat(freqs, freqs): channel i uses frequency index i mod hs/2.
+                    double angle = positions[row] * Math.Pow(theta, -2.0 * (i % half) / headSize);
+                    double rotated = i < half ? -input[offset + i + half] : input[offset + i - half];
+                    output[offset + i] = input[offset + i] * Math.Cos(angle) + rotated * Math.Sin(angle);
+                }
+            }
+    }
+
+    /// <summary>dX = Rᵀ·dOut, computed as the explicit transpose of the forward's linear map.</summary>
+    public static void Backward(double[] dX, double[] dOut, int[] positions, int b, int t, int h, int headSize, double theta)
+    {
+        int half = headSize / 2;
+        int size = b * t * h * headSize;
+        Array.Clear(dX, 0, size);
+        for (int row = 0; row < b * t; row++)
+            for (int head = 0; head < h; head++)
+            {
+                int offset = (row * h + head) * headSize;
+                for (int i = 0; i < headSize; i++)
+                {
+                    double angle = positions[row] * Math.Pow(theta, -2.0 * (i % half) / headSize);
+                    // out_i = cos·x_i + sin·(i < half ? −x_{i+half} : x_{i−half}); scatter its transpose.
+                    dX[offset + i] += Math.Cos(angle) * dOut[offset + i];
+                    if (i < half) dX[offset + i + half] -= Math.Sin(angle) * dOut[offset + i];
+                    else dX[offset + i - half] += Math.Sin(angle) * dOut[offset + i];
+                }
+            }
+    }
+}
