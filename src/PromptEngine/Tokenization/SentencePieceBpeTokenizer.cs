@@ -290,8 +290,11 @@ public sealed class SentencePieceBpeTokenizer : ITextTokenizer
     /// <inheritdoc/>
     /// <remarks>SentencePiece's rules: control pieces vanish, '▁' becomes ' ', runs of byte pieces
     /// are reassembled as UTF-8 (an invalid byte becomes U+FFFD), and the one '▁' the dummy prefix
-    /// put before the first word is dropped. Written here rather than taken from the library so the
-    /// encode/decode pair follows one specification.</remarks>
+    /// put before the first word is dropped. Written here rather than taken from the library because
+    /// the library departs from SentencePiece where it matters least but still matters: it drops
+    /// &lt;unk&gt; (SentencePiece prints " ⁇ "), folds a broken UTF-8 sequence into one U+FFFD
+    /// (SentencePiece gives one per byte), and strips the space of "▁word" after a leading byte run
+    /// ([&lt;0x0A&gt;, ▁Once] → "\nOnce"; SentencePiece: "\n Once").</remarks>
     public string Decode(IEnumerable<int> ids)
     {
         ArgumentNullException.ThrowIfNull(ids);
