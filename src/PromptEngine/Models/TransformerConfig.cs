@@ -260,7 +260,7 @@ public sealed record TransformerConfig
 
 /// <summary>A <c>config.json</c> that cannot be used; names the file and the field.</summary>
 public sealed class ModelConfigException(string filePath, string? field, string problem, Exception? inner = null)
-    : Exception($"{filePath}: " + (field is null ? problem : $"field '{field}': {problem}"), inner)
+    : PromptEngineException($"{filePath}: " + (field is null ? problem : $"field '{field}': {problem}"), inner)
 {
     /// <summary>The config file (or source name) at fault.</summary>
     public string FilePath { get; } = filePath;

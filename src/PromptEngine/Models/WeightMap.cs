@@ -197,7 +197,7 @@ public sealed class WeightMap
 
 /// <summary>A folder's tensors do not match its config; lists every problem at once.</summary>
 public sealed class WeightMismatchException(string folder, IReadOnlyList<string> problems)
-    : Exception($"{folder}: {problems.Count} weight problem(s):\n  " + string.Join("\n  ", problems))
+    : PromptEngineException($"{folder}: {problems.Count} weight problem(s):\n  " + string.Join("\n  ", problems))
 {
     /// <summary>The model folder or file at fault.</summary>
     public string Folder { get; } = folder;

@@ -22,7 +22,7 @@ public interface ITextTokenizer
 
 /// <summary>A tokenizer file or folder could not be read; the message names the file (and the
 /// token index or field where known) and what is wrong.</summary>
-public class TokenizerException : Exception
+public class TokenizerException : PromptEngineException
 {
     /// <summary>Creates the exception with a message naming the file and the problem.</summary>
     public TokenizerException(string message) : base(message) { }
