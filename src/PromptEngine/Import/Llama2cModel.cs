@@ -41,13 +41,20 @@ public sealed record Llama2cConfig(int Dim, int HiddenDim, int NLayers, int NHea
         get
         {
             long d = Dim, h = HiddenDim, l = NLayers, v = VocabSize, q = (long)NHeads * HeadSize, kv = KvDim;
-            long perLayer = d + d * q + 2 * d * kv + q * d + d + 3 * h * d;
-            return checked(v * d + l * perLayer + d + (SharedClassifier ? 0 : v * d));
+            return checked(v * d + l * (d + d * q + 2 * d * kv + q * d + d + 3 * h * d) + d + (SharedClassifier ? 0 : v * d));
         }
     }
 
     /// <summary>The exact size a file with this header has.</summary>
     public long FileSize => checked(HeaderBytes + sizeof(float) * (ParameterCount + 2L * SeqLen * (HeadSize / 2)));
+
+    /// <summary>The header fields only, so printing a config never evaluates the derived sizes (which
+    /// overflow for headers no file could match).</summary>
+    bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append($"Dim = {Dim}, HiddenDim = {HiddenDim}, NLayers = {NLayers}, NHeads = {NHeads}, NKvHeads = {NKvHeads}, VocabSize = {VocabSize}, SeqLen = {SeqLen}, SharedClassifier = {SharedClassifier}");
+        return true;
+    }
 
     /// <summary>Why these values cannot describe a model, or null when they can.</summary>
     internal static string? Problem(int dim, int hiddenDim, int nLayers, int nHeads, int nKvHeads, int vocabSize, int seqLen)
