@@ -117,11 +117,18 @@ public sealed class AssetStore
 
         lock (InProcessGates.GetOrAdd(final, _ => new object()))
         {
-            using var fileLock = AcquireLock(plan);
-            // Another process may have finished while this one waited for the lock.
-            if (IsComplete(final, plan)) return final;
-            Install(plan, final);
-            return final;
+            try
+            {
+                using var fileLock = AcquireLock(plan);
+                // Another process may have finished while this one waited for the lock.
+                if (IsComplete(final, plan)) return final;
+                Install(plan, final);
+                return final;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new AssetException(plan.Pin.Spec, $"could not install into the cache folder {Root}: {e.Message}", e);
+            }
         }
     }
 

@@ -250,6 +250,16 @@ public class AssetStoreTests
     }
 
     [Test]
+    public void UnwritableCacheIsAnAssetException()
+    {
+        var blocker = Path.Combine(scratch, "not-a-folder");
+        File.WriteAllText(blocker, "a file where the cache folder should be");
+        var store = new AssetStore(blocker, null, new FakeFetcher(GoodTgz()).Fetch);
+        var e = Assert.Throws<AssetException>(() => store.Ensure(Plan(new NpmPin("fake", "1.0.0", new string('0', 64)))))!;
+        Assert.That(e.Message, Does.Contain("fake@1.0.0").And.Contain(blocker));
+    }
+
+    [Test]
     public void DefaultRootFollowsTheEnvironment()
     {
         Assert.That(AssetStore.DefaultRoot(n => n == "PROMPTENGINE_CACHE" ? "/c/pe" : "/x", "/home/u"), Is.EqualTo("/c/pe"));

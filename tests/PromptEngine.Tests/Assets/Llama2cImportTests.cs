@@ -392,5 +392,30 @@ public class Llama2cImportTests
         Assert.That(parameters, Is.EqualTo(15_191_712));
         Assert.That(result.ParameterCount, Is.EqualTo(parameters));
         TestContext.Out.WriteLine($"stories15M: {result.TensorCount} tensors, {parameters:N0} parameters, imported in {seconds:F2} s");
+
+        // The real weights through both RoPE conventions: same attention logits (1e-9 relative + 1e-12).
+        var source = Llama2cModel.Read(TestAssets.Llama2cModelBin);
+        var random = new Random(11);
+        foreach (var layer in new[] { 0, 5 })
+        {
+            var wq = tensors[$"model.layers.{layer}.self_attn.q_proj.weight"].Floats;
+            var wk = tensors[$"model.layers.{layer}.self_attn.k_proj.weight"].Floats;
+            var x = Enumerable.Range(0, 288).Select(_ => random.NextDouble() * 2 - 1).ToArray();
+            var y = Enumerable.Range(0, 288).Select(_ => random.NextDouble() * 2 - 1).ToArray();
+            var qLlama = RopeInterleaved(MatVec(source.Wq[layer], 288, 288, x), 48, 200);
+            var kLlama = RopeInterleaved(MatVec(source.Wk[layer], 288, 288, y), 48, 37);
+            var qHf = RopeRotateHalf(MatVec(wq, 288, 288, x), 48, 200);
+            var kHf = RopeRotateHalf(MatVec(wk, 288, 288, y), 48, 37);
+            for (var head = 0; head < 6; head++)
+            {
+                double sLlama = 0, sHf = 0;
+                for (var k = 0; k < 48; k++)
+                {
+                    sLlama += qLlama[head * 48 + k] * kLlama[head * 48 + k];
+                    sHf += qHf[head * 48 + k] * kHf[head * 48 + k];
+                }
+                Assert.That(sHf, Is.EqualTo(sLlama).Within(1e-9 * Math.Abs(sLlama) + 1e-12), $"layer {layer} head {head}");
+            }
+        }
     }
 }
