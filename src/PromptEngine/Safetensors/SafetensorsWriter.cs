@@ -53,10 +53,13 @@ public sealed record TensorToWrite(string Name, DType DType, long[] Shape, ReadO
     }
 }
 
-/// <summary>Writes safetensors files in canonical layout: tensors sorted by name, data offsets
-/// contiguous from 0, header padded with spaces to a multiple of 8 bytes (what Python's
-/// safetensors library writes and accepts). The file appears atomically (temp file + rename), so a
-/// crash mid-write never leaves a truncated file under the final name.</summary>
+/// <summary>Writes safetensors files in the canonical layout of Python's safetensors: header entries and
+/// data ordered by element size descending (I64, F64, F32, I32, BF16, F16, I16, I8, U8, BOOL — the
+/// Rust crate's dtype order reversed), then by name; data offsets contiguous from 0; the JSON header
+/// compact and padded with spaces to a multiple of 8 bytes. Larger elements first plus the 8-byte
+/// padding leave every tensor naturally aligned in the file, so zero-copy readers can map it directly.
+/// The file appears atomically (temp file + rename), so a crash mid-write never leaves a truncated
+/// file under the final name.</summary>
 public static class SafetensorsWriter
 {
     /// <summary>Non-ASCII names and metadata stay readable UTF-8 rather than \u escapes; the header is
@@ -70,8 +73,9 @@ public static class SafetensorsWriter
     {
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(tensors);
-        var sorted = tensors.OrderBy(t => t.Name, StringComparer.Ordinal).ToList();
+        var sorted = tensors.ToList();
         Validate(sorted, metadata);
+        sorted = sorted.OrderBy(t => LayoutRank(t.DType)).ThenBy(t => t.Name, StringComparer.Ordinal).ToList();
         var header = EncodeHeader(sorted, metadata);
 
         var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
@@ -96,6 +100,23 @@ public static class SafetensorsWriter
             throw;
         }
     }
+
+    /// <summary>Position in the canonical layout: Python's safetensors sorts by its Rust dtype enum
+    /// (BOOL, U8, I8, I16, F16, BF16, I32, F32, F64, I64 for the types here), descending.</summary>
+    internal static int LayoutRank(DType dtype) => dtype switch
+    {
+        DType.I64 => 0,
+        DType.F64 => 1,
+        DType.F32 => 2,
+        DType.I32 => 3,
+        DType.BF16 => 4,
+        DType.F16 => 5,
+        DType.I16 => 6,
+        DType.I8 => 7,
+        DType.U8 => 8,
+        DType.BOOL => 9,
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, null),
+    };
 
     private static void Validate(List<TensorToWrite> sorted, IReadOnlyDictionary<string, string>? metadata)
     {
