@@ -40,36 +40,54 @@ internal static class SafetensorsHeader
         try { document = JsonDocument.Parse(header, JsonOptions); }
         catch (JsonException e) { throw new SafetensorsException(path, null, $"the header is not valid JSON: {e.Message}", e); }
 
-        using (document)
+        string? currentTensor = null;
+        try
         {
-            var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
-                throw new SafetensorsException(path, null, $"the header is a JSON {Kind(root)}, not an object");
-
-            var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
-            var tensors = new List<TensorInfo>();
-            var seen = new HashSet<string>(StringComparer.Ordinal);
-            foreach (var property in root.EnumerateObject())
-            {
-                // JsonDocument keeps both copies of a duplicated key; Python's safetensors rejects them.
-                if (!seen.Add(property.Name))
-                    throw property.Name == MetadataKey
-                        ? new SafetensorsException(path, null, $"'{MetadataKey}' appears more than once in the header")
-                        : new SafetensorsException(path, property.Name, "the tensor name appears more than once in the header");
-                if (property.Name == MetadataKey)
-                {
-                    ParseMetadata(path, property.Value, metadata);
-                }
-                else
-                {
-                    tensors.Add(ParseEntry(path, property.Name, property.Value, dataLength));
-                }
-            }
-
-            CheckCoverage(path, tensors, dataLength);
-            tensors.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
-            return new Parsed(metadata, tensors.ToArray());
+            return Walk(path, document, dataLength, ref currentTensor);
         }
+        catch (InvalidOperationException e)
+        {
+            // JsonDocument accepts escapes such as "\ud800" (half a UTF-16 pair) and only fails when the
+            // string is read; such a string cannot be a faithful name or value.
+            throw new SafetensorsException(path, currentTensor, $"the header holds a string that is not valid UTF-16 (lone surrogate escape): {e.Message}", e);
+        }
+        finally
+        {
+            document.Dispose();
+        }
+    }
+
+    private static Parsed Walk(string path, JsonDocument document, long dataLength, ref string? currentTensor)
+    {
+        var root = document.RootElement;
+        if (root.ValueKind != JsonValueKind.Object)
+            throw new SafetensorsException(path, null, $"the header is a JSON {Kind(root)}, not an object");
+
+        var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+        var tensors = new List<TensorInfo>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var property in root.EnumerateObject())
+        {
+            currentTensor = null;  // in case reading the name itself fails
+            currentTensor = property.Name == MetadataKey ? null : property.Name;
+            // JsonDocument keeps both copies of a duplicated key; Python's safetensors rejects them.
+            if (!seen.Add(property.Name))
+                throw property.Name == MetadataKey
+                    ? new SafetensorsException(path, null, $"'{MetadataKey}' appears more than once in the header")
+                    : new SafetensorsException(path, property.Name, "the tensor name appears more than once in the header");
+            if (property.Name == MetadataKey)
+            {
+                ParseMetadata(path, property.Value, metadata);
+            }
+            else
+            {
+                tensors.Add(ParseEntry(path, property.Name, property.Value, dataLength));
+            }
+        }
+
+        CheckCoverage(path, tensors, dataLength);
+        tensors.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
+        return new Parsed(metadata, tensors.ToArray());
     }
 
     private static void ParseMetadata(string path, JsonElement value, Dictionary<string, string> metadata)

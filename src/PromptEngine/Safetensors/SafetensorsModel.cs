@@ -171,35 +171,52 @@ public sealed class SafetensorsModel : IDisposable
         JsonDocument document;
         try { document = JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 16 }); }
         catch (JsonException e) { throw new SafetensorsException(indexPath, null, $"the shard index is not valid JSON: {e.Message}", e); }
-        using (document)
+        string? currentTensor = null;
+        try
         {
-            var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
-                throw new SafetensorsException(indexPath, null, "the shard index is not a JSON object");
-            JsonElement? weightMapElement = null;
-            foreach (var property in root.EnumerateObject())
-            {
-                if (property.Name != "weight_map") continue;
-                if (weightMapElement is not null)
-                    throw new SafetensorsException(indexPath, null, "'weight_map' appears more than once");
-                weightMapElement = property.Value;
-            }
-            if (weightMapElement is not { ValueKind: JsonValueKind.Object } weightMapValue)
-                throw new SafetensorsException(indexPath, null, "the shard index has no 'weight_map' object");
-
-            var weightMap = new Dictionary<string, string>(StringComparer.Ordinal);
-            foreach (var entry in weightMapValue.EnumerateObject())
-            {
-                if (entry.Value.ValueKind != JsonValueKind.String)
-                    throw new SafetensorsException(indexPath, entry.Name, "the weight_map value is not a shard file name string");
-                var shard = entry.Value.GetString()!;
-                // A shard is a plain file next to the index: a hostile index must not reach elsewhere.
-                if (shard.Length == 0 || shard is "." or ".." || shard != System.IO.Path.GetFileName(shard) || shard.Contains('\\') || shard.Contains('\0'))
-                    throw new SafetensorsException(indexPath, entry.Name, $"shard '{shard}' is not a plain file name in the index's folder");
-                if (!weightMap.TryAdd(entry.Name, shard))
-                    throw new SafetensorsException(indexPath, entry.Name, "the tensor appears more than once in the weight_map");
-            }
-            return weightMap;
+            return WalkIndex(indexPath, document, ref currentTensor);
         }
+        catch (InvalidOperationException e)
+        {
+            // A lone surrogate escape such as "\ud800" parses but cannot be read as a string.
+            throw new SafetensorsException(indexPath, currentTensor, $"the shard index holds a string that is not valid UTF-16 (lone surrogate escape): {e.Message}", e);
+        }
+        finally
+        {
+            document.Dispose();
+        }
+    }
+
+    private static Dictionary<string, string> WalkIndex(string indexPath, JsonDocument document, ref string? currentTensor)
+    {
+        var root = document.RootElement;
+        if (root.ValueKind != JsonValueKind.Object)
+            throw new SafetensorsException(indexPath, null, "the shard index is not a JSON object");
+        JsonElement? weightMapElement = null;
+        foreach (var property in root.EnumerateObject())
+        {
+            if (property.Name != "weight_map") continue;
+            if (weightMapElement is not null)
+                throw new SafetensorsException(indexPath, null, "'weight_map' appears more than once");
+            weightMapElement = property.Value;
+        }
+        if (weightMapElement is not { ValueKind: JsonValueKind.Object } weightMapValue)
+            throw new SafetensorsException(indexPath, null, "the shard index has no 'weight_map' object");
+
+        var weightMap = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var entry in weightMapValue.EnumerateObject())
+        {
+            currentTensor = null;  // in case reading the name itself fails
+            currentTensor = entry.Name;
+            if (entry.Value.ValueKind != JsonValueKind.String)
+                throw new SafetensorsException(indexPath, entry.Name, "the weight_map value is not a shard file name string");
+            var shard = entry.Value.GetString()!;
+            // A shard is a plain file next to the index: a hostile index must not reach elsewhere.
+            if (shard.Length == 0 || shard is "." or ".." || shard != System.IO.Path.GetFileName(shard) || shard.Contains('\\') || shard.Contains('\0'))
+                throw new SafetensorsException(indexPath, entry.Name, $"shard '{shard}' is not a plain file name in the index's folder");
+            if (!weightMap.TryAdd(entry.Name, shard))
+                throw new SafetensorsException(indexPath, entry.Name, "the tensor appears more than once in the weight_map");
+        }
+        return weightMap;
     }
 }

@@ -246,6 +246,17 @@ public class SafetensorsHostileFileTests
     public void MetadataNotAnObject(string metadata) =>
         AssertRejected(_files.WriteRaw("metaobj.safetensors", $"{{\"__metadata__\":{metadata}}}"), null, "'__metadata__' is a JSON");
 
+    [TestCase("{\"\\ud800\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]}}", TestName = "LoneSurrogateEscape_InTensorName")]
+    [TestCase("{\"__metadata__\":{\"k\":\"\\udc00x\"}}", TestName = "LoneSurrogateEscape_InMetadataValue")]
+    [TestCase("{\"w\":{\"dtype\":\"\\ud83d\",\"shape\":[],\"data_offsets\":[0,4]}}", TestName = "LoneSurrogateEscape_InDType")]
+    public void LoneSurrogateEscape(string header)
+    {
+        // Valid UTF-8 bytes, but the escape names half a UTF-16 pair, which no .NET string can hold faithfully.
+        var path = _files.WriteRaw("surrogate.safetensors", header, new byte[4]);
+        var e = Assert.Throws<SafetensorsException>(() => SafetensorsFile.Open(path).Dispose())!;
+        Assert.That(e.Message, Does.Contain(path));
+    }
+
     [Test]
     public void MissingFile()
     {

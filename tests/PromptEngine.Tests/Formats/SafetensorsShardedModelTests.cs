@@ -204,6 +204,14 @@ public class SafetensorsShardedModelTests
     }
 
     [Test]
+    public void WeightMapLoneSurrogateEscape()
+    {
+        var index = _files.PathOf(SafetensorsModel.IndexFileName);
+        File.WriteAllText(index, "{\"weight_map\":{\"w\":\"a\\ud800.safetensors\"}}");
+        AssertRejected(_files.Folder, index, "w", "not valid UTF-16");
+    }
+
+    [Test]
     public void MissingPath()
     {
         var path = _files.PathOf("absent.safetensors");
