@@ -7,7 +7,9 @@ namespace PromptEngine.Safetensors;
 /// <summary>One safetensors file, memory-mapped read-only. <see cref="Open"/> validates the whole header
 /// against the file size before anything is mapped, so every later read stays inside the file.
 /// Layout: u64 little-endian header length N, N bytes of UTF-8 JSON, then the data section.
-/// Reads are thread-safe with each other, not with <see cref="Dispose"/>.</summary>
+/// Reads are thread-safe with each other, not with <see cref="Dispose"/>. Like every memory-mapped
+/// reader, it trusts the file not to shrink while open: another process truncating it would make a
+/// later read fault (SIGBUS) rather than throw.</summary>
 public sealed unsafe class SafetensorsFile : IDisposable
 {
     private readonly MemoryMappedFile _map;
