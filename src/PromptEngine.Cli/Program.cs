@@ -10,6 +10,11 @@ public static class Program
     public static RootCommand BuildRoot()
     {
         var root = new RootCommand("PromptEngine: train soft prompts on frozen transformers, in C#.");
+        root.Subcommands.Add(DemoCommand.Create());
+        root.Subcommands.Add(FetchAssetsCommand.Create());
+        root.Subcommands.Add(ImportLlama2cCommand.Create());
+        root.Subcommands.Add(PrepareImdbCommand.Create());
+        root.Subcommands.Add(InspectCommand.Create());
         root.Subcommands.Add(VersionCommand.Create());
         return root;
     }

@@ -2,7 +2,7 @@ namespace PromptEngine.Assets;
 
 /// <summary>An asset could not be installed: npm is missing or failed, a download does not match its
 /// pinned hash, or a package is malformed (an unsafe tar entry, a file missing from it).</summary>
-public sealed class AssetException : Exception
+public sealed class AssetException : PromptEngineException
 {
     /// <summary>Creates the exception for <paramref name="package"/> ("name@version", or null when no
     /// single package is concerned).</summary>

@@ -2,7 +2,7 @@ namespace PromptEngine.Data;
 
 /// <summary>A data file does not have the expected shape: invalid JSON, or a row with a missing or
 /// mistyped field. Names the file and, when one is to blame, the row (0-based).</summary>
-public sealed class DataFormatException : Exception
+public sealed class DataFormatException : PromptEngineException
 {
     /// <summary>Creates the exception for <paramref name="file"/>, row <paramref name="row"/> (null when
     /// the problem is not in one row).</summary>

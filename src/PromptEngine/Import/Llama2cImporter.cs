@@ -25,12 +25,14 @@ public sealed record Llama2cImportResult(string OutDir, Llama2cConfig Config, in
 public static class Llama2cImporter
 {
     /// <summary>Reads <paramref name="modelBin"/> and writes <c>config.json</c> and <c>model.safetensors</c>
-    /// into <paramref name="outDir"/>. The folder appears complete or not at all (written beside it, then
-    /// renamed). An existing non-empty folder is replaced only when <paramref name="overwrite"/> is true.</summary>
+    /// into <paramref name="outDir"/>, and, when <paramref name="tokenizerBin"/> is given, the tokenizer
+    /// files converted from llama2.c's tokenizer.bin. The folder appears complete or not at all (written
+    /// beside it, then renamed). An existing non-empty folder is replaced only when <paramref name="overwrite"/> is true.</summary>
     /// <exception cref="Llama2cFormatException">The model file is invalid.</exception>
+    /// <exception cref="Tokenization.TokenizerException">The tokenizer file is invalid.</exception>
     /// <exception cref="IOException"><paramref name="outDir"/> is a non-empty folder (or a file) and
     /// <paramref name="overwrite"/> is false.</exception>
-    public static Llama2cImportResult ImportModel(string modelBin, string outDir, bool overwrite = false)
+    public static Llama2cImportResult ImportModel(string modelBin, string outDir, bool overwrite = false, string? tokenizerBin = null)
     {
         var target = Path.GetFullPath(outDir).TrimEnd(Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar);
         EnsureReplaceable(target, overwrite);
@@ -46,6 +48,8 @@ public static class Llama2cImporter
             File.WriteAllText(Path.Combine(temp, "config.json"), ConfigJson(model.Config), new UTF8Encoding(false));
             // "format": "pt" is what transformers' loader looks for in a safetensors header.
             SafetensorsWriter.Write(Path.Combine(temp, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            if (tokenizerBin is not null)
+                Tokenization.Llama2cTokenizerConverter.WriteTokenizerFiles(tokenizerBin, temp, model.Config.VocabSize, modelMaxLength: model.Config.SeqLen);
             Publish(temp, target, overwrite);
         }
         catch

@@ -5,7 +5,7 @@ namespace PromptEngine.Import;
 
 /// <summary>A llama2.c model.bin is not what its header says: bad header values, or a size that does
 /// not match them.</summary>
-public sealed class Llama2cFormatException : Exception
+public sealed class Llama2cFormatException : PromptEngineException
 {
     /// <summary>Creates the exception for <paramref name="file"/>.</summary>
     public Llama2cFormatException(string file, string message) : base($"{file}: {message}") => File = file;

@@ -3,7 +3,7 @@ namespace PromptEngine.Safetensors;
 /// <summary>A safetensors file (or shard index) is missing, broken or hostile, or a tensor asked of it
 /// is absent or of the wrong type. The message always names the file, and the tensor where one is
 /// involved, so that a user can find the culprit without a debugger.</summary>
-public class SafetensorsException : Exception
+public class SafetensorsException : PromptEngineException
 {
     /// <summary>Creates the exception; the message is composed from the file, tensor and detail.</summary>
     /// <param name="filePath">The file at fault (a .safetensors file or a shard index).</param>

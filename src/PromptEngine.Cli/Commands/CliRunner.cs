@@ -1,0 +1,32 @@
+using Spectre.Console;
+
+namespace PromptEngine.Cli.Commands;
+
+/// <summary>Runs a command's body and turns the library's input errors into one readable line on
+/// stderr and exit code 2 (1 is System.CommandLine's code for a bad command line).</summary>
+internal static class CliRunner
+{
+    /// <summary>Where commands write; tests replace it to capture output.</summary>
+    public static IAnsiConsole Out { get; set; } = AnsiConsole.Console;
+
+    /// <summary>Where errors go.</summary>
+    public static TextWriter Error { get; set; } = Console.Error;
+
+    public static int Run(Func<int> body)
+    {
+        try
+        {
+            return body();
+        }
+        catch (PromptEngineException e)
+        {
+            Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+    }
+}
