@@ -85,4 +85,28 @@ public class ModelFolderTests
         Assert.That(model.Tokenizer.BosId, Is.EqualTo(1));
         Assert.That(model.Tokenizer.EosId, Is.EqualTo(2));
     }
+
+    [Test]
+    public void OpensAGpt2FolderWithPrefixedConv1DWeightsAndItsTokenizer()
+    {
+        const string config = """
+            { "architectures": ["GPT2LMHeadModel"], "n_embd": 8, "n_layer": 1, "n_head": 2, "n_positions": 16,
+              "vocab_size": 50257, "bos_token_id": 50256, "eos_token_id": 50256 }
+            """;
+        File.WriteAllText(Path.Combine(folder, "config.json"), config);
+        var map = WeightMap.For(TransformerConfig.Parse(config, "config.json"), "transformer.");
+        // BF16 storage is accepted too: kept 16-bit for upload, or widened on read.
+        SafetensorsWriter.Write(Path.Combine(folder, "model.safetensors"), map.Weights.Select(w => w.Role == WeightRole.QkvFused
+            ? TensorToWrite.BF16(w.Name, w.Shape, Enumerable.Range(0, 8 * 24).Select(i => i / 8f).ToArray())
+            : Random(w)));
+        File.Copy(TestAssets.Gpt2EncoderJson, Path.Combine(folder, "vocab.json"));
+        File.Copy(TestAssets.Gpt2VocabBpe, Path.Combine(folder, "merges.txt"));
+
+        using var model = ModelFolder.Open(folder);
+        Assert.That(model.Weights.NamePrefix, Is.EqualTo("transformer."));
+        Assert.That(model.Weights.Get(WeightRole.QkvFused, 0).StoredTransposed, Is.True);
+        Assert.That(model.Tensors.ReadF32("transformer.h.0.attn.c_attn.weight")[9], Is.EqualTo(9 / 8f));
+        Assert.That(model.Tokenizer.Encode("Hello world", addBos: false), Is.EqualTo(new[] { 15496, 995 }));
+        Assert.That((model.Tokenizer.BosId, model.Tokenizer.EosId), Is.EqualTo((50256, 50256)));
+    }
 }
