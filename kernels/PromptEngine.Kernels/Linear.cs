@@ -6,7 +6,8 @@ namespace PromptEngine.Kernels;
 /// <summary>
 /// Linear layer on row-major tensors: forward <c>Y = X·Wᵀ + b</c> with X (N, K), W (M, K), b (M) optional,
 /// Y (N, M); backward to the data only, <c>dX = dY·W</c> with dY (N, M), dX (N, K). The weights are frozen,
-/// so no weight or bias gradient is ever computed. Outputs (Y, dX) are overwritten, never accumulated.
+/// so no weight or bias gradient is ever computed. Y is overwritten; dX is overwritten, or accumulated into
+/// when asked (a block's input feeds several projections — Llama's q, k and v — whose data gradients add up).
 /// </summary>
 /// <remarks>
 /// CPU-shaped kernels give each thread a 4×4 block of the output held in 16 registers, streaming four rows
@@ -51,10 +52,10 @@ public sealed class Linear
             a30 += xv3 * wv0; a31 += xv3 * wv1; a32 += xv3 * wv2; a33 += xv3 * wv3;
         }
         bool hasBias = bias.Length > 0;
-        StoreRow(y, bias, hasBias, n0, m0, n, m, a00, a01, a02, a03);
-        StoreRow(y, bias, hasBias, n0 + 1, m0, n, m, a10, a11, a12, a13);
-        StoreRow(y, bias, hasBias, n0 + 2, m0, n, m, a20, a21, a22, a23);
-        StoreRow(y, bias, hasBias, n0 + 3, m0, n, m, a30, a31, a32, a33);
+        StoreRow(y, bias, hasBias, false, n0, m0, n, m, a00, a01, a02, a03);
+        StoreRow(y, bias, hasBias, false, n0 + 1, m0, n, m, a10, a11, a12, a13);
+        StoreRow(y, bias, hasBias, false, n0 + 2, m0, n, m, a20, a21, a22, a23);
+        StoreRow(y, bias, hasBias, false, n0 + 3, m0, n, m, a30, a31, a32, a33);
     }
 
     /// <summary>CPU-shaped backward: one thread per 4×4 block of dX, reducing over M.</summary>
@@ -62,7 +63,7 @@ public sealed class Linear
         ArrayView<float> dX, // (N, K)
         ArrayView<float> dY, // (N, M)
         ArrayView<float> w,  // (M, K)
-        int n, int k, int m)
+        int n, int k, int m, int accumulate)
     {
         int blocksK = (k + MicroTile - 1) / MicroTile;
         int block = Grid.GlobalIndex.X;
@@ -87,23 +88,24 @@ public sealed class Linear
             a30 += dv3 * wv0; a31 += dv3 * wv1; a32 += dv3 * wv2; a33 += dv3 * wv3;
         }
         var noBias = default(ArrayView<float>);
-        StoreRow(dX, noBias, false, n0, k0, n, k, a00, a01, a02, a03);
-        StoreRow(dX, noBias, false, n0 + 1, k0, n, k, a10, a11, a12, a13);
-        StoreRow(dX, noBias, false, n0 + 2, k0, n, k, a20, a21, a22, a23);
-        StoreRow(dX, noBias, false, n0 + 3, k0, n, k, a30, a31, a32, a33);
+        bool add = accumulate != 0;
+        StoreRow(dX, noBias, false, add, n0, k0, n, k, a00, a01, a02, a03);
+        StoreRow(dX, noBias, false, add, n0 + 1, k0, n, k, a10, a11, a12, a13);
+        StoreRow(dX, noBias, false, add, n0 + 2, k0, n, k, a20, a21, a22, a23);
+        StoreRow(dX, noBias, false, add, n0 + 3, k0, n, k, a30, a31, a32, a33);
     }
 
-    /// <summary>Stores up to four consecutive values of one output row, skipping what lies past the edge.</summary>
-    static void StoreRow(ArrayView<float> output, ArrayView<float> bias, bool hasBias, int row, int col0, int rows, int cols,
+    /// <summary>Stores (or adds) up to four consecutive values of one output row, skipping what lies past the edge.</summary>
+    static void StoreRow(ArrayView<float> output, ArrayView<float> bias, bool hasBias, bool add, int row, int col0, int rows, int cols,
         float v0, float v1, float v2, float v3)
     {
         if (row >= rows)
             return;
         long offset = (long)row * cols + col0;
-        output[offset] = v0 + (hasBias ? bias[col0] : 0f);
-        if (col0 + 1 < cols) output[offset + 1] = v1 + (hasBias ? bias[col0 + 1] : 0f);
-        if (col0 + 2 < cols) output[offset + 2] = v2 + (hasBias ? bias[col0 + 2] : 0f);
-        if (col0 + 3 < cols) output[offset + 3] = v3 + (hasBias ? bias[col0 + 3] : 0f);
+        output[offset] = v0 + (hasBias ? bias[col0] : 0f) + (add ? output[offset] : 0f);
+        if (col0 + 1 < cols) output[offset + 1] = v1 + (hasBias ? bias[col0 + 1] : 0f) + (add ? output[offset + 1] : 0f);
+        if (col0 + 2 < cols) output[offset + 2] = v2 + (hasBias ? bias[col0 + 2] : 0f) + (add ? output[offset + 2] : 0f);
+        if (col0 + 3 < cols) output[offset + 3] = v3 + (hasBias ? bias[col0 + 3] : 0f) + (add ? output[offset + 3] : 0f);
     }
 
     /// <summary>GPU-shaped forward: group (Tile, Tile) computes a Tile×Tile block of Y; shared memory holds 2·Tile² floats.</summary>
@@ -142,7 +144,7 @@ public sealed class Linear
         ArrayView<float> dX, // (N, K)
         ArrayView<float> dY, // (N, M)
         ArrayView<float> w,  // (M, K)
-        int n, int k, int m)
+        int n, int k, int m, int accumulate)
     {
         int tile = Group.DimX;
         var shared = SharedMemory.GetDynamic<float>();
@@ -163,7 +165,7 @@ public sealed class Linear
             Group.Barrier();
         }
         if (row < n && col < k)
-            dX[(long)row * k + col] = acc;
+            dX[(long)row * k + col] = accumulate != 0 ? dX[(long)row * k + col] + acc : acc;
     }
 
     #endregion
@@ -172,7 +174,7 @@ public sealed class Linear
 
     readonly KernelContext context;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> forward;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> backward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int> backward;
 
     internal Linear(KernelContext context)
     {
@@ -181,12 +183,12 @@ public sealed class Linear
         if (context.Shape == KernelShape.Cpu)
         {
             forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(ForwardMicroTileKernel);
-            backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(BackwardMicroTileKernel);
+            backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(BackwardMicroTileKernel);
         }
         else
         {
             forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(ForwardTiledKernel);
-            backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(BackwardTiledKernel);
+            backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(BackwardTiledKernel);
         }
     }
 
@@ -211,22 +213,23 @@ public sealed class Linear
         forward(Config(n, m), y, x, w, bias, n, k, m);
     }
 
-    /// <summary>dX = dY·W (gradient to the input only; W is frozen).</summary>
-    /// <param name="dX">Input gradient (N, K), overwritten.</param>
+    /// <summary>dX = dY·W, or dX += dY·W with <paramref name="accumulate"/> (gradient to the input only; W is frozen).</summary>
+    /// <param name="dX">Input gradient (N, K), overwritten or accumulated into.</param>
     /// <param name="dY">Output gradient (N, M).</param>
     /// <param name="w">Weight (M, K).</param>
     /// <param name="n">Rows (B·T).</param>
     /// <param name="k">Input features.</param>
     /// <param name="m">Output features.</param>
+    /// <param name="accumulate">Add into <paramref name="dX"/> instead of overwriting it.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match the dimensions.</exception>
-    public void Backward(ArrayView<float> dX, ArrayView<float> dY, ArrayView<float> w, int n, int k, int m)
+    public void Backward(ArrayView<float> dX, ArrayView<float> dY, ArrayView<float> w, int n, int k, int m, bool accumulate = false)
     {
         const string op = "Linear.Backward";
         Check.Positive(op, ("N", n), ("K", k), ("M", m));
         Check.Length(op, "dX", dX, (long)n * k, "N*K");
         Check.Length(op, "dY", dY, (long)n * m, "N*M");
         Check.Length(op, "W", w, (long)m * k, "M*K");
-        backward(Config(n, k), dX, dY, w, n, k, m);
+        backward(Config(n, k), dX, dY, w, n, k, m, accumulate ? 1 : 0);
     }
 
     /// <summary>Launch shape for an output of <paramref name="rows"/> × <paramref name="cols"/>.</summary>

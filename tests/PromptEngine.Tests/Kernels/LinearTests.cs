@@ -51,6 +51,25 @@ public sealed class LinearTests(KernelShape shape) : KernelTestBase(shape)
         TensorAssert.Close($"Linear.Backward {Shape} {n}x{k}x{m}", Download(dXBuffer), expected, Atol(m), Rtol);
     }
 
+    [TestCase(7, 13, 9)]
+    [TestCase(18, 21, 11)]
+    public void BackwardAccumulatesWhenAsked(int n, int k, int m)
+    {
+        var random = new Random(n * 1000 + k * 10 + m + 2);
+        var dY = RandomValues(random, n * m);
+        var w = RandomValues(random, m * k);
+        var existing = RandomValues(random, n * k);
+        var expected = new double[n * k];
+        LinearReference.Backward(expected, dY, w, n, k, m);
+        for (var i = 0; i < expected.Length; i++) expected[i] += existing[i];
+
+        using var dYBuffer = Upload(dY);
+        using var wBuffer = Upload(w);
+        using var dXBuffer = Upload(existing);
+        Kernels.Linear.Backward(dXBuffer.View, dYBuffer.View, wBuffer.View, n, k, m, accumulate: true);
+        TensorAssert.Close($"Linear.Backward+= {Shape} {n}x{k}x{m}", Download(dXBuffer), expected, Atol(m), Rtol);
+    }
+
     [Test]
     public void WrongShapeNamesTheTensor()
     {
