@@ -79,6 +79,7 @@ public sealed class KernelContext : IDisposable
     readonly Lazy<LayerNorm> layerNorm;
     readonly Lazy<Gelu> gelu;
     readonly Lazy<Residual> residual;
+    readonly Lazy<PositionEmbedding> positionEmbedding;
 
     KernelContext(Context context, Accelerator accelerator, KernelShape shape)
     {
@@ -100,6 +101,7 @@ public sealed class KernelContext : IDisposable
         layerNorm = new(() => new LayerNorm(this));
         gelu = new(() => new Gelu(this));
         residual = new(() => new Residual(this));
+        positionEmbedding = new(() => new PositionEmbedding(this));
     }
 
     /// <summary>The ILGPU context (algorithms enabled, so <c>XMath</c> works in kernels).</summary>
@@ -143,6 +145,9 @@ public sealed class KernelContext : IDisposable
 
     /// <summary>Residual add.</summary>
     public Residual Residual => residual.Value;
+
+    /// <summary>Learned absolute positions added to the embedding output (GPT-2).</summary>
+    public PositionEmbedding PositionEmbedding => positionEmbedding.Value;
 
     /// <summary>Creates a context on the requested accelerator.</summary>
     /// <param name="backend">Where to run; <see cref="KernelBackend.Auto"/> prefers CUDA.</param>
