@@ -79,6 +79,7 @@ public sealed class KernelContext : IDisposable
     readonly Lazy<LayerNorm> layerNorm;
     readonly Lazy<Gelu> gelu;
     readonly Lazy<Residual> residual;
+    readonly Lazy<Attention> attention;
 
     KernelContext(Context context, Accelerator accelerator, KernelShape shape)
     {
@@ -100,6 +101,7 @@ public sealed class KernelContext : IDisposable
         layerNorm = new(() => new LayerNorm(this));
         gelu = new(() => new Gelu(this));
         residual = new(() => new Residual(this));
+        attention = new(() => new Attention(this));
     }
 
     /// <summary>The ILGPU context (algorithms enabled, so <c>XMath</c> works in kernels).</summary>
@@ -143,6 +145,9 @@ public sealed class KernelContext : IDisposable
 
     /// <summary>Residual add.</summary>
     public Residual Residual => residual.Value;
+
+    /// <summary>Causal, masked, grouped-query self-attention and its backward to q, k and v.</summary>
+    public Attention Attention => attention.Value;
 
     /// <summary>Creates a context on the requested accelerator.</summary>
     /// <param name="backend">Where to run; <see cref="KernelBackend.Auto"/> prefers CUDA.</param>
