@@ -80,6 +80,7 @@ public sealed class KernelContext : IDisposable
     readonly Lazy<Gelu> gelu;
     readonly Lazy<Residual> residual;
     readonly Lazy<Attention> attention;
+    readonly Lazy<CrossEntropy> crossEntropy;
 
     KernelContext(Context context, Accelerator accelerator, KernelShape shape)
     {
@@ -102,6 +103,7 @@ public sealed class KernelContext : IDisposable
         gelu = new(() => new Gelu(this));
         residual = new(() => new Residual(this));
         attention = new(() => new Attention(this));
+        crossEntropy = new(() => new CrossEntropy(this));
     }
 
     /// <summary>The ILGPU context (algorithms enabled, so <c>XMath</c> works in kernels).</summary>
@@ -148,6 +150,9 @@ public sealed class KernelContext : IDisposable
 
     /// <summary>Causal, masked, grouped-query self-attention and its backward to q, k and v.</summary>
     public Attention Attention => attention.Value;
+
+    /// <summary>Fused LM head + softmax + cross-entropy at selected rows, optionally over a restricted vocabulary.</summary>
+    public CrossEntropy CrossEntropy => crossEntropy.Value;
 
     /// <summary>Creates a context on the requested accelerator.</summary>
     /// <param name="backend">Where to run; <see cref="KernelBackend.Auto"/> prefers CUDA.</param>

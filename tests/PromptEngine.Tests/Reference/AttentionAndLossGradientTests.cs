@@ -42,4 +42,25 @@ public sealed class AttentionAndLossGradientTests
         TensorAssert.Close("Attention reference dK vs finite differences", dK, FiniteDifference.Gradient(x => Run(q, x, v), k, probe), Atol, Rtol);
         TensorAssert.Close("Attention reference dV vs finite differences", dV, FiniteDifference.Gradient(x => Run(q, k, x), v, probe), Atol, Rtol);
     }
+
+    [TestCase(7, new int[0])]
+    [TestCase(9, new[] { 6, 1 })]
+    public void CrossEntropy(int v, int[] allowed)
+    {
+        const int n = 5, c = 4;
+        int[] rows = [3, 0, 4];
+        int[] targets = [v > 7 ? 1 : 2, -1, v > 7 ? 6 : 5];
+        int r = allowed.Length;
+        var hidden = Random(40, n * c, 2);
+        var weight = Random(41, v * c, 2);
+        var numeric = FiniteDifference.Gradient(hs =>
+        {
+            var mean = new double[1];
+            CrossEntropyReference.Forward(new double[rows.Length], mean, hs, rows, targets, weight, allowed, n, c, rows.Length, v, r);
+            return mean;
+        }, hidden, [1.0]);
+        var analytic = new double[n * c];
+        CrossEntropyReference.Backward(analytic, hidden, rows, targets, weight, allowed, n, c, rows.Length, v, r);
+        TensorAssert.Close($"CrossEntropy reference dHidden vs finite differences (R = {r})", analytic, numeric, Atol, Rtol);
+    }
 }
