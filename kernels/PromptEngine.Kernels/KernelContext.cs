@@ -81,6 +81,8 @@ public sealed class KernelContext : IDisposable
     readonly Lazy<Residual> residual;
     readonly Lazy<Attention> attention;
     readonly Lazy<CrossEntropy> crossEntropy;
+    readonly Lazy<AdamW> adamW;
+    readonly Lazy<GradNorm> gradNorm;
 
     KernelContext(Context context, Accelerator accelerator, KernelShape shape)
     {
@@ -104,6 +106,8 @@ public sealed class KernelContext : IDisposable
         residual = new(() => new Residual(this));
         attention = new(() => new Attention(this));
         crossEntropy = new(() => new CrossEntropy(this));
+        adamW = new(() => new AdamW(this));
+        gradNorm = new(() => new GradNorm(this));
     }
 
     /// <summary>The ILGPU context (algorithms enabled, so <c>XMath</c> works in kernels).</summary>
@@ -153,6 +157,12 @@ public sealed class KernelContext : IDisposable
 
     /// <summary>Fused LM head + softmax + cross-entropy at selected rows, optionally over a restricted vocabulary.</summary>
     public CrossEntropy CrossEntropy => crossEntropy.Value;
+
+    /// <summary>AdamW step with decoupled weight decay and an optional on-device gradient scale.</summary>
+    public AdamW AdamW => adamW.Value;
+
+    /// <summary>Deterministic two-stage sum of squares and gradient-clipping factor.</summary>
+    public GradNorm GradNorm => gradNorm.Value;
 
     /// <summary>Creates a context on the requested accelerator.</summary>
     /// <param name="backend">Where to run; <see cref="KernelBackend.Auto"/> prefers CUDA.</param>
