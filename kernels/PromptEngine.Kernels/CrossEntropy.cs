@@ -22,11 +22,14 @@ namespace PromptEngine.Kernels;
 /// <para>Selected rows must be distinct (the scatter writes each once; duplicates would race): check with
 /// <see cref="CheckSelection"/> on the host. An index the kernels find out of range (row ≥ N, id ≥ V, a target
 /// outside the allowed set) yields NaN in the logits or the loss rather than an out-of-bounds access.</para>
-/// <para>CPU-shaped kernels: one thread per logit, per selected row, or per (selected row, channel). GPU-shaped:
+/// <para>CPU-shaped kernels: one thread per column of logits, per selected row, or per (selected row, 4 channels). GPU-shaped:
 /// Tile×Tile shared-memory tiles for both products and one group per selected row for the softmax.</para>
 /// </remarks>
 public sealed class CrossEntropy
 {
+    /// <summary>Channels per thread of the CPU-shaped backward.</summary>
+    const int ChannelBlock = 4;
+
     #region Kernels
 
     /// <summary>Vocabulary row of column <paramref name="column"/>: allowed[column], or the column itself when unrestricted.</summary>
@@ -43,8 +46,9 @@ public sealed class CrossEntropy
         return -1;
     }
 
-    /// <summary>CPU-shaped logits: one thread per (selected row, column).</summary>
-    internal static void LogitsElementKernel(
+    /// <summary>CPU-shaped logits: one thread per column, over every selected row, so each weight row is read
+    /// from memory once while the S hidden rows stay in cache.</summary>
+    internal static void LogitsColumnKernel(
         ArrayView<float> logits, // (S, width)
         ArrayView<float> hidden, // (N, C)
         ArrayView<int> rows,     // (S)
@@ -53,23 +57,36 @@ public sealed class CrossEntropy
         int n, int c, int s, int v, int r)
     {
         int width = r > 0 ? r : v;
-        long index = Grid.GlobalIndex.X;
-        if (index >= (long)s * width)
+        int column = Grid.GlobalIndex.X;
+        if (column >= width)
             return;
-        int selected = (int)(index / width);
-        int column = (int)(index - (long)selected * width);
-        int row = rows[selected];
         int vocabularyRow = VocabularyRow(allowed, r, column);
-        if (row < 0 || row >= n || vocabularyRow < 0 || vocabularyRow >= v)
+        bool vocabularyValid = vocabularyRow >= 0 && vocabularyRow < v;
+        long w0 = (long)vocabularyRow * c;
+        // Four selected rows at a time: four independent accumulators per weight load.
+        for (int s0 = 0; s0 < s; s0 += ChannelBlock)
         {
-            logits[index] = float.NaN;
-            return;
+            int r0 = rows[s0], r1 = rows[Math.Min(s0 + 1, s - 1)], r2 = rows[Math.Min(s0 + 2, s - 1)], r3 = rows[Math.Min(s0 + 3, s - 1)];
+            bool valid = vocabularyValid && r0 >= 0 && r0 < n && r1 >= 0 && r1 < n && r2 >= 0 && r2 < n && r3 >= 0 && r3 < n;
+            float a0 = float.NaN, a1 = float.NaN, a2 = float.NaN, a3 = float.NaN;
+            if (valid)
+            {
+                a0 = a1 = a2 = a3 = 0;
+                long h0 = (long)r0 * c, h1 = (long)r1 * c, h2 = (long)r2 * c, h3 = (long)r3 * c;
+                for (int i = 0; i < c; i++)
+                {
+                    float w = weight[w0 + i];
+                    a0 += hidden[h0 + i] * w;
+                    a1 += hidden[h1 + i] * w;
+                    a2 += hidden[h2 + i] * w;
+                    a3 += hidden[h3 + i] * w;
+                }
+            }
+            logits[(long)s0 * width + column] = a0;
+            if (s0 + 1 < s) logits[(long)(s0 + 1) * width + column] = a1;
+            if (s0 + 2 < s) logits[(long)(s0 + 2) * width + column] = a2;
+            if (s0 + 3 < s) logits[(long)(s0 + 3) * width + column] = a3;
         }
-        long h0 = (long)row * c, w0 = (long)vocabularyRow * c;
-        float dot = 0;
-        for (int i = 0; i < c; i++)
-            dot += hidden[h0 + i] * weight[w0 + i];
-        logits[index] = dot;
     }
 
     /// <summary>CPU-shaped softmax and loss: one thread per selected row; dLogits overwrites the row's logits.</summary>
@@ -130,9 +147,9 @@ public sealed class CrossEntropy
         meanLoss[0] = count > 0 ? sum / count : 0f;
     }
 
-    /// <summary>CPU-shaped backward: one thread per (selected row, channel) reducing over the columns;
-    /// writes only the selected rows of dHidden (the launcher zeroes the rest first).</summary>
-    internal static void BackwardElementKernel(
+    /// <summary>CPU-shaped backward: one thread per (selected row, 4 consecutive channels) reducing over the
+    /// columns in 4 registers; writes only the selected rows of dHidden (the launcher zeroes the rest first).</summary>
+    internal static void BackwardChannelsKernel(
         ArrayView<float> dHidden, // (N, C)
         ArrayView<float> dLogits, // (S, width)
         ArrayView<float> weight,  // (V, C)
@@ -140,23 +157,40 @@ public sealed class CrossEntropy
         ArrayView<int> allowed,   // (R) or empty
         int n, int c, int s, int v, int r)
     {
-        long index = Grid.GlobalIndex.X;
-        if (index >= (long)s * c)
+        int blocks = (c + ChannelBlock - 1) / ChannelBlock;
+        int index = Grid.GlobalIndex.X;
+        if (index >= s * blocks)
             return;
         int width = r > 0 ? r : v;
-        int selected = (int)(index / c);
-        int channel = (int)(index - (long)selected * c);
+        int selected = index / blocks;
+        int c0 = index % blocks * ChannelBlock;
         int row = rows[selected];
         if (row < 0 || row >= n)
             return;
+        // Channels past the edge are clamped on load and skipped on store.
+        int c1 = Math.Min(c0 + 1, c - 1), c2 = Math.Min(c0 + 2, c - 1), c3 = Math.Min(c0 + 3, c - 1);
         long offset = (long)selected * width;
-        float sum = 0;
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
         for (int j = 0; j < width; j++)
         {
             int vocabularyRow = VocabularyRow(allowed, r, j);
-            sum += vocabularyRow >= 0 && vocabularyRow < v ? dLogits[offset + j] * weight[(long)vocabularyRow * c + channel] : float.NaN;
+            float g = dLogits[offset + j];
+            if (vocabularyRow < 0 || vocabularyRow >= v)
+            {
+                a0 = a1 = a2 = a3 = float.NaN;
+                continue;
+            }
+            long w = (long)vocabularyRow * c;
+            a0 += g * weight[w + c0];
+            a1 += g * weight[w + c1];
+            a2 += g * weight[w + c2];
+            a3 += g * weight[w + c3];
         }
-        dHidden[(long)row * c + channel] = sum;
+        long output = (long)row * c + c0;
+        dHidden[output] = a0;
+        if (c0 + 1 < c) dHidden[output + 1] = a1;
+        if (c0 + 2 < c) dHidden[output + 2] = a2;
+        if (c0 + 3 < c) dHidden[output + 3] = a3;
     }
 
     /// <summary>GPU-shaped logits: group (Tile, Tile) computes a Tile×Tile block of (selected rows, columns);
@@ -299,12 +333,12 @@ public sealed class CrossEntropy
         var accelerator = context.Accelerator;
         bool cpu = context.Shape == KernelShape.Cpu;
         logits = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, int, int, int, int, int>(
-            cpu ? LogitsElementKernel : LogitsTiledKernel);
+            cpu ? LogitsColumnKernel : LogitsTiledKernel);
         loss = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int>(
             cpu ? LossRowKernel : LossGroupKernel);
         mean = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(MeanKernel);
         backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int, int, int>(
-            cpu ? BackwardElementKernel : BackwardTiledKernel);
+            cpu ? BackwardChannelsKernel : BackwardTiledKernel);
     }
 
     /// <summary>Logits at the selected rows only, for inference.</summary>
@@ -385,7 +419,10 @@ public sealed class CrossEntropy
         Check.Length(op, "rows", rows, s, "S");
         Check.Length(op, "allowed", allowed, r, "R");
         dHidden.MemSetToZero(context.Accelerator.DefaultStream);
-        backward(ProductConfig(s, c), dHidden, dLogits, weight, rows, allowed, n, c, s, v, r);
+        var config = context.Shape == KernelShape.Cpu
+            ? new KernelConfig(s * ((c + ChannelBlock - 1) / ChannelBlock), 1)
+            : ProductConfig(s, c);
+        backward(config, dHidden, dLogits, weight, rows, allowed, n, c, s, v, r);
     }
 
     /// <summary>Validates a selection on the host: rows distinct and in [0, N); targets −1 or a vocabulary id in
@@ -448,14 +485,15 @@ public sealed class CrossEntropy
     }
 
     void LaunchLogits(ArrayView<float> output, ArrayView<float> hidden, ArrayView<int> rows, ArrayView<float> weight, ArrayView<int> allowed,
-        int n, int c, int s, int v, int r) =>
-        logits(ProductConfig(s, Width(v, r)), output, hidden, rows, weight, allowed, n, c, s, v, r);
+        int n, int c, int s, int v, int r)
+    {
+        var config = context.Shape == KernelShape.Cpu ? new KernelConfig(Width(v, r), 1) : ProductConfig(s, Width(v, r));
+        logits(config, output, hidden, rows, weight, allowed, n, c, s, v, r);
+    }
 
-    /// <summary>Launch shape of a product with an (<paramref name="outputRows"/>, <paramref name="outputColumns"/>) result.</summary>
+    /// <summary>Launch shape of a GPU-shaped tiled product with an (<paramref name="outputRows"/>, <paramref name="outputColumns"/>) result.</summary>
     KernelConfig ProductConfig(int outputRows, int outputColumns)
     {
-        if (context.Shape == KernelShape.Cpu)
-            return new KernelConfig(outputRows * outputColumns, 1);
         int tile = context.Tile;
         return new KernelConfig(
             new Index2D((outputColumns + tile - 1) / tile, (outputRows + tile - 1) / tile),
