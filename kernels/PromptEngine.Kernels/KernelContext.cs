@@ -80,6 +80,10 @@ public sealed class KernelContext : IDisposable
     readonly Lazy<Gelu> gelu;
     readonly Lazy<Residual> residual;
     readonly Lazy<PositionEmbedding> positionEmbedding;
+    readonly Lazy<Attention> attention;
+    readonly Lazy<CrossEntropy> crossEntropy;
+    readonly Lazy<AdamW> adamW;
+    readonly Lazy<GradNorm> gradNorm;
 
     KernelContext(Context context, Accelerator accelerator, KernelShape shape)
     {
@@ -102,6 +106,10 @@ public sealed class KernelContext : IDisposable
         gelu = new(() => new Gelu(this));
         residual = new(() => new Residual(this));
         positionEmbedding = new(() => new PositionEmbedding(this));
+        attention = new(() => new Attention(this));
+        crossEntropy = new(() => new CrossEntropy(this));
+        adamW = new(() => new AdamW(this));
+        gradNorm = new(() => new GradNorm(this));
     }
 
     /// <summary>The ILGPU context (algorithms enabled, so <c>XMath</c> works in kernels).</summary>
@@ -148,6 +156,17 @@ public sealed class KernelContext : IDisposable
 
     /// <summary>Learned absolute positions added to the embedding output (GPT-2).</summary>
     public PositionEmbedding PositionEmbedding => positionEmbedding.Value;
+    /// <summary>Causal, masked, grouped-query self-attention and its backward to q, k and v.</summary>
+    public Attention Attention => attention.Value;
+
+    /// <summary>Fused LM head + softmax + cross-entropy at selected rows, optionally over a restricted vocabulary.</summary>
+    public CrossEntropy CrossEntropy => crossEntropy.Value;
+
+    /// <summary>AdamW step with decoupled weight decay and an optional on-device gradient scale.</summary>
+    public AdamW AdamW => adamW.Value;
+
+    /// <summary>Deterministic two-stage sum of squares and gradient-clipping factor.</summary>
+    public GradNorm GradNorm => gradNorm.Value;
 
     /// <summary>Creates a context on the requested accelerator.</summary>
     /// <param name="backend">Where to run; <see cref="KernelBackend.Auto"/> prefers CUDA.</param>
