@@ -1,0 +1,464 @@
+using ILGPU;
+using ILGPU.Runtime;
+using PromptEngine.Kernels;
+using PromptEngine.Models;
+
+namespace PromptEngine.Engine;
+
+/// <summary>Sizes the engine's arenas once.</summary>
+/// <param name="MaxRows">Largest batch B.</param>
+/// <param name="MaxLength">Longest row T (prompt slots included).</param>
+/// <param name="PromptRows">Rows P of the prompt bank (all prompts of the bank, stacked); 0 for none.</param>
+/// <param name="Training">Save what backward needs for every layer; false keeps one layer's worth (inference).</param>
+/// <param name="MaxLossPositions">Most scored positions S per batch; B·T by default.</param>
+/// <param name="MaxVerbalizer">Most vocabulary rows a verbalizer restricts the softmax to.</param>
+public sealed record EngineOptions(int MaxRows, int MaxLength, int PromptRows, bool Training = true, int? MaxLossPositions = null, int MaxVerbalizer = 16);
+
+/// <summary>Device memory by arena, in bytes. There is no weight-gradient or weight-optimizer arena:
+/// the frozen weights get neither.</summary>
+public sealed record MemoryReport(long FrozenWeights, long Activations, long GradientsAndScratch, long Indices, long PromptAndOptimizer)
+{
+    /// <summary>Everything the engine holds.</summary>
+    public long Total => FrozenWeights + Activations + GradientsAndScratch + Indices + PromptAndOptimizer;
+}
+
+/// <summary>
+/// The transformer forward pass and the prompt-only backward pass, as flat lists of kernel launches.
+/// The forward saves exactly what the backward needs; the backward runs the same list in reverse,
+/// computing data gradients through the frozen blocks, and ends by accumulating into dPrompt.
+/// </summary>
+/// <remarks>
+/// Memory lives in four arenas allocated once: frozen weights (<see cref="DeviceWeights"/>); saved
+/// activations; gradients and scratch; the prompt with its gradient and AdamW moments. Per call only
+/// the batch's index maps are copied to the device, and one float (the mean loss) comes back.
+/// </remarks>
+public sealed class TransformerEngine : IDisposable
+{
+    readonly KernelContext kernels;
+    readonly TransformerConfig config;
+    readonly DeviceWeights weights;
+    readonly EngineOptions options;
+    readonly Arena<float> saved = new("activations");
+    readonly Arena<float> scratch = new("gradients and scratch");
+    readonly Arena<int> indices = new("indices");
+    readonly Arena<float> promptArena = new("prompt and optimizer");
+    readonly int maxN, maxS, maxWidth, savedLayers;
+    int optimizerStep;
+
+    // Saved activations (handles into `saved`); per layer unless noted.
+    readonly int[] residual;   // (L+1) × (N, C): the residual stream entering each block, and leaving the last
+    readonly int[] mid;        // (N, C) residual stream between attention and MLP
+    readonly int[] rstd1, rstd2, mean1, mean2; // (N) norm statistics (means for LayerNorm only)
+    readonly int[] q, k, v;    // (N, H*hs), (N, KV*hs), (N, KV*hs); q and k after RoPE
+    readonly int[] attention;  // (N, H*hs) attention output
+    readonly int[] lse;        // (B, H, T) attention log-sum-exp
+    readonly int[] gate, up;   // (N, I) MLP pre-activations (gate only for SwiGLU)
+    readonly int finalNorm, finalRstd, finalMean; // (N, C), (N), (N)
+
+    // Scratch and activation gradients (handles into `scratch`).
+    readonly int ln, projection, activated;             // (N, C), (N, C), (N, I)
+    readonly int dResidual, dLn, dTemp;                 // (N, C)
+    readonly int dAttention, dQ, dK, dV, delta;         // (N, H*hs), (N, H*hs), (N, KV*hs), (N, KV*hs), (B, H, T)
+    readonly int dActivated, dGate, dUp;                // (N, I)
+    readonly int losses, meanLoss, logits;              // (S), (1), (S, V or R): logits, then dLogits in place
+
+    // Batch maps (handles into `indices`).
+    readonly int sourceMap, keyMask, positionIds, lossPositions, targets, verbalizer, useOffsets, usePositions;
+
+    // Prompt arena.
+    readonly int prompt, dPrompt, adamM, adamV, sumSquares, clipScale, partials; // (P, C) ×4, (1), (1), (64)
+
+    Batch? current;
+
+    /// <summary>The model's configuration.</summary>
+    public TransformerConfig Config => config;
+
+    /// <summary>Builds the engine: uploads the frozen weights once and plans every arena for <paramref name="options"/>.</summary>
+    public TransformerEngine(KernelContext kernels, ModelFolder model, EngineOptions options)
+    {
+        if (options.MaxRows <= 0 || options.MaxLength <= 0) throw new ArgumentException($"engine: batch {options.MaxRows}×{options.MaxLength} must be positive");
+        if (options.MaxLength > model.Config.MaxPositions)
+            throw new ArgumentException($"engine: sequence length {options.MaxLength} exceeds the model's {model.Config.MaxPositions} positions");
+        this.kernels = kernels;
+        this.options = options;
+        config = model.Config;
+        int L = config.NumLayers, C = config.HiddenSize, Q = config.NumHeads * config.HeadDim, KV = config.NumKvHeads * config.HeadDim, I = config.IntermediateSize;
+        maxN = options.MaxRows * options.MaxLength;
+        maxS = options.MaxLossPositions ?? maxN;
+        maxWidth = config.VocabSize;
+        savedLayers = options.Training ? L : 1;
+        long headsRows = (long)options.MaxRows * config.NumHeads * options.MaxLength;
+        bool gpt2 = config.Family == ModelFamily.Gpt2;
+
+        residual = Enumerable.Range(0, L + 1).Select(l => saved.Reserve($"residual[{l}] (N, C)", (long)maxN * C)).ToArray();
+        int[] PerLayer(string name, long length, bool present = true) =>
+            Enumerable.Range(0, savedLayers).Select(l => saved.Reserve($"{name}[{l}]", present ? length : 0)).ToArray();
+        mid = PerLayer("mid (N, C)", (long)maxN * C);
+        rstd1 = PerLayer("rstd1 (N)", maxN);
+        rstd2 = PerLayer("rstd2 (N)", maxN);
+        mean1 = PerLayer("mean1 (N)", maxN, gpt2);
+        mean2 = PerLayer("mean2 (N)", maxN, gpt2);
+        q = PerLayer("q (N, H*hs)", (long)maxN * Q);
+        k = PerLayer("k (N, KV*hs)", (long)maxN * KV);
+        v = PerLayer("v (N, KV*hs)", (long)maxN * KV);
+        attention = PerLayer("attention (N, H*hs)", (long)maxN * Q);
+        lse = PerLayer("lse (B, H, T)", headsRows);
+        gate = PerLayer("gate (N, I)", (long)maxN * I, !gpt2);
+        up = PerLayer("up (N, I)", (long)maxN * I);
+        finalNorm = saved.Reserve("final norm (N, C)", (long)maxN * C);
+        finalRstd = saved.Reserve("final rstd (N)", maxN);
+        finalMean = saved.Reserve("final mean (N)", gpt2 ? maxN : 0);
+
+        ln = scratch.Reserve("ln (N, C)", (long)maxN * C);
+        projection = scratch.Reserve("projection (N, C)", (long)maxN * C);
+        activated = scratch.Reserve("activated (N, I)", (long)maxN * I);
+        dResidual = scratch.Reserve("dResidual (N, C)", (long)maxN * C);
+        dLn = scratch.Reserve("dLn (N, C)", (long)maxN * C);
+        dTemp = scratch.Reserve("dTemp (N, C)", (long)maxN * C);
+        dAttention = scratch.Reserve("dAttention (N, H*hs)", options.Training ? (long)maxN * Q : 0);
+        dQ = scratch.Reserve("dQ (N, H*hs)", options.Training ? (long)maxN * Q : 0);
+        dK = scratch.Reserve("dK (N, KV*hs)", options.Training ? (long)maxN * KV : 0);
+        dV = scratch.Reserve("dV (N, KV*hs)", options.Training ? (long)maxN * KV : 0);
+        delta = scratch.Reserve("delta (B, H, T)", options.Training ? headsRows : 0);
+        dActivated = scratch.Reserve("dActivated (N, I)", options.Training ? (long)maxN * I : 0);
+        dGate = scratch.Reserve("dGate (N, I)", options.Training && !gpt2 ? (long)maxN * I : 0);
+        dUp = scratch.Reserve("dUp (N, I)", options.Training ? (long)maxN * I : 0);
+        losses = scratch.Reserve("losses (S)", maxS);
+        meanLoss = scratch.Reserve("mean loss (1)", 1);
+        logits = scratch.Reserve("logits / dLogits (S, V)", (long)maxS * maxWidth);
+
+        sourceMap = indices.Reserve("source map (N)", maxN);
+        keyMask = indices.Reserve("key mask (N)", maxN);
+        positionIds = indices.Reserve("position ids (N)", maxN);
+        lossPositions = indices.Reserve("loss positions (S)", maxS);
+        targets = indices.Reserve("targets (S)", maxS);
+        verbalizer = indices.Reserve("verbalizer (R)", options.MaxVerbalizer);
+        useOffsets = indices.Reserve("prompt use offsets (P+1)", options.PromptRows + 1);
+        usePositions = indices.Reserve("prompt use positions (N)", maxN);
+
+        long promptLength = (long)options.PromptRows * C;
+        prompt = promptArena.Reserve("prompt (P, C)", promptLength);
+        dPrompt = promptArena.Reserve("dPrompt (P, C)", options.Training ? promptLength : 0);
+        adamM = promptArena.Reserve("AdamW m (P, C)", options.Training ? promptLength : 0);
+        adamV = promptArena.Reserve("AdamW v (P, C)", options.Training ? promptLength : 0);
+        sumSquares = promptArena.Reserve("sum of squares (1)", 1);
+        clipScale = promptArena.Reserve("clip scale (1)", 1);
+        partials = promptArena.Reserve("norm partials (64)", GradNorm.Partitions);
+
+        weights = DeviceWeights.Upload(kernels, model);
+        try
+        {
+            saved.Allocate(kernels.Accelerator);
+            scratch.Allocate(kernels.Accelerator);
+            indices.Allocate(kernels.Accelerator);
+            promptArena.Allocate(kernels.Accelerator);
+            if (options.Training && promptLength > 0)
+            {
+                promptArena[dPrompt].MemSetToZero();
+                promptArena[adamM].MemSetToZero();
+                promptArena[adamV].MemSetToZero();
+            }
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Device memory by arena.</summary>
+    public MemoryReport Memory => new(weights.Bytes, saved.Bytes, scratch.Bytes, indices.Bytes, promptArena.Bytes);
+
+    /// <summary>Rows P of the prompt bank.</summary>
+    public int PromptRows => options.PromptRows;
+
+    /// <summary>Replaces the prompt bank (P, C) with <paramref name="values"/> and resets its gradient and AdamW state.</summary>
+    public void SetPrompt(ReadOnlySpan<float> values)
+    {
+        var length = (long)options.PromptRows * config.HiddenSize;
+        if (values.Length != length) throw new ArgumentException($"prompt: {values.Length} values given, the bank holds P·C = {options.PromptRows}·{config.HiddenSize} = {length}");
+        if (length == 0) return;
+        promptArena[prompt].CopyFromCPU(values.ToArray());
+        if (options.Training)
+        {
+            promptArena[dPrompt].MemSetToZero();
+            promptArena[adamM].MemSetToZero();
+            promptArena[adamV].MemSetToZero();
+            optimizerStep = 0;
+        }
+    }
+
+    /// <summary>The prompt bank (P, C), copied to the host.</summary>
+    public float[] GetPrompt() => options.PromptRows == 0 ? [] : ToHost(promptArena[prompt]);
+
+    /// <summary>dLoss/dPrompt (P, C) accumulated since the last <see cref="ZeroPromptGradient"/>, copied to the host.</summary>
+    public float[] GetPromptGradient() => options.PromptRows == 0 || !options.Training ? [] : ToHost(promptArena[dPrompt]);
+
+    /// <summary>Clears dPrompt (start of a step; several batches between clears accumulate).</summary>
+    public void ZeroPromptGradient()
+    {
+        if (options.PromptRows > 0 && options.Training) promptArena[dPrompt].MemSetToZero();
+    }
+
+    /// <summary>Forward, loss and backward: returns the mean loss over the batch's scored positions and
+    /// ADDS dLoss/dPrompt into the prompt gradient.</summary>
+    public float LossAndPromptGradient(Batch batch)
+    {
+        if (!options.Training) throw new InvalidOperationException("engine: built for inference (EngineOptions.Training = false)");
+        Load(batch);
+        Forward(training: true);
+        var loss = LossForward();
+        LossBackward();
+        Backward();
+        return loss;
+    }
+
+    /// <summary>Forward and loss only (evaluation); saves nothing beyond one layer.</summary>
+    public float Loss(Batch batch)
+    {
+        Load(batch);
+        Forward(training: false);
+        return LossForward();
+    }
+
+    /// <summary>Logits (S, V), or (S, R) over the batch's verbalizer, at the batch's scored positions only.</summary>
+    public float[] Logits(Batch batch)
+    {
+        Load(batch);
+        Forward(training: false);
+        var (n, s, r) = (current!.Positions, current.LossPositions.Length, current.Verbalizer?.Length ?? 0);
+        var view = View(scratch, logits, (long)s * (r > 0 ? r : config.VocabSize));
+        kernels.CrossEntropy.Logits(view, View(saved, finalNorm, (long)n * config.HiddenSize), View(indices, lossPositions, s),
+            weights.LmHead, View(indices, verbalizer, r), n, config.HiddenSize, s, config.VocabSize, r);
+        return ToHost(view);
+    }
+
+    /// <summary>One AdamW step on the prompt from the accumulated dPrompt, clipping its norm to
+    /// <paramref name="maxGradNorm"/> (≤ 0: no clipping). Returns the gradient norm before clipping.</summary>
+    public float OptimizerStep(float learningRate, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0f, float maxGradNorm = 0f)
+    {
+        if (!options.Training || options.PromptRows == 0) throw new InvalidOperationException("engine: no trainable prompt");
+        long count = (long)options.PromptRows * config.HiddenSize;
+        var clip = maxGradNorm > 0 ? promptArena[clipScale] : default;
+        kernels.GradNorm.Forward(promptArena[sumSquares], clip, promptArena[partials], promptArena[dPrompt], count, maxGradNorm > 0 ? maxGradNorm : 1f);
+        kernels.AdamW.Step(promptArena[prompt], promptArena[adamM], promptArena[adamV], promptArena[dPrompt], clip, count,
+            learningRate, beta1, beta2, eps, weightDecay, ++optimizerStep);
+        var norm = ToHost(promptArena[sumSquares])[0];
+        return MathF.Sqrt(norm);
+    }
+
+    static T[] ToHost<T>(ArrayView<T> view) where T : unmanaged
+    {
+        var result = new T[view.Length];
+        view.CopyToCPU(result);
+        return result;
+    }
+
+    static ArrayView<T> View<T>(Arena<T> arena, int handle, long length) where T : unmanaged =>
+        length == 0 ? default : arena[handle].SubView(0, length);
+
+    void Load(Batch batch)
+    {
+        if (batch.Rows > options.MaxRows || batch.Length > options.MaxLength)
+            throw new ArgumentException($"batch {batch.Rows}×{batch.Length} exceeds the engine's {options.MaxRows}×{options.MaxLength}");
+        if (batch.LossPositions.Length > maxS) throw new ArgumentException($"batch scores {batch.LossPositions.Length} positions, the engine was sized for {maxS}");
+        if ((batch.Verbalizer?.Length ?? 0) > options.MaxVerbalizer) throw new ArgumentException($"verbalizer of {batch.Verbalizer!.Length} tokens exceeds the engine's {options.MaxVerbalizer}");
+        batch.Validate(config.VocabSize, options.PromptRows, config.MaxPositions);
+        int n = batch.Positions, s = batch.LossPositions.Length;
+        View(indices, sourceMap, n).CopyFromCPU(batch.SourceMap);
+        View(indices, keyMask, n).CopyFromCPU(batch.KeyMask);
+        View(indices, positionIds, n).CopyFromCPU(batch.PositionIds);
+        if (s > 0)
+        {
+            View(indices, lossPositions, s).CopyFromCPU(batch.LossPositions);
+            View(indices, targets, s).CopyFromCPU(batch.Targets);
+        }
+        if (batch.Verbalizer is { Length: > 0 } words) View(indices, verbalizer, words.Length).CopyFromCPU(words);
+        if (options.PromptRows > 0)
+        {
+            var uses = Embedding.BuildPromptUses(batch.SourceMap, config.VocabSize, options.PromptRows);
+            indices[useOffsets].CopyFromCPU(uses.Offsets);
+            if (uses.Positions.Length > 0) View(indices, usePositions, uses.Positions.Length).CopyFromCPU(uses.Positions);
+        }
+        current = batch;
+    }
+
+    void Forward(bool training)
+    {
+        var batch = current!;
+        int B = batch.Rows, T = batch.Length, N = batch.Positions;
+        int C = config.HiddenSize, H = config.NumHeads, KVH = config.NumKvHeads, hs = config.HeadDim, I = config.IntermediateSize;
+        int Q = H * hs, KV = KVH * hs;
+        float eps = (float)config.NormEps, theta = (float)config.RopeTheta;
+        bool gpt2 = config.Family == ModelFamily.Gpt2;
+        long nc = (long)N * C;
+        var map = View(indices, sourceMap, N);
+        var mask = View(indices, keyMask, N);
+        var positions = View(indices, positionIds, N);
+        var promptBank = options.PromptRows > 0 ? promptArena[prompt] : default;
+
+        // Embedding: token rows and prompt rows in one kernel; GPT-2 adds learned positions.
+        var x0 = View(saved, residual[0], nc);
+        kernels.Embedding.Forward(x0, map, weights.TokenEmbedding, promptBank, N, C, config.VocabSize, options.PromptRows);
+        if (gpt2) kernels.PositionEmbedding.Forward(x0, positions, weights.PositionEmbedding, N, C, config.MaxPositions);
+
+        var lnOut = View(scratch, ln, nc);
+        var proj = View(scratch, projection, nc);
+        var act = View(scratch, activated, (long)N * I);
+        for (int l = 0; l < config.NumLayers; l++)
+        {
+            int s = training ? l : 0; // inference reuses one layer's worth of saved tensors
+            var w = weights.Block(l);
+            var x = View(saved, residual[l], nc);
+            var h = View(saved, mid[s], nc);
+            var (lq, lk, lv) = (View(saved, q[s], (long)N * Q), View(saved, k[s], (long)N * KV), View(saved, v[s], (long)N * KV));
+            var att = View(saved, attention[s], (long)N * Q);
+            var r1 = View(saved, rstd1[s], N);
+            var r2 = View(saved, rstd2[s], N);
+
+            // Attention half: h = x + Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
+            if (gpt2) kernels.LayerNorm.Forward(lnOut, x, w.AttentionNorm, w.AttentionNormBias, View(saved, mean1[s], N), r1, N, C, eps);
+            else kernels.RmsNorm.Forward(lnOut, x, w.AttentionNorm, r1, N, C, eps);
+            kernels.Linear.Forward(lq, lnOut, w.Query, w.QueryBias, N, C, Q);
+            kernels.Linear.Forward(lk, lnOut, w.Key, w.KeyBias, N, C, KV);
+            kernels.Linear.Forward(lv, lnOut, w.Value, w.ValueBias, N, C, KV);
+            if (!gpt2)
+            {
+                kernels.Rope.Forward(lq, lq, positions, B, T, H, hs, theta);
+                kernels.Rope.Forward(lk, lk, positions, B, T, KVH, hs, theta);
+            }
+            kernels.Attention.Forward(att, View(saved, lse[s], (long)B * H * T), lq, lk, lv, mask, B, T, H, KVH, hs);
+            kernels.Linear.Forward(proj, att, w.AttentionOutput, w.AttentionOutputBias, N, Q, C);
+            kernels.Residual.Forward(h, x, proj, nc);
+
+            // MLP half: x' = h + Wdown · act(norm(h))
+            var u = View(saved, up[s], (long)N * I);
+            if (gpt2)
+            {
+                kernels.LayerNorm.Forward(lnOut, h, w.MlpNorm, w.MlpNormBias, View(saved, mean2[s], N), r2, N, C, eps);
+                kernels.Linear.Forward(u, lnOut, w.MlpUp, w.MlpUpBias, N, C, I);
+                kernels.Gelu.Forward(act, u, (long)N * I);
+            }
+            else
+            {
+                var g = View(saved, gate[s], (long)N * I);
+                kernels.RmsNorm.Forward(lnOut, h, w.MlpNorm, r2, N, C, eps);
+                kernels.Linear.Forward(g, lnOut, w.MlpGate, default, N, C, I);
+                kernels.Linear.Forward(u, lnOut, w.MlpUp, default, N, C, I);
+                kernels.SwiGlu.Forward(act, g, u, N, I);
+            }
+            kernels.Linear.Forward(proj, act, w.MlpDown, w.MlpDownBias, N, I, C);
+            kernels.Residual.Forward(View(saved, residual[l + 1], nc), h, proj, nc);
+        }
+
+        var xL = View(saved, residual[config.NumLayers], nc);
+        if (gpt2) kernels.LayerNorm.Forward(View(saved, finalNorm, nc), xL, weights.FinalNorm, weights.FinalNormBias, View(saved, finalMean, N), View(saved, finalRstd, N), N, C, eps);
+        else kernels.RmsNorm.Forward(View(saved, finalNorm, nc), xL, weights.FinalNorm, View(saved, finalRstd, N), N, C, eps);
+    }
+
+    float LossForward()
+    {
+        var batch = current!;
+        int n = batch.Positions, s = batch.LossPositions.Length, r = batch.Verbalizer?.Length ?? 0, C = config.HiddenSize;
+        if (s == 0) throw new ArgumentException("batch has no scored positions: nothing to take a loss over");
+        kernels.CrossEntropy.Forward(View(scratch, losses, s), scratch[meanLoss], View(scratch, logits, (long)s * (r > 0 ? r : config.VocabSize)),
+            View(saved, finalNorm, (long)n * C), View(indices, lossPositions, s), View(indices, targets, s), weights.LmHead,
+            View(indices, verbalizer, r), n, C, s, config.VocabSize, r);
+        return ToHost(scratch[meanLoss])[0]; // the one host read of a step
+    }
+
+    void LossBackward()
+    {
+        var batch = current!;
+        int N = batch.Positions, s = batch.LossPositions.Length, r = batch.Verbalizer?.Length ?? 0, C = config.HiddenSize;
+        long nc = (long)N * C;
+        var dNorm = View(scratch, dLn, nc);
+        kernels.CrossEntropy.Backward(dNorm, View(scratch, logits, (long)s * (r > 0 ? r : config.VocabSize)), weights.LmHead,
+            View(indices, lossPositions, s), View(indices, verbalizer, r), N, C, s, config.VocabSize, r);
+        var xL = View(saved, residual[config.NumLayers], nc);
+        if (config.Family == ModelFamily.Gpt2)
+            kernels.LayerNorm.Backward(View(scratch, dResidual, nc), dNorm, xL, weights.FinalNorm, View(saved, finalMean, N), View(saved, finalRstd, N), N, C);
+        else
+            kernels.RmsNorm.Backward(View(scratch, dResidual, nc), dNorm, xL, weights.FinalNorm, View(saved, finalRstd, N), N, C);
+    }
+
+    void Backward()
+    {
+        var batch = current!;
+        int B = batch.Rows, T = batch.Length, N = batch.Positions;
+        int C = config.HiddenSize, H = config.NumHeads, KVH = config.NumKvHeads, hs = config.HeadDim, I = config.IntermediateSize;
+        int Q = H * hs, KV = KVH * hs;
+        float theta = (float)config.RopeTheta;
+        bool gpt2 = config.Family == ModelFamily.Gpt2;
+        long nc = (long)N * C;
+        var mask = View(indices, keyMask, N);
+        var positions = View(indices, positionIds, N);
+        var dRes = View(scratch, dResidual, nc);   // gradient of the residual stream, carried down through the blocks
+        var dNorm = View(scratch, dLn, nc);
+        var dTmp = View(scratch, dTemp, nc);
+        var dAct = View(scratch, dActivated, (long)N * I);
+        var dU = View(scratch, dUp, (long)N * I);
+        var dAtt = View(scratch, dAttention, (long)N * Q);
+        var (dq, dk, dv) = (View(scratch, dQ, (long)N * Q), View(scratch, dK, (long)N * KV), View(scratch, dV, (long)N * KV));
+
+        for (int l = config.NumLayers - 1; l >= 0; l--)
+        {
+            var w = weights.Block(l);
+            var x = View(saved, residual[l], nc);
+            var h = View(saved, mid[l], nc);
+            var u = View(saved, up[l], (long)N * I);
+
+            // MLP half, reversed: dh = dx' + norm'(Wdownᵀ-path)
+            kernels.Linear.Backward(dAct, dRes, w.MlpDown, N, I, C);
+            if (gpt2)
+            {
+                kernels.Gelu.Backward(dU, dAct, u, (long)N * I);
+                kernels.Linear.Backward(dNorm, dU, w.MlpUp, N, C, I);
+                kernels.LayerNorm.Backward(dTmp, dNorm, h, w.MlpNorm, View(saved, mean2[l], N), View(saved, rstd2[l], N), N, C);
+            }
+            else
+            {
+                var g = View(saved, gate[l], (long)N * I);
+                var dG = View(scratch, dGate, (long)N * I);
+                kernels.SwiGlu.Backward(dG, dU, dAct, g, u, N, I);
+                kernels.Linear.Backward(dNorm, dG, w.MlpGate, N, C, I);
+                kernels.Linear.Backward(dNorm, dU, w.MlpUp, N, C, I, accumulate: true);
+                kernels.RmsNorm.Backward(dTmp, dNorm, h, w.MlpNorm, View(saved, rstd2[l], N), N, C);
+            }
+            kernels.Residual.Forward(dRes, dRes, dTmp, nc);
+
+            // Attention half, reversed: dx = dh + norm'(Wqᵀ dq + Wkᵀ dk + Wvᵀ dv)
+            var (lq, lk, lv) = (View(saved, q[l], (long)N * Q), View(saved, k[l], (long)N * KV), View(saved, v[l], (long)N * KV));
+            kernels.Linear.Backward(dAtt, dRes, w.AttentionOutput, N, Q, C);
+            kernels.Attention.Backward(dq, dk, dv, View(scratch, delta, (long)B * H * T), dAtt, lq, lk, lv, mask,
+                View(saved, attention[l], (long)N * Q), View(saved, lse[l], (long)B * H * T), B, T, H, KVH, hs);
+            if (!gpt2)
+            {
+                kernels.Rope.Backward(dq, dq, positions, B, T, H, hs, theta);
+                kernels.Rope.Backward(dk, dk, positions, B, T, KVH, hs, theta);
+            }
+            kernels.Linear.Backward(dNorm, dq, w.Query, N, C, Q);
+            kernels.Linear.Backward(dNorm, dk, w.Key, N, C, KV, accumulate: true);
+            kernels.Linear.Backward(dNorm, dv, w.Value, N, C, KV, accumulate: true);
+            if (gpt2) kernels.LayerNorm.Backward(dTmp, dNorm, x, w.AttentionNorm, View(saved, mean1[l], N), View(saved, rstd1[l], N), N, C);
+            else kernels.RmsNorm.Backward(dTmp, dNorm, x, w.AttentionNorm, View(saved, rstd1[l], N), N, C);
+            kernels.Residual.Forward(dRes, dRes, dTmp, nc);
+        }
+
+        // Embedding, reversed: only the prompt rows receive gradient (positions and tokens are frozen).
+        if (options.PromptRows > 0)
+            kernels.Embedding.Backward(promptArena[dPrompt], dRes, indices[useOffsets], View(indices, usePositions, BuildUseCount()), N, C, options.PromptRows);
+    }
+
+    int BuildUseCount() => current!.SourceMap.Count(s => s < 0);
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        weights?.Dispose();
+        saved.Dispose();
+        scratch.Dispose();
+        indices.Dispose();
+        promptArena.Dispose();
+    }
+}
