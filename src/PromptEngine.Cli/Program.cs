@@ -15,6 +15,8 @@ public static class Program
         root.Subcommands.Add(ImportLlama2cCommand.Create());
         root.Subcommands.Add(PrepareImdbCommand.Create());
         root.Subcommands.Add(InspectCommand.Create());
+        root.Subcommands.Add(LossCommand.Create());
+        root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(VersionCommand.Create());
         return root;
     }
