@@ -375,10 +375,12 @@ public sealed partial class ModelReference
         var y = new double[N * outDim];
         Parallel.For(0, outDim, j =>
         {
+            var row = weight.AsSpan(j * inDim, inDim);
             for (int n = 0; n < N; n++)
             {
+                var input = x.AsSpan(n * inDim, inDim);
                 double sum = bias is null ? 0 : bias[j];
-                for (int i = 0; i < inDim; i++) sum += x[n * inDim + i] * weight[j * inDim + i];
+                for (int i = 0; i < row.Length; i++) sum += input[i] * row[i];
                 y[n * outDim + j] = sum;
             }
         });
