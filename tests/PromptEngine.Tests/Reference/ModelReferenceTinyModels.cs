@@ -51,7 +51,8 @@ public static class ModelReferenceTinyModels
 
     static float[] RandomValues(ExpectedWeight w, int seed)
     {
-        var rng = new Random(HashCode.Combine(seed, StableHash(w.Name)));
+        // HashCode.Combine is randomised per process; a stable mix keeps the tiny models identical across runs.
+        var rng = new Random(unchecked(seed * 7919 + StableHash(w.Name)));
         long count = w.Shape.Aggregate(1L, (a, d) => a * d);
         var values = new float[count];
         var (centre, radius) = w.Role switch
