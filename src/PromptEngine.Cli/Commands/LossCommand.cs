@@ -39,7 +39,8 @@ internal static class LossCommand
             if (parse.GetValue(json))
             {
                 CliRunner.Out.Profile.Width = int.MaxValue;
-                var payload = JsonSerializer.Serialize(new { loss = result.Loss, perplexity = Math.Exp(result.Loss), scored_tokens = result.ScoredTokens, input_tokens = result.InputTokens, prompt_tokens = result.PromptTokens, grad_out = gradientPath });
+                var payload = JsonSerializer.Serialize(new { loss = result.Loss, perplexity = Math.Exp(result.Loss), scored_tokens = result.ScoredTokens, input_tokens = result.InputTokens, prompt_tokens = result.PromptTokens, grad_out = gradientPath,
+                    memory_bytes = new { frozen_weights = result.Memory.FrozenWeights, activations = result.Memory.Activations, gradients_and_scratch = result.Memory.GradientsAndScratch, indices = result.Memory.Indices, prompt_and_optimizer = result.Memory.PromptAndOptimizer, total = result.Memory.Total } });
                 CliRunner.Out.Write(new Spectre.Console.Text(payload + Environment.NewLine));
             }
             else

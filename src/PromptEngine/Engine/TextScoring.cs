@@ -10,7 +10,8 @@ namespace PromptEngine.Engine;
 /// <param name="InputTokens">Tokens of the input (BOS included).</param>
 /// <param name="PromptTokens">Virtual tokens of the prompt (0 without one).</param>
 /// <param name="PromptGradient">(n_virtual_tokens, hidden) dLoss/dPrompt, when asked for.</param>
-public sealed record TextLoss(float Loss, int ScoredTokens, int InputTokens, int PromptTokens, float[]? PromptGradient);
+/// <param name="Memory">Device memory the engine held, by arena.</param>
+public sealed record TextLoss(float Loss, int ScoredTokens, int InputTokens, int PromptTokens, float[]? PromptGradient, MemoryReport Memory);
 
 /// <summary>Scores a text the way <c>promptengine loss</c> does: BOS + input (+ target), the prompt
 /// placed before everything (prefix) or between input and target (suffix); the loss is the mean over
@@ -36,8 +37,8 @@ public static class TextScoring
         if (withGradient && n > 0)
         {
             var loss = engine.LossAndPromptGradient(batch);
-            return new TextLoss(loss, batch.LossPositions.Length, inputIds.Count, n, engine.GetPromptGradient());
+            return new TextLoss(loss, batch.LossPositions.Length, inputIds.Count, n, engine.GetPromptGradient(), engine.Memory);
         }
-        return new TextLoss(engine.Loss(batch), batch.LossPositions.Length, inputIds.Count, n, null);
+        return new TextLoss(engine.Loss(batch), batch.LossPositions.Length, inputIds.Count, n, null, engine.Memory);
     }
 }

@@ -94,3 +94,96 @@ public class CliTests
         Assert.That(inspect.Out, Does.Contain("LlamaForCausalLM").And.Contain("15,191,712").And.Contain("[32000, 288]").And.Contain("all 56 tensors present"));
     }
 }
+
+/// <summary>The engine-backed commands on the real stories15M.</summary>
+public class CliEngineTests
+{
+    string scratch = "";
+
+    [SetUp]
+    public void CreateScratch() => scratch = Directory.CreateTempSubdirectory("pe-cli-engine-").FullName;
+
+    [TearDown]
+    public void DeleteScratch() => Directory.Delete(scratch, recursive: true);
+
+    static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var (output, error) = (new StringWriter(), new StringWriter());
+        var code = PromptEngine.Cli.Program.Run(args, output, error);
+        return (code, output.ToString(), error.ToString());
+    }
+
+    string WritePrompt(int rows, int width, string name = "prompt.safetensors")
+    {
+        var rng = new Random(3);
+        var path = Path.Combine(scratch, name);
+        PromptEngine.Prompts.PromptFile.Save(path, Enumerable.Range(0, rows * width).Select(_ => (float)(rng.NextDouble() * 0.2 - 0.1)).ToArray(), rows, width);
+        return path;
+    }
+
+    [Test]
+    public void LossPrintsJsonWithMemoryByArenaAndWritesTheGradient()
+    {
+        var prompt = WritePrompt(3, 288);
+        var gradient = Path.Combine(scratch, "grad.safetensors");
+        var (code, output, err) = Run("loss", "--model", TestAssets.Stories15MFolder, "--prompt", prompt, "--input", "Lily went to the park.",
+            "--target", " She saw a dog.", "--placement", "suffix", "--grad-out", gradient, "--json");
+        Assert.That(code, Is.EqualTo(0), err);
+        using var json = System.Text.Json.JsonDocument.Parse(output);
+        var root = json.RootElement;
+        Assert.That(root.GetProperty("loss").GetDouble(), Is.GreaterThan(0).And.LessThan(10));
+        Assert.That(root.GetProperty("prompt_tokens").GetInt32(), Is.EqualTo(3));
+        Assert.That(root.GetProperty("scored_tokens").GetInt32(), Is.GreaterThan(3));
+        var memory = root.GetProperty("memory_bytes");
+        // The frozen weights are exactly the model's parameters in float32: no gradient or optimizer copy of them exists.
+        Assert.That(memory.GetProperty("frozen_weights").GetInt64(), Is.EqualTo(15_191_712L * 4));
+        Assert.That(memory.GetProperty("prompt_and_optimizer").GetInt64(), Is.LessThan(4 * 3 * 288 * 4 + 1024));
+        using var file = PromptEngine.Safetensors.SafetensorsFile.Open(gradient);
+        Assert.That(file.GetTensor("prompt_embeddings").Shape, Is.EqualTo(new long[] { 3, 288 }));
+        Assert.That(file.Metadata["content"], Is.EqualTo("gradient"));
+        Assert.That(file.ReadF32("prompt_embeddings").Any(g => g != 0), Is.True);
+        // A gradient file is refused where a prompt is expected.
+        var refused = Run("loss", "--model", TestAssets.Stories15MFolder, "--prompt", gradient, "--input", "Hello there.");
+        Assert.That(refused.Code, Is.EqualTo(2));
+        Assert.That(refused.Err, Does.Contain("gradient file"));
+    }
+
+    [Test]
+    public void LossWithoutPromptMatchesTextScoring()
+    {
+        var (code, output, err) = Run("loss", "--model", TestAssets.Stories15MFolder, "--input", "Once upon a time, there was a little girl named Lily. She loved to play outside.");
+        Assert.That(code, Is.EqualTo(0), err);
+        Assert.That(output, Does.Contain("over 20 tokens").And.Contain("prompt 0 virtual tokens"));
+        Assert.That(output, Does.Match(@"loss 0\.49\d+ nats/token"));
+    }
+
+    [Test]
+    public void PromptOfTheWrongWidthOrGradOutWithoutPromptIsRefused()
+    {
+        var narrow = WritePrompt(2, 64);
+        var wrongWidth = Run("loss", "--model", TestAssets.Stories15MFolder, "--prompt", narrow, "--input", "Hi there friend.");
+        Assert.That(wrongWidth.Code, Is.EqualTo(2));
+        Assert.That(wrongWidth.Err, Does.Contain(narrow).And.Contain("64").And.Contain("288"));
+        var noPrompt = Run("loss", "--model", TestAssets.Stories15MFolder, "--input", "Hi there friend.", "--grad-out", Path.Combine(scratch, "g.safetensors"));
+        Assert.That(noPrompt.Code, Is.EqualTo(2));
+        Assert.That(noPrompt.Err, Does.Contain("--grad-out needs --prompt"));
+        var badPlacement = Run("loss", "--model", TestAssets.Stories15MFolder, "--input", "x", "--placement", "middle");
+        Assert.That(badPlacement.Code, Is.EqualTo(1));
+        Assert.That(badPlacement.Err, Does.Contain("middle"));
+    }
+
+    [Test]
+    public void GenerateContinuesAStoryAndValidatesItsFlags()
+    {
+        var (code, output, err) = Run("generate", "--model", TestAssets.Stories15MFolder, "--input", "Once upon a time", "--max-new-tokens", "8");
+        Assert.That(code, Is.EqualTo(0), err);
+        Assert.That(output, Does.StartWith("Once upon a time, there was a little girl"));
+        var sampled = Run("generate", "--model", TestAssets.Stories15MFolder, "--max-new-tokens", "6", "--temperature", "0.8", "--seed", "4");
+        var again = Run("generate", "--model", TestAssets.Stories15MFolder, "--max-new-tokens", "6", "--temperature", "0.8", "--seed", "4");
+        Assert.That(sampled.Code, Is.EqualTo(0), sampled.Err);
+        Assert.That(again.Out, Is.EqualTo(sampled.Out), "same seed, same text");
+        var negative = Run("generate", "--model", TestAssets.Stories15MFolder, "--max-new-tokens", "0");
+        Assert.That(negative.Code, Is.EqualTo(1));
+        Assert.That(negative.Err, Does.Contain("--max-new-tokens"));
+    }
+}
