@@ -36,6 +36,14 @@ public sealed record Batch(int Rows, int Length, int[] SourceMap, int[] KeyMask,
             if (KeyMask[i] is not (0 or 1)) throw new ArgumentException($"batch: key mask at {i} is {KeyMask[i]}, expected 0 or 1");
             if (PositionIds[i] < 0 || PositionIds[i] >= maxPositions) throw new ArgumentException($"batch: position id {PositionIds[i]} at {i} is outside the model's {maxPositions} positions");
         }
+        if (Verbalizer is { } words)
+        {
+            if (words.Length == 0) throw new ArgumentException("batch: an empty verbalizer; pass null for the whole vocabulary");
+            if (words.Distinct().Count() != words.Length)
+                throw new ArgumentException($"batch: the verbalizer's token ids [{string.Join(", ", words)}] are not distinct; two labels would be indistinguishable");
+            foreach (var w in words)
+                if (w < 0 || w >= vocabSize) throw new ArgumentException($"batch: verbalizer token {w} is outside the vocabulary of {vocabSize}");
+        }
         if (Targets.Length != LossPositions.Length) throw new ArgumentException($"batch: {LossPositions.Length} loss positions but {Targets.Length} targets");
         var seen = new HashSet<int>();
         for (var i = 0; i < LossPositions.Length; i++)
