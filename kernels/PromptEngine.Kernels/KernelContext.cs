@@ -80,6 +80,7 @@ public sealed class KernelContext : IDisposable
     readonly Lazy<Gelu> gelu;
     readonly Lazy<Residual> residual;
     readonly Lazy<PositionEmbedding> positionEmbedding;
+    readonly Lazy<Scale> scale;
     readonly Lazy<Attention> attention;
     readonly Lazy<CrossEntropy> crossEntropy;
     readonly Lazy<AdamW> adamW;
@@ -106,6 +107,7 @@ public sealed class KernelContext : IDisposable
         gelu = new(() => new Gelu(this));
         residual = new(() => new Residual(this));
         positionEmbedding = new(() => new PositionEmbedding(this));
+        scale = new(() => new Scale(this));
         attention = new(() => new Attention(this));
         crossEntropy = new(() => new CrossEntropy(this));
         adamW = new(() => new AdamW(this));
@@ -156,6 +158,9 @@ public sealed class KernelContext : IDisposable
 
     /// <summary>Learned absolute positions added to the embedding output (GPT-2).</summary>
     public PositionEmbedding PositionEmbedding => positionEmbedding.Value;
+
+    /// <summary>In-place scaling (averaging accumulated gradients).</summary>
+    public Scale Scale => scale.Value;
     /// <summary>Causal, masked, grouped-query self-attention and its backward to q, k and v.</summary>
     public Attention Attention => attention.Value;
 

@@ -233,18 +233,42 @@ public sealed class TransformerEngine : IDisposable
         return ToHost(view);
     }
 
-    /// <summary>One AdamW step on the prompt from the accumulated dPrompt, clipping its norm to
-    /// <paramref name="maxGradNorm"/> (≤ 0: no clipping). Returns the gradient norm before clipping.</summary>
-    public float OptimizerStep(float learningRate, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0f, float maxGradNorm = 0f)
+    /// <summary>One AdamW step on the prompt from the accumulated dPrompt, after dividing it by
+    /// <paramref name="accumulatedBatches"/> and clipping its norm to <paramref name="maxGradNorm"/>
+    /// (≤ 0: no clipping). Returns the gradient norm before clipping.</summary>
+    /// <exception cref="NonFiniteGradientException">The gradient holds NaN or ∞; the prompt and the optimizer
+    /// state are left untouched, so the last good state can be saved.</exception>
+    public float OptimizerStep(float learningRate, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0f,
+        float maxGradNorm = 0f, int accumulatedBatches = 1)
     {
         if (!options.Training || options.PromptRows == 0) throw new InvalidOperationException("engine: no trainable prompt");
+        if (accumulatedBatches < 1) throw new ArgumentOutOfRangeException(nameof(accumulatedBatches), accumulatedBatches, "at least one batch");
         long count = (long)options.PromptRows * config.HiddenSize;
+        if (accumulatedBatches > 1) kernels.Scale.Forward(promptArena[dPrompt], 1f / accumulatedBatches, count);
         var clip = maxGradNorm > 0 ? promptArena[clipScale] : default;
         kernels.GradNorm.Forward(promptArena[sumSquares], clip, promptArena[partials], promptArena[dPrompt], count, maxGradNorm > 0 ? maxGradNorm : 1f);
+        // Read the norm before stepping: a NaN or ∞ gradient must not reach the prompt or the moments.
+        var norm = MathF.Sqrt(ToHost(promptArena[sumSquares])[0]);
+        if (!float.IsFinite(norm)) throw new NonFiniteGradientException($"the prompt gradient is not finite (norm {norm}) at optimizer step {optimizerStep + 1}; the prompt was not updated");
         kernels.AdamW.Step(promptArena[prompt], promptArena[adamM], promptArena[adamV], promptArena[dPrompt], clip, count,
             learningRate, beta1, beta2, eps, weightDecay, ++optimizerStep);
-        var norm = ToHost(promptArena[sumSquares])[0];
-        return MathF.Sqrt(norm);
+        return norm;
+    }
+
+    /// <summary>The AdamW state: first and second moments (P, C) and the number of steps taken.</summary>
+    public (float[] M, float[] V, int Step) GetOptimizerState() =>
+        options.Training && options.PromptRows > 0 ? (ToHost(promptArena[adamM]), ToHost(promptArena[adamV]), optimizerStep) : ([], [], 0);
+
+    /// <summary>Restores the AdamW state saved by <see cref="GetOptimizerState"/> (resuming a run).</summary>
+    public void SetOptimizerState(float[] m, float[] v, int step)
+    {
+        long length = (long)options.PromptRows * config.HiddenSize;
+        if (!options.Training || length == 0) throw new InvalidOperationException("engine: no trainable prompt");
+        if (m.Length != length || v.Length != length) throw new ArgumentException($"optimizer state: {m.Length}/{v.Length} values given, the prompt has {length}");
+        if (step < 0) throw new ArgumentOutOfRangeException(nameof(step));
+        promptArena[adamM].CopyFromCPU(m);
+        promptArena[adamV].CopyFromCPU(v);
+        optimizerStep = step;
     }
 
     static T[] ToHost<T>(ArrayView<T> view) where T : unmanaged
@@ -462,3 +486,6 @@ public sealed class TransformerEngine : IDisposable
         promptArena.Dispose();
     }
 }
+
+/// <summary>The prompt gradient became NaN or infinite; the step was not applied.</summary>
+public sealed class NonFiniteGradientException(string message) : PromptEngineException(message);

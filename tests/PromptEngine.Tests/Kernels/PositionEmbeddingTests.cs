@@ -40,3 +40,19 @@ public sealed class PositionEmbeddingTests(KernelShape shape) : KernelTestBase(s
         Assert.That(float.IsNaN(result[2]), Is.True);
     }
 }
+
+[TestFixture(KernelShape.Cpu)]
+[TestFixture(KernelShape.Gpu)]
+public sealed class ScaleTests(KernelShape shape) : KernelTestBase(shape)
+{
+    [Test]
+    public void ScalesEveryElement()
+    {
+        var random = new Random(43);
+        var x = RandomValues(random, 37);
+        using var buffer = Upload(x);
+        Kernels.Scale.Forward(buffer.View, 0.25f, 37);
+        // One float multiply by a power of two: exact.
+        TensorAssert.Close($"Scale {Shape}", Download(buffer), x.Select(v => (double)(float)v * 0.25).ToArray(), 0, 0);
+    }
+}
