@@ -1,0 +1,204 @@
+using System.Diagnostics;
+using PromptEngine.Engine;
+using PromptEngine.Prompts;
+
+namespace PromptEngine.Training;
+
+/// <summary>The stream of training batches, resumable: its position and RNG state round-trip through a string.</summary>
+public interface ITrainingBatches
+{
+    /// <summary>The next batch (advances the position).</summary>
+    Batch Next();
+    /// <summary>The position and RNG state, serialised.</summary>
+    string SaveState();
+    /// <summary>Continues from a state returned by <see cref="SaveState"/>.</summary>
+    void RestoreState(string state);
+}
+
+/// <summary>Scores the prompt the engine currently holds (e.g. accuracy on a validation subset).</summary>
+public interface IEvaluator
+{
+    /// <summary>Runs the evaluation; higher <see cref="EvalReport.Metric"/> is better.</summary>
+    EvalReport Evaluate(TransformerEngine engine);
+}
+
+/// <summary>An evaluation's outcome.</summary>
+/// <param name="Metric">What early stopping and "best prompt" follow (higher is better), e.g. accuracy.</param>
+/// <param name="MetricName">Its name, e.g. "accuracy".</param>
+/// <param name="Loss">Mean loss on the evaluation data.</param>
+/// <param name="Details">Anything else to log (per-class figures, ...).</param>
+public sealed record EvalReport(double Metric, string MetricName, double Loss, IReadOnlyDictionary<string, double>? Details = null);
+
+/// <summary>How the optimizer and the loop run.</summary>
+public sealed record TrainerOptions
+{
+    /// <summary>Optimizer steps in the whole run.</summary>
+    public required int Steps { get; init; }
+    /// <summary>Learning rate at each step (1-based), e.g. warm-up then cosine decay.</summary>
+    public required Func<int, float> LearningRate { get; init; }
+    /// <summary>AdamW β₁.</summary>
+    public float Beta1 { get; init; } = 0.9f;
+    /// <summary>AdamW β₂.</summary>
+    public float Beta2 { get; init; } = 0.999f;
+    /// <summary>AdamW ε.</summary>
+    public float Epsilon { get; init; } = 1e-8f;
+    /// <summary>Decoupled weight decay on the prompt.</summary>
+    public float WeightDecay { get; init; }
+    /// <summary>Clip the prompt gradient's norm to this (≤ 0: no clipping).</summary>
+    public float MaxGradNorm { get; init; } = 1f;
+    /// <summary>Batches whose gradients are averaged into one optimizer step.</summary>
+    public int GradientAccumulation { get; init; } = 1;
+    /// <summary>Evaluate every this many steps (0: only at the end).</summary>
+    public int EvalEvery { get; init; }
+    /// <summary>Stop after this many evaluations without improvement (0: never).</summary>
+    public int EarlyStoppingPatience { get; init; }
+    /// <summary>Write a checkpoint every this many steps (0: only at the end and on interruption).</summary>
+    public int CheckpointEvery { get; init; }
+    /// <summary>Where checkpoint.safetensors, best_prompt.safetensors and the metrics go.</summary>
+    public required string OutputDirectory { get; init; }
+    /// <summary>Digest of the settings that define the run; a checkpoint of another run is refused on resume.</summary>
+    public string RunFingerprint { get; init; } = "";
+    /// <summary>Metadata written into saved prompts (base-model fingerprint, init method, ...).</summary>
+    public IReadOnlyDictionary<string, string>? PromptMetadata { get; init; }
+}
+
+/// <summary>One optimizer step's figures.</summary>
+public sealed record StepReport(int Step, int TotalSteps, float Loss, float GradNorm, float LearningRate, long Tokens, double TokensPerSecond, TimeSpan Elapsed);
+
+/// <summary>How a run ended.</summary>
+public enum RunOutcome { Completed, EarlyStopped, Interrupted }
+
+/// <summary>The end of a run.</summary>
+public sealed record RunSummary(RunOutcome Outcome, int Step, double? BestMetric, int BestStep, string CheckpointPath, string? BestPromptPath, TimeSpan Elapsed);
+
+/// <summary>A NaN or ∞ loss; the step was not applied and the last checkpoint is intact.</summary>
+public sealed class NonFiniteLossException(string message) : PromptEngineException(message);
+
+/// <summary>
+/// The prompt-tuning loop: for each step, accumulate dLoss/dPrompt over micro-batches, take one AdamW step
+/// on the prompt only, log, evaluate every N steps (keeping the best prompt), checkpoint atomically, stop
+/// early or on cancellation (saving first). On the CPU accelerator every kernel is deterministic, so an
+/// interrupted and resumed run ends bit-identical to an uninterrupted one.
+/// </summary>
+public sealed class Trainer
+{
+    /// <summary>File name of the rolling checkpoint in the output directory.</summary>
+    public const string CheckpointFile = "checkpoint.safetensors";
+    /// <summary>File name of the best prompt so far (PEFT tensor layout).</summary>
+    public const string BestPromptFile = "best_prompt.safetensors";
+
+    readonly TransformerEngine engine;
+    readonly ITrainingBatches batches;
+    readonly IEvaluator? evaluator;
+    readonly TrainerOptions options;
+
+    /// <summary>Called after every optimizer step.</summary>
+    public event Action<StepReport>? StepCompleted;
+    /// <summary>Called after every evaluation, with the step it ran at.</summary>
+    public event Action<int, EvalReport>? Evaluated;
+
+    /// <summary>Creates a trainer over an engine whose prompt bank is the prompt being tuned.</summary>
+    public Trainer(TransformerEngine engine, ITrainingBatches batches, IEvaluator? evaluator, TrainerOptions options)
+    {
+        if (options.Steps <= 0) throw new ArgumentException($"steps must be positive, got {options.Steps}");
+        if (options.GradientAccumulation <= 0) throw new ArgumentException($"gradient accumulation must be positive, got {options.GradientAccumulation}");
+        if (engine.PromptRows == 0) throw new ArgumentException("the engine has no prompt to train");
+        this.engine = engine;
+        this.batches = batches;
+        this.evaluator = evaluator;
+        this.options = options;
+    }
+
+    string CheckpointPath => Path.Combine(options.OutputDirectory, CheckpointFile);
+    string BestPromptPath => Path.Combine(options.OutputDirectory, BestPromptFile);
+
+    /// <summary>Runs to the end (or early stop, or cancellation). With <paramref name="resume"/>, continues
+    /// from the output directory's checkpoint.</summary>
+    public RunSummary Run(bool resume = false, CancellationToken cancel = default)
+    {
+        Directory.CreateDirectory(options.OutputDirectory);
+        int step = 0, bestStep = 0, stale = 0;
+        double? best = null;
+        if (resume)
+        {
+            if (!File.Exists(CheckpointPath)) throw new PromptEngineException($"--resume: no checkpoint at {CheckpointPath}");
+            var state = Checkpoint.Load(CheckpointPath);
+            if (state.RunFingerprint != options.RunFingerprint)
+                throw new PromptEngineException($"{CheckpointPath}: the checkpoint belongs to a run with other settings (fingerprint {state.RunFingerprint}, this run {options.RunFingerprint}); resume with the same flags or use a new --out");
+            engine.SetPrompt(state.Prompt);
+            engine.SetOptimizerState(state.AdamM, state.AdamV, state.OptimizerStep);
+            batches.RestoreState(state.DataState);
+            (step, best, bestStep, stale) = (state.Step, state.BestMetric, state.BestStep, state.EvalsWithoutImprovement);
+        }
+
+        var clock = Stopwatch.StartNew();
+        long tokens = 0;
+        var outcome = RunOutcome.Completed;
+        while (step < options.Steps)
+        {
+            if (cancel.IsCancellationRequested) { outcome = RunOutcome.Interrupted; break; }
+            engine.ZeroPromptGradient();
+            float loss = 0;
+            long stepTokens = 0;
+            for (var micro = 0; micro < options.GradientAccumulation; micro++)
+            {
+                var batch = batches.Next();
+                var batchLoss = engine.LossAndPromptGradient(batch);
+                if (!float.IsFinite(batchLoss))
+                    throw new NonFiniteLossException($"the loss is {batchLoss} at step {step + 1}; the prompt was not updated; last good checkpoint: {(File.Exists(CheckpointPath) ? CheckpointPath : "none yet")}");
+                loss += batchLoss / options.GradientAccumulation;
+                stepTokens += batch.KeyMask.Sum();
+            }
+            var lr = options.LearningRate(step + 1);
+            float norm;
+            try
+            {
+                norm = engine.OptimizerStep(lr, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, options.MaxGradNorm, options.GradientAccumulation);
+            }
+            catch (NonFiniteGradientException e)
+            {
+                throw new NonFiniteGradientException($"{e.Message}; last good checkpoint: {(File.Exists(CheckpointPath) ? CheckpointPath : "none yet")}");
+            }
+            step++;
+            tokens += stepTokens;
+            StepCompleted?.Invoke(new StepReport(step, options.Steps, loss, norm, lr, tokens, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds), clock.Elapsed));
+
+            var evalNow = evaluator is not null && ((options.EvalEvery > 0 && step % options.EvalEvery == 0) || step == options.Steps);
+            if (evalNow)
+            {
+                var report = evaluator!.Evaluate(engine);
+                Evaluated?.Invoke(step, report);
+                if (best is null || report.Metric > best.Value)
+                {
+                    (best, bestStep, stale) = (report.Metric, step, 0);
+                    SavePrompt(BestPromptPath, step, report);
+                }
+                else stale++;
+            }
+            var stop = options.EarlyStoppingPatience > 0 && stale >= options.EarlyStoppingPatience;
+            if (stop || step == options.Steps || (options.CheckpointEvery > 0 && step % options.CheckpointEvery == 0))
+                SaveCheckpoint(step, best, bestStep, stale);
+            if (stop) { outcome = RunOutcome.EarlyStopped; break; }
+        }
+        if (outcome == RunOutcome.Interrupted) SaveCheckpoint(step, best, bestStep, stale);
+        return new RunSummary(outcome, step, best, bestStep, CheckpointPath, File.Exists(BestPromptPath) ? BestPromptPath : null, clock.Elapsed);
+    }
+
+    void SaveCheckpoint(int step, double? best, int bestStep, int stale)
+    {
+        var (m, v, optimizerStep) = engine.GetOptimizerState();
+        var prompt = engine.GetPrompt();
+        Checkpoint.Save(CheckpointPath, new CheckpointState(step, prompt, m, v, optimizerStep, batches.SaveState(), best, bestStep, stale,
+            engine.PromptRows, engine.Config.HiddenSize, options.RunFingerprint));
+    }
+
+    void SavePrompt(string path, int step, EvalReport report)
+    {
+        var metadata = new Dictionary<string, string>(options.PromptMetadata ?? new Dictionary<string, string>())
+        {
+            ["step"] = step.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            [report.MetricName] = report.Metric.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+        };
+        PromptFile.Save(path, engine.GetPrompt(), engine.PromptRows, engine.Config.HiddenSize, metadata);
+    }
+}

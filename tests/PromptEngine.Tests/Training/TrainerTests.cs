@@ -1,0 +1,180 @@
+using PromptEngine.Engine;
+using PromptEngine.Kernels;
+using PromptEngine.Models;
+using PromptEngine.Tests.Reference;
+using PromptEngine.Training;
+
+namespace PromptEngine.Tests.Training;
+
+/// <summary>The loop on a tiny random Llama: it learns, it resumes bit-identically, it stops on NaN
+/// with the last checkpoint intact, it stops early, and it saves on interruption.</summary>
+[NonParallelizable]
+public class TrainerTests
+{
+    const int PromptRows = 4;
+    string folder = "", output = "";
+
+    [SetUp]
+    public void Setup()
+    {
+        folder = ModelReferenceTinyModels.WriteRandom(ModelReferenceTinyModels.LlamaConfig(), seed: 21);
+        output = Directory.CreateTempSubdirectory("pe-trainer-").FullName;
+    }
+
+    [TearDown]
+    public void Cleanup()
+    {
+        Directory.Delete(folder, recursive: true);
+        Directory.Delete(output, recursive: true);
+    }
+
+    /// <summary>Seeded batches drawn by index: the state is the index (and the seed), so it resumes exactly.</summary>
+    sealed class IndexedBatches(int vocab, int seed) : ITrainingBatches
+    {
+        public int Index;
+        public Action<int>? BeforeBatch;
+
+        public Batch Next()
+        {
+            BeforeBatch?.Invoke(Index);
+            var rng = new Random(seed * 1000 + Index++);
+            var rows = new List<IReadOnlyList<Slot>>();
+            for (var b = 0; b < 2; b++)
+            {
+                var tokens = Enumerable.Range(0, 5 + b).Select(_ => rng.Next(vocab)).ToList();
+                // The task: after the prompt and some tokens, predict token 5.
+                rows.Add(BatchBuilder.LanguageModelRow(tokens, [5], Enumerable.Range(0, PromptRows).ToArray(), PromptPlacement.Prefix));
+            }
+            return BatchBuilder.Build(rows);
+        }
+
+        public string SaveState() => Index.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        public void RestoreState(string state) => Index = int.Parse(state, System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    sealed class ScriptedEvaluator(params double[] metrics) : IEvaluator
+    {
+        int calls;
+        public EvalReport Evaluate(TransformerEngine engine) => new(metrics[Math.Min(calls++, metrics.Length - 1)], "accuracy", 1.0);
+    }
+
+    (KernelContext Kernels, ModelFolder Model, TransformerEngine Engine) NewEngine()
+    {
+        var kernels = KernelContext.Create(KernelBackend.Cpu);
+        var model = ModelFolder.Open(folder);
+        var engine = new TransformerEngine(kernels, model, new EngineOptions(2, PromptRows + 7, PromptRows));
+        var rng = new Random(2);
+        engine.SetPrompt(Enumerable.Range(0, PromptRows * model.Config.HiddenSize).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray());
+        return (kernels, model, engine);
+    }
+
+    TrainerOptions Options(int steps, string? outputDirectory = null) => new()
+    {
+        Steps = steps,
+        LearningRate = step => 0.05f,
+        GradientAccumulation = 2,
+        MaxGradNorm = 1f,
+        CheckpointEvery = 2,
+        OutputDirectory = outputDirectory ?? output,
+        RunFingerprint = "tiny-test",
+    };
+
+    [Test]
+    public void LossFallsWhileOnlyThePromptMoves()
+    {
+        var (kernels, model, engine) = NewEngine();
+        using (kernels) using (model) using (engine)
+        {
+            var batches = new IndexedBatches(model.Config.VocabSize, 1);
+            var losses = new List<float>();
+            var trainer = new Trainer(engine, batches, null, Options(30));
+            trainer.StepCompleted += r => losses.Add(r.Loss);
+            var summary = trainer.Run();
+            TestContext.Out.WriteLine($"loss {losses[0]:F3} → {losses[^1]:F3}");
+            Assert.That(summary.Outcome, Is.EqualTo(RunOutcome.Completed));
+            Assert.That(losses.TakeLast(5).Average(), Is.LessThan(losses.Take(5).Average() * 0.5));
+        }
+    }
+
+    [Test]
+    public void InterruptedAndResumedRunIsBitIdenticalToAnUninterruptedOne()
+    {
+        float[] uninterrupted;
+        var (k1, m1, e1) = NewEngine();
+        using (k1) using (m1) using (e1)
+        {
+            new Trainer(e1, new IndexedBatches(m1.Config.VocabSize, 3), null, Options(7, Path.Combine(output, "a"))).Run();
+            uninterrupted = e1.GetPrompt();
+        }
+
+        var b = Path.Combine(output, "b");
+        var (k2, m2, e2) = NewEngine();
+        using (k2) using (m2) using (e2)
+        {
+            using var cancel = new CancellationTokenSource();
+            var trainer = new Trainer(e2, new IndexedBatches(m2.Config.VocabSize, 3), null, Options(7, b));
+            trainer.StepCompleted += r => { if (r.Step == 3) cancel.Cancel(); }; // Ctrl-C after step 3
+            var summary = trainer.Run(cancel: cancel.Token);
+            Assert.That(summary.Outcome, Is.EqualTo(RunOutcome.Interrupted));
+            Assert.That(Checkpoint.Load(summary.CheckpointPath).Step, Is.EqualTo(3));
+        }
+        var (k3, m3, e3) = NewEngine(); // a fresh process: new engine, new prompt, new sampler
+        using (k3) using (m3) using (e3)
+        {
+            var summary = new Trainer(e3, new IndexedBatches(m3.Config.VocabSize, 3), null, Options(7, b)).Run(resume: true);
+            Assert.That(summary.Step, Is.EqualTo(7));
+            Assert.That(e3.GetPrompt(), Is.EqualTo(uninterrupted), "bit-identical prompt after resuming");
+            var (m, v, step) = e3.GetOptimizerState();
+            Assert.That(step, Is.EqualTo(7));
+        }
+    }
+
+    [Test]
+    public void ResumeRefusesAnotherRunsCheckpoint()
+    {
+        var (kernels, model, engine) = NewEngine();
+        using (kernels) using (model) using (engine)
+        {
+            new Trainer(engine, new IndexedBatches(model.Config.VocabSize, 1), null, Options(2)).Run();
+            var other = Options(4) with { RunFingerprint = "other-settings" };
+            var e = Assert.Throws<PromptEngineException>(() => new Trainer(engine, new IndexedBatches(model.Config.VocabSize, 1), null, other).Run(resume: true))!;
+            Assert.That(e.Message, Does.Contain("other settings").And.Contain(Trainer.CheckpointFile));
+        }
+    }
+
+    [Test]
+    public void NaNStopsTheRunWithTheLastGoodCheckpointIntact()
+    {
+        var (kernels, model, engine) = NewEngine();
+        using (kernels) using (model) using (engine)
+        {
+            var batches = new IndexedBatches(model.Config.VocabSize, 1);
+            var width = model.Config.HiddenSize;
+            // At the 11th batch (step 6 with accumulation 2) the prompt is poisoned, as a diverging run would be.
+            batches.BeforeBatch = index => { if (index == 10) engine.SetPrompt(Enumerable.Repeat(float.NaN, PromptRows * width).ToArray()); };
+            var trainer = new Trainer(engine, batches, null, Options(10));
+            var e = Assert.Throws<NonFiniteLossException>(() => trainer.Run())!;
+            Assert.That(e.Message, Does.Contain("step 6").And.Contain(Trainer.CheckpointFile));
+            var saved = Checkpoint.Load(Path.Combine(output, Trainer.CheckpointFile));
+            Assert.That(saved.Step, Is.EqualTo(4));
+            Assert.That(saved.Prompt.All(float.IsFinite), Is.True);
+        }
+    }
+
+    [Test]
+    public void EarlyStoppingKeepsTheBestPrompt()
+    {
+        var (kernels, model, engine) = NewEngine();
+        using (kernels) using (model) using (engine)
+        {
+            var options = Options(20) with { EvalEvery = 1, EarlyStoppingPatience = 2 };
+            var trainer = new Trainer(engine, new IndexedBatches(model.Config.VocabSize, 1), new ScriptedEvaluator(0.5, 0.7, 0.6, 0.65, 0.9), options);
+            var summary = trainer.Run();
+            Assert.That(summary.Outcome, Is.EqualTo(RunOutcome.EarlyStopped));
+            Assert.That((summary.Step, summary.BestStep, summary.BestMetric), Is.EqualTo((4, 2, (double?)0.7)));
+            var best = PromptEngine.Prompts.PromptFile.Load(summary.BestPromptPath!);
+            Assert.That(best.Metadata["step"], Is.EqualTo("2"));
+            Assert.That(best.Metadata["accuracy"], Is.EqualTo("0.7"));
+        }
+    }
+}
