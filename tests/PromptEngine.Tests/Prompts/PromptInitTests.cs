@@ -22,6 +22,14 @@ public class PromptInitTests
             Assert.That(b.Values, Is.EqualTo(a.Values), "same seed, same values");
             Assert.That(c.Values, Is.Not.EqualTo(a.Values), "another seed, other values");
         }
+        // The generator is SplitMix64 (fixed forever, unlike System.Random's seeding): its published first
+        // outputs for seed 0 are 0xE220A8397B1DCDAF and 0x6E789E6AA1B965F4.
+        var zero = init.Random(1, seed: 0);
+        foreach (var (index, output) in new[] { (0, 0xE220A8397B1DCDAFUL), (1, 0x6E789E6AA1B965F4UL) })
+        {
+            double unit = (output >> 11) * (1.0 / (1UL << 53));
+            Assert.That(zero.Values[index], Is.EqualTo((float)(init.Spread * (2 * unit - 1))), $"value {index}");
+        }
         Assert.Throws<ArgumentOutOfRangeException>(() => init.Random(0, 1));
         Assert.Throws<ArgumentOutOfRangeException>(() => init.Random(PromptInit.MaxVirtualTokens + 1, 1));
     }
@@ -122,6 +130,35 @@ public class PromptInitTests
 
         Assert.Throws<ArgumentException>(() => init.FromText("", 4));
         Assert.Throws<ArgumentOutOfRangeException>(() => init.FromText(text, 0));
+    }
+
+    [Test]
+    public void Gpt2SampledVocabularySkipsEndOfTextAndPartialUtf8Bytes()
+    {
+        // A tiny GPT-2 with the real 50,257-token vocabulary, so that the tokenizer's ids all have rows.
+        var folder = PromptTestModels.Tiny(seed: 8, configJson: Reference.ModelReferenceTinyModels.Gpt2Config(hidden: 8, heads: 2, layers: 1, vocab: 50257, positions: 16));
+        File.Copy(TestAssets.Gpt2EncoderJson, Path.Combine(folder, "vocab.json"));
+        File.Copy(TestAssets.Gpt2VocabBpe, Path.Combine(folder, "merges.txt"));
+        using var model = ModelFolder.Open(folder);
+        var init = new PromptInit(model);
+        var ordinary = init.OrdinaryTokenIds.ToHashSet();
+        var eos = model.Tokenizer.EosId;
+        Assert.That(eos, Is.EqualTo(50256));
+        Assert.That(ordinary, Does.Not.Contain(eos), "<|endoftext|>");
+        var highByte = model.Tokenizer.Encode("é", addBos: false);
+        Assert.That(highByte, Has.Count.EqualTo(1));
+        var lone = Enumerable.Range(0, 50257).First(id => model.Tokenizer.Decode([id]) == "\uFFFD");
+        Assert.That(ordinary, Does.Not.Contain(lone), $"token {lone} is half of a UTF-8 sequence");
+        Assert.That(ordinary, Does.Contain(highByte[0]), "a whole character is ordinary");
+        foreach (var id in model.Tokenizer.Encode("Hello world! The cat sat.", addBos: false))
+            Assert.That(ordinary, Does.Contain(id));
+
+        var table = PromptTestModels.EmbeddingTable(model);
+        var prompt = init.SampledVocabulary(20, seed: 1);
+        var ids = Ids(prompt);
+        Assert.That(ids, Is.Unique);
+        for (var i = 0; i < ids.Length; i++)
+            Assert.That(prompt.Row(i).ToArray(), Is.EqualTo(table.AsSpan(ids[i] * 8, 8).ToArray()));
     }
 
     [Test]
