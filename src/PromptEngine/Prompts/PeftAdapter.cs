@@ -1,0 +1,242 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using PromptEngine.Models;
+using PromptEngine.Safetensors;
+
+namespace PromptEngine.Prompts;
+
+/// <summary>Hugging Face PEFT prompt-tuning adapters: a folder with <c>adapter_model.safetensors</c> (one
+/// tensor <c>prompt_embeddings</c>, (num_virtual_tokens, token_dim)) and <c>adapter_config.json</c> with
+/// the fields of PEFT's <c>PromptTuningConfig</c> (and its bases <c>PromptLearningConfig</c>, <c>PeftConfig</c>),
+/// so that <c>PeftModel.from_pretrained(base, folder)</c> loads what we train and we load what PEFT trains.</summary>
+public static class PeftAdapter
+{
+    /// <summary>The adapter's configuration file.</summary>
+    public const string ConfigFileName = "adapter_config.json";
+    /// <summary>The adapter's weights.</summary>
+    public const string WeightsFileName = "adapter_model.safetensors";
+    /// <summary>The pickle weights older PEFT versions wrote; refused, never unpickled.</summary>
+    public const string PickleWeightsFileName = "adapter_model.bin";
+
+    /// <summary>Writes <paramref name="prompt"/> as a PEFT prompt-tuning adapter into <paramref name="folder"/>
+    /// (created if needed; other files in it are left alone). Both files are written to temporary names
+    /// first and renamed into place only when both are complete, so a failed save leaves an older
+    /// adapter as it was. The weights file's metadata also carries <see cref="PromptMetadata.ForModel"/>,
+    /// which PEFT ignores and <see cref="Load"/> reads back.</summary>
+    /// <param name="folder">The adapter folder.</param>
+    /// <param name="prompt">The prompt; its width must be the model's hidden size.</param>
+    /// <param name="model">The base model (fills token_dim, num_layers, num_attention_heads, base_model_name_or_path).</param>
+    /// <param name="initMethod">PEFT's prompt_tuning_init; by default the prompt's recorded <see cref="PromptMetadata.InitMethod"/>,
+    /// else Random. <see cref="PromptInitMethod.File"/> has no PEFT counterpart and is written as "RANDOM" (the field
+    /// only says how the values PEFT would overwrite on loading were first made).</param>
+    /// <param name="initText">prompt_tuning_init_text for Text (by default the prompt's recorded <see cref="PromptMetadata.InitText"/>); ignored otherwise.</param>
+    /// <exception cref="PromptCompatibilityException">The prompt's width is not the model's.</exception>
+    /// <exception cref="PromptFormatException">The prompt is malformed, or <paramref name="folder"/> is a file.</exception>
+    /// <exception cref="ArgumentException">Text initialisation without a text.</exception>
+    public static void Save(string folder, SoftPrompt prompt, ModelFolder model, PromptInitMethod? initMethod = null, string? initText = null)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        ArgumentNullException.ThrowIfNull(prompt);
+        ArgumentNullException.ThrowIfNull(model);
+        (prompt with { Source = folder }).Validate();
+        if (prompt.Width != model.Config.HiddenSize)
+            throw new PromptCompatibilityException(folder, $"prompt width {prompt.Width} does not match the hidden size {model.Config.HiddenSize} of {model.Path}");
+        if (File.Exists(folder)) throw new PromptFormatException(folder, null, "is a file; a PEFT adapter is a folder");
+
+        var method = initMethod ?? (PromptInit.TryParseMethod(prompt.Meta(PromptMetadata.InitMethod), out var recorded) ? recorded : PromptInitMethod.Random);
+        var text = method == PromptInitMethod.Text ? initText ?? prompt.Meta(PromptMetadata.InitText) : null;
+        if (method == PromptInitMethod.Text && text is null)
+            throw new ArgumentException("a TEXT-initialised adapter needs its init text (PEFT refuses prompt_tuning_init TEXT without prompt_tuning_init_text)", nameof(initText));
+
+        var modelMetadata = PromptMetadata.ForModel(model);
+        var nameOrPath = modelMetadata[PromptMetadata.BaseModelNameOrPath];
+        var config = ConfigJson(prompt.VirtualTokens, model.Config, nameOrPath, method, text);
+
+        var metadata = new Dictionary<string, string>(prompt.Metadata, StringComparer.Ordinal);
+        metadata.Remove(PromptMetadata.Content);
+        foreach (var (key, value) in modelMetadata) metadata[key] = value;
+        metadata[PromptMetadata.VirtualTokens] = PromptMetadata.Invariant(prompt.VirtualTokens);
+        metadata["format"] = "pt";
+
+        Directory.CreateDirectory(folder);
+        var stamp = $"{Environment.ProcessId}.{Guid.NewGuid():N}";
+        var weightsTemp = Path.Combine(folder, $".{WeightsFileName}.{stamp}.tmp");
+        var configTemp = Path.Combine(folder, $".{ConfigFileName}.{stamp}.tmp");
+        try
+        {
+            SafetensorsWriter.Write(weightsTemp, [TensorToWrite.F32(PromptFile.TensorName, [prompt.VirtualTokens, prompt.Width], prompt.Values)], metadata);
+            using (var stream = new FileStream(configTemp, FileMode.CreateNew, FileAccess.Write))
+            {
+                stream.Write(config);
+                stream.Flush(flushToDisk: true);
+            }
+            // Weights first: a crash between the renames leaves new weights beside the old config, which
+            // Load refuses when the shapes differ rather than silently mixing two adapters.
+            File.Move(weightsTemp, Path.Combine(folder, WeightsFileName), overwrite: true);
+            File.Move(configTemp, Path.Combine(folder, ConfigFileName), overwrite: true);
+        }
+        finally
+        {
+            TryDelete(weightsTemp);
+            TryDelete(configTemp);
+        }
+    }
+
+    /// <summary>PEFT's prompt_tuning_init spelling of a method.</summary>
+    public static string PeftInitName(PromptInitMethod method) => method switch
+    {
+        PromptInitMethod.Text => "TEXT",
+        PromptInitMethod.SampleVocab => "SAMPLE_VOCAB",
+        _ => "RANDOM",
+    };
+
+    /// <summary>adapter_config.json as PEFT's <c>save_pretrained</c> writes it: all fields of
+    /// PromptTuningConfig, keys sorted, two-space indent.</summary>
+    static byte[] ConfigJson(int virtualTokens, TransformerConfig c, string nameOrPath, PromptInitMethod method, string? text)
+    {
+        var fields = new SortedDictionary<string, object?>(StringComparer.Ordinal)
+        {
+            ["auto_mapping"] = null,
+            ["base_model_name_or_path"] = nameOrPath,
+            ["inference_mode"] = true,
+            ["modules_to_save"] = null,
+            ["num_attention_heads"] = c.NumHeads,
+            ["num_layers"] = c.NumLayers,
+            ["num_transformer_submodules"] = 1,
+            ["num_virtual_tokens"] = virtualTokens,
+            ["peft_type"] = "PROMPT_TUNING",
+            ["prompt_tuning_init"] = PeftInitName(method),
+            ["prompt_tuning_init_text"] = text,
+            ["revision"] = null,
+            ["task_type"] = "CAUSAL_LM",
+            ["token_dim"] = c.HiddenSize,
+            ["tokenizer_kwargs"] = null,
+            // PEFT needs the tokenizer only to turn the TEXT into ids; the base model's folder holds it.
+            ["tokenizer_name_or_path"] = method == PromptInitMethod.Text ? nameOrPath : null,
+        };
+        var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        {
+            writer.WriteStartObject();
+            foreach (var (key, value) in fields)
+            {
+                switch (value)
+                {
+                    case null: writer.WriteNull(key); break;
+                    case bool b: writer.WriteBoolean(key, b); break;
+                    case int i: writer.WriteNumber(key, i); break;
+                    case string s: writer.WriteString(key, s); break;
+                }
+            }
+            writer.WriteEndObject();
+        }
+        return buffer.ToArray();
+    }
+
+    /// <summary>Reads a PEFT prompt-tuning adapter folder. Fields PEFT may add in any version are ignored;
+    /// the ones that decide the tensor's meaning are checked. The prompt's metadata holds the weights
+    /// file's metadata plus base_model_name_or_path, base_model_width (token_dim), num_layers,
+    /// num_attention_heads and the init method/text from the config.</summary>
+    /// <param name="folder">The adapter folder.</param>
+    /// <param name="expectedWidth">The model's hidden size, when known; another width is refused.</param>
+    /// <exception cref="PromptFormatException">A missing or unreadable file, pickle weights (adapter_model.bin),
+    /// another PEFT method, an encoder-decoder prompt, or a shape that disagrees with num_virtual_tokens ×
+    /// token_dim; the message names the file and the field.</exception>
+    /// <exception cref="PromptCompatibilityException">The prompt's width is not <paramref name="expectedWidth"/>.</exception>
+    public static SoftPrompt Load(string folder, int? expectedWidth = null)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        if (!Directory.Exists(folder))
+            throw new PromptFormatException(folder, null, File.Exists(folder) ? "is a file; a PEFT adapter is a folder holding adapter_config.json and adapter_model.safetensors" : "no such adapter folder");
+        var configPath = Path.Combine(folder, ConfigFileName);
+        var weightsPath = Path.Combine(folder, WeightsFileName);
+        if (!File.Exists(configPath)) throw new PromptFormatException(configPath, null, "missing; a PEFT adapter folder holds adapter_config.json");
+
+        JsonElement root;
+        try
+        {
+            using var document = JsonDocument.Parse(File.ReadAllBytes(configPath), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+            root = document.RootElement.Clone();
+        }
+        catch (JsonException e) { throw new PromptFormatException(configPath, null, $"not valid JSON: {e.Message}", e); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new PromptFormatException(configPath, null, $"cannot read: {e.Message}", e); }
+        if (root.ValueKind != JsonValueKind.Object) throw new PromptFormatException(configPath, null, "the top level is not a JSON object");
+
+        var peftType = String(root, "peft_type", configPath) ?? throw new PromptFormatException(configPath, "peft_type", "missing; every PEFT adapter_config.json has it");
+        switch (peftType)
+        {
+            case "PROMPT_TUNING": break;
+            case "PREFIX_TUNING" or "P_TUNING" or "MULTITASK_PROMPT_TUNING" or "ADAPTION_PROMPT" or "CPT":
+                throw new PromptFormatException(configPath, "peft_type", $"{peftType} adapters are not supported yet; only PROMPT_TUNING (input-embedding soft prompts) is");
+            default:
+                throw new PromptFormatException(configPath, "peft_type", $"{peftType} is not a soft-prompt method; only PROMPT_TUNING adapters can be loaded");
+        }
+        var submodules = Int(root, "num_transformer_submodules", configPath);
+        if (submodules is { } s && s != 1)
+            throw new PromptFormatException(configPath, "num_transformer_submodules", $"{s} (an encoder-decoder prompt); only decoder-only prompts (1) are supported");
+        var virtualTokens = Int(root, "num_virtual_tokens", configPath);
+        var tokenDim = Int(root, "token_dim", configPath);
+        if (virtualTokens is <= 0) throw new PromptFormatException(configPath, "num_virtual_tokens", $"must be positive, found {virtualTokens}");
+        if (tokenDim is <= 0) throw new PromptFormatException(configPath, "token_dim", $"must be positive, found {tokenDim}");
+
+        if (!File.Exists(weightsPath))
+        {
+            if (File.Exists(Path.Combine(folder, PickleWeightsFileName)))
+                throw new PromptFormatException(Path.Combine(folder, PickleWeightsFileName), null,
+                    $"pickle (.bin) adapter weights are not supported, only {WeightsFileName}; re-save the adapter with PEFT's save_pretrained(..., safe_serialization=True)");
+            throw new PromptFormatException(weightsPath, null, "missing; a PEFT adapter folder holds adapter_model.safetensors");
+        }
+
+        SoftPrompt prompt;
+        using (var file = SafetensorsFile.Open(weightsPath))
+        {
+            if (!file.TryGetTensor(PromptFile.TensorName, out _))
+                throw new PromptFormatException(weightsPath, PromptFile.TensorName, $"no such tensor (found: {string.Join(", ", file.Tensors.Select(t => t.Name))})");
+            prompt = PromptFile.ReadTensor(file, PromptFile.TensorName, weightsPath, null, file.Metadata);
+        }
+        if (virtualTokens is { } n && n != prompt.VirtualTokens)
+            throw new PromptFormatException(configPath, "num_virtual_tokens", $"{n}, but tensor '{PromptFile.TensorName}' in {WeightsFileName} has {prompt.VirtualTokens} rows");
+        if (tokenDim is { } d && d != prompt.Width)
+            throw new PromptFormatException(configPath, "token_dim", $"{d}, but tensor '{PromptFile.TensorName}' in {WeightsFileName} is {prompt.Width} wide");
+        if (expectedWidth is { } w && w != prompt.Width)
+            throw new PromptCompatibilityException(folder, $"prompt width {prompt.Width} does not match the model's hidden size {w}");
+
+        var metadata = new Dictionary<string, string>(prompt.Metadata, StringComparer.Ordinal);
+        metadata.Remove("format");
+        metadata[PromptMetadata.VirtualTokens] = PromptMetadata.Invariant(prompt.VirtualTokens);
+        metadata[PromptMetadata.BaseModelWidth] = PromptMetadata.Invariant(prompt.Width);
+        if (String(root, "base_model_name_or_path", configPath) is { Length: > 0 } baseModel) metadata[PromptMetadata.BaseModelNameOrPath] = baseModel;
+        if (Int(root, "num_layers", configPath) is { } layers) metadata[PromptMetadata.NumLayers] = PromptMetadata.Invariant(layers);
+        if (Int(root, "num_attention_heads", configPath) is { } heads) metadata[PromptMetadata.NumAttentionHeads] = PromptMetadata.Invariant(heads);
+        var init = String(root, "prompt_tuning_init", configPath);
+        // Hand-written configs sometimes carry the Python enum's repr, "PromptTuningInit.TEXT".
+        if (init is not null && PromptInit.TryParseMethod(init.Replace("PromptTuningInit.", ""), out var method))
+        {
+            metadata[PromptMetadata.InitMethod] = PromptInit.MethodName(method);
+            if (method == PromptInitMethod.Text && String(root, "prompt_tuning_init_text", configPath) is { } text) metadata[PromptMetadata.InitText] = text;
+        }
+        return prompt with { Metadata = metadata, Source = folder };
+    }
+
+    static string? String(JsonElement root, string field, string path)
+    {
+        if (!root.TryGetProperty(field, out var v) || v.ValueKind == JsonValueKind.Null) return null;
+        return v.ValueKind == JsonValueKind.String ? v.GetString()
+            : throw new PromptFormatException(path, field, $"expected a string, found {v.GetRawText()}");
+    }
+
+    static int? Int(JsonElement root, string field, string path)
+    {
+        if (!root.TryGetProperty(field, out var v) || v.ValueKind == JsonValueKind.Null) return null;
+        return v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out var i) ? i
+            : throw new PromptFormatException(path, field, $"expected an integer, found {v.GetRawText()}");
+    }
+
+    static void TryDelete(string path)
+    {
+        try { if (File.Exists(path)) File.Delete(path); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+    }
+}

@@ -1,0 +1,73 @@
+using PromptEngine.Models;
+
+namespace PromptEngine.Prompts;
+
+/// <summary>How a prompt relates to the model it is about to be used with.</summary>
+public enum PromptMatch
+{
+    /// <summary>The prompt's fingerprint is the model's.</summary>
+    SameModel,
+    /// <summary>The prompt carries no fingerprint (e.g. written by PEFT); only its width could be checked.</summary>
+    NoFingerprint,
+    /// <summary>The fingerprints differ and the mismatch was allowed.</summary>
+    MismatchAllowed,
+}
+
+/// <summary>The outcome of an accepted <see cref="PromptCompatibility.Check"/>.</summary>
+/// <param name="Match">What was found.</param>
+/// <param name="Warning">A line to show the user when <paramref name="Match"/> is not <see cref="PromptMatch.SameModel"/>; else null.</param>
+public sealed record PromptCompatibilityResult(PromptMatch Match, string? Warning);
+
+/// <summary>A prompt that cannot (another width) or should not (another model) be used with a model.</summary>
+public sealed class PromptCompatibilityException(string source, string problem)
+    : PromptEngineException($"{source}: {problem}")
+{
+    /// <summary>The prompt file (or adapter folder, or bank entry) at fault.</summary>
+    public string PromptSource { get; } = source;
+}
+
+/// <summary>Guards against using a prompt with a model it was not trained for. A prompt of another width
+/// can never run; a prompt of the same width trained on another model runs but means nothing (or worse,
+/// something misleading), so it is refused unless the user says <see cref="OverrideFlag"/>.</summary>
+public static class PromptCompatibility
+{
+    /// <summary>The CLI option that lets a prompt made for another model through.</summary>
+    public const string OverrideFlag = "--allow-model-mismatch";
+
+    /// <summary>Accepts <paramref name="prompt"/> for <paramref name="model"/> or throws.</summary>
+    /// <param name="prompt">The prompt; its <see cref="SoftPrompt.Source"/> names it in messages.</param>
+    /// <param name="model">The model it is about to be used with.</param>
+    /// <param name="allowMismatch">Accept a prompt whose fingerprint is another model's (with a warning).</param>
+    /// <exception cref="PromptCompatibilityException">Another width (always), or another model's fingerprint
+    /// (unless <paramref name="allowMismatch"/>); the message names the file, both fingerprints and paths,
+    /// and the override flag.</exception>
+    public static PromptCompatibilityResult Check(SoftPrompt prompt, ModelFolder model, bool allowMismatch)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        ArgumentNullException.ThrowIfNull(model);
+        var source = prompt.Source ?? "the prompt";
+        int width = model.Config.HiddenSize;
+        if (prompt.Width != width)
+        {
+            var madeFor = prompt.Meta(PromptMetadata.BaseModelNameOrPath) is { } name ? $" (made for {name})" : "";
+            throw new PromptCompatibilityException(source,
+                $"prompt width {prompt.Width}{madeFor} does not match the hidden size {width} of {model.Path}; a prompt only works on a model of its own width, and {OverrideFlag} cannot change that");
+        }
+        if (prompt.Meta(PromptMetadata.BaseModelWidth) is { } recorded && recorded != PromptMetadata.Invariant(width))
+            throw new PromptCompatibilityException(source,
+                $"the metadata says base_model_width {recorded} but the tensor is {prompt.Width} wide; the file is inconsistent");
+
+        var theirs = prompt.Meta(PromptMetadata.BaseModelFingerprint);
+        if (string.IsNullOrEmpty(theirs))
+            return new(PromptMatch.NoFingerprint, $"{source} records no base-model fingerprint; only its width ({width}) could be checked against {model.Path}");
+        var ours = ModelFingerprint.Compute(model);
+        if (theirs == ours) return new(PromptMatch.SameModel, null);
+
+        var theirPath = prompt.Meta(PromptMetadata.BaseModelNameOrPath) ?? "(not recorded)";
+        var description = $"this prompt was made for another model: prompt's base model {theirPath} (fingerprint {theirs}), "
+            + $"current model {PromptMetadata.NameOrPath(model)} at {model.Path} (fingerprint {ours})";
+        if (!allowMismatch)
+            throw new PromptCompatibilityException(source, description + $". Pass {OverrideFlag} to use it anyway.");
+        return new(PromptMatch.MismatchAllowed, $"{source}: {description}; used anyway ({OverrideFlag})");
+    }
+}

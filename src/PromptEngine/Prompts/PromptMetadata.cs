@@ -1,0 +1,82 @@
+using System.Globalization;
+using System.Text.Json;
+using PromptEngine.Models;
+
+namespace PromptEngine.Prompts;
+
+/// <summary>The metadata keys PromptEngine writes into prompt files, banks and PEFT adapters, and the
+/// description of a base model that goes into every one of them.</summary>
+public static class PromptMetadata
+{
+    /// <summary><see cref="ModelFingerprint.Compute"/> of the model the prompt was made for.</summary>
+    public const string BaseModelFingerprint = "base_model_fingerprint";
+    /// <summary>Hidden size C of that model; a prompt of another width can never run on a model.</summary>
+    public const string BaseModelWidth = "base_model_width";
+    /// <summary>The model's name or path (PEFT's field name): config.json's <c>_name_or_path</c>, else the folder's full path.</summary>
+    public const string BaseModelNameOrPath = "base_model_name_or_path";
+    /// <summary>The model's <c>architectures[0]</c>.</summary>
+    public const string Architecture = "architecture";
+    /// <summary>Number of blocks (PEFT's <c>num_layers</c>).</summary>
+    public const string NumLayers = "num_layers";
+    /// <summary>Number of attention heads (PEFT's <c>num_attention_heads</c>).</summary>
+    public const string NumAttentionHeads = "num_attention_heads";
+    /// <summary>Rows of the embedding table.</summary>
+    public const string VocabSize = "vocab_size";
+    /// <summary>Rows n of the prompt.</summary>
+    public const string VirtualTokens = "num_virtual_tokens";
+    /// <summary>How the prompt was initialised: "random", "sample_vocab", "text" or "file".</summary>
+    public const string InitMethod = "init_method";
+    /// <summary>The text of a "text" initialisation.</summary>
+    public const string InitText = "init_text";
+    /// <summary>The seed of a "random" or "sample_vocab" initialisation.</summary>
+    public const string InitSeed = "init_seed";
+    /// <summary>The half-width of a "random" initialisation (see <see cref="PromptInit.Spread"/>).</summary>
+    public const string InitSpread = "init_spread";
+    /// <summary>Comma-separated token ids whose embedding rows became the prompt ("sample_vocab", "text").</summary>
+    public const string InitTokenIds = "init_token_ids";
+    /// <summary>The file a "file" initialisation copied.</summary>
+    public const string InitSource = "init_source";
+    /// <summary>What the file holds: absent for a prompt, "gradient", or "prompt_bank".</summary>
+    public const string Content = "content";
+
+    /// <summary>The description of <paramref name="model"/> every prompt file carries: fingerprint, width,
+    /// name or path, architecture, layers, heads, vocabulary size.</summary>
+    public static Dictionary<string, string> ForModel(ModelFolder model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var c = model.Config;
+        return new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            [BaseModelFingerprint] = ModelFingerprint.Compute(model),
+            [BaseModelWidth] = Invariant(c.HiddenSize),
+            [BaseModelNameOrPath] = NameOrPath(model),
+            [Architecture] = c.Architecture,
+            [NumLayers] = Invariant(c.NumLayers),
+            [NumAttentionHeads] = Invariant(c.NumHeads),
+            [VocabSize] = Invariant(c.VocabSize),
+        };
+    }
+
+    /// <summary>The model's name as Hugging Face would record it: config.json's <c>_name_or_path</c>
+    /// when it is a non-empty string (transformers writes the hub id there), else the folder's full path.</summary>
+    public static string NameOrPath(ModelFolder model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        try
+        {
+            using var document = JsonDocument.Parse(File.ReadAllText(Path.Combine(model.Path, "config.json")),
+                new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
+            if (document.RootElement.ValueKind == JsonValueKind.Object
+                && document.RootElement.TryGetProperty("_name_or_path", out var name)
+                && name.ValueKind == JsonValueKind.String && !string.IsNullOrWhiteSpace(name.GetString()))
+                return name.GetString()!;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException)
+        {
+            // The folder was opened, so config.json was readable moments ago; fall back to the path.
+        }
+        return Path.GetFullPath(model.Path);
+    }
+
+    internal static string Invariant(int value) => value.ToString(CultureInfo.InvariantCulture);
+}
