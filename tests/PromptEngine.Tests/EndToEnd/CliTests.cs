@@ -186,4 +186,25 @@ public class CliEngineTests
         Assert.That(negative.Code, Is.EqualTo(1));
         Assert.That(negative.Err, Does.Contain("--max-new-tokens"));
     }
+
+    [Test]
+    public void PromptExportsToPeftAndImportsBackAndInspects()
+    {
+        var prompt = WritePrompt(5, 288);
+        var adapter = Path.Combine(scratch, "adapter");
+        var export = Run("prompt", "export", prompt, "--model", TestAssets.Stories15MFolder, "--peft", adapter);
+        Assert.That(export.Code, Is.EqualTo(0), export.Err);
+        var config = File.ReadAllText(Path.Combine(adapter, "adapter_config.json"));
+        Assert.That(config, Does.Contain("\"peft_type\": \"PROMPT_TUNING\"").And.Contain("\"num_virtual_tokens\": 5").And.Contain("\"token_dim\": 288"));
+        var back = Path.Combine(scratch, "back.safetensors");
+        var import = Run("prompt", "import", adapter, "--out", back, "--model", TestAssets.Stories15MFolder);
+        Assert.That(import.Code, Is.EqualTo(0), import.Err);
+        Assert.That(PromptEngine.Prompts.PromptFile.Load(back).Values, Is.EqualTo(PromptEngine.Prompts.PromptFile.Load(prompt).Values));
+        var inspect = Run("prompt", "inspect", back);
+        Assert.That(inspect.Code, Is.EqualTo(0), inspect.Err);
+        Assert.That(inspect.Out, Does.Contain("(5, 288)").And.Contain("base_model_fingerprint"));
+        var broken = Run("prompt", "import", scratch, "--out", back);
+        Assert.That(broken.Code, Is.EqualTo(2));
+        Assert.That(broken.Err, Does.StartWith("error: "));
+    }
 }
