@@ -271,6 +271,38 @@ public class TemplateEncoderTests
     }
 
     [Test]
+    public void EncodeAllOnSeveralThreadsGivesTheSameRowsAndTheEarliestError()
+    {
+        var dir = Directory.CreateDirectory(Path.Combine(Path.GetTempPath(), $"pe-enc-{Guid.NewGuid():N}")).FullName;
+        try
+        {
+            var lines = File.ReadLines(Path.Combine(TestAssets.ImdbSplitFolder, "validation.jsonl")).Take(300).ToArray();
+            var good = Path.Combine(dir, "good.jsonl");
+            File.WriteAllLines(good, lines);
+            var template = PromptTemplate.Parse("{prompt}Review: {text} Sentiment:{answer}");
+            var verbalizer = Verbalizer.Create(Stories, template, ImdbLabels);
+            var options = new EncoderOptions(128, 10);
+            var data = JsonlDataset.Load(good, JsonlFieldNames.Classification());
+            var serial = new TemplateEncoder(template, Stories, options, verbalizer);
+            var parallel = new TemplateEncoder(template, Stories, options, verbalizer);
+            var one = serial.EncodeAll(data);
+            var four = parallel.EncodeAll(data, threads: 4);
+            Assert.That(four.Select(r => r.Slots), Is.EqualTo(one.Select(r => r.Slots)));
+            Assert.That(four.Select(r => (r.Source, r.Label, r.DroppedTextTokens)), Is.EqualTo(one.Select(r => (r.Source, r.Label, r.DroppedTextTokens))));
+            Assert.That(parallel.Report, Is.EqualTo(serial.Report));
+            Assert.That(serial.Report.Encoded, Is.EqualTo(300));
+
+            lines[249] = "{\"text\": \"meh\", \"label\": \"neutral\"}";
+            lines[119] = "{\"text\": \"so-so\", \"label\": \"mixed\"}";
+            var bad = Path.Combine(dir, "bad.jsonl");
+            File.WriteAllLines(bad, lines);
+            var e = Assert.Throws<DataFormatException>(() => parallel.EncodeAll(JsonlDataset.Load(bad, JsonlFieldNames.Classification()), threads: 4))!;
+            Assert.That(e.Message, Does.Contain("line 120: label \"mixed\""));
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    [Test]
     public void EncodeAllChecksTheDatasetKind()
     {
         var dir = Directory.CreateDirectory(Path.Combine(Path.GetTempPath(), $"pe-enc-{Guid.NewGuid():N}")).FullName;

@@ -83,7 +83,7 @@ public sealed class TemplateEncoder
     /// <summary>Options the rows are laid out with.</summary>
     public EncoderOptions Options => options;
 
-    /// <summary>Counts since construction.</summary>
+    /// <summary>Counts since construction (safe to read while <see cref="EncodeAll"/> runs on several threads).</summary>
     public EncodingReport Report => new(encoded, truncated, dropped, longest);
 
     /// <summary>An encoder for classification (with a <paramref name="verbalizer"/>) or generation (without).</summary>
@@ -128,14 +128,29 @@ public sealed class TemplateEncoder
     }
 
     /// <summary>Encodes every example of <paramref name="dataset"/>, in order.</summary>
+    /// <param name="dataset">The rows; its kind must match the encoder's (verbalizer or not).</param>
+    /// <param name="threads">Rows encoded at once. Above 1 the tokenizer must be safe to call from several
+    /// threads; both of PromptEngine's are (they keep no state between calls). The result, the report
+    /// and the error raised (that of the earliest bad line) do not depend on it.</param>
     /// <exception cref="DataFormatException">A row that cannot be encoded (a label outside the verbalizer,
     /// an output too long to fit), naming the file and line.</exception>
-    public IReadOnlyList<EncodedExample> EncodeAll(JsonlDataset dataset)
+    public IReadOnlyList<EncodedExample> EncodeAll(JsonlDataset dataset, int threads = 1)
     {
         ArgumentNullException.ThrowIfNull(dataset);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(threads);
         if (dataset.Fields.Kind != kind)
             throw new PromptTemplateException($"{dataset.Path}: a {dataset.Fields.Kind} dataset given to a {kind} encoder ({(kind == DatasetKind.Classification ? "with" : "without")} a verbalizer)");
-        return dataset.Examples.Select(e => Encode(e, dataset.Path)).ToArray();
+        var examples = dataset.Examples;
+        var rows = new EncodedExample[examples.Count];
+        var errors = new Exception?[examples.Count];
+        Parallel.For(0, examples.Count, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
+        {
+            try { rows[i] = Encode(examples[i], dataset.Path); }
+            catch (Exception e) when (e is PromptEngineException) { errors[i] = e; }
+        });
+        var first = Array.FindIndex(errors, e => e is not null);
+        if (first >= 0) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(errors[first]!);
+        return rows;
     }
 
     /// <summary>Encodes one example.</summary>
@@ -172,11 +187,12 @@ public sealed class TemplateEncoder
                 keep -= slots.Length - options.MaxLength;
             }
             droppedTokens = textIds.Count - keep;
-            truncated++;
-            dropped += droppedTokens;
+            Interlocked.Increment(ref truncated);
+            Interlocked.Add(ref dropped, droppedTokens);
         }
-        encoded++;
-        longest = Math.Max(longest, slots.Length);
+        Interlocked.Increment(ref encoded);
+        for (var seen = Volatile.Read(ref longest); slots.Length > seen; seen = Volatile.Read(ref longest))
+            if (Interlocked.CompareExchange(ref longest, slots.Length, seen) == seen) break;
         return new EncodedExample(example, slots, prefixLength, label, droppedTokens);
     }
 
