@@ -18,6 +18,7 @@ public static class Program
         root.Subcommands.Add(LossCommand.Create());
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(PromptCommand.Create());
+        root.Subcommands.Add(TrainCommand.Create());
         root.Subcommands.Add(VersionCommand.Create());
         return root;
     }

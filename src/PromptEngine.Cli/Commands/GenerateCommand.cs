@@ -20,12 +20,8 @@ internal static class GenerateCommand
         var seed = new Option<int>("--seed") { Description = "Sampling seed.", DefaultValueFactory = _ => 0 };
         var command = new Command("generate", "Generate text with the model, optionally under a soft prompt (no KV cache yet: each token re-runs the forward pass).");
         foreach (var option in new Option[] { model, prompt, input, maxNew, temperature, seed }) command.Options.Add(option);
-        command.Validators.Add(result =>
-        {
-            if (result.GetValue(maxNew) <= 0) result.AddError("--max-new-tokens must be positive");
-            var t = result.GetValue(temperature);
-            if (t < 0 || !float.IsFinite(t)) result.AddError("--temperature must be a finite number ≥ 0");
-        });
+        OptionChecks.Positive(maxNew);
+        OptionChecks.Require(temperature, t => t >= 0 && float.IsFinite(t), "must be a finite number ≥ 0");
         command.SetAction(parse => CliRunner.Run(() =>
         {
             using var folder = ModelFolder.Open(parse.GetValue(model)!);

@@ -208,13 +208,13 @@ public sealed class PromptInit
         _ => throw new ArgumentOutOfRangeException(nameof(method), method, null),
     };
 
-    /// <summary>Parses a metadata spelling (case-insensitive; PEFT's upper-case names accepted too).</summary>
+    /// <summary>Parses a metadata spelling (case-insensitive; PEFT's upper-case names and the CLI's "vocab" accepted too).</summary>
     public static bool TryParseMethod(string? name, out PromptInitMethod method)
     {
         switch (name?.ToLowerInvariant())
         {
             case "random": method = PromptInitMethod.Random; return true;
-            case "sample_vocab": method = PromptInitMethod.SampleVocab; return true;
+            case "sample_vocab" or "vocab": method = PromptInitMethod.SampleVocab; return true;
             case "text": method = PromptInitMethod.Text; return true;
             case "file": method = PromptInitMethod.File; return true;
             default: method = default; return false;

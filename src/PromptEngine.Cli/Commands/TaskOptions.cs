@@ -1,0 +1,56 @@
+using System.CommandLine;
+using PromptEngine.Models;
+using PromptEngine.Training.Data;
+
+namespace PromptEngine.Cli.Commands;
+
+/// <summary>The options <c>train</c>, <c>eval</c> and <c>demo</c> share: the model, the data's fields,
+/// the template, the labels and their words, and the length budget.</summary>
+internal sealed class TaskOptions
+{
+    public const string DefaultTemplate = "{prompt}Review: {text} Sentiment:{answer}";
+
+    public readonly Option<string> Model = new("--model") { Description = "Hugging Face model folder.", Required = true };
+    public readonly Option<string> TextField = new("--text-field") { Description = "JSONL field holding the text.", DefaultValueFactory = _ => "text" };
+    public readonly Option<string> LabelField = new("--label-field") { Description = "JSONL field holding the label.", DefaultValueFactory = _ => "label" };
+    public readonly Option<string> Template = new("--template") { Description = "Row template with {prompt}, {text} and a final {answer}.", DefaultValueFactory = _ => DefaultTemplate };
+    public readonly Option<string[]> Labels = new("--labels") { Description = "Labels in verbalizer order (default: as they appear in the data).", AllowMultipleArgumentsPerToken = true };
+    public readonly Option<string[]> LabelWords = new("--label-words") { Description = "Word per label, same order as --labels (default: \" \" + label).", AllowMultipleArgumentsPerToken = true };
+    public readonly Option<int> MaxLength = new("--max-length") { Description = "Positions per row, prompt included; longer texts are truncated.", DefaultValueFactory = _ => 128 };
+    public readonly Option<TruncationSide> Truncation = new("--truncation") { Description = "Which end of an over-long text to keep.", DefaultValueFactory = _ => TruncationSide.KeepBeginning };
+    public readonly Option<bool> SkipMalformed = new("--skip-malformed") { Description = "Skip and count malformed JSONL lines instead of stopping at the first." };
+
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[] { Model, TextField, LabelField, Template, Labels, LabelWords, MaxLength, Truncation, SkipMalformed })
+            command.Options.Add(option);
+        OptionChecks.Require(MaxLength, v => v >= 8, "must be at least 8");
+    }
+
+    /// <summary>Loads a JSONL classification file with the field names given.</summary>
+    public JsonlDataset Load(ParseResult parse, string path) =>
+        JsonlDataset.Load(path, JsonlFieldNames.Classification(parse.GetValue(TextField)!, parse.GetValue(LabelField)!), parse.GetValue(SkipMalformed));
+
+    /// <summary>The template, the verbalizer and an encoder for <paramref name="promptTokens"/> virtual tokens.</summary>
+    public (PromptTemplate Template, Verbalizer Verbalizer, TemplateEncoder Encoder) Build(ParseResult parse, ModelFolder model, JsonlDataset data, int promptTokens)
+    {
+        var template = PromptTemplate.Parse(parse.GetValue(Template)!);
+        if (promptTokens > 0 && !template.HasPrompt)
+            throw new PromptEngineException($"--template '{parse.GetValue(Template)}' has no {{prompt}} marker, so a {promptTokens}-token prompt has nowhere to go");
+        IReadOnlyList<string> labels = parse.GetValue(Labels) is { Length: > 0 } given ? given : data.Labels.OrderBy(l => l, StringComparer.Ordinal).ToArray();
+        var words = parse.GetValue(LabelWords) is { Length: > 0 } w ? w : null;
+        if (words is not null && words.Length != labels.Count) throw new PromptEngineException($"--label-words gives {words.Length} words for {labels.Count} labels");
+        var verbalizer = Verbalizer.Create(model.Tokenizer, template, labels, words);
+        var encoder = new TemplateEncoder(template, model.Tokenizer,
+            new EncoderOptions(Math.Min(parse.GetValue(MaxLength), model.Config.MaxPositions), template.HasPrompt ? promptTokens : 0,
+                Truncation: parse.GetValue(Truncation)), verbalizer);
+        return (template, verbalizer, encoder);
+    }
+
+    /// <summary>The first <paramref name="limit"/> examples (all when 0), encoded.</summary>
+    public static IReadOnlyList<EncodedExample> Encode(TemplateEncoder encoder, JsonlDataset data, int limit)
+    {
+        var examples = limit > 0 ? data.Examples.Take(limit) : data.Examples;
+        return examples.Select(e => encoder.Encode(e, data.Path)).ToList();
+    }
+}

@@ -1,0 +1,89 @@
+using PromptEngine.Engine;
+using PromptEngine.Training.Data;
+using PromptEngine.Training.Metrics;
+
+namespace PromptEngine.Training;
+
+/// <summary>Training batches drawn by a resumable <see cref="BatchSampler"/> from encoded examples.</summary>
+public sealed class SampledBatches : ITrainingBatches
+{
+    readonly IReadOnlyList<EncodedExample> examples;
+    readonly int[] lengths;
+    readonly Verbalizer? verbalizer;
+    BatchSampler sampler;
+
+    /// <summary>Batches of <paramref name="examples"/> (classification when a verbalizer is given).</summary>
+    public SampledBatches(IReadOnlyList<EncodedExample> examples, BatchSamplerOptions options, Verbalizer? verbalizer)
+    {
+        if (examples.Count == 0) throw new PromptEngineException("no training examples");
+        this.examples = examples;
+        this.verbalizer = verbalizer;
+        lengths = examples.Select(e => e.Length).ToArray();
+        sampler = new BatchSampler(lengths, options);
+    }
+
+    /// <inheritdoc/>
+    public Batch Next() => TemplateEncoder.BuildBatch(examples, sampler.Next(), verbalizer);
+
+    /// <inheritdoc/>
+    public string SaveState() => sampler.State.ToJson();
+
+    /// <inheritdoc/>
+    public void RestoreState(string state) => sampler = BatchSampler.Resume(lengths, BatchSamplerState.FromJson(state, "checkpoint data_state"));
+}
+
+/// <summary>Classification accuracy of the engine's current prompt on a fixed set of examples: one
+/// forward per batch, logits over the verbalizer's words at the answer position, argmax.</summary>
+public sealed class ClassificationEvaluator : IEvaluator
+{
+    readonly IReadOnlyList<EncodedExample> examples;
+    readonly Verbalizer verbalizer;
+    readonly int batchSize;
+
+    /// <summary>The last evaluation's full metrics (per-class precision/recall, confusion matrix).</summary>
+    public ClassificationMetrics? LastMetrics { get; private set; }
+
+    /// <summary>Evaluates on <paramref name="examples"/> in batches of <paramref name="batchSize"/>.</summary>
+    public ClassificationEvaluator(IReadOnlyList<EncodedExample> examples, Verbalizer verbalizer, int batchSize)
+    {
+        if (examples.Count == 0) throw new PromptEngineException("no evaluation examples");
+        if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize));
+        this.examples = examples;
+        this.verbalizer = verbalizer;
+        this.batchSize = batchSize;
+    }
+
+    /// <inheritdoc/>
+    public EvalReport Evaluate(TransformerEngine engine)
+    {
+        var R = verbalizer.TokenIds.Length;
+        var gold = new List<int>(examples.Count);
+        var predicted = new List<int>(examples.Count);
+        double lossSum = 0;
+        for (var start = 0; start < examples.Count; start += batchSize)
+        {
+            var indices = Enumerable.Range(start, Math.Min(batchSize, examples.Count - start)).ToArray();
+            var logits = engine.Logits(TemplateEncoder.BuildBatch(examples, indices, verbalizer));
+            for (var s = 0; s < indices.Length; s++)
+            {
+                var row = logits.AsSpan(s * R, R);
+                var label = examples[indices[s]].Label;
+                gold.Add(label);
+                predicted.Add(ClassificationMetrics.Predict(row, R)[0]);
+                // Cross-entropy over the verbalizer, as training computes it.
+                double max = double.NegativeInfinity, sum = 0;
+                foreach (var l in row) max = Math.Max(max, l);
+                foreach (var l in row) sum += Math.Exp(l - max);
+                lossSum += max + Math.Log(sum) - row[label];
+            }
+        }
+        LastMetrics = ClassificationMetrics.FromIndices(verbalizer.Labels, gold, predicted);
+        var details = new Dictionary<string, double> { ["macro_f1"] = LastMetrics.MacroF1 };
+        foreach (var c in LastMetrics.PerClass)
+        {
+            details[$"precision_{c.Label}"] = c.Precision;
+            details[$"recall_{c.Label}"] = c.Recall;
+        }
+        return new EvalReport(LastMetrics.Accuracy, "accuracy", lossSum / examples.Count, details);
+    }
+}
