@@ -17,11 +17,11 @@ namespace PromptEngine.Cli.Commands;
 internal sealed record TrainSettings(
     string OutputDirectory, int PromptTokens, string Init, string? InitText, string? InitFile, int Steps, int BatchSize, int Accumulation,
     float LearningRate, string Schedule, int WarmupSteps, float WeightDecay, float MaxGradNorm, int EvalEvery, int EvalExamples,
-    int Patience, int CheckpointEvery, ulong Seed, int TrainExamples, MetricsFormat Metrics, bool Resume, bool AllowModelMismatch);
+    int Patience, int CheckpointEvery, ulong Seed, int TrainExamples, MetricsFormat Metrics, bool Resume, bool AllowModelMismatch, int StopAfter = 0);
 
 /// <summary>What a training run produced.</summary>
 internal sealed record TrainOutcome(RunSummary Summary, double? AccuracyBefore, EvalReport? Final, string? MetricsTable, string PromptPath, string AdapterPath,
-    string PlotPath, string MetricsPath, long PromptBytes, double SecondsPerStep, double TokensPerSecond);
+    string PlotPath, string MetricsPath, long PromptBytes, double SecondsPerStep, double TokensPerSecond, bool StoppedAsPlanned = false);
 
 /// <summary><c>promptengine train</c>: prompt tuning for classification with a verbalizer.</summary>
 internal static class TrainCommand
@@ -53,17 +53,18 @@ internal static class TrainCommand
         var metrics = new Option<MetricsFormat>("--metrics") { Description = "Metrics file format: csv or jsonl.", DefaultValueFactory = _ => MetricsFormat.Csv };
         var resume = new Option<bool>("--resume") { Description = "Continue from --out's checkpoint (same flags)." };
         var allow = new Option<bool>("--allow-model-mismatch") { Description = "Accept an --init-file prompt made for another model of the same width." };
+        var stopAfter = new Option<int>("--stop-after") { Description = "Stop after this many steps of this invocation, saving a checkpoint (continue later with --resume).", DefaultValueFactory = _ => 0 };
         var command = new Command("train", """
             Tune a soft prompt for classification with a verbalizer; only the prompt is trained.
             Example: promptengine train --model stories15M --train imdb/train.jsonl --validation imdb/validation.jsonl --out runs/imdb --steps 200
             """);
         task.AddTo(command);
         foreach (var option in new Option[] { train, validation, output, promptTokens, init, initText, initFile, steps, batch, accumulation, lr, schedule, warmup,
-                     weightDecay, clip, evalEvery, evalExamples, patience, checkpointEvery, seed, trainExamples, metrics, resume, allow })
+                     weightDecay, clip, evalEvery, evalExamples, patience, checkpointEvery, seed, trainExamples, metrics, resume, allow, stopAfter })
             command.Options.Add(option);
         // Range checks on the options a user gives (defaults are valid by construction).
         foreach (var o in new[] { promptTokens, steps, batch, accumulation }) OptionChecks.Positive(o);
-        foreach (var o in new[] { warmup, evalEvery, evalExamples, patience, checkpointEvery, trainExamples }) OptionChecks.NonNegative(o);
+        foreach (var o in new[] { warmup, evalEvery, evalExamples, patience, checkpointEvery, trainExamples, stopAfter }) OptionChecks.NonNegative(o);
         OptionChecks.Require(lr, v => v > 0, "must be positive");
         OptionChecks.Require(clip, v => v >= 0, "must not be negative");
         OptionChecks.Require(schedule, v => v is "constant" or "linear" or "cosine", "must be constant, linear or cosine");
@@ -79,10 +80,12 @@ internal static class TrainCommand
             var settings = new TrainSettings(parse.GetValue(output)!, parse.GetValue(promptTokens), parse.GetValue(init)!, parse.GetValue(initText), parse.GetValue(initFile),
                 parse.GetValue(steps), parse.GetValue(batch), parse.GetValue(accumulation), parse.GetValue(lr), parse.GetValue(schedule)!, parse.GetValue(warmup),
                 parse.GetValue(weightDecay), parse.GetValue(clip), parse.GetValue(evalEvery), parse.GetValue(evalExamples), parse.GetValue(patience),
-                parse.GetValue(checkpointEvery), parse.GetValue(seed), parse.GetValue(trainExamples), parse.GetValue(metrics), parse.GetValue(resume), parse.GetValue(allow));
+                parse.GetValue(checkpointEvery), parse.GetValue(seed), parse.GetValue(trainExamples), parse.GetValue(metrics), parse.GetValue(resume), parse.GetValue(allow),
+                parse.GetValue(stopAfter));
             var outcome = Run(parse, task, parse.GetValue(train)!, parse.GetValue(validation)!, settings, measureBefore: false);
             Report(outcome);
-            return outcome.Summary.Outcome == RunOutcome.Interrupted ? 130 : 0;
+            // Ctrl-C exits 130 like any interrupted program; --stop-after is a planned pause.
+            return outcome.Summary.Outcome == RunOutcome.Interrupted && !outcome.StoppedAsPlanned ? 130 : 0;
         }));
         return command;
     }
@@ -163,6 +166,7 @@ internal static class TrainCommand
         trainer.Evaluated += (step, report) => { evals.Add((step, report.Metric)); pending[step] = report; };
 
         using var cancel = new CancellationTokenSource();
+        var stoppedAsPlanned = false;
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
         Console.CancelKeyPress += onCancel;
         RunSummary summary;
@@ -173,8 +177,10 @@ internal static class TrainCommand
                 .Start(ctx =>
                 {
                     var bar = ctx.AddTask("training", maxValue: s.Steps);
+                    var firstStep = resumeStep ?? 0;
                     trainer.StepCompleted += r =>
                     {
+                        if (s.StopAfter > 0 && r.Step - firstStep >= s.StopAfter && !cancel.IsCancellationRequested) { stoppedAsPlanned = true; cancel.Cancel(); }
                         last = r;
                         losses.Add((r.Step, r.Loss));
                         bar.Value = r.Step;
@@ -225,7 +231,7 @@ internal static class TrainCommand
         CurvePlot.Save(plotPath, losses, evals, "accuracy", $"prompt tuning: {s.PromptTokens} virtual tokens, lr {s.LearningRate}");
         var secondsPerStep = last is null ? 0 : last.Elapsed.TotalSeconds / Math.Max(1, last.Step - (resumeStep ?? 0));
         return new TrainOutcome(summary, before, final, table, bestPath, adapterPath, plotPath, metricsPath, new FileInfo(bestPath).Length,
-            secondsPerStep, last?.TokensPerSecond ?? 0);
+            secondsPerStep, last?.TokensPerSecond ?? 0, stoppedAsPlanned);
     }
 
     public static void Report(TrainOutcome o)

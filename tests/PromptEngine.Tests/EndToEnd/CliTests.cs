@@ -208,3 +208,104 @@ public class CliEngineTests
         Assert.That(broken.Err, Does.StartWith("error: "));
     }
 }
+
+/// <summary>train and eval on the real stories15M and IMDB, at toy sizes.</summary>
+[NonParallelizable]
+public class CliTrainingTests
+{
+    string scratch = "";
+
+    [SetUp]
+    public void CreateScratch() => scratch = Directory.CreateTempSubdirectory("pe-cli-train-").FullName;
+
+    [TearDown]
+    public void DeleteScratch() => Directory.Delete(scratch, recursive: true);
+
+    static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var (output, error) = (new StringWriter(), new StringWriter());
+        var code = PromptEngine.Cli.Program.Run(args, output, error);
+        return (code, output.ToString(), error.ToString());
+    }
+
+    string[] TrainArgs(string output, int steps) =>
+    [
+        "train", "--model", TestAssets.Stories15MFolder,
+        "--train", Path.Combine(TestAssets.ImdbSplitFolder, "train.jsonl"), "--validation", Path.Combine(TestAssets.ImdbSplitFolder, "validation.jsonl"),
+        "--out", output, "--steps", steps.ToString(), "--warmup", "1", "--batch-size", "2", "--prompt-tokens", "3", "--max-length", "24",
+        "--train-examples", "40", "--eval-examples", "4", "--eval-every", "2", "--checkpoint-every", "1",
+    ];
+
+    [Test]
+    public void TrainsSavesEverythingAndResumesToTheSamePrompt()
+    {
+        var straight = Path.Combine(scratch, "straight");
+        var (code, output, err) = Run(TrainArgs(straight, 4));
+        Assert.That(code, Is.EqualTo(0), err);
+        foreach (var file in new[] { "best_prompt.safetensors", "checkpoint.safetensors", "metrics.csv", "curves.png", "eval.json", "adapter/adapter_config.json", "adapter/adapter_model.safetensors" })
+            Assert.That(File.Exists(Path.Combine(straight, file)), Is.True, file);
+        Assert.That(output, Does.Contain("Completed after 4 steps").And.Contain("accuracy after"));
+        Assert.That(File.ReadAllBytes(Path.Combine(straight, "curves.png")).Take(4), Is.EqualTo(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }));
+        var rows = File.ReadAllLines(Path.Combine(straight, "metrics.csv"));
+        Assert.That(rows, Has.Length.EqualTo(5), "header + one row per step");
+
+        // The same run in two invocations: --stop-after 2 (a planned interruption), then --resume to the end.
+        var halves = Path.Combine(scratch, "halves");
+        var first = Run([.. TrainArgs(halves, 4), "--stop-after", "2"]);
+        Assert.That(first.Code, Is.EqualTo(0), first.Err);
+        Assert.That(first.Out, Does.Contain("Interrupted after 2 steps"));
+        Assert.That(PromptEngine.Training.Checkpoint.Load(Path.Combine(halves, "checkpoint.safetensors")).Step, Is.EqualTo(2));
+        var second = Run([.. TrainArgs(halves, 4), "--resume"]);
+        Assert.That(second.Code, Is.EqualTo(0), second.Err);
+        var straightCheckpoint = PromptEngine.Training.Checkpoint.Load(Path.Combine(straight, "checkpoint.safetensors"));
+        var resumedCheckpoint = PromptEngine.Training.Checkpoint.Load(Path.Combine(halves, "checkpoint.safetensors"));
+        Assert.That(resumedCheckpoint.Step, Is.EqualTo(4));
+        Assert.That(resumedCheckpoint.Prompt, Is.EqualTo(straightCheckpoint.Prompt), "interrupted + resumed ends bit-identical to uninterrupted");
+        Assert.That(resumedCheckpoint.AdamV, Is.EqualTo(straightCheckpoint.AdamV));
+        Assert.That(File.ReadAllLines(Path.Combine(halves, "metrics.csv")), Has.Length.EqualTo(5), "the metrics file reads as one run");
+
+        // Resuming with other settings is refused rather than silently mixing two runs.
+        var other = Run([.. TrainArgs(halves, 6), "--resume"]);
+        Assert.That(other.Code, Is.EqualTo(2));
+        Assert.That(other.Err, Does.Contain("other settings"));
+    }
+
+    [Test]
+    public void TrainRejectsBadFlagsWithOneLine()
+    {
+        var bad = Run("train", "--model", "m", "--train", "t", "--validation", "v", "--out", "o", "--steps", "0");
+        Assert.That(bad.Code, Is.EqualTo(1));
+        Assert.That(bad.Err, Does.Contain("--steps must be positive"));
+        var init = Run("train", "--model", "m", "--train", "t", "--validation", "v", "--out", "o", "--init", "text");
+        Assert.That(init.Code, Is.EqualTo(1));
+        Assert.That(init.Err, Does.Contain("--init text needs --init-text"));
+        var schedule = Run("train", "--model", "m", "--train", "t", "--validation", "v", "--out", "o", "--schedule", "exponential");
+        Assert.That(schedule.Err, Does.Contain("--schedule must be constant, linear or cosine"));
+    }
+
+    [Test]
+    public void MalformedTrainingLineIsNamed()
+    {
+        var data = Path.Combine(scratch, "bad.jsonl");
+        File.WriteAllLines(data, ["{\"text\": \"fine\", \"label\": \"positive\"}", "{\"text\": \"broken\"", "{\"text\": \"ok\", \"label\": \"negative\"}"]);
+        var (code, _, err) = Run("train", "--model", TestAssets.Stories15MFolder, "--train", data, "--validation", data, "--out", Path.Combine(scratch, "o"), "--steps", "1", "--warmup", "0");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(err, Does.Contain(data).And.Contain("line 2"));
+    }
+
+    [Test]
+    public void EvalReportsAccuracyAndConfusion()
+    {
+        var (code, output, err) = Run("eval", "--model", TestAssets.Stories15MFolder, "--data", Path.Combine(TestAssets.ImdbSplitFolder, "validation.jsonl"),
+            "--examples", "6", "--max-length", "32", "--json");
+        Assert.That(code, Is.EqualTo(0), err);
+        using var json = System.Text.Json.JsonDocument.Parse(output);
+        Assert.That(json.RootElement.GetProperty("examples").GetInt32(), Is.EqualTo(6));
+        var accuracy = json.RootElement.GetProperty("accuracy").GetDouble();
+        Assert.That(accuracy, Is.InRange(0.0, 1.0));
+        var confusion = json.RootElement.GetProperty("confusion");
+        Assert.That(confusion.EnumerateArray().SelectMany(r => r.EnumerateArray()).Sum(c => c.GetInt64()), Is.EqualTo(6));
+        var correct = confusion[0][0].GetInt64() + confusion[1][1].GetInt64();
+        Assert.That(accuracy, Is.EqualTo(correct / 6.0).Within(1e-12));
+    }
+}

@@ -1,0 +1,81 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using PromptEngine.Engine;
+using PromptEngine.Kernels;
+using PromptEngine.Models;
+using PromptEngine.Prompts;
+using PromptEngine.Training;
+using Spectre.Console;
+
+namespace PromptEngine.Cli.Commands;
+
+/// <summary><c>promptengine eval</c>: classification accuracy, per-class precision/recall and the
+/// confusion matrix of a model with (or without) a soft prompt.</summary>
+internal static class EvalCommand
+{
+    public static Command Create()
+    {
+        var task = new TaskOptions();
+        var data = new Option<string>("--data") { Description = "JSONL to evaluate on.", Required = true };
+        var prompt = new Option<string?>("--prompt") { Description = "Prompt file, bank#name or PEFT adapter folder; without it the template's {prompt} is empty (zero-shot)." };
+        var examples = new Option<int>("--examples") { Description = "Evaluate the first N examples (0: all).", DefaultValueFactory = _ => 0 };
+        var batch = new Option<int>("--batch-size") { Description = "Examples per forward pass.", DefaultValueFactory = _ => 8 };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object." };
+        var allow = new Option<bool>("--allow-model-mismatch") { Description = "Use a prompt whose fingerprint names another model of the same width." };
+        var command = new Command("eval", """
+            Evaluate classification accuracy with a verbalizer, with or without a soft prompt.
+            Example: promptengine eval --model stories15M --data imdb/test.jsonl --prompt runs/imdb/best_prompt.safetensors --examples 1000
+            """);
+        task.AddTo(command);
+        foreach (var option in new Option[] { data, prompt, examples, batch, json, allow }) command.Options.Add(option);
+        OptionChecks.NonNegative(examples);
+        OptionChecks.Positive(batch);
+        command.SetAction(parse => CliRunner.Run(() =>
+        {
+            using var model = ModelFolder.Open(parse.GetValue(task.Model)!);
+            var soft = parse.GetValue(prompt) is { } path ? PromptCommand.LoadAny(path, model.Config.HiddenSize) : null;
+            if (soft is not null && PromptCompatibility.Check(soft, model, parse.GetValue(allow)).Warning is { } warning)
+                CliRunner.Error.WriteLine($"warning: {warning}");
+            var dataset = task.Load(parse, parse.GetValue(data)!);
+            var (_, verbalizer, encoder) = task.Build(parse, model, dataset, soft?.VirtualTokens ?? 0);
+            var encoded = TaskOptions.Encode(encoder, dataset, parse.GetValue(examples));
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var report = Evaluate(model, soft, verbalizer, encoded, parse.GetValue(batch), out var metrics);
+            if (parse.GetValue(json))
+            {
+                CliRunner.Out.Profile.Width = int.MaxValue;
+                CliRunner.Out.Write(new Text(JsonSerializer.Serialize(new
+                {
+                    accuracy = report.Metric, loss = report.Loss, examples = encoded.Count, prompt_tokens = soft?.VirtualTokens ?? 0, details = report.Details,
+                    labels = metrics.Labels,
+                    confusion = Enumerable.Range(0, metrics.Labels.Count).Select(g => Enumerable.Range(0, metrics.Labels.Count).Select(p => metrics.Confusion[g, p]).ToArray()).ToArray(),
+                    seconds = clock.Elapsed.TotalSeconds,
+                }) + Environment.NewLine));
+            }
+            else
+            {
+                CliRunner.Out.Write(new Text(string.Create(CultureInfo.InvariantCulture,
+                    $"{encoded.Count} examples, prompt {soft?.VirtualTokens ?? 0} virtual tokens, loss {report.Loss:F4}, {clock.Elapsed.TotalSeconds:F1} s") + Environment.NewLine));
+                CliRunner.Out.Write(new Text(metrics.ToTable() + Environment.NewLine));
+            }
+            return 0;
+        }));
+        return command;
+    }
+
+    /// <summary>Builds an inference engine sized for the examples and evaluates them.</summary>
+    public static EvalReport Evaluate(ModelFolder model, SoftPrompt? prompt, Training.Data.Verbalizer verbalizer,
+        IReadOnlyList<Training.Data.EncodedExample> examples, int batchSize, out Training.Metrics.ClassificationMetrics metrics)
+    {
+        if (examples.Count == 0) throw new PromptEngineException("no examples to evaluate");
+        using var kernels = KernelContext.Create(KernelBackend.Auto);
+        using var engine = new TransformerEngine(kernels, model, new EngineOptions(batchSize, examples.Max(e => e.Length), prompt?.VirtualTokens ?? 0,
+            Training: false, MaxVerbalizer: Math.Max(16, verbalizer.TokenIds.Length)));
+        if (prompt is not null) engine.SetPrompt(prompt.Values);
+        var evaluator = new ClassificationEvaluator(examples, verbalizer, batchSize);
+        var report = evaluator.Evaluate(engine);
+        metrics = evaluator.LastMetrics!;
+        return report;
+    }
+}
