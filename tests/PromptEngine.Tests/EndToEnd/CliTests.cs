@@ -2,11 +2,10 @@ using PromptEngine.Safetensors;
 
 namespace PromptEngine.Tests.EndToEnd;
 
-/// <summary>The promptengine host as a user drives it: exit codes, what it prints, and the error line
-/// for bad input (1 = bad command line, 2 = bad input file or data).</summary>
-public class CliTests
+/// <summary>A scratch folder per test and an in-process run of the host with its output captured.</summary>
+public abstract class CliTestBase
 {
-    string scratch = "";
+    protected string scratch = "";
 
     [SetUp]
     public void CreateScratch() => scratch = Directory.CreateTempSubdirectory("pe-cli-").FullName;
@@ -14,12 +13,18 @@ public class CliTests
     [TearDown]
     public void DeleteScratch() => Directory.Delete(scratch, recursive: true);
 
-    static (int Code, string Out, string Err) Run(params string[] args)
+    protected static (int Code, string Out, string Err) Run(params string[] args)
     {
         var (output, error) = (new StringWriter(), new StringWriter());
         var code = PromptEngine.Cli.Program.Run(args, output, error);
         return (code, output.ToString(), error.ToString());
     }
+}
+
+/// <summary>The promptengine host as a user drives it: exit codes, what it prints, and the error line
+/// for bad input (1 = bad command line, 2 = bad input file or data).</summary>
+public class CliTests : CliTestBase
+{
 
     [Test]
     public void UnknownFlagIsAnErrorNamingTheFlag()
@@ -96,22 +101,8 @@ public class CliTests
 }
 
 /// <summary>The engine-backed commands on the real stories15M.</summary>
-public class CliEngineTests
+public class CliEngineTests : CliTestBase
 {
-    string scratch = "";
-
-    [SetUp]
-    public void CreateScratch() => scratch = Directory.CreateTempSubdirectory("pe-cli-engine-").FullName;
-
-    [TearDown]
-    public void DeleteScratch() => Directory.Delete(scratch, recursive: true);
-
-    static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var (output, error) = (new StringWriter(), new StringWriter());
-        var code = PromptEngine.Cli.Program.Run(args, output, error);
-        return (code, output.ToString(), error.ToString());
-    }
 
     string WritePrompt(int rows, int width, string name = "prompt.safetensors")
     {
@@ -211,22 +202,8 @@ public class CliEngineTests
 
 /// <summary>train and eval on the real stories15M and IMDB, at toy sizes.</summary>
 [NonParallelizable]
-public class CliTrainingTests
+public class CliTrainingTests : CliTestBase
 {
-    string scratch = "";
-
-    [SetUp]
-    public void CreateScratch() => scratch = Directory.CreateTempSubdirectory("pe-cli-train-").FullName;
-
-    [TearDown]
-    public void DeleteScratch() => Directory.Delete(scratch, recursive: true);
-
-    static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var (output, error) = (new StringWriter(), new StringWriter());
-        var code = PromptEngine.Cli.Program.Run(args, output, error);
-        return (code, output.ToString(), error.ToString());
-    }
 
     string[] TrainArgs(string output, int steps) =>
     [
