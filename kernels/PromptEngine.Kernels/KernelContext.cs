@@ -81,6 +81,7 @@ public sealed class KernelContext : IDisposable
     readonly Lazy<Residual> residual;
     readonly Lazy<PositionEmbedding> positionEmbedding;
     readonly Lazy<Attention> attention;
+    readonly Lazy<AttentionDecode> attentionDecode;
     readonly Lazy<CrossEntropy> crossEntropy;
     readonly Lazy<AdamW> adamW;
     readonly Lazy<GradNorm> gradNorm;
@@ -107,6 +108,7 @@ public sealed class KernelContext : IDisposable
         residual = new(() => new Residual(this));
         positionEmbedding = new(() => new PositionEmbedding(this));
         attention = new(() => new Attention(this));
+        attentionDecode = new(() => new AttentionDecode(this));
         crossEntropy = new(() => new CrossEntropy(this));
         adamW = new(() => new AdamW(this));
         gradNorm = new(() => new GradNorm(this));
@@ -158,6 +160,9 @@ public sealed class KernelContext : IDisposable
     public PositionEmbedding PositionEmbedding => positionEmbedding.Value;
     /// <summary>Causal, masked, grouped-query self-attention and its backward to q, k and v.</summary>
     public Attention Attention => attention.Value;
+
+    /// <summary>One query per row against a key/value cache with per-row lengths (generation), and the cache append.</summary>
+    public AttentionDecode AttentionDecode => attentionDecode.Value;
 
     /// <summary>Fused LM head + softmax + cross-entropy at selected rows, optionally over a restricted vocabulary.</summary>
     public CrossEntropy CrossEntropy => crossEntropy.Value;
