@@ -82,6 +82,7 @@ public sealed class KernelContext : IDisposable
     readonly Lazy<PositionEmbedding> positionEmbedding;
     readonly Lazy<Scale> scale;
     readonly Lazy<Attention> attention;
+    readonly Lazy<AttentionDecode> attentionDecode;
     readonly Lazy<CrossEntropy> crossEntropy;
     readonly Lazy<AdamW> adamW;
     readonly Lazy<GradNorm> gradNorm;
@@ -109,6 +110,7 @@ public sealed class KernelContext : IDisposable
         positionEmbedding = new(() => new PositionEmbedding(this));
         scale = new(() => new Scale(this));
         attention = new(() => new Attention(this));
+        attentionDecode = new(() => new AttentionDecode(this));
         crossEntropy = new(() => new CrossEntropy(this));
         adamW = new(() => new AdamW(this));
         gradNorm = new(() => new GradNorm(this));
@@ -163,6 +165,9 @@ public sealed class KernelContext : IDisposable
     public Scale Scale => scale.Value;
     /// <summary>Causal, masked, grouped-query self-attention and its backward to q, k and v.</summary>
     public Attention Attention => attention.Value;
+
+    /// <summary>One query per row against a key/value cache with per-row lengths (generation), and the cache append.</summary>
+    public AttentionDecode AttentionDecode => attentionDecode.Value;
 
     /// <summary>Fused LM head + softmax + cross-entropy at selected rows, optionally over a restricted vocabulary.</summary>
     public CrossEntropy CrossEntropy => crossEntropy.Value;

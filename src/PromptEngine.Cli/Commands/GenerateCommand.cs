@@ -18,10 +18,18 @@ internal static class GenerateCommand
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate at most.", Required = true };
         var temperature = new Option<float>("--temperature") { Description = "0 (default) is greedy decoding.", DefaultValueFactory = _ => 0f };
         var seed = new Option<int>("--seed") { Description = "Sampling seed.", DefaultValueFactory = _ => 0 };
-        var command = new Command("generate", "Generate text with the model, optionally under a soft prompt (no KV cache yet: each token re-runs the forward pass).");
-        foreach (var option in new Option[] { model, prompt, input, maxNew, temperature, seed }) command.Options.Add(option);
-        OptionChecks.Positive(maxNew);
-        OptionChecks.Require(temperature, t => t >= 0 && float.IsFinite(t), "must be a finite number ≥ 0");
+        var topK = new Option<int?>("--top-k") { Description = "Sample only from the k most likely tokens (k ≥ 1; default: all)." };
+        var topP = new Option<float?>("--top-p") { Description = "Sample only from the smallest set of most likely tokens holding probability p, 0 < p ≤ 1 (default 1: all)." };
+        var command = new Command("generate", "Generate text with the model (KV cache), optionally under a soft prompt.");
+        foreach (var option in new Option[] { model, prompt, input, maxNew, temperature, seed, topK, topP }) command.Options.Add(option);
+        command.Validators.Add(result =>
+        {
+            if (result.GetValue(maxNew) <= 0) result.AddError("--max-new-tokens must be positive");
+            var t = result.GetValue(temperature);
+            if (t < 0 || !float.IsFinite(t)) result.AddError("--temperature must be a finite number ≥ 0");
+            if (result.GetValue(topK) is < 1) result.AddError("--top-k must be ≥ 1");
+            if (result.GetValue(topP) is { } p && !(p > 0 && p <= 1)) result.AddError("--top-p must be in (0, 1]");
+        });
         command.SetAction(parse => CliRunner.Run(() =>
         {
             using var folder = ModelFolder.Open(parse.GetValue(model)!);
@@ -38,7 +46,8 @@ internal static class GenerateCommand
             using var engine = new TransformerEngine(kernels, folder, new EngineOptions(1, maxLength, n, Training: false));
             if (soft is not null) engine.SetPrompt(soft.Values);
             var generated = Generator.Generate(engine, tokens, Enumerable.Range(0, n).ToArray(),
-                new SamplingOptions(parse.GetValue(maxNew), parse.GetValue(temperature), parse.GetValue(seed), tokenizer.EosId >= 0 ? tokenizer.EosId : null));
+                new SamplingOptions(parse.GetValue(maxNew), parse.GetValue(temperature), parse.GetValue(seed), tokenizer.EosId >= 0 ? tokenizer.EosId : null,
+                    parse.GetValue(topK), parse.GetValue(topP) ?? 1f));
             CliRunner.Out.Write(new Spectre.Console.Text(tokenizer.Decode(tokens.Concat(generated)) + Environment.NewLine));
             return 0;
         }));

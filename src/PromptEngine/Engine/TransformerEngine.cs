@@ -16,10 +16,12 @@ public sealed record EngineOptions(int MaxRows, int MaxLength, int PromptRows, b
 
 /// <summary>Device memory by arena, in bytes. There is no weight-gradient or weight-optimizer arena:
 /// the frozen weights get neither.</summary>
-public sealed record MemoryReport(long FrozenWeights, long Activations, long GradientsAndScratch, long Indices, long PromptAndOptimizer)
+/// <param name="KvCache">The generation arena (every layer's K and V cache, the step's logits and indices); 0 until the
+/// first <see cref="TransformerEngine.Prefill"/> allocates it.</param>
+public sealed record MemoryReport(long FrozenWeights, long Activations, long GradientsAndScratch, long Indices, long PromptAndOptimizer, long KvCache = 0)
 {
     /// <summary>Everything the engine holds.</summary>
-    public long Total => FrozenWeights + Activations + GradientsAndScratch + Indices + PromptAndOptimizer;
+    public long Total => FrozenWeights + Activations + GradientsAndScratch + Indices + PromptAndOptimizer + KvCache;
 }
 
 /// <summary>
@@ -28,9 +30,16 @@ public sealed record MemoryReport(long FrozenWeights, long Activations, long Gra
 /// computing data gradients through the frozen blocks, and ends by accumulating into dPrompt.
 /// </summary>
 /// <remarks>
-/// Memory lives in four arenas allocated once: frozen weights (<see cref="DeviceWeights"/>); saved
+/// <para>Memory lives in four arenas allocated once: frozen weights (<see cref="DeviceWeights"/>); saved
 /// activations; gradients and scratch; the prompt with its gradient and AdamW moments. Per call only
-/// the batch's index maps are copied to the device, and one float (the mean loss) comes back.
+/// the batch's index maps are copied to the device, and one float (the mean loss) comes back.</para>
+/// <para>Generation adds a fifth, the KV cache: every layer's rotated keys and values, (B, Tmax, KV, hs) each for
+/// B = MaxRows and Tmax = MaxLength, with the step's logits (B, V) and index maps. It is planned with the others
+/// but allocated on the first <see cref="Prefill"/> only, once, so a training engine that never generates does
+/// not pay for it. <see cref="Prefill"/> runs the ordinary forward over each row's prompt rows and tokens and
+/// appends each layer's K and V to the cache as it goes; <see cref="DecodeStep"/> then runs the same list of
+/// launches for one new token per row (N = B), attending with <see cref="AttentionDecode"/> to the row's cached
+/// positions. Per step B·5 ints go to the device and the (B, V) logits come back.</para>
 /// </remarks>
 public sealed class TransformerEngine : IDisposable
 {
@@ -42,6 +51,8 @@ public sealed class TransformerEngine : IDisposable
     readonly Arena<float> scratch = new("gradients and scratch");
     readonly Arena<int> indices = new("indices");
     readonly Arena<float> promptArena = new("prompt and optimizer");
+    readonly Arena<float> cacheArena = new("kv cache");
+    readonly Arena<int> cacheIndices = new("kv cache indices");
     readonly int maxN, maxS, maxWidth, savedLayers;
     int optimizerStep;
 
@@ -68,7 +79,26 @@ public sealed class TransformerEngine : IDisposable
     // Prompt arena.
     readonly int prompt, dPrompt, adamM, adamV, sumSquares, clipScale, partials; // (P, C) ×4, (1), (1), (64)
 
+    // KV cache arena (allocated by the first Prefill).
+    readonly int[] keyCache, valueCache; // per layer (B, Tmax, KV*hs), B = MaxRows, Tmax = MaxLength; keys after RoPE
+    readonly int generationLogits;       // (B, V) logits of each row's newest position
+    readonly int stepIndices;            // (5, B): tokens, position ids, cache slots written, attended lengths, logit rows
+    bool cacheAllocated;
+    int[] cacheLengths = [];             // host copy: valid cached positions per row of the last Prefill
+
+    /// <summary>Which way <see cref="Forward"/> uses the KV cache.</summary>
+    enum CacheMode
+    {
+        /// <summary>Training and scoring: no cache.</summary>
+        None,
+        /// <summary>Prefill: the ordinary forward over the batch, appending every layer's K and V to the cache.</summary>
+        Fill,
+        /// <summary>One new token per row (T = 1), attending to the cache.</summary>
+        Decode,
+    }
+
     Batch? current;
+    int decodeRows;
 
     /// <summary>The model's configuration.</summary>
     public TransformerConfig Config => config;
@@ -145,6 +175,12 @@ public sealed class TransformerEngine : IDisposable
         clipScale = promptArena.Reserve("clip scale (1)", 1);
         partials = promptArena.Reserve("norm partials (64)", GradNorm.Partitions);
 
+        long cacheLength = (long)options.MaxRows * options.MaxLength * KV;
+        keyCache = Enumerable.Range(0, L).Select(l => cacheArena.Reserve($"key cache[{l}] (B, Tmax, KV*hs)", cacheLength)).ToArray();
+        valueCache = Enumerable.Range(0, L).Select(l => cacheArena.Reserve($"value cache[{l}] (B, Tmax, KV*hs)", cacheLength)).ToArray();
+        generationLogits = cacheArena.Reserve("generation logits (B, V)", (long)options.MaxRows * config.VocabSize);
+        stepIndices = cacheIndices.Reserve("step indices (5, B)", 5L * options.MaxRows);
+
         weights = DeviceWeights.Upload(kernels, model);
         try
         {
@@ -167,10 +203,18 @@ public sealed class TransformerEngine : IDisposable
     }
 
     /// <summary>Device memory by arena.</summary>
-    public MemoryReport Memory => new(weights.Bytes, saved.Bytes, scratch.Bytes, indices.Bytes, promptArena.Bytes);
+    public MemoryReport Memory => new(weights.Bytes, saved.Bytes, scratch.Bytes, indices.Bytes, promptArena.Bytes,
+        cacheAllocated ? cacheArena.Bytes + cacheIndices.Bytes : 0);
 
     /// <summary>Rows P of the prompt bank.</summary>
     public int PromptRows => options.PromptRows;
+
+    /// <summary>The sizes the engine was built for (largest batch B and row length T, which are also the KV cache's rows and capacity).</summary>
+    public EngineOptions Options => options;
+
+    /// <summary>Valid cached positions of each row of the last <see cref="Prefill"/>, advanced by every <see cref="DecodeStep"/>;
+    /// empty before the first prefill.</summary>
+    public IReadOnlyList<int> CacheLengths => cacheLengths;
 
     /// <summary>Replaces the prompt bank (P, C) with <paramref name="values"/> and resets its gradient and AdamW state.</summary>
     public void SetPrompt(ReadOnlySpan<float> values)
@@ -230,6 +274,100 @@ public sealed class TransformerEngine : IDisposable
         var view = View(scratch, logits, (long)s * (r > 0 ? r : config.VocabSize));
         kernels.CrossEntropy.Logits(view, View(saved, finalNorm, (long)n * config.HiddenSize), View(indices, lossPositions, s),
             weights.LmHead, View(indices, verbalizer, r), n, config.HiddenSize, s, config.VocabSize, r);
+        return ToHost(view);
+    }
+
+    /// <summary>Starts cached generation: runs the forward over <paramref name="batch"/> (each row its prompt rows and
+    /// tokens, right-padded as <see cref="BatchBuilder"/> builds them), writes every layer's K and V of every row into
+    /// the KV cache, and returns the logits (B, V) at each row's last real position. Replaces whatever was cached.</summary>
+    /// <param name="batch">Rows whose key mask is 1 on a prefix of the row (its length) and 0 after, with position ids
+    /// 0, 1, … on that prefix, so the cache slot of a position is its position id. Loss positions are ignored.</param>
+    /// <exception cref="ArgumentException">The batch does not fit the engine, names a token or prompt row out of range,
+    /// or a row is empty, has a hole in its key mask or positions that do not count from 0.</exception>
+    public float[] Prefill(Batch batch)
+    {
+        int B = batch.Rows, T = batch.Length;
+        if (B > options.MaxRows || T > options.MaxLength)
+            throw new ArgumentException($"prefill: batch {B}×{T} exceeds the engine's {options.MaxRows}×{options.MaxLength}");
+        batch.Validate(config.VocabSize, options.PromptRows, config.MaxPositions);
+        var lengths = new int[B];
+        for (var b = 0; b < B; b++)
+        {
+            while (lengths[b] < T && batch.KeyMask[b * T + lengths[b]] == 1) lengths[b]++;
+            if (lengths[b] == 0) throw new ArgumentException($"prefill: row {b} is empty; it needs at least one token or prompt row");
+            for (var i = 0; i < T; i++)
+            {
+                if (i >= lengths[b] && batch.KeyMask[b * T + i] == 1)
+                    throw new ArgumentException($"prefill: row {b} has padding at position {lengths[b]} before a real position {i}; rows must be right-padded");
+                if (i < lengths[b] && batch.PositionIds[b * T + i] != i)
+                    throw new ArgumentException($"prefill: row {b}, position {i} has position id {batch.PositionIds[b * T + i]}; cached rows count positions from 0");
+            }
+        }
+        EnsureCache();
+        Load(batch with { LossPositions = [], Targets = [], Verbalizer = null });
+        decodeRows = B;
+        var step = new int[5 * B];
+        for (var b = 0; b < B; b++) step[4 * B + b] = b * T + lengths[b] - 1; // slots (row 2) stay 0: each row fills from its start
+        UploadStep(step, B);
+        Forward(training: false, CacheMode.Fill);
+        cacheLengths = lengths;
+        return GenerationLogits(B * T, B);
+    }
+
+    /// <summary>One generation step: embeds <paramref name="tokens"/>[b] at position <see cref="CacheLengths"/>[b] of each
+    /// cached row, runs every block for that one position against the row's cached keys and values (appending its
+    /// own), and returns the logits (B, V) of the new positions. A negative token leaves its row idle: nothing is
+    /// written to its cache, its length stays, and its logits row is meaningless (finished rows in a batch).</summary>
+    /// <param name="tokens">(B) the next token of each row of the last <see cref="Prefill"/>, or −1 for an idle row.</param>
+    /// <exception cref="InvalidOperationException">Nothing was prefilled.</exception>
+    /// <exception cref="ArgumentException">Wrong count, a token outside the vocabulary, or a row whose cache is full
+    /// (<see cref="EngineOptions.MaxLength"/> positions).</exception>
+    public float[] DecodeStep(ReadOnlySpan<int> tokens)
+    {
+        int B = cacheLengths.Length;
+        if (B == 0) throw new InvalidOperationException("decode: nothing is cached; call Prefill first");
+        if (tokens.Length != B) throw new ArgumentException($"decode: {tokens.Length} tokens given for {B} cached rows");
+        var step = new int[5 * B];
+        for (var b = 0; b < B; b++)
+        {
+            int token = tokens[b], length = cacheLengths[b];
+            if (token >= config.VocabSize) throw new ArgumentException($"decode: row {b}: token {token} is outside the vocabulary of {config.VocabSize}");
+            if (token >= 0 && length >= options.MaxLength)
+                throw new ArgumentException($"decode: row {b}: the cache is full ({options.MaxLength} positions, EngineOptions.MaxLength)");
+            bool active = token >= 0;
+            step[b] = active ? token : 0;
+            step[B + b] = active ? length : 0;          // position id: RoPE angle or learned-position row
+            step[2 * B + b] = active ? length : -1;     // cache slot written
+            step[3 * B + b] = active ? length + 1 : length; // keys attended: the cached ones and, if active, its own
+            step[4 * B + b] = b;                        // logit row
+        }
+        decodeRows = B;
+        UploadStep(step, B);
+        Forward(training: false, CacheMode.Decode);
+        for (var b = 0; b < B; b++)
+            if (tokens[b] >= 0) cacheLengths[b]++;
+        return GenerationLogits(B, B);
+    }
+
+    void EnsureCache()
+    {
+        if (cacheAllocated) return;
+        cacheArena.Allocate(kernels.Accelerator);
+        cacheIndices.Allocate(kernels.Accelerator);
+        cacheAllocated = true;
+    }
+
+    /// <summary>Row <paramref name="row"/> (B) of the (5, B) step indices.</summary>
+    ArrayView<int> StepIndices(int row, int b) => cacheIndices[stepIndices].SubView((long)row * b, b);
+
+    void UploadStep(int[] step, int b) => cacheIndices[stepIndices].SubView(0, 5L * b).CopyFromCPU(step);
+
+    /// <summary>(B, V) logits of the final-norm rows listed in the step's logit rows, copied to the host.</summary>
+    float[] GenerationLogits(int n, int b)
+    {
+        var view = cacheArena[generationLogits].SubView(0, (long)b * config.VocabSize);
+        kernels.CrossEntropy.Logits(view, View(saved, finalNorm, (long)n * config.HiddenSize), StepIndices(4, b),
+            weights.LmHead, default, n, config.HiddenSize, b, config.VocabSize, 0);
         return ToHost(view);
     }
 
@@ -307,18 +445,20 @@ public sealed class TransformerEngine : IDisposable
         current = batch;
     }
 
-    void Forward(bool training)
+    void Forward(bool training, CacheMode cacheMode = CacheMode.None)
     {
-        var batch = current!;
-        int B = batch.Rows, T = batch.Length, N = batch.Positions;
+        bool decoding = cacheMode == CacheMode.Decode;
+        // Decoding runs one position per cached row; its token and position id come with the step, not a batch.
+        int B = decoding ? decodeRows : current!.Rows, T = decoding ? 1 : current!.Length, N = B * T;
+        int Tmax = options.MaxLength;
         int C = config.HiddenSize, H = config.NumHeads, KVH = config.NumKvHeads, hs = config.HeadDim, I = config.IntermediateSize;
         int Q = H * hs, KV = KVH * hs;
         float eps = (float)config.NormEps, theta = (float)config.RopeTheta;
         bool gpt2 = config.Family == ModelFamily.Gpt2;
         long nc = (long)N * C;
-        var map = View(indices, sourceMap, N);
+        var map = decoding ? StepIndices(0, B) : View(indices, sourceMap, N);
         var mask = View(indices, keyMask, N);
-        var positions = View(indices, positionIds, N);
+        var positions = decoding ? StepIndices(1, B) : View(indices, positionIds, N);
         var promptBank = options.PromptRows > 0 ? promptArena[prompt] : default;
 
         // Embedding: token rows and prompt rows in one kernel; GPT-2 adds learned positions.
@@ -351,7 +491,13 @@ public sealed class TransformerEngine : IDisposable
                 kernels.Rope.Forward(lq, lq, positions, B, T, H, hs, theta);
                 kernels.Rope.Forward(lk, lk, positions, B, T, KVH, hs, theta);
             }
-            kernels.Attention.Forward(att, View(saved, lse[s], (long)B * H * T), lq, lk, lv, mask, B, T, H, KVH, hs);
+            if (cacheMode != CacheMode.None)
+            {
+                var (kCache, vCache) = (View(cacheArena, keyCache[l], (long)B * Tmax * KV), View(cacheArena, valueCache[l], (long)B * Tmax * KV));
+                kernels.AttentionDecode.Append(kCache, vCache, lk, lv, StepIndices(2, B), B, T, Tmax, KVH, hs);
+                if (decoding) kernels.AttentionDecode.Forward(att, lq, kCache, vCache, StepIndices(3, B), B, Tmax, H, KVH, hs);
+            }
+            if (!decoding) kernels.Attention.Forward(att, View(saved, lse[s], (long)B * H * T), lq, lk, lv, mask, B, T, H, KVH, hs);
             kernels.Linear.Forward(proj, att, w.AttentionOutput, w.AttentionOutputBias, N, Q, C);
             kernels.Residual.Forward(h, x, proj, nc);
 
@@ -484,6 +630,8 @@ public sealed class TransformerEngine : IDisposable
         scratch.Dispose();
         indices.Dispose();
         promptArena.Dispose();
+        cacheArena.Dispose();
+        cacheIndices.Dispose();
     }
 }
 
