@@ -9,11 +9,13 @@ namespace PromptEngine.Cli.Commands;
 internal sealed class TaskOptions
 {
     public const string DefaultTemplate = "{prompt}Review: {text} Sentiment:{answer}";
+    public const string DefaultGenerationTemplate = "{prompt}{input}{answer}";
 
     public readonly Option<string> Model = new("--model") { Description = "Hugging Face model folder.", Required = true };
-    public readonly Option<string> TextField = new("--text-field") { Description = "JSONL field holding the text.", DefaultValueFactory = _ => "text" };
-    public readonly Option<string> LabelField = new("--label-field") { Description = "JSONL field holding the label.", DefaultValueFactory = _ => "label" };
-    public readonly Option<string> Template = new("--template") { Description = "Row template with {prompt}, {text} and a final {answer}.", DefaultValueFactory = _ => DefaultTemplate };
+    public readonly Option<DatasetKind> Task = new("--task") { Description = "Classification (text → label word) or Generation (input → output, loss on the output tokens only).", DefaultValueFactory = _ => DatasetKind.Classification };
+    public readonly Option<string?> TextField = new("--text-field") { Description = "JSONL field holding the text (default: text, or input for generation)." };
+    public readonly Option<string?> LabelField = new("--label-field") { Description = "JSONL field holding the label (default: label, or output for generation)." };
+    public readonly Option<string?> Template = new("--template") { Description = $"Row template with {{prompt}}, {{text}} and a final {{answer}} (default: \"{DefaultTemplate}\", or \"{DefaultGenerationTemplate}\" for generation)." };
     public readonly Option<string[]> Labels = new("--labels") { Description = "Labels in verbalizer order (default: as they appear in the data).", AllowMultipleArgumentsPerToken = true };
     public readonly Option<string[]> LabelWords = new("--label-words") { Description = "Word per label, same order as --labels (default: \" \" + label).", AllowMultipleArgumentsPerToken = true };
     public readonly Option<int> MaxLength = new("--max-length") { Description = "Positions per row, prompt included; longer texts are truncated.", DefaultValueFactory = _ => 128 };
@@ -22,21 +24,41 @@ internal sealed class TaskOptions
 
     public void AddTo(Command command)
     {
-        foreach (var option in new Option[] { Model, TextField, LabelField, Template, Labels, LabelWords, MaxLength, Truncation, SkipMalformed })
+        foreach (var option in new Option[] { Model, Task, TextField, LabelField, Template, Labels, LabelWords, MaxLength, Truncation, SkipMalformed })
             command.Options.Add(option);
         OptionChecks.Require(MaxLength, v => v >= 8, "must be at least 8");
     }
 
-    /// <summary>Loads a JSONL classification file with the field names given.</summary>
-    public JsonlDataset Load(ParseResult parse, string path) =>
-        JsonlDataset.Load(path, JsonlFieldNames.Classification(parse.GetValue(TextField)!, parse.GetValue(LabelField)!), parse.GetValue(SkipMalformed));
+    public bool IsGeneration(ParseResult parse) => parse.GetValue(Task) == DatasetKind.Generation;
+
+    public string TemplateText(ParseResult parse) => parse.GetValue(Template) ?? (IsGeneration(parse) ? DefaultGenerationTemplate : DefaultTemplate);
+
+    /// <summary>Loads a JSONL file of the task's kind with the field names given.</summary>
+    public JsonlDataset Load(ParseResult parse, string path)
+    {
+        var fields = IsGeneration(parse)
+            ? JsonlFieldNames.Generation(parse.GetValue(TextField) ?? "input", parse.GetValue(LabelField) ?? "output")
+            : JsonlFieldNames.Classification(parse.GetValue(TextField) ?? "text", parse.GetValue(LabelField) ?? "label");
+        return JsonlDataset.Load(path, fields, parse.GetValue(SkipMalformed));
+    }
 
     /// <summary>The template, the verbalizer and an encoder for <paramref name="promptTokens"/> virtual tokens.</summary>
     public (PromptTemplate Template, Verbalizer Verbalizer, TemplateEncoder Encoder) Build(ParseResult parse, ModelFolder model, JsonlDataset data, int promptTokens)
     {
-        var template = PromptTemplate.Parse(parse.GetValue(Template)!);
+        var (template, verbalizer, encoder) = BuildAny(parse, model, data, promptTokens);
+        return (template, verbalizer ?? throw new PromptEngineException("this command needs --task Classification"), encoder);
+    }
+
+    /// <summary>The template, the verbalizer (classification only) and an encoder.</summary>
+    public (PromptTemplate Template, Verbalizer? Verbalizer, TemplateEncoder Encoder) BuildAny(ParseResult parse, ModelFolder model, JsonlDataset data, int promptTokens)
+    {
+        var template = PromptTemplate.Parse(TemplateText(parse));
         if (promptTokens > 0 && !template.HasPrompt)
-            throw new PromptEngineException($"--template '{parse.GetValue(Template)}' has no {{prompt}} marker, so a {promptTokens}-token prompt has nowhere to go");
+            throw new PromptEngineException($"--template '{TemplateText(parse)}' has no {{prompt}} marker, so a {promptTokens}-token prompt has nowhere to go");
+        if (IsGeneration(parse))
+            return (template, null, new TemplateEncoder(template, model.Tokenizer,
+                new EncoderOptions(Math.Min(parse.GetValue(MaxLength), model.Config.MaxPositions), template.HasPrompt ? promptTokens : 0,
+                    Truncation: parse.GetValue(Truncation), AppendEos: model.Tokenizer.EosId >= 0), null));
         IReadOnlyList<string> labels = parse.GetValue(Labels) is { Length: > 0 } given ? given : data.Labels.OrderBy(l => l, StringComparer.Ordinal).ToArray();
         var words = parse.GetValue(LabelWords) is { Length: > 0 } w ? w : null;
         if (words is not null && words.Length != labels.Count) throw new PromptEngineException($"--label-words gives {words.Length} words for {labels.Count} labels");

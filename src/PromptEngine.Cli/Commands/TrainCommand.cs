@@ -55,7 +55,7 @@ internal static class TrainCommand
         var allow = new Option<bool>("--allow-model-mismatch") { Description = "Accept an --init-file prompt made for another model of the same width." };
         var stopAfter = new Option<int>("--stop-after") { Description = "Stop after this many steps of this invocation, saving a checkpoint (continue later with --resume).", DefaultValueFactory = _ => 0 };
         var command = new Command("train", """
-            Tune a soft prompt for classification with a verbalizer; only the prompt is trained.
+            Tune a soft prompt for classification with a verbalizer, or for generation targets (--task Generation); only the prompt is trained.
             Example: promptengine train --model stories15M --train imdb/train.jsonl --validation imdb/validation.jsonl --out runs/imdb --steps 200
             """);
         task.AddTo(command);
@@ -98,7 +98,7 @@ internal static class TrainCommand
         using var model = ModelFolder.Open(parse.GetValue(task.Model)!);
         var trainData = task.Load(parse, trainPath);
         var validationData = task.Load(parse, validationPath);
-        var (template, verbalizer, encoder) = task.Build(parse, model, trainData, s.PromptTokens);
+        var (template, verbalizer, encoder) = task.BuildAny(parse, model, trainData, s.PromptTokens);
         var trainExamples = TaskOptions.Encode(encoder, trainData, s.TrainExamples);
         var evalExamples = TaskOptions.Encode(encoder, validationData, s.EvalExamples);
         foreach (var (name, report) in new[] { (trainPath, trainData.Report), (validationPath, validationData.Report) })
@@ -120,9 +120,10 @@ internal static class TrainCommand
 
         using var kernels = KernelContext.Create(KernelBackend.Auto);
         using var engine = new TransformerEngine(kernels, model, new EngineOptions(Math.Max(s.BatchSize, 1), lengthLimit, s.PromptTokens,
-            MaxVerbalizer: Math.Max(16, verbalizer.TokenIds.Length)));
+            MaxVerbalizer: Math.Max(16, verbalizer?.TokenIds.Length ?? 0)));
         engine.SetPrompt(prompt.Values);
-        var evaluator = new ClassificationEvaluator(evalExamples, verbalizer, s.BatchSize);
+        var classification = verbalizer is null ? null : new ClassificationEvaluator(evalExamples, verbalizer, s.BatchSize);
+        IEvaluator evaluator = classification ?? (IEvaluator)new LossEvaluator(evalExamples, s.BatchSize);
         double? before = null;
         if (measureBefore)
         {
@@ -134,8 +135,8 @@ internal static class TrainCommand
         var promptMetadata = PromptMetadata.ForModel(model).Concat(prompt.Metadata.Where(p => p.Key.StartsWith("init", StringComparison.Ordinal)))
             .GroupBy(p => p.Key).ToDictionary(g => g.Key, g => g.First().Value);
         var runSettings = new { s.PromptTokens, s.Init, s.InitText, s.InitFile, s.Steps, s.BatchSize, s.Accumulation, s.LearningRate, s.Schedule, s.WarmupSteps,
-            s.WeightDecay, s.MaxGradNorm, s.EvalEvery, s.EvalExamples, s.Patience, s.Seed, s.TrainExamples, template = parse.GetValue(task.Template),
-            labels = verbalizer.Labels, maxLength = parse.GetValue(task.MaxLength), trainPath = Path.GetFullPath(trainPath), validationPath = Path.GetFullPath(validationPath),
+            s.WeightDecay, s.MaxGradNorm, s.EvalEvery, s.EvalExamples, s.Patience, s.Seed, s.TrainExamples, template = task.TemplateText(parse), kind = parse.GetValue(task.Task),
+            labels = verbalizer?.Labels, maxLength = parse.GetValue(task.MaxLength), trainPath = Path.GetFullPath(trainPath), validationPath = Path.GetFullPath(validationPath),
             model = ModelFingerprint.Compute(model) };
         var options = new TrainerOptions
         {
@@ -184,7 +185,7 @@ internal static class TrainCommand
                         last = r;
                         losses.Add((r.Step, r.Loss));
                         bar.Value = r.Step;
-                        bar.Description = string.Create(CultureInfo.InvariantCulture, $"step {r.Step}/{r.TotalSteps} loss {r.Loss:F4} {r.TokensPerSecond:F0} tok/s{(evals.Count > 0 ? $" acc {evals[^1].Item2:P1}" : "")}");
+                        bar.Description = string.Create(CultureInfo.InvariantCulture, $"step {r.Step}/{r.TotalSteps} loss {r.Loss:F4} {r.TokensPerSecond:F0} tok/s{(evals.Count == 0 ? "" : verbalizer is null ? $" val loss {-evals[^1].Item2:F3}" : $" acc {evals[^1].Item2:P1}")}");
                     };
                     trainer.Evaluated += (step, report) =>
                     {
@@ -219,16 +220,16 @@ internal static class TrainCommand
         {
             engine.SetPrompt(best.Values);
             final = evaluator.Evaluate(engine);
-            table = evaluator.LastMetrics?.ToTable();
+            table = classification?.LastMetrics?.ToTable();
             File.WriteAllText(Path.Combine(s.OutputDirectory, "eval.json"), JsonSerializer.Serialize(new
             {
                 accuracy = final.Metric, loss = final.Loss, examples = evalExamples.Count, best_step = summary.BestStep, details = final.Details,
-                confusion = evaluator.LastMetrics is { } m ? Enumerable.Range(0, m.Labels.Count).Select(g => Enumerable.Range(0, m.Labels.Count).Select(p => m.Confusion[g, p]).ToArray()).ToArray() : null,
-                labels = verbalizer.Labels,
+                confusion = classification?.LastMetrics is { } m ? Enumerable.Range(0, m.Labels.Count).Select(g => Enumerable.Range(0, m.Labels.Count).Select(p => m.Confusion[g, p]).ToArray()).ToArray() : null,
+                labels = verbalizer?.Labels,
             }, new JsonSerializerOptions { WriteIndented = true }));
         }
         var plotPath = Path.Combine(s.OutputDirectory, "curves.png");
-        CurvePlot.Save(plotPath, losses, evals, "accuracy", $"prompt tuning: {s.PromptTokens} virtual tokens, lr {s.LearningRate}");
+        CurvePlot.Save(plotPath, losses, evals, verbalizer is null ? "-loss" : "accuracy", $"prompt tuning: {s.PromptTokens} virtual tokens, lr {s.LearningRate}");
         var secondsPerStep = last is null ? 0 : last.Elapsed.TotalSeconds / Math.Max(1, last.Step - (resumeStep ?? 0));
         return new TrainOutcome(summary, before, final, table, bestPath, adapterPath, plotPath, metricsPath, new FileInfo(bestPath).Length,
             secondsPerStep, last?.TokensPerSecond ?? 0, stoppedAsPlanned);
@@ -241,7 +242,8 @@ internal static class TrainCommand
         void Row(string k, string v) => grid.AddRow(new Text(k), new Text(v));
         Row("outcome", $"{o.Summary.Outcome} after {o.Summary.Step} steps ({o.Summary.Elapsed.TotalSeconds:F0} s)");
         if (o.AccuracyBefore is { } before) Row("accuracy before", before.ToString("P1", CultureInfo.InvariantCulture));
-        if (o.Final is { } final) Row("accuracy after (best prompt)", $"{final.Metric.ToString("P1", CultureInfo.InvariantCulture)} (step {o.Summary.BestStep}), loss {final.Loss:F4}");
+        if (o.Final is { MetricName: "accuracy" } final) Row("accuracy after (best prompt)", $"{final.Metric.ToString("P1", CultureInfo.InvariantCulture)} (step {o.Summary.BestStep}), loss {final.Loss:F4}");
+        else if (o.Final is { } evaluated) Row("validation loss (best prompt)", string.Create(CultureInfo.InvariantCulture, $"{evaluated.Loss:F4} nats/token (step {o.Summary.BestStep})"));
         Row("time per step / tokens per second", string.Create(CultureInfo.InvariantCulture, $"{o.SecondsPerStep:F2} s / {o.TokensPerSecond:F0}"));
         Row("prompt", $"{o.PromptPath} ({o.PromptBytes:N0} bytes)");
         Row("PEFT adapter", o.AdapterPath);

@@ -87,3 +87,37 @@ public sealed class ClassificationEvaluator : IEvaluator
         return new EvalReport(LastMetrics.Accuracy, "accuracy", lossSum / examples.Count, details);
     }
 }
+
+/// <summary>Generation targets: the mean loss of the output tokens (given the input and the prompt) on a
+/// fixed set of examples. The metric is the negated loss, so "higher is better" holds for early stopping.</summary>
+public sealed class LossEvaluator : IEvaluator
+{
+    readonly IReadOnlyList<EncodedExample> examples;
+    readonly int batchSize;
+
+    /// <summary>Evaluates on <paramref name="examples"/> in batches of <paramref name="batchSize"/>.</summary>
+    public LossEvaluator(IReadOnlyList<EncodedExample> examples, int batchSize)
+    {
+        if (examples.Count == 0) throw new PromptEngineException("no evaluation examples");
+        if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize));
+        this.examples = examples;
+        this.batchSize = batchSize;
+    }
+
+    /// <inheritdoc/>
+    public EvalReport Evaluate(TransformerEngine engine)
+    {
+        double weighted = 0;
+        long tokens = 0;
+        for (var start = 0; start < examples.Count; start += batchSize)
+        {
+            var indices = Enumerable.Range(start, Math.Min(batchSize, examples.Count - start)).ToArray();
+            var batch = TemplateEncoder.BuildBatch(examples, indices);
+            // The engine's loss is the mean over the batch's scored tokens; weight it back to a per-token mean.
+            weighted += engine.Loss(batch) * (double)batch.LossPositions.Length;
+            tokens += batch.LossPositions.Length;
+        }
+        var loss = weighted / Math.Max(1, tokens);
+        return new EvalReport(-loss, "neg_loss", loss, new Dictionary<string, double> { ["perplexity"] = Math.Exp(loss), ["scored_tokens"] = tokens });
+    }
+}

@@ -285,4 +285,27 @@ public class CliTrainingTests : CliTestBase
         var correct = confusion[0][0].GetInt64() + confusion[1][1].GetInt64();
         Assert.That(accuracy, Is.EqualTo(correct / 6.0).Within(1e-12));
     }
+
+    [Test]
+    public void TrainsAPromptForGenerationTargetsWithLossOnTheOutputOnly()
+    {
+        var data = Path.Combine(scratch, "pairs.jsonl");
+        File.WriteAllLines(data,
+        [
+            "{\"input\": \"Lily had a red\", \"output\": \" ball.\"}",
+            "{\"input\": \"Tom saw a big\", \"output\": \" dog.\"}",
+            "{\"input\": \"The sun was\", \"output\": \" hot.\"}",
+            "{\"input\": \"Mom made a\", \"output\": \" cake.\"}",
+        ]);
+        var output = Path.Combine(scratch, "gen");
+        var (code, stdout, err) = Run("train", "--model", TestAssets.Stories15MFolder, "--task", "Generation", "--train", data, "--validation", data,
+            "--out", output, "--steps", "8", "--warmup", "0", "--batch-size", "4", "--prompt-tokens", "4", "--lr", "0.05", "--eval-every", "2", "--max-length", "32");
+        Assert.That(code, Is.EqualTo(0), err);
+        Assert.That(stdout, Does.Contain("validation loss (best prompt)"));
+        var evalLosses = File.ReadAllLines(Path.Combine(output, "metrics.csv")).Skip(1).Select(l => l.Split(','))
+            .Where(f => f[6].Length > 0).Select(f => double.Parse(f[6], System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        Assert.That(evalLosses, Has.Count.EqualTo(4));
+        Assert.That(evalLosses[^1], Is.LessThan(evalLosses[0]), "tuning the prompt on these pairs lowers their output loss");
+        Assert.That(File.Exists(Path.Combine(output, "adapter", "adapter_model.safetensors")), Is.True);
+    }
 }
