@@ -25,7 +25,16 @@ public static class Program
     }
 
     /// <summary>Runs the host.</summary>
-    public static int Main(string[] args) => BuildRoot().Parse(args).Invoke();
+    public static int Main(string[] args) => Parse(args).Invoke();
+
+    /// <summary>Parses <paramref name="args"/>; a bad command line reports its errors, one line each, without
+    /// the full help text after them (<c>--help</c> shows that).</summary>
+    public static ParseResult Parse(string[] args)
+    {
+        var result = BuildRoot().Parse(args);
+        if (result.Action is System.CommandLine.Invocation.ParseErrorAction errors) errors.ShowHelp = false;
+        return result;
+    }
 
     /// <summary>Runs the host with its output and errors sent to the given writers (for tests and embedding).</summary>
     public static int Run(string[] args, TextWriter output, TextWriter error)
@@ -40,7 +49,7 @@ public static class Program
         CliRunner.Error = error;
         try
         {
-            return BuildRoot().Parse(args).Invoke(new InvocationConfiguration { Output = output, Error = error });
+            return Parse(args).Invoke(new InvocationConfiguration { Output = output, Error = error });
         }
         finally
         {

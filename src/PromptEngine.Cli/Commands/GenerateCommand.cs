@@ -20,7 +20,10 @@ internal static class GenerateCommand
         var seed = new Option<int>("--seed") { Description = "Sampling seed.", DefaultValueFactory = _ => 0 };
         var topK = new Option<int?>("--top-k") { Description = "Sample only from the k most likely tokens (k ≥ 1; default: all)." };
         var topP = new Option<float?>("--top-p") { Description = "Sample only from the smallest set of most likely tokens holding probability p, 0 < p ≤ 1 (default 1: all)." };
-        var command = new Command("generate", "Generate text with the model (KV cache), optionally under a soft prompt.");
+        var command = new Command("generate", """
+            Generate text with the model (KV cache), optionally under a soft prompt.
+            Example: promptengine generate --model stories15M --input "Once upon a time" --max-new-tokens 40 --temperature 0.8 --top-p 0.9 --seed 1
+            """);
         foreach (var option in new Option[] { model, prompt, input, maxNew, temperature, seed, topK, topP }) command.Options.Add(option);
         command.Validators.Add(result =>
         {

@@ -12,7 +12,10 @@ internal static class InspectCommand
     public static Command Create()
     {
         var path = new Argument<string>("path") { Description = "A .safetensors file or a Hugging Face model folder." };
-        var command = new Command("inspect", "Show the tensors (name, dtype, shape, bytes), config and parameter count of a model file or folder.");
+        var command = new Command("inspect", """
+            Show the tensors (name, dtype, shape, bytes), config and parameter count of a model file or folder.
+            Example: promptengine inspect ~/.cache/promptengine/models/stories15M-v1
+            """);
         command.Arguments.Add(path);
         command.SetAction(parse => CliRunner.Run(() => Inspect(parse.GetValue(path)!)));
         return command;

@@ -21,7 +21,10 @@ internal static class LossCommand
         var placement = new Option<PromptPlacement>("--placement") { Description = "Where the prompt goes: prefix (before everything) or suffix (after the input).", DefaultValueFactory = _ => PromptPlacement.Prefix };
         var gradOut = new Option<string?>("--grad-out") { Description = "Write dLoss/dPrompt here (safetensors, same layout as the prompt). Needs --prompt." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text." };
-        var command = new Command("loss", "Mean cross-entropy of a text (or of --target after --input), optionally with a soft prompt, and its gradient to the prompt.");
+        var command = new Command("loss", """
+            Mean cross-entropy of a text (or of --target after --input), optionally with a soft prompt, and its gradient to the prompt.
+            Example: promptengine loss --model stories15M --prompt prompt.safetensors --input "Lily went to the park." --target " She saw a dog." --grad-out grad.safetensors
+            """);
         foreach (var option in new Option[] { model, prompt, input, target, placement, gradOut, json }) command.Options.Add(option);
         command.SetAction(parse => CliRunner.Run(() =>
         {

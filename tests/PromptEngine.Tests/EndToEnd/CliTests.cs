@@ -29,9 +29,11 @@ public class CliTests : CliTestBase
     [Test]
     public void UnknownFlagIsAnErrorNamingTheFlag()
     {
-        var (code, _, err) = Run("inspect", "x.safetensors", "--bogus");
+        var (code, output, err) = Run("inspect", "x.safetensors", "--bogus");
         Assert.That(code, Is.EqualTo(1));
         Assert.That(err, Does.Contain("--bogus"));
+        Assert.That(err.Trim().Split('\n'), Has.Length.EqualTo(1), "one line");
+        Assert.That(output, Does.Not.Contain("Usage:"), "no help dump after an error; --help shows it");
     }
 
     [Test]
