@@ -59,7 +59,7 @@ public sealed class Attention
     #region Kernels
 
     /// <summary>scale · q[qOffset..+hs] · k[kOffset..+hs].</summary>
-    static float Score(ArrayView<float> q, long qOffset, ArrayView<float> k, long kOffset, int headSize, float scale)
+    internal static float Score(ArrayView<float> q, long qOffset, ArrayView<float> k, long kOffset, int headSize, float scale)
     {
         float dot = 0;
         for (int d = 0; d < headSize; d++)

@@ -55,15 +55,6 @@ public sealed class AttentionDecode
 
     #region Kernels
 
-    /// <summary>scale · q[qOffset..+hs] · k[kOffset..+hs], summed in channel order as <see cref="Attention"/> does.</summary>
-    static float Score(ArrayView<float> q, long qOffset, ArrayView<float> k, long kOffset, int headSize, float scale)
-    {
-        float dot = 0;
-        for (int d = 0; d < headSize; d++)
-            dot += q[qOffset + d] * k[kOffset + d];
-        return dot * scale;
-    }
-
     /// <summary>Valid keys of a row: lengths[b] clamped to [0, capacity].</summary>
     static int RowLength(ArrayView<int> lengths, int batch, int capacity) => Math.Max(0, Math.Min(lengths[batch], capacity));
 
@@ -91,7 +82,7 @@ public sealed class AttentionDecode
         for (int j = 0; j < length; j++)
         {
             long kvOffset = ((long)(batch * capacity + j) * kv + kvHead) * headSize;
-            float s = Score(q, qOffset, kCache, kvOffset, headSize, dims.Scale);
+            float s = Attention.Score(q, qOffset, kCache, kvOffset, headSize, dims.Scale);
             float p;
             if (s > max)
             {
@@ -142,7 +133,7 @@ public sealed class AttentionDecode
         float max = float.NegativeInfinity, sum = 0;
         for (int j = thread; j < length; j += threads)
         {
-            float s = Score(q, qOffset, kCache, ((long)(batch * capacity + j) * kv + kvHead) * headSize, headSize, dims.Scale);
+            float s = Attention.Score(q, qOffset, kCache, ((long)(batch * capacity + j) * kv + kvHead) * headSize, headSize, dims.Scale);
             if (s > max)
             {
                 sum = sum * XMath.Exp(max - s) + 1;
@@ -163,7 +154,7 @@ public sealed class AttentionDecode
             int j = j0 + thread;
             float p = 0;
             if (j < length)
-                p = XMath.Exp(Score(q, qOffset, kCache, ((long)(batch * capacity + j) * kv + kvHead) * headSize, headSize, dims.Scale) - logSumExp);
+                p = XMath.Exp(Attention.Score(q, qOffset, kCache, ((long)(batch * capacity + j) * kv + kvHead) * headSize, headSize, dims.Scale) - logSumExp);
             probabilities[thread] = p;
             Group.Barrier();
             int count = Math.Min(threads, length - j0);

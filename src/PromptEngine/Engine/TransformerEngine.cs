@@ -98,6 +98,7 @@ public sealed class TransformerEngine : IDisposable
     }
 
     Batch? current;
+    int promptUseCount; // positions of the current batch that read a prompt row (length of usePositions)
     int decodeRows;
 
     /// <summary>The model's configuration.</summary>
@@ -441,6 +442,7 @@ public sealed class TransformerEngine : IDisposable
             var uses = Embedding.BuildPromptUses(batch.SourceMap, config.VocabSize, options.PromptRows);
             indices[useOffsets].CopyFromCPU(uses.Offsets);
             if (uses.Positions.Length > 0) View(indices, usePositions, uses.Positions.Length).CopyFromCPU(uses.Positions);
+            promptUseCount = uses.Positions.Length;
         }
         current = batch;
     }
@@ -617,10 +619,9 @@ public sealed class TransformerEngine : IDisposable
 
         // Embedding, reversed: only the prompt rows receive gradient (positions and tokens are frozen).
         if (options.PromptRows > 0)
-            kernels.Embedding.Backward(promptArena[dPrompt], dRes, indices[useOffsets], View(indices, usePositions, BuildUseCount()), N, C, options.PromptRows);
+            kernels.Embedding.Backward(promptArena[dPrompt], dRes, indices[useOffsets], View(indices, usePositions, promptUseCount), N, C, options.PromptRows);
     }
 
-    int BuildUseCount() => current!.SourceMap.Count(s => s < 0);
 
     /// <inheritdoc/>
     public void Dispose()
