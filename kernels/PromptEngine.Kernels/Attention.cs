@@ -469,6 +469,7 @@ public sealed class Attention
         ArrayView<int> mask, int b, int t, int h, int kv, int headSize)
     {
         const string op = "Attention.Forward";
+        context.Enter(op);
         CheckDimensions(op, b, t, h, kv, headSize);
         Check.Length(op, "out", output, (long)b * t * h * headSize, "B*T*H*hs");
         Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
@@ -502,6 +503,7 @@ public sealed class Attention
         ArrayView<float> output, ArrayView<float> lse, int b, int t, int h, int kv, int headSize)
     {
         const string op = "Attention.Backward";
+        context.Enter(op);
         CheckDimensions(op, b, t, h, kv, headSize);
         long queries = (long)b * t * h * headSize, keys = (long)b * t * kv * headSize;
         Check.Length(op, "dQ", dQ, queries, "B*T*H*hs");

@@ -235,6 +235,7 @@ public sealed class Linear
     public void Forward(ArrayView<float> y, ArrayView<float> x, ArrayView<float> w, ArrayView<float> bias, int n, int k, int m)
     {
         const string op = "Linear.Forward";
+        context.Enter(op);
         Check.Positive(op, ("N", n), ("K", k), ("M", m));
         Check.Length(op, "Y", y, (long)n * m, "N*M");
         Check.Length(op, "X", x, (long)n * k, "N*K");
@@ -256,6 +257,7 @@ public sealed class Linear
     public void Backward(ArrayView<float> dX, ArrayView<float> dY, ArrayView<float> w, int n, int k, int m, bool accumulate = false)
     {
         const string op = "Linear.Backward";
+        context.Enter(op);
         Check.Positive(op, ("N", n), ("K", k), ("M", m));
         Check.Length(op, "dX", dX, (long)n * k, "N*K");
         Check.Length(op, "dY", dY, (long)n * m, "N*M");
