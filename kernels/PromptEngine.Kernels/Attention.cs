@@ -35,7 +35,7 @@ public sealed class Attention
     /// <summary>The op's dimensions, passed to the kernels as one argument: the backward kernels would otherwise need
     /// more parameters than ILGPU's LoadStreamKernel overloads take. Public because ILGPU's runtime assembly must see
     /// every kernel parameter type; the launchers take plain integers.</summary>
-    public readonly struct Dimensions(int b, int t, int h, int kv, int headSize)
+    public readonly struct Dimensions(int b, int t, int h, int kv, int headSize, int rowsPerThread = 1)
     {
         /// <summary>Batch rows.</summary>
         public readonly int B = b;
@@ -54,6 +54,10 @@ public sealed class Attention
 
         /// <summary>1/√hs, rounded to float once on the host.</summary>
         public readonly float Scale = (float)(1 / Math.Sqrt(headSize));
+
+        /// <summary>Rows each thread of a CPU-shaped kernel takes in turn (a launch of one thread per row would pay
+        /// the CPU accelerator's cost per group, about a microsecond, thousands of times); GPU-shaped kernels ignore it.</summary>
+        public readonly int RowsPerThread = rowsPerThread;
     }
 
     #region Kernels
@@ -86,16 +90,21 @@ public sealed class Attention
         ArrayView<int> mask,     // (B, T)
         Dimensions dims)
     {
-        int row = Grid.GlobalIndex.X; // (b·T + i)·H + head
-        if (row >= dims.B * dims.T * dims.H)
+        int rows = dims.B * dims.T * dims.H; // row = (b·T + i)·H + head
+        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
+        if (first >= rows)
             return;
+        int last = Math.Min(first + dims.RowsPerThread, rows);
         fixed (float* outputBase = &output[0])
         fixed (float* lseBase = &lse[0])
         fixed (float* qBase = &q[0])
         fixed (float* kBase = &k[0])
         fixed (float* vBase = &v[0])
         fixed (int* maskBase = &mask[0])
-            ForwardRow(outputBase, lseBase, qBase, kBase, vBase, maskBase, dims, row);
+        {
+            for (int row = first; row < last; row++)
+                ForwardRow(outputBase, lseBase, qBase, kBase, vBase, maskBase, dims, row);
+        }
     }
 
     /// <summary>One query row in one pass with an online softmax: the output row accumulates p·v under the running
@@ -183,9 +192,11 @@ public sealed class Attention
         ArrayView<float> lse,    // (B, H, T)
         Dimensions dims)
     {
-        int row = Grid.GlobalIndex.X;
-        if (row >= dims.B * dims.T * dims.H)
+        int rows = dims.B * dims.T * dims.H;
+        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
+        if (first >= rows)
             return;
+        int last = Math.Min(first + dims.RowsPerThread, rows);
         fixed (float* dQBase = &dQ[0])
         fixed (float* deltaBase = &delta[0])
         fixed (float* dOutBase = &dOut[0])
@@ -195,7 +206,10 @@ public sealed class Attention
         fixed (int* maskBase = &mask[0])
         fixed (float* outputBase = &output[0])
         fixed (float* lseBase = &lse[0])
-            BackwardQueryRow(dQBase, deltaBase, dOutBase, qBase, kBase, vBase, maskBase, outputBase, lseBase, dims, row);
+        {
+            for (int row = first; row < last; row++)
+                BackwardQueryRow(dQBase, deltaBase, dOutBase, qBase, kBase, vBase, maskBase, outputBase, lseBase, dims, row);
+        }
     }
 
     /// <summary>dQ_i = scale·Σ_j p_ij(dP_ij − delta_i)·k_j for one query row, with delta_i = dOut_i·out_i.</summary>
@@ -244,9 +258,11 @@ public sealed class Attention
         ArrayView<float> delta, // (B, H, T)
         Dimensions dims)
     {
-        int row = Grid.GlobalIndex.X; // (b·T + j)·KV + kvHead
-        if (row >= dims.B * dims.T * dims.KV)
+        int rows = dims.B * dims.T * dims.KV; // row = (b·T + j)·KV + kvHead
+        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
+        if (first >= rows)
             return;
+        int last = Math.Min(first + dims.RowsPerThread, rows);
         fixed (float* dKBase = &dK[0])
         fixed (float* dVBase = &dV[0])
         fixed (float* dOutBase = &dOut[0])
@@ -256,7 +272,10 @@ public sealed class Attention
         fixed (int* maskBase = &mask[0])
         fixed (float* lseBase = &lse[0])
         fixed (float* deltaBase = &delta[0])
-            BackwardKeyRow(dKBase, dVBase, dOutBase, qBase, kBase, vBase, maskBase, lseBase, deltaBase, dims, row);
+        {
+            for (int row = first; row < last; row++)
+                BackwardKeyRow(dKBase, dVBase, dOutBase, qBase, kBase, vBase, maskBase, lseBase, deltaBase, dims, row);
+        }
     }
 
     /// <summary>dV_j = Σ p_ij·dOut_i and dK_j = scale·Σ p_ij(dP_ij − delta_i)·q_i for one key row, over its group's heads.</summary>
@@ -547,7 +566,7 @@ public sealed class Attention
         Check.Length(op, "k", k, (long)b * t * kv * headSize, "B*T*KV*hs");
         Check.Length(op, "v", v, (long)b * t * kv * headSize, "B*T*KV*hs");
         Check.Length(op, "mask", mask, (long)b * t, "B*T");
-        forward(Config(b * t * h), output, lse, q, k, v, mask, new Dimensions(b, t, h, kv, headSize));
+        forward(Config(b * t * h, out int perThread), output, lse, q, k, v, mask, new Dimensions(b, t, h, kv, headSize, perThread));
     }
 
     /// <summary>dQ, dK, dV from dOut, recomputing the probabilities from the saved log-sum-exp.</summary>
@@ -587,9 +606,10 @@ public sealed class Attention
         Check.Length(op, "mask", mask, (long)b * t, "B*T");
         Check.Length(op, "out", output, queries, "B*T*H*hs");
         Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
-        var dims = new Dimensions(b, t, h, kv, headSize);
-        backwardQuery(Config(b * t * h), dQ, delta, dOut, q, k, v, mask, output, lse, dims);
-        backwardKey(Config(b * t * kv), dK, dV, dOut, q, k, v, mask, lse, delta, dims);
+        var queryConfig = Config(b * t * h, out int queriesPerThread);
+        backwardQuery(queryConfig, dQ, delta, dOut, q, k, v, mask, output, lse, new Dimensions(b, t, h, kv, headSize, queriesPerThread));
+        var keyConfig = Config(b * t * kv, out int keysPerThread);
+        backwardKey(keyConfig, dK, dV, dOut, q, k, v, mask, lse, delta, new Dimensions(b, t, h, kv, headSize, keysPerThread));
     }
 
     static void CheckDimensions(string op, int b, int t, int h, int kv, int headSize)
@@ -601,9 +621,19 @@ public sealed class Attention
             throw new KernelShapeException($"{op}: B*T*H = {(long)b * t * h} rows exceed the launch limit.");
     }
 
-    KernelConfig Config(int rows) => context.Shape == KernelShape.Cpu
-        ? new KernelConfig(rows, 1)
-        : new KernelConfig(rows, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(2 * context.GroupSize));
+    /// <summary>CPU: runs of rows over <see cref="KernelContext.ParallelThreads"/> threads; GPU: one group per row.</summary>
+    KernelConfig Config(int rows, out int rowsPerThread)
+    {
+        if (context.Shape == KernelShape.Cpu)
+        {
+            // Rows near the end of a sequence see more keys: interleaving would balance better, but runs of a
+            // few hundred rows over many threads already spread the causal triangle evenly enough.
+            rowsPerThread = context.ElementChunk(rows);
+            return context.FlatConfig((rows + rowsPerThread - 1) / rowsPerThread);
+        }
+        rowsPerThread = 1;
+        return new KernelConfig(rows, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(2 * context.GroupSize));
+    }
 
     #endregion
 }

@@ -28,24 +28,30 @@ public sealed class Linear
 
     #region Kernels
 
-    /// <summary>CPU-shaped forward: one thread per 4×4 block of Y.</summary>
+    /// <summary>CPU-shaped forward: each thread computes a run of <paramref name="blocksPerThread"/> 4×4 blocks of Y,
+    /// row-major over the blocks (the run shares its X rows while it sweeps W).</summary>
     internal static unsafe void ForwardMicroTileKernel(
         ArrayView<float> y,    // (N, M)
         ArrayView<float> x,    // (N, K)
         ArrayView<float> w,    // (M, K)
         ArrayView<float> bias, // (M) or empty
-        int n, int k, int m)
+        int n, int k, int m, int blocksPerThread)
     {
         int blocksM = (m + MicroTile - 1) / MicroTile;
-        int block = Grid.GlobalIndex.X;
-        if (block >= blocksM * ((n + MicroTile - 1) / MicroTile))
+        int blocks = blocksM * ((n + MicroTile - 1) / MicroTile);
+        int first = Grid.GlobalIndex.X * blocksPerThread;
+        if (first >= blocks)
             return;
+        int last = Math.Min(first + blocksPerThread, blocks);
         bool hasBias = bias.Length > 0;
         fixed (float* yBase = &y[0])
         fixed (float* xBase = &x[0])
         fixed (float* wBase = &w[0])
         fixed (float* biasBase = &(hasBias ? ref bias[0] : ref w[0]))
-            ForwardMicroTile(yBase, xBase, wBase, biasBase, hasBias, block / blocksM * MicroTile, block % blocksM * MicroTile, n, k, m);
+        {
+            for (int block = first; block < last; block++)
+                ForwardMicroTile(yBase, xBase, wBase, biasBase, hasBias, block / blocksM * MicroTile, block % blocksM * MicroTile, n, k, m);
+        }
     }
 
     /// <summary>The forward's 4×4 block at (n0, m0), through pointers only. A separate method with no
@@ -91,21 +97,27 @@ public sealed class Linear
         StoreRow(y, false, n0 + 3, m0, n, m, a30, a31, a32, a33);
     }
 
-    /// <summary>CPU-shaped backward: one thread per 4×4 block of dX, reducing over M.</summary>
+    /// <summary>CPU-shaped backward: each thread computes a run of <paramref name="blocksPerThread"/> 4×4 blocks of dX,
+    /// reducing over M.</summary>
     internal static unsafe void BackwardMicroTileKernel(
         ArrayView<float> dX, // (N, K)
         ArrayView<float> dY, // (N, M)
         ArrayView<float> w,  // (M, K)
-        int n, int k, int m, int accumulate)
+        int n, int k, int m, int accumulate, int blocksPerThread)
     {
         int blocksK = (k + MicroTile - 1) / MicroTile;
-        int block = Grid.GlobalIndex.X;
-        if (block >= blocksK * ((n + MicroTile - 1) / MicroTile))
+        int blocks = blocksK * ((n + MicroTile - 1) / MicroTile);
+        int first = Grid.GlobalIndex.X * blocksPerThread;
+        if (first >= blocks)
             return;
+        int last = Math.Min(first + blocksPerThread, blocks);
         fixed (float* dXBase = &dX[0])
         fixed (float* dYBase = &dY[0])
         fixed (float* wBase = &w[0])
-            BackwardMicroTile(dXBase, dYBase, wBase, accumulate != 0, block / blocksK * MicroTile, block % blocksK * MicroTile, n, k, m);
+        {
+            for (int block = first; block < last; block++)
+                BackwardMicroTile(dXBase, dYBase, wBase, accumulate != 0, block / blocksK * MicroTile, block % blocksK * MicroTile, n, k, m);
+        }
     }
 
     /// <summary>The backward's 4×4 block of dX at (n0, k0), through pointers only (see <see cref="ForwardMicroTile"/>).</summary>
@@ -216,8 +228,11 @@ public sealed class Linear
     #region Launchers
 
     readonly KernelContext context;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> forward;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int> backward;
+    // CPU-shaped kernels take a run length (blocks per thread); GPU-shaped ones do not. One pair is loaded.
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>? microTileForward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>? microTileBackward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? forward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>? backward;
 
     internal Linear(KernelContext context)
     {
@@ -225,8 +240,8 @@ public sealed class Linear
         var accelerator = context.Accelerator;
         if (context.Shape == KernelShape.Cpu)
         {
-            forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(ForwardMicroTileKernel);
-            backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(BackwardMicroTileKernel);
+            microTileForward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(ForwardMicroTileKernel);
+            microTileBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>(BackwardMicroTileKernel);
         }
         else
         {
@@ -254,7 +269,13 @@ public sealed class Linear
         Check.Length(op, "W", w, (long)m * k, "M*K");
         if (bias.Length != 0)
             Check.Length(op, "b", bias, m, "M");
-        forward(Config(n, m), y, x, w, bias, n, k, m);
+        if (microTileForward is not null)
+        {
+            int perThread = context.ElementChunk(MicroTileBlocks(n, m));
+            microTileForward(context.FlatConfig((MicroTileBlocks(n, m) + perThread - 1) / perThread), y, x, w, bias, n, k, m, perThread);
+        }
+        else
+            forward!(Config(n, m), y, x, w, bias, n, k, m);
     }
 
     /// <summary>dX = dY·W, or dX += dY·W with <paramref name="accumulate"/> (gradient to the input only; W is frozen).</summary>
@@ -274,17 +295,21 @@ public sealed class Linear
         Check.Length(op, "dX", dX, (long)n * k, "N*K");
         Check.Length(op, "dY", dY, (long)n * m, "N*M");
         Check.Length(op, "W", w, (long)m * k, "M*K");
-        backward(Config(n, k), dX, dY, w, n, k, m, accumulate ? 1 : 0);
+        if (microTileBackward is not null)
+        {
+            int perThread = context.ElementChunk(MicroTileBlocks(n, k));
+            microTileBackward(context.FlatConfig((MicroTileBlocks(n, k) + perThread - 1) / perThread), dX, dY, w, n, k, m, accumulate ? 1 : 0, perThread);
+        }
+        else
+            backward!(Config(n, k), dX, dY, w, n, k, m, accumulate ? 1 : 0);
     }
 
-    /// <summary>Launch shape for an output of <paramref name="rows"/> × <paramref name="cols"/>.</summary>
+    /// <summary>4×4 blocks covering a rows × cols output.</summary>
+    static long MicroTileBlocks(int rows, int cols) => (long)((rows + MicroTile - 1) / MicroTile) * ((cols + MicroTile - 1) / MicroTile);
+
+    /// <summary>GPU launch shape for an output of <paramref name="rows"/> × <paramref name="cols"/>: one Tile×Tile group per output tile.</summary>
     KernelConfig Config(int rows, int cols)
     {
-        if (context.Shape == KernelShape.Cpu)
-        {
-            long blocks = (long)((rows + MicroTile - 1) / MicroTile) * ((cols + MicroTile - 1) / MicroTile);
-            return new KernelConfig((int)blocks, 1);
-        }
         int tile = context.Tile;
         return new KernelConfig(
             new Index2D((cols + tile - 1) / tile, (rows + tile - 1) / tile),
