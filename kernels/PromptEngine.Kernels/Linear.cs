@@ -10,7 +10,7 @@ namespace PromptEngine.Kernels;
 /// when asked (a block's input feeds several projections — Llama's q, k and v — whose data gradients add up).
 /// </summary>
 /// <remarks>
-/// CPU-shaped kernels give each thread a 4×4 block of the output held in 16 registers, streaming four rows
+/// CPU-shaped kernels give each thread a run of 4×4 blocks of the output, each held in 16 registers, streaming four rows
 /// of each operand along the reduction axis (rows past the edge are clamped on load and skipped on store).
 /// They read and write through pointers taken once per launch thread, not through <see cref="ArrayView{T}"/>'s
 /// indexer: on the CPU accelerator a kernel runs as ordinary .NET code, and each indexer call inlines a bounds

@@ -15,7 +15,7 @@ public sealed class Residual
     #region Kernels
 
     /// <summary>out = a + b over a chunk of elements.</summary>
-    internal static void ForwardKernel(
+    internal static unsafe void ForwardKernel(
         ArrayView<float> output, // (N)
         ArrayView<float> a,      // (N)
         ArrayView<float> b,      // (N)
@@ -23,8 +23,16 @@ public sealed class Residual
     {
         long start = (long)Grid.GlobalIndex.X * chunk;
         long end = Math.Min(start + chunk, count);
-        for (long i = start; i < end; i++)
-            output[i] = a[i] + b[i];
+        if (start >= end)
+            return;
+        // Pointers taken once per thread: the view indexer would assert bounds per element on the CPU (see Linear).
+        fixed (float* outputBase = &output[0])
+        fixed (float* aBase = &a[0])
+        fixed (float* bBase = &b[0])
+        {
+            for (long i = start; i < end; i++)
+                outputBase[i] = aBase[i] + bBase[i];
+        }
     }
 
     #endregion

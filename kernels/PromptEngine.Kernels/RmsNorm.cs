@@ -10,37 +10,51 @@ namespace PromptEngine.Kernels;
 /// <c>dX = rstd·(w⊙dOut) − x·rstd³·mean(w⊙dOut⊙x)</c>. Shapes: x, out, dOut, dX (N, C) with N = B·T;
 /// w (C); rstd (N). dX is overwritten.
 /// </summary>
-/// <remarks>CPU-shaped kernels run one thread per row; GPU-shaped kernels one group per row, reducing in shared memory.</remarks>
+/// <remarks>CPU-shaped kernels run equal runs of rows per thread, through pointers (see <see cref="Linear"/>); GPU-shaped kernels one group per row, reducing in shared memory.</remarks>
 public sealed class RmsNorm
 {
     #region Kernels
 
-    /// <summary>CPU-shaped forward: one thread per row.</summary>
-    internal static void ForwardRowKernel(
+    /// <summary>CPU-shaped forward: the launch's threads split the rows into equal runs.</summary>
+    internal static unsafe void ForwardRowKernel(
         ArrayView<float> output, // (N, C)
         ArrayView<float> input,  // (N, C)
         ArrayView<float> weight, // (C)
         ArrayView<float> rstd,   // (N)
         int n, int c, float eps)
     {
-        int row = Grid.GlobalIndex.X;
-        if (row >= n)
+        int perThread = (n + Grid.DimX - 1) / Grid.DimX;
+        int first = Grid.GlobalIndex.X * perThread;
+        if (first >= n)
             return;
-        long offset = (long)row * c;
-        float sumSquares = 0;
-        for (int i = 0; i < c; i++)
+        int last = Math.Min(first + perThread, n);
+        fixed (float* outputBase = &output[0])
+        fixed (float* inputBase = &input[0])
+        fixed (float* weightBase = &weight[0])
+        fixed (float* rstdBase = &rstd[0])
         {
-            float v = input[offset + i];
-            sumSquares += v * v;
+            for (int row = first; row < last; row++)
+            {
+                float* x = inputBase + (long)row * c, y = outputBase + (long)row * c;
+                float s0 = 0, s1 = 0;
+                int i = 0;
+                for (; i + 1 < c; i += 2)
+                {
+                    s0 = MathF.FusedMultiplyAdd(x[i], x[i], s0);
+                    s1 = MathF.FusedMultiplyAdd(x[i + 1], x[i + 1], s1);
+                }
+                if (i < c)
+                    s0 = MathF.FusedMultiplyAdd(x[i], x[i], s0);
+                float r = XMath.Rsqrt((s0 + s1) / c + eps);
+                rstdBase[row] = r;
+                for (i = 0; i < c; i++)
+                    y[i] = x[i] * r * weightBase[i];
+            }
         }
-        float r = XMath.Rsqrt(sumSquares / c + eps);
-        rstd[row] = r;
-        for (int i = 0; i < c; i++)
-            output[offset + i] = input[offset + i] * r * weight[i];
     }
 
-    /// <summary>CPU-shaped backward: one thread per row.</summary>
-    internal static void BackwardRowKernel(
+    /// <summary>CPU-shaped backward: the launch's threads split the rows into equal runs.</summary>
+    internal static unsafe void BackwardRowKernel(
         ArrayView<float> dX,     // (N, C)
         ArrayView<float> dOut,   // (N, C)
         ArrayView<float> input,  // (N, C)
@@ -48,17 +62,30 @@ public sealed class RmsNorm
         ArrayView<float> rstd,   // (N)
         int n, int c)
     {
-        int row = Grid.GlobalIndex.X;
-        if (row >= n)
+        int perThread = (n + Grid.DimX - 1) / Grid.DimX;
+        int first = Grid.GlobalIndex.X * perThread;
+        if (first >= n)
             return;
-        long offset = (long)row * c;
-        float dot = 0; // Σ w·dOut·x
-        for (int i = 0; i < c; i++)
-            dot += weight[i] * dOut[offset + i] * input[offset + i];
-        float r = rstd[row];
-        float scale = r * r * r * dot / c;
-        for (int i = 0; i < c; i++)
-            dX[offset + i] = r * weight[i] * dOut[offset + i] - input[offset + i] * scale;
+        int last = Math.Min(first + perThread, n);
+        fixed (float* dXBase = &dX[0])
+        fixed (float* dOutBase = &dOut[0])
+        fixed (float* inputBase = &input[0])
+        fixed (float* weightBase = &weight[0])
+        fixed (float* rstdBase = &rstd[0])
+        {
+            for (int row = first; row < last; row++)
+            {
+                long offset = (long)row * c;
+                float* x = inputBase + offset, g = dOutBase + offset, dx = dXBase + offset;
+                float dot = 0; // Σ w·dOut·x
+                for (int i = 0; i < c; i++)
+                    dot = MathF.FusedMultiplyAdd(weightBase[i] * g[i], x[i], dot);
+                float r = rstdBase[row];
+                float scale = r * r * r * dot / c;
+                for (int i = 0; i < c; i++)
+                    dx[i] = r * weightBase[i] * g[i] - x[i] * scale;
+            }
+        }
     }
 
     /// <summary>GPU-shaped forward: one group per row; shared memory holds Group.DimX floats.</summary>
@@ -169,8 +196,10 @@ public sealed class RmsNorm
         backward(Config(n), dX, dOut, input, weight, rstd, n, c);
     }
 
+    /// <summary>CPU: <see cref="KernelContext.ParallelThreads"/> threads at most, each deriving its run of rows from the grid
+    /// (a thread per row would pay the CPU accelerator's per-group cost N times); GPU: one group per row.</summary>
     KernelConfig Config(int rows) => context.Shape == KernelShape.Cpu
-        ? new KernelConfig(rows, 1)
+        ? context.FlatConfig(Math.Min(rows, context.ParallelThreads))
         : new KernelConfig(rows, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(context.GroupSize));
 
     #endregion
