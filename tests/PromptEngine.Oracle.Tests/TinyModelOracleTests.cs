@@ -128,5 +128,23 @@ public class TinyModelOracleTests
         // float64 throughout; only the summation order differs (rounded to float32 at the end).
         OracleCompare.Elementwise($"{family} idiomatic loss", [idiomaticLoss], [sameLoss], atol: 1e-6, rtol: 1e-6);
         OracleCompare.NormWise($"{family} idiomatic dLoss/dPrompt", idiomaticGradient, sameGradient, tolerance: 1e-6);
+
+        // With a verbalizer the forms differ: the idiomatic softmax spans the whole vocabulary, a superset of the label
+        // words, so its cross-entropy is strictly larger. (This keeps the equality above from passing by accident.)
+        var classification = VerbalizerBatch(torchModel.Config.VocabSize, seed: 2);
+        var (restricted, _) = torchModel.LossAndPromptGradient(classification, prompt, TorchLossForm.SameMath);
+        var (unrestricted, _) = torchModel.LossAndPromptGradient(classification, prompt, TorchLossForm.Idiomatic);
+        TestContext.Out.WriteLine($"{family} verbalizer batch: same-math {restricted:R}, idiomatic {unrestricted:R}");
+        Assert.That(unrestricted, Is.GreaterThan(restricted + 1e-3), "idiomatic (whole vocabulary) vs verbalizer-restricted loss");
+
+        // The same through the train step the benchmarks time: one AdamW step of each form from the same prompt.
+        using var sameTrainer = new TorchPromptTrainer(torchModel, prompt, learningRate: 0.05);
+        using var idiomaticTrainer = new TorchPromptTrainer(torchModel, prompt, learningRate: 0.05);
+        using var prepared = torchModel.Prepare(batch);
+        var sameStepLoss = sameTrainer.Step(prepared, TorchLossForm.SameMath);
+        var idiomaticStepLoss = idiomaticTrainer.Step(prepared, TorchLossForm.Idiomatic);
+        OracleCompare.Elementwise($"{family} idiomatic step loss", [idiomaticStepLoss], [sameStepLoss], atol: 1e-6, rtol: 1e-6);
+        OracleCompare.Elementwise($"{family} prompt after one step of each form", idiomaticTrainer.GetPrompt(), sameTrainer.GetPrompt(), atol: 1e-6, rtol: 1e-6);
+        Assert.That(sameTrainer.GetPrompt().Zip(prompt, (a, b) => Math.Abs(a - b)).Max(), Is.GreaterThan(0.01), "the step must move the prompt");
     }
 }
