@@ -35,7 +35,20 @@ public enum TorchLossForm
 /// <para>Tensors returned by the tensor-level methods belong to the caller's dispose scope; the host-level methods
 /// (<see cref="Logits(Batch, float[])"/>, <see cref="LossAndPromptGradient(Batch, float[], TorchLossForm)"/>) free
 /// everything they make. The thread count is TorchSharp's (<c>torch.set_num_threads</c>).</para>
+/// <para>A process that uses this must load TorchSharp's native library; on Debian 12 its project imports
+/// <c>build/TorchSharpNativePatch.targets</c> (BENCHMARKS.md, "TorchSharp on this machine").</para>
 /// </remarks>
+/// <example>
+/// A benchmark's train step, the same batch the engine gets:
+/// <code>
+/// using var model = TorchCausalLm.Load(folder);                    // float32, frozen weights
+/// using var batch = model.Prepare(engineBatch);                    // index tensors, once
+/// using var trainer = new TorchPromptTrainer(model, initialPrompt, learningRate: 1e-3);
+/// float loss = trainer.Step(batch, TorchLossForm.SameMath);        // or TorchLossForm.Idiomatic
+/// float eval = trainer.Loss(batch);                                // forward only, no graph
+/// var (l, dPrompt) = model.LossAndPromptGradient(engineBatch, prompt); // oracle: loss and dLoss/dPrompt
+/// </code>
+/// </example>
 public sealed class TorchCausalLm : IDisposable
 {
     readonly bool gpt2;
