@@ -1,0 +1,259 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using PromptEngine.Benchmarks.EndToEnd;
+using PromptEngine.Benchmarks.Ops;
+using PromptEngine.Benchmarks.Workloads;
+
+namespace PromptEngine.Benchmarks.Reporting;
+
+/// <summary>
+/// <c>report</c>: every end-to-end case of every implementation side by side, in rounds (round r times each
+/// implementation in turn, so a burst of load from elsewhere hits all of them alike), then the peak memory of each
+/// case in a process of its own, then each op at the models' shapes; prints markdown tables.
+/// Options: <c>--rounds N</c> (default 3), <c>--workloads tiny,stories15M</c>, <c>--no-memory</c>, <c>--no-ops</c>.
+/// </summary>
+public static class ReportMode
+{
+    static readonly CultureInfo Invariant = CultureInfo.InvariantCulture;
+
+    /// <summary>Runs the report and prints it to standard output.</summary>
+    public static int Run(string[] args)
+    {
+        int rounds = 3;
+        string[] workloads = ["tiny", "stories15M"];
+        bool memory = true, ops = true;
+        for (var i = 0; i < args.Length; i++)
+        {
+            switch (args[i])
+            {
+                case "--rounds" when i + 1 < args.Length && int.TryParse(args[i + 1], out var r) && r > 0: rounds = r; i++; break;
+                case "--workloads" when i + 1 < args.Length: workloads = args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries); break;
+                case "--no-memory": memory = false; break;
+                case "--no-ops": ops = false; break;
+                default:
+                    Console.Error.WriteLine($"report: unknown option '{args[i]}'. Options: --rounds N, --workloads tiny,stories15M, --no-memory, --no-ops");
+                    return 2;
+            }
+        }
+
+        var clock = Stopwatch.StartNew();
+        var output = new StringBuilder();
+        output.AppendLine(Header());
+        output.AppendLine();
+        output.AppendLine($"### End to end ({rounds} rounds; median, with the range over rounds)");
+        output.AppendLine();
+        output.AppendLine(EndToEndTable(workloads, rounds));
+        if (memory)
+        {
+            output.AppendLine("### Peak memory (each case in its own process)");
+            output.AppendLine();
+            output.AppendLine(MemoryTable(workloads));
+        }
+        if (ops)
+        {
+            output.AppendLine($"### Ops at the models' shapes ({rounds} rounds; median)");
+            output.AppendLine();
+            output.AppendLine(OpsTable(rounds));
+        }
+        output.AppendLine($"Report took {clock.Elapsed.TotalSeconds:F0} s; load average at the end: {LoadAverage()}.");
+        Console.WriteLine(output);
+        return 0;
+    }
+
+    static string Header()
+    {
+        var cpu = File.Exists("/proc/cpuinfo")
+            ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim()
+            : null;
+        return $"""
+            ## Report {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC
+            - Machine: {cpu ?? "unknown CPU"}, {Environment.ProcessorCount} logical cores, {Environment.OSVersion}
+            - .NET {Environment.Version}; ILGPU {typeof(ILGPU.Context).Assembly.GetName().Version}; implementations: {string.Join(", ", StepRunners.All)}
+            - Load average at the start (`uptime`): {LoadAverage()}
+            """;
+    }
+
+    /// <summary>The 1, 5 and 15 minute load averages.</summary>
+    public static string LoadAverage() =>
+        File.Exists("/proc/loadavg") ? string.Join(", ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "unknown";
+
+    static string EndToEndTable(string[] workloadNames, int rounds)
+    {
+        var implementations = StepRunners.All;
+        var table = new StringBuilder();
+        table.Append("| case | step | tokens/step |");
+        foreach (var impl in implementations) table.Append(Invariant, $" {impl} ms |");
+        foreach (var impl in implementations.Skip(1)) table.Append(Invariant, $" engine / {impl} |");
+        foreach (var impl in implementations) table.Append(Invariant, $" {impl} tokens/s |");
+        table.AppendLine(" loss (first impl.) |");
+        table.AppendLine("|" + string.Concat(Enumerable.Repeat("---|", 4 + 3 * implementations.Count - 1)));
+        foreach (var name in workloadNames)
+        {
+            using var workload = Workload.Create(name);
+            foreach (var training in new[] { true, false })
+            {
+                var runners = implementations.Select(impl => StepRunners.Create(impl, workload, training)).ToList();
+                try
+                {
+                    var losses = runners.Select(r => r.Step()).ToList(); // warm-up: compilation, first-touch allocation
+                    var warm = runners.Select(r => Time(r, 1)).ToList();
+                    // Enough steps per round that one round of one implementation takes about 0.3 s.
+                    var repeats = warm.Select(ms => Math.Max(1, (int)Math.Ceiling(300 / Math.Max(ms, 1e-3)))).ToList();
+                    var samples = implementations.Select(_ => new List<double>()).ToList();
+                    for (var r = 0; r < rounds; r++)
+                        for (var i = 0; i < runners.Count; i++)
+                            samples[i].Add(Time(runners[i], repeats[i]));
+                    var medians = samples.Select(Median).ToList();
+                    table.Append(Invariant, $"| {name} | {(training ? "train" : "forward")} | {workload.TokensPerStep} |");
+                    foreach (var s in samples) table.Append(Invariant, $" {Median(s):F1} ({s.Min():F1}–{s.Max():F1}) |");
+                    foreach (var m in medians.Skip(1)) table.Append(Invariant, $" {medians[0] / m:F2} |");
+                    foreach (var m in medians) table.Append(Invariant, $" {workload.TokensPerStep / (m / 1000):F0} |");
+                    table.AppendLine(string.Create(Invariant, $" {string.Join(" / ", losses.Select(l => l.ToString("F4", Invariant)))} |"));
+                }
+                finally
+                {
+                    foreach (var runner in runners) runner.Dispose();
+                }
+            }
+        }
+        return table.ToString();
+    }
+
+    static double Time(IStepRunner runner, int repeats)
+    {
+        var clock = Stopwatch.StartNew();
+        for (var i = 0; i < repeats; i++) runner.Step();
+        return clock.Elapsed.TotalMilliseconds / repeats;
+    }
+
+    static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToList();
+        return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
+    }
+
+    static string MemoryTable(string[] workloadNames)
+    {
+        var table = new StringBuilder();
+        table.AppendLine("| case | step | implementation | resident after setup MB | peak resident over 2 steps MB | engine arenas MB |");
+        table.AppendLine("|---|---|---|---|---|---|");
+        foreach (var name in workloadNames)
+            foreach (var mode in new[] { "train", "forward" })
+                foreach (var impl in StepRunners.All)
+                {
+                    var (setup, peak) = ProbeInChild(name, impl, mode);
+                    var arenas = impl == StepRunners.Engine ? EngineArenaMegabytes(name, mode == "train") : "-";
+                    table.AppendLine(string.Create(Invariant, $"| {name} | {mode} | {impl} | {setup / 1e6:F0} | {peak / 1e6:F0} | {arenas} |"));
+                }
+        return table.ToString();
+    }
+
+    static string EngineArenaMegabytes(string name, bool training)
+    {
+        using var workload = Workload.Create(name);
+        using var runner = new EngineRunner(workload, training);
+        var m = runner.Memory;
+        return string.Create(Invariant, $"{m.Total / 1e6:F1} (weights {m.FrozenWeights / 1e6:F1}, activations {m.Activations / 1e6:F1}, scratch {m.GradientsAndScratch / 1e6:F1})");
+    }
+
+    /// <summary>Runs <see cref="MemoryProbe"/> in a fresh process of this program.</summary>
+    static (long Setup, long Peak) ProbeInChild(string workload, string implementation, string mode)
+    {
+        var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
+        // Under `dotnet Program.dll` the process is dotnet itself and needs the assembly; the apphost does not.
+        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet") start.ArgumentList.Add(typeof(Program).Assembly.Location);
+        foreach (var a in new[] { "memory", workload, implementation, mode }) start.ArgumentList.Add(a);
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        process.WaitForExit();
+        var line = stdout.Result.Split('\n').FirstOrDefault(l => l.StartsWith("memory ", StringComparison.Ordinal));
+        if (process.ExitCode != 0 || line is null)
+            throw new InvalidOperationException($"memory probe {workload} {implementation} {mode} failed (exit {process.ExitCode}): {stderr.Result}{stdout.Result}");
+        var fields = line.Split(' ');
+        return (long.Parse(fields[4], Invariant), long.Parse(fields[5], Invariant));
+    }
+
+    /// <summary>One op case: a name, its shape, how often a train step of its model calls it, and a ready method.</summary>
+    sealed record OpCase(string Op, IWorkCount Shape, string Method, int CallsPerStep, Action Run, Action Cleanup);
+
+    static string OpsTable(int rounds)
+    {
+        var table = new StringBuilder();
+        table.AppendLine("| op | shape | engine ms | GFLOP/s | GB/s | calls per train step | engine ms per train step |");
+        table.AppendLine("|---|---|---|---|---|---|---|");
+        var perModel = new Dictionary<string, double>();
+        foreach (var op in OpCases())
+        {
+            try
+            {
+                op.Run(); // compile
+                var single = Stopwatch.StartNew();
+                op.Run();
+                int repeats = Math.Max(1, (int)Math.Ceiling(100 / Math.Max(single.Elapsed.TotalMilliseconds, 1e-3)));
+                var samples = new List<double>();
+                for (var r = 0; r < rounds; r++)
+                {
+                    var clock = Stopwatch.StartNew();
+                    for (var i = 0; i < repeats; i++) op.Run();
+                    samples.Add(clock.Elapsed.TotalMilliseconds / repeats);
+                }
+                var ms = Median(samples);
+                var perStep = ms * op.CallsPerStep;
+                var model = op.Shape.ToString()!.Split(' ')[0];
+                perModel[model] = perModel.GetValueOrDefault(model) + perStep;
+                var flops = op.Shape.Flops(op.Method);
+                table.AppendLine(string.Create(Invariant,
+                    $"| {op.Op} | {op.Shape} | {ms:F3} | {(flops > 0 ? (flops / ms / 1e6).ToString("F2", Invariant) : "-")} | {op.Shape.Bytes(op.Method) / ms / 1e6:F2} | {op.CallsPerStep} | {perStep:F1} |"));
+            }
+            finally { op.Cleanup(); }
+        }
+        table.AppendLine();
+        foreach (var (model, ms) in perModel)
+            table.AppendLine(string.Create(Invariant, $"Sum of the measured ops over one {model} train step: {ms:F1} ms (the rest of the step is RoPE, SwiGLU, residual adds, the embedding and AdamW)."));
+        return table.ToString();
+    }
+
+    static IEnumerable<OpCase> OpCases()
+    {
+        static int Layers(string model) => model == "tiny" ? 2 : 6;
+        foreach (var shape in LinearShape.All())
+        {
+            // Per layer: q, k, v and o share a shape (4 calls), gate and up (2), down (1); forward and backward each.
+            int calls = Layers(shape.Model) * (shape.Projection switch { "qkvo" => 4, "gate/up" => 2, _ => 1 });
+            foreach (var backward in new[] { false, true })
+            {
+                var bench = new LinearOps { Shape = shape };
+                bench.Setup();
+                yield return new OpCase(backward ? "linear backward-data" : "linear forward", shape, backward ? nameof(LinearOps.EngineBackward) : nameof(LinearOps.EngineForward),
+                    calls, backward ? bench.EngineBackward : bench.EngineForward, bench.Cleanup);
+            }
+        }
+        foreach (var shape in AttentionShape.All())
+            foreach (var backward in new[] { false, true })
+            {
+                var bench = new AttentionOps { Shape = shape };
+                bench.Setup();
+                yield return new OpCase(backward ? "attention backward" : "attention forward", shape, backward ? nameof(AttentionOps.EngineBackward) : nameof(AttentionOps.EngineForward),
+                    Layers(shape.Model), backward ? bench.EngineBackward : bench.EngineForward, bench.Cleanup);
+            }
+        foreach (var shape in NormShape.All())
+            foreach (var backward in new[] { false, true })
+            {
+                var bench = new RmsNormOps { Shape = shape };
+                bench.Setup();
+                yield return new OpCase(backward ? "rmsnorm backward" : "rmsnorm forward", shape, backward ? nameof(RmsNormOps.EngineBackward) : nameof(RmsNormOps.EngineForward),
+                    2 * Layers(shape.Model) + 1, backward ? bench.EngineBackward : bench.EngineForward, bench.Cleanup);
+            }
+        foreach (var shape in CrossEntropyShape.All())
+            foreach (var backward in new[] { false, true })
+            {
+                var bench = new CrossEntropyOps { Shape = shape };
+                bench.Setup();
+                // The full-vocabulary stories15M row is a comparison point, not part of the step.
+                yield return new OpCase(backward ? "cross-entropy backward" : "cross-entropy forward", shape, backward ? nameof(CrossEntropyOps.EngineBackward) : nameof(CrossEntropyOps.EngineForward),
+                    shape.Model.Contains("full", StringComparison.Ordinal) ? 0 : 1, backward ? bench.EngineBackward : bench.EngineForward, bench.Cleanup);
+            }
+    }
+}
