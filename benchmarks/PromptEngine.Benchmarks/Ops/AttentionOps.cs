@@ -1,17 +1,23 @@
 using BenchmarkDotNet.Attributes;
 using ILGPU;
 using PromptEngine.Kernels;
+using TorchSharp;
+using static TorchSharp.torch;
 
 namespace PromptEngine.Benchmarks.Ops;
 
 /// <summary>Causal attention forward and backward (to q, k and v) at the two models' shapes, no padding.</summary>
-[BenchmarkCategory("Ops")]
+/// <remarks>Baselines: TorchSharp's <c>scaled_dot_product_attention</c> (is_causal) forward, and its autograd backward
+/// alone (the graph is built once in the setup and kept, so each call runs only the backward; the gradients it
+/// accumulates into q, k and v's .grad add three elementwise adds).</remarks>
+[BenchmarkCategory("Ops"), GroupBenchmarksBy(BenchmarkDotNet.Configs.BenchmarkLogicalGroupRule.ByCategory)]
 public class AttentionOps
 {
     KernelContext kernels = null!;
     DeviceBuffers buffers = null!;
     ArrayView<float> q, k, v, output, lse, dOut, dQ, dK, dV, delta;
     ArrayView<int> mask;
+    Tensor tq = null!, tk = null!, tv = null!, tOut = null!, tdOut = null!;
 
     [ParamsSource(nameof(Shapes))]
     public AttentionShape Shape { get; set; } = null!;
@@ -37,9 +43,28 @@ public class AttentionOps
         delta = buffers.Zeros((long)s.B * s.H * s.T);
         mask = buffers.Ints(Enumerable.Repeat(1, s.B * s.T).ToArray());
         EngineForward(); // the backward reads the forward's output and log-sum-exp
+
+        if (s.KV != s.H) throw new NotSupportedException("the torch baseline here takes H = KV (both workloads do)");
+        TorchThreads.Ensure();
+        torch.manual_seed(2);
+        tq = (torch.rand(s.B, s.H, s.T, s.HeadSize) * 2 - 1).requires_grad_();
+        tk = (torch.rand(s.B, s.KV, s.T, s.HeadSize) * 2 - 1).requires_grad_();
+        tv = (torch.rand(s.B, s.KV, s.T, s.HeadSize) * 2 - 1).requires_grad_();
+        tOut = nn.functional.scaled_dot_product_attention(tq, tk, tv, is_casual: true);
+        tdOut = torch.rand(s.B, s.H, s.T, s.HeadSize) * 2 - 1;
     }
 
-    [Benchmark]
+    [Benchmark(Baseline = true), BenchmarkCategory("Forward")]
+    public void TorchForward()
+    {
+        using var noGrad = torch.no_grad();
+        using var result = nn.functional.scaled_dot_product_attention(tq, tk, tv, is_casual: true);
+    }
+
+    [Benchmark(Baseline = true), BenchmarkCategory("Backward")]
+    public void TorchBackward() => tOut.backward([tdOut], retain_graph: true);
+
+    [Benchmark, BenchmarkCategory("Forward")]
     public void EngineForward()
     {
         var s = Shape;
@@ -47,7 +72,7 @@ public class AttentionOps
         kernels.Synchronize();
     }
 
-    [Benchmark]
+    [Benchmark, BenchmarkCategory("Backward")]
     public void EngineBackward()
     {
         var s = Shape;
@@ -60,5 +85,6 @@ public class AttentionOps
     {
         buffers.Dispose();
         kernels.Dispose();
+        foreach (var t in new[] { tOut, tdOut, tq, tk, tv }) t.Dispose();
     }
 }

@@ -1,18 +1,23 @@
 using BenchmarkDotNet.Attributes;
 using ILGPU;
 using PromptEngine.Kernels;
+using TorchSharp;
+using static TorchSharp.torch;
 
 namespace PromptEngine.Benchmarks.Ops;
 
 /// <summary>The fused LM head + softmax + cross-entropy: forward (logits, loss, dLogits in place) and backward
 /// (dHidden = dLogits·W at the scored rows), at the rows and vocabularies the two workloads score.</summary>
-[BenchmarkCategory("Ops")]
+/// <remarks>Baselines: the same math in TorchSharp, cross_entropy(linear(hidden[rows], W[allowed]), targets): the
+/// forward without a graph, and the autograd backward alone to the hidden states (graph built once and kept).</remarks>
+[BenchmarkCategory("Ops"), GroupBenchmarksBy(BenchmarkDotNet.Configs.BenchmarkLogicalGroupRule.ByCategory)]
 public class CrossEntropyOps
 {
     KernelContext kernels = null!;
     DeviceBuffers buffers = null!;
     ArrayView<float> hidden, weight, losses, meanLoss, dLogits, dHidden;
     ArrayView<int> rows, targets, allowed;
+    Tensor tHidden = null!, tHead = null!, tRows = null!, tTargets = null!, tLoss = null!;
 
     [ParamsSource(nameof(Shapes))]
     public CrossEntropyShape Shape { get; set; } = null!;
@@ -40,9 +45,33 @@ public class CrossEntropyOps
         targets = buffers.Ints(targetIds);
         allowed = s.R > 0 ? buffers.Ints(words) : default;
         EngineForward(); // the backward reads dLogits
+
+        TorchThreads.Ensure();
+        torch.manual_seed(4);
+        tHidden = (torch.rand(s.N, s.C) * 2 - 1).requires_grad_();
+        using (var weightAll = (torch.rand(s.V, s.C) * 2 - 1) / MathF.Sqrt(s.C))
+        using (var allowedRows = torch.tensor(s.R > 0 ? words.Select(i => (long)i).ToArray() : []))
+            tHead = s.R > 0 ? weightAll.index_select(0, allowedRows) : weightAll.clone();
+        tRows = torch.tensor(rowIds.Select(i => (long)i).ToArray());
+        // Targets as columns of the (restricted) logits.
+        tTargets = torch.tensor(targetIds.Select(t => (long)(s.R > 0 ? Array.IndexOf(words, t) : t)).ToArray());
+        tLoss = TorchLoss();
     }
 
-    [Benchmark]
+    Tensor TorchLoss() => nn.functional.cross_entropy(nn.functional.linear(tHidden.index_select(0, tRows), tHead), tTargets);
+
+    [Benchmark(Baseline = true), BenchmarkCategory("Forward")]
+    public void TorchForward()
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        TorchLoss();
+    }
+
+    [Benchmark(Baseline = true), BenchmarkCategory("Backward")]
+    public void TorchBackward() => tLoss.backward(retain_graph: true);
+
+    [Benchmark, BenchmarkCategory("Forward")]
     public void EngineForward()
     {
         var s = Shape;
@@ -50,7 +79,7 @@ public class CrossEntropyOps
         kernels.Synchronize();
     }
 
-    [Benchmark]
+    [Benchmark, BenchmarkCategory("Backward")]
     public void EngineBackward()
     {
         var s = Shape;
@@ -63,5 +92,6 @@ public class CrossEntropyOps
     {
         buffers.Dispose();
         kernels.Dispose();
+        foreach (var t in new[] { tLoss, tHidden, tHead, tRows, tTargets }) t.Dispose();
     }
 }

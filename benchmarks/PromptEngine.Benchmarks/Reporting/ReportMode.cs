@@ -175,43 +175,51 @@ public static class ReportMode
         return (long.Parse(fields[4], Invariant), long.Parse(fields[5], Invariant));
     }
 
-    /// <summary>One op case: a name, its shape, how often a train step of its model calls it, and a ready method.</summary>
-    sealed record OpCase(string Op, IWorkCount Shape, string Method, int CallsPerStep, Action Run, Action Cleanup);
+    /// <summary>One op case: a name, its shape, how often a train step of its model calls it, and the engine's and
+    /// TorchSharp's ready methods.</summary>
+    sealed record OpCase(string Op, IWorkCount Shape, string Method, int CallsPerStep, Action Engine, Action Torch, Action Cleanup);
+
+    static double TimeOp(Action run, int rounds)
+    {
+        run(); // compile, first-touch allocation
+        var single = Stopwatch.StartNew();
+        run();
+        int repeats = Math.Max(1, (int)Math.Ceiling(100 / Math.Max(single.Elapsed.TotalMilliseconds, 1e-3)));
+        var samples = new List<double>();
+        for (var r = 0; r < rounds; r++)
+        {
+            var clock = Stopwatch.StartNew();
+            for (var i = 0; i < repeats; i++) run();
+            samples.Add(clock.Elapsed.TotalMilliseconds / repeats);
+        }
+        return Median(samples);
+    }
 
     static string OpsTable(int rounds)
     {
         var table = new StringBuilder();
-        table.AppendLine("| op | shape | engine ms | GFLOP/s | GB/s | calls per train step | engine ms per train step |");
-        table.AppendLine("|---|---|---|---|---|---|---|");
-        var perModel = new Dictionary<string, double>();
+        table.AppendLine("| op | shape | engine ms | engine GFLOP/s | engine GB/s | TorchSharp ms | TorchSharp GFLOP/s | engine / TorchSharp | calls per train step | engine ms per step | TorchSharp ms per step |");
+        table.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|");
+        var perModel = new Dictionary<string, (double Engine, double Torch)>();
         foreach (var op in OpCases())
         {
             try
             {
-                op.Run(); // compile
-                var single = Stopwatch.StartNew();
-                op.Run();
-                int repeats = Math.Max(1, (int)Math.Ceiling(100 / Math.Max(single.Elapsed.TotalMilliseconds, 1e-3)));
-                var samples = new List<double>();
-                for (var r = 0; r < rounds; r++)
-                {
-                    var clock = Stopwatch.StartNew();
-                    for (var i = 0; i < repeats; i++) op.Run();
-                    samples.Add(clock.Elapsed.TotalMilliseconds / repeats);
-                }
-                var ms = Median(samples);
-                var perStep = ms * op.CallsPerStep;
+                var engine = TimeOp(op.Engine, rounds);
+                var torch = TimeOp(op.Torch, rounds);
                 var model = op.Shape.ToString()!.Split(' ')[0];
-                perModel[model] = perModel.GetValueOrDefault(model) + perStep;
+                var sums = perModel.GetValueOrDefault(model);
+                perModel[model] = (sums.Engine + engine * op.CallsPerStep, sums.Torch + torch * op.CallsPerStep);
                 var flops = op.Shape.Flops(op.Method);
+                string Rate(double ms) => flops > 0 ? (flops / ms / 1e6).ToString("F2", Invariant) : "-";
                 table.AppendLine(string.Create(Invariant,
-                    $"| {op.Op} | {op.Shape} | {ms:F3} | {(flops > 0 ? (flops / ms / 1e6).ToString("F2", Invariant) : "-")} | {op.Shape.Bytes(op.Method) / ms / 1e6:F2} | {op.CallsPerStep} | {perStep:F1} |"));
+                    $"| {op.Op} | {op.Shape} | {engine:F3} | {Rate(engine)} | {op.Shape.Bytes(op.Method) / engine / 1e6:F2} | {torch:F3} | {Rate(torch)} | {engine / torch:F1} | {op.CallsPerStep} | {engine * op.CallsPerStep:F1} | {torch * op.CallsPerStep:F1} |"));
             }
             finally { op.Cleanup(); }
         }
         table.AppendLine();
-        foreach (var (model, ms) in perModel)
-            table.AppendLine(string.Create(Invariant, $"Sum of the measured ops over one {model} train step: {ms:F1} ms (the rest of the step is RoPE, SwiGLU, residual adds, the embedding and AdamW)."));
+        foreach (var (model, (engine, torch)) in perModel)
+            table.AppendLine(string.Create(Invariant, $"Sum over the ops measured here of one {model} train step: engine {engine:F1} ms, TorchSharp {torch:F1} ms (the rest of a step is RoPE, SwiGLU, residual adds, the embedding and AdamW)."));
         return table.ToString();
     }
 
@@ -227,7 +235,7 @@ public static class ReportMode
                 var bench = new LinearOps { Shape = shape };
                 bench.Setup();
                 yield return new OpCase(backward ? "linear backward-data" : "linear forward", shape, backward ? nameof(LinearOps.EngineBackward) : nameof(LinearOps.EngineForward),
-                    calls, backward ? bench.EngineBackward : bench.EngineForward, bench.Cleanup);
+                    calls, backward ? bench.EngineBackward : bench.EngineForward, backward ? bench.TorchBackward : bench.TorchForward, bench.Cleanup);
             }
         }
         foreach (var shape in AttentionShape.All())
@@ -236,7 +244,7 @@ public static class ReportMode
                 var bench = new AttentionOps { Shape = shape };
                 bench.Setup();
                 yield return new OpCase(backward ? "attention backward" : "attention forward", shape, backward ? nameof(AttentionOps.EngineBackward) : nameof(AttentionOps.EngineForward),
-                    Layers(shape.Model), backward ? bench.EngineBackward : bench.EngineForward, bench.Cleanup);
+                    Layers(shape.Model), backward ? bench.EngineBackward : bench.EngineForward, backward ? bench.TorchBackward : bench.TorchForward, bench.Cleanup);
             }
         foreach (var shape in NormShape.All())
             foreach (var backward in new[] { false, true })
@@ -244,7 +252,7 @@ public static class ReportMode
                 var bench = new RmsNormOps { Shape = shape };
                 bench.Setup();
                 yield return new OpCase(backward ? "rmsnorm backward" : "rmsnorm forward", shape, backward ? nameof(RmsNormOps.EngineBackward) : nameof(RmsNormOps.EngineForward),
-                    2 * Layers(shape.Model) + 1, backward ? bench.EngineBackward : bench.EngineForward, bench.Cleanup);
+                    2 * Layers(shape.Model) + 1, backward ? bench.EngineBackward : bench.EngineForward, backward ? bench.TorchBackward : bench.TorchForward, bench.Cleanup);
             }
         foreach (var shape in CrossEntropyShape.All())
             foreach (var backward in new[] { false, true })
@@ -253,7 +261,7 @@ public static class ReportMode
                 bench.Setup();
                 // The full-vocabulary stories15M row is a comparison point, not part of the step.
                 yield return new OpCase(backward ? "cross-entropy backward" : "cross-entropy forward", shape, backward ? nameof(CrossEntropyOps.EngineBackward) : nameof(CrossEntropyOps.EngineForward),
-                    shape.Model.Contains("full", StringComparison.Ordinal) ? 0 : 1, backward ? bench.EngineBackward : bench.EngineForward, bench.Cleanup);
+                    shape.Model.Contains("full", StringComparison.Ordinal) ? 0 : 1, backward ? bench.EngineBackward : bench.EngineForward, backward ? bench.TorchBackward : bench.TorchForward, bench.Cleanup);
             }
     }
 }
