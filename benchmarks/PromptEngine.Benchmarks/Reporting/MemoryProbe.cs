@@ -11,7 +11,7 @@ namespace PromptEngine.Benchmarks.Reporting;
 public static class MemoryProbe
 {
     /// <summary>Prints one line: <c>memory WORKLOAD IMPL MODE setupRssBytes peakRssBytes</c>: the resident set after
-    /// building the case and one warm-up step, and the peak resident set over two more steps.</summary>
+    /// building the case and one warm-up step, and the peak resident set over one more step.</summary>
     public static int Run(string workloadName, string implementation, string mode)
     {
         if (!OperatingSystem.IsLinux()) throw new PlatformNotSupportedException("memory: needs Linux's /proc/self/status");
@@ -27,7 +27,7 @@ public static class MemoryProbe
         GC.WaitForPendingFinalizers();
         File.WriteAllText("/proc/self/clear_refs", "5"); // reset VmHWM to the current resident set
         long setup = Read("VmRSS");
-        for (var i = 0; i < 2; i++) runner.Step();
+        runner.Step();
         long peak = Read("VmHWM");
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"memory {workloadName} {implementation} {mode} {setup} {peak}"));
         return 0;
