@@ -37,29 +37,32 @@ public static class ReportMode
             }
         }
 
+        // Each table is printed as soon as it is complete (a full run takes minutes); progress goes to stderr.
         var clock = Stopwatch.StartNew();
-        var output = new StringBuilder();
-        output.AppendLine(Header());
-        output.AppendLine();
-        output.AppendLine($"### End to end ({rounds} rounds; median, with the range over rounds)");
-        output.AppendLine();
-        output.AppendLine(EndToEndTable(workloads, rounds));
+        Print(Header() + "\n");
+        Print($"### End to end ({rounds} rounds; median, with the range over rounds)\n");
+        Print(EndToEndTable(workloads, rounds));
         if (memory)
         {
-            output.AppendLine("### Peak memory (each case in its own process)");
-            output.AppendLine();
-            output.AppendLine(MemoryTable(workloads));
+            Print("### Peak memory (each case in its own process)\n");
+            Print(MemoryTable(workloads));
         }
         if (ops)
         {
-            output.AppendLine($"### Ops at the models' shapes ({rounds} rounds; median)");
-            output.AppendLine();
-            output.AppendLine(OpsTable(rounds));
+            Print($"### Ops at the models' shapes ({rounds} rounds; median)\n");
+            Print(OpsTable(rounds));
         }
-        output.AppendLine($"Report took {clock.Elapsed.TotalSeconds:F0} s; load average at the end: {LoadAverage()}.");
-        Console.WriteLine(output);
+        Print($"Report took {clock.Elapsed.TotalSeconds:F0} s; load average at the end: {LoadAverage()}.");
         return 0;
     }
+
+    static void Print(string text)
+    {
+        Console.WriteLine(text);
+        Console.Out.Flush();
+    }
+
+    static void Progress(string text) => Console.Error.WriteLine($"[report {DateTime.UtcNow:HH:mm:ss}] {text}");
 
     static string Header()
     {
@@ -93,6 +96,7 @@ public static class ReportMode
             using var workload = Workload.Create(name);
             foreach (var training in new[] { true, false })
             {
+                Progress($"{name} {(training ? "train" : "forward")}");
                 var runners = implementations.Select(impl => StepRunners.Create(impl, workload, training)).ToList();
                 try
                 {
@@ -143,6 +147,7 @@ public static class ReportMode
             foreach (var mode in new[] { "train", "forward" })
                 foreach (var impl in StepRunners.All)
                 {
+                    Progress($"memory {name} {mode} {impl}");
                     var (setup, peak) = ProbeInChild(name, impl, mode);
                     var arenas = impl == StepRunners.Engine ? EngineArenaMegabytes(name, mode == "train") : "-";
                     table.AppendLine(string.Create(Invariant, $"| {name} | {mode} | {impl} | {setup / 1e6:F0} | {peak / 1e6:F0} | {arenas} |"));
@@ -206,6 +211,7 @@ public static class ReportMode
         {
             try
             {
+                Progress($"{op.Op} {op.Shape}");
                 var engine = TimeOp(op.Engine, rounds);
                 var torch = TimeOp(op.Torch, rounds);
                 var model = op.Shape.ToString()!.Split(' ')[0];
