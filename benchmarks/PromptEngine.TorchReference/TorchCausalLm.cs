@@ -137,10 +137,29 @@ public sealed class TorchCausalLm : IDisposable
     {
         if (dtype is not (ScalarType.Float32 or ScalarType.Float64))
             throw new ArgumentException($"TorchCausalLm computes in float32 or float64, not {dtype}", nameof(dtype));
+        EnsureTorchLoads();
         using var scope = NewDisposeScope();
         var result = new TorchCausalLm(model, dtype);
         foreach (var t in result.owned) t.MoveToOuterDisposeScope();
         return result;
+    }
+
+    /// <summary>Turns the loader's TypeInitializationException into a message that says what to do.</summary>
+    /// <exception cref="InvalidOperationException">TorchSharp's native library did not load.</exception>
+    public static void EnsureTorchLoads()
+    {
+        try
+        {
+            using var probe = zeros(1);
+        }
+        catch (TypeInitializationException e)
+        {
+            throw new InvalidOperationException(
+                "TorchSharp's native library did not load. Where the system libstdc++ predates GLIBCXX_3.4.32 (Debian 12), the project " +
+                "that runs this must import build/TorchSharpNativePatch.targets, so that its build patches the copy of " +
+                "libLibTorchSharp.so in its output folder (BENCHMARKS.md, \"TorchSharp on this machine\"). Loader message: " +
+                (e.InnerException?.Message ?? e.Message), e);
+        }
     }
 
     /// <summary>Converts an engine batch into index tensors once (check it with <see cref="Batch.Validate"/>'s rules first).</summary>

@@ -76,8 +76,7 @@ public class TinyModelOracleTests
 
     internal static EngineResult RunEngine(ModelFolder model, Batch batch, float[] prompt, int promptRows)
     {
-        using var kernels = KernelContext.Create(KernelBackend.Cpu);
-        using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, promptRows));
+        using var engine = new TransformerEngine(OracleKernels.Context, model, new EngineOptions(batch.Rows, batch.Length, promptRows));
         engine.SetPrompt(prompt);
         var loss = engine.LossAndPromptGradient(batch);
         return new EngineResult(loss, engine.GetPromptGradient(), engine.Logits(batch));
