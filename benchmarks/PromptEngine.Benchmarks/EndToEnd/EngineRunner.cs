@@ -29,6 +29,9 @@ public sealed class EngineRunner : IDisposable
         engine.SetPrompt(workload.InitialPrompt(model.Config.HiddenSize));
     }
 
+    /// <summary>The kernel context the engine launches on (to attach a <see cref="KernelProfiler"/>).</summary>
+    public KernelContext Kernels => kernels;
+
     /// <summary>Device memory by arena (host memory on the CPU accelerator).</summary>
     public MemoryReport Memory => engine.Memory;
 

@@ -4,6 +4,7 @@ using System.Text;
 using PromptEngine.Benchmarks.EndToEnd;
 using PromptEngine.Benchmarks.Ops;
 using PromptEngine.Benchmarks.Workloads;
+using PromptEngine.Kernels;
 
 namespace PromptEngine.Benchmarks.Reporting;
 
@@ -11,7 +12,8 @@ namespace PromptEngine.Benchmarks.Reporting;
 /// <c>report</c>: every end-to-end case of every implementation side by side, in rounds (round r times each
 /// implementation in turn, so a burst of load from elsewhere hits all of them alike), then the peak memory of each
 /// case in a process of its own, then each op at the models' shapes; prints markdown tables.
-/// Options: <c>--rounds N</c> (default 3), <c>--workloads tiny,stories15M</c>, <c>--no-memory</c>, <c>--no-ops</c>.
+/// Options: <c>--rounds N</c> (default 3), <c>--workloads tiny,stories15M</c>, <c>--no-memory</c>, <c>--no-ops</c>,
+/// <c>--no-profile</c> (skip the engine's per-op breakdown of one train step).
 /// </summary>
 public static class ReportMode
 {
@@ -22,7 +24,7 @@ public static class ReportMode
     {
         int rounds = 3;
         string[] workloads = ["tiny", "stories15M"];
-        bool memory = true, ops = true;
+        bool memory = true, ops = true, profile = true;
         for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -31,8 +33,9 @@ public static class ReportMode
                 case "--workloads" when i + 1 < args.Length: workloads = args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries); break;
                 case "--no-memory": memory = false; break;
                 case "--no-ops": ops = false; break;
+                case "--no-profile": profile = false; break;
                 default:
-                    Console.Error.WriteLine($"report: unknown option '{args[i]}'. Options: --rounds N, --workloads tiny,stories15M, --no-memory, --no-ops");
+                    Console.Error.WriteLine($"report: unknown option '{args[i]}'. Options: --rounds N, --workloads tiny,stories15M, --no-memory, --no-ops, --no-profile");
                     return 2;
             }
         }
@@ -42,6 +45,12 @@ public static class ReportMode
         Print(Header() + "\n");
         Print($"### End to end ({rounds} rounds; median, with the range over rounds)\n");
         Print(EndToEndTable(workloads, rounds));
+        if (profile)
+            foreach (var name in workloads)
+            {
+                Print($"### Engine, one {name} train step by op (KernelProfiler)\n");
+                Print(ProfileTable(name));
+            }
         if (memory)
         {
             Print("### Peak memory (each case in its own process)\n");
@@ -122,6 +131,32 @@ public static class ReportMode
                 }
             }
         }
+        return table.ToString();
+    }
+
+    /// <summary>One engine train step with a <see cref="KernelProfiler"/> attached: the profiler synchronises after every
+    /// launch and charges the time to the op, so the step runs a little slower than unprofiled.</summary>
+    static string ProfileTable(string name)
+    {
+        Progress($"profile {name}");
+        using var workload = Workload.Create(name);
+        using var runner = new EngineRunner(workload, training: true);
+        runner.TrainStep(); // compile every kernel first
+        var profiler = new KernelProfiler();
+        var clock = Stopwatch.StartNew();
+        profiler.Start(runner.Kernels);
+        runner.TrainStep();
+        profiler.Stop();
+        var wall = clock.Elapsed.TotalMilliseconds;
+        var table = new StringBuilder();
+        table.AppendLine("| op | launches | ms | share of the profiled step |");
+        table.AppendLine("|---|---|---|---|");
+        foreach (var op in profiler.Ops)
+            table.AppendLine(string.Create(Invariant, $"| {op.Op} | {op.Launches} | {op.Seconds * 1000:F1} | {op.Seconds * 1000 / wall:P1} |"));
+        table.AppendLine(string.Create(Invariant, $"| all ops | {profiler.Ops.Sum(o => o.Launches)} | {profiler.TotalSeconds * 1000:F1} | {profiler.TotalSeconds * 1000 / wall:P1} |"));
+        table.AppendLine(string.Create(Invariant, $"| profiled step, wall | | {wall:F1} | 100% |"));
+        table.AppendLine();
+        table.AppendLine($"Load average after the profiled step: {LoadAverage()}.");
         return table.ToString();
     }
 
