@@ -79,11 +79,10 @@ public class Stories15MEngineTests
 
         var scale = referenceGradient.Max(Math.Abs);
         var error = result.PromptGradient!.Select((g, i) => Math.Abs(g - referenceGradient[i])).Max();
-        // Relative error as ‖engine − reference‖ / ‖reference‖ over the whole gradient. Measured on
-        // 2026-11-28: 1.8e-4 (prefix) and 4.6e-5 (suffix), spread evenly over the prompt rows, while the
-        // logits agree to ~1e-6 relative (2e-5 absolute on logits of ~20). That is float32 rounding carried
-        // back through 6 blocks and a 32000-way softmax, not a wrong term: a wrong index, sign or missing
-        // path gives errors of order 1 (the tiny-model tests pin those down to 1e-6). 5e-4 leaves 3× headroom.
+        // Relative error as ‖engine − reference‖ / ‖reference‖ over the whole gradient. Measured on 2026-11-28:
+        // 1.8e-4 (prefix) while the cross-entropy summed the 32000-word vocabulary in one float running sum; 2.6e-6
+        // since it sums in blocks (and the loss's sum is compensated). The bound is the 1e-4 the engine-core issue
+        // asked for: it now holds with a 40× margin, and it would catch the old single-sum rounding again.
         var normError = Math.Sqrt(result.PromptGradient!.Select((g, i) => (g - referenceGradient[i]) * (g - referenceGradient[i])).Sum());
         var normReference = Math.Sqrt(referenceGradient.Sum(g => g * g));
         TestContext.Out.WriteLine($"{placement}: loss {result.Loss:R} vs {referenceLoss:R}; ‖dPrompt error‖/‖dPrompt‖ = {normError / normReference:E2}; max |error| {error:E2} of max |dPrompt| {scale:E2}");
@@ -95,7 +94,7 @@ public class Stories15MEngineTests
         }
         Assert.That(Math.Abs(result.Loss - referenceLoss) / referenceLoss, Is.LessThan(1e-4), "loss");
         Assert.That(scale, Is.GreaterThan(1e-4), "gradient must be non-trivial");
-        Assert.That(normError / normReference, Is.LessThan(5e-4), "dLoss/dPrompt, relative (norm-wise)");
+        Assert.That(normError / normReference, Is.LessThan(1e-4), "dLoss/dPrompt, relative (norm-wise)");
         Assert.That(error / scale, Is.LessThan(1e-3), "dLoss/dPrompt, worst element relative to the largest");
     }
 }
