@@ -476,6 +476,11 @@ public sealed class Attention
         Check.Length(op, "k", k, (long)b * t * kv * headSize, "B*T*KV*hs");
         Check.Length(op, "v", v, (long)b * t * kv * headSize, "B*T*KV*hs");
         Check.Length(op, "mask", mask, (long)b * t, "B*T");
+        if (context.Shape == KernelShape.Gpu)
+        {
+            context.FlashAttention.Forward(output, lse, q, k, v, mask, b, t, h, kv, headSize); // FlashAttention.cs
+            return;
+        }
         forward(Config(b * t * h), output, lse, q, k, v, mask, new Dimensions(b, t, h, kv, headSize));
     }
 
@@ -515,6 +520,11 @@ public sealed class Attention
         Check.Length(op, "mask", mask, (long)b * t, "B*T");
         Check.Length(op, "out", output, queries, "B*T*H*hs");
         Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
+        if (context.Shape == KernelShape.Gpu)
+        {
+            context.FlashAttention.Backward(dQ, dK, dV, delta, dOut, q, k, v, mask, output, lse, b, t, h, kv, headSize); // FlashAttention.cs
+            return;
+        }
         var dims = new Dimensions(b, t, h, kv, headSize);
         backwardQuery(Config(b * t * h), dQ, delta, dOut, q, k, v, mask, output, lse, dims);
         backwardKey(Config(b * t * kv), dK, dV, dOut, q, k, v, mask, lse, delta, dims);

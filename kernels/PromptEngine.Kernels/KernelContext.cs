@@ -65,7 +65,7 @@ public sealed class KernelContext : IDisposable
     /// <summary>Threads per multiprocessor of the CPU device: the largest group a GPU-shaped kernel gets on the CPU.</summary>
     public const int CpuMaxGroupSize = 16;
 
-    /// <summary>Warp size of the CPU device: the smallest ILGPU accepts. No kernel uses warp intrinsics.</summary>
+    /// <summary>Warp size of the CPU device: the smallest ILGPU accepts; the group reductions' warp shuffles run on it in the tests.</summary>
     const int CpuWarpSize = 2;
 
     /// <summary>Largest group the GPU-shaped kernels use on a real GPU.</summary>
@@ -86,6 +86,8 @@ public sealed class KernelContext : IDisposable
     readonly Lazy<CrossEntropy> crossEntropy;
     readonly Lazy<AdamW> adamW;
     readonly Lazy<GradNorm> gradNorm;
+    readonly Lazy<LinearBlocked> linearBlocked;
+    readonly Lazy<FlashAttention> flashAttention;
 
     KernelContext(Context context, Accelerator accelerator, KernelShape shape)
     {
@@ -114,6 +116,8 @@ public sealed class KernelContext : IDisposable
         crossEntropy = new(() => new CrossEntropy(this));
         adamW = new(() => new AdamW(this));
         gradNorm = new(() => new GradNorm(this));
+        linearBlocked = new(() => new LinearBlocked(this));
+        flashAttention = new(() => new FlashAttention(this));
     }
 
     /// <summary>The ILGPU context (algorithms enabled, so <c>XMath</c> works in kernels).</summary>
@@ -177,6 +181,12 @@ public sealed class KernelContext : IDisposable
 
     /// <summary>Deterministic two-stage sum of squares and gradient-clipping factor.</summary>
     public GradNorm GradNorm => gradNorm.Value;
+
+    /// <summary>GPU-shaped Linear with 4×4 register blocks and float32, half or bfloat16 weights; <see cref="Linear"/> delegates to it under <see cref="KernelShape.Gpu"/>.</summary>
+    public LinearBlocked LinearBlocked => linearBlocked.Value;
+
+    /// <summary>GPU-shaped FlashAttention-style attention; <see cref="Attention"/> delegates to it under <see cref="KernelShape.Gpu"/>.</summary>
+    public FlashAttention FlashAttention => flashAttention.Value;
 
     /// <summary>Creates a context on the requested accelerator.</summary>
     /// <param name="backend">Where to run; <see cref="KernelBackend.Auto"/> prefers CUDA.</param>

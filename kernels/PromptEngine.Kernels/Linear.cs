@@ -210,6 +210,11 @@ public sealed class Linear
         Check.Length(op, "W", w, (long)m * k, "M*K");
         if (bias.Length != 0)
             Check.Length(op, "b", bias, m, "M");
+        if (context.Shape == KernelShape.Gpu)
+        {
+            context.LinearBlocked.Forward(y, x, w, bias, n, k, m); // register-blocked tiles (LinearBlocked.cs)
+            return;
+        }
         forward(Config(n, m), y, x, w, bias, n, k, m);
     }
 
@@ -229,6 +234,11 @@ public sealed class Linear
         Check.Length(op, "dX", dX, (long)n * k, "N*K");
         Check.Length(op, "dY", dY, (long)n * m, "N*M");
         Check.Length(op, "W", w, (long)m * k, "M*K");
+        if (context.Shape == KernelShape.Gpu)
+        {
+            context.LinearBlocked.Backward(dX, dY, w, n, k, m, accumulate); // register-blocked tiles (LinearBlocked.cs)
+            return;
+        }
         backward(Config(n, k), dX, dY, w, n, k, m, accumulate ? 1 : 0);
     }
 
