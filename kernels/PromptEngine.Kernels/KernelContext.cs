@@ -226,6 +226,36 @@ public sealed class KernelContext : IDisposable
         }
     }
 
+    /// <summary>Creates a context on the first CUDA device with the PTX instruction set pinned, for drivers newer than
+    /// ILGPU's version table (ILGPU 1.5.3 knows CUDA drivers up to 12.9; a CUDA 13 driver still JIT-compiles older PTX).</summary>
+    /// <param name="instructionSet">The PTX ISA to emit, e.g. <see cref="CudaInstructionSet.ISA_85"/>; null keeps ILGPU's choice.</param>
+    /// <param name="shape">Overrides the kernel family (GPU-shaped by default).</param>
+    /// <exception cref="AcceleratorUnavailableException">No CUDA device is present.</exception>
+    public static KernelContext CreateCuda(CudaInstructionSet? instructionSet, KernelShape? shape = null)
+    {
+        var context = Context.Create(builder =>
+        {
+            builder.EnableAlgorithms().Optimize(OptimizationLevel.O2);
+            if (instructionSet is { } isa)
+                builder.Cuda(device => device.InstructionSet = isa);
+            else
+                builder.Cuda();
+        });
+        try
+        {
+            var devices = context.GetCudaDevices();
+            if (devices.Count == 0)
+                throw new AcceleratorUnavailableException("KernelContext: CUDA was requested but no CUDA device was found (is the NVIDIA driver installed?).");
+            var accelerator = devices[0].CreateAccelerator(context);
+            return new KernelContext(context, accelerator, shape ?? KernelShape.Gpu);
+        }
+        catch
+        {
+            context.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Waits until every launched kernel has finished.</summary>
     public void Synchronize() => Accelerator.Synchronize();
 
