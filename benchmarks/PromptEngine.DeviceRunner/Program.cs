@@ -27,6 +27,8 @@ public static class Program
         KernelContext? device = null;
         try
         {
+            if (!options.Skip.Contains("ptx"))
+                Step("PTX compile", () => PtxCheck.Run(results));
             device = options.Cpu ? KernelContext.Create(KernelBackend.Cpu, KernelShape.Gpu) : Probe.OpenCuda(results);
             if (device is null)
             {
@@ -87,7 +89,7 @@ public static class Program
     public static void Log(string line) => Console.WriteLine($"[{DateTime.UtcNow:HH:mm:ss}] {line}");
 }
 
-/// <summary>Command line: <c>[--cpu] [--out DIR] [--work DIR] [--skip checks,train,matmul] [--isa 85]</c>.</summary>
+/// <summary>Command line: <c>[--cpu] [--out DIR] [--work DIR] [--skip ptx,checks,train,matmul] [--isa 85]</c>.</summary>
 public sealed record RunOptions(bool Cpu, string Out, string Work, HashSet<string> Skip, CudaInstructionSet? PinnedIsa)
 {
     public static RunOptions Parse(string[] args)
