@@ -14,6 +14,16 @@ public static class Probe
 
     public static KernelContext? OpenCuda(Results results)
     {
+        try
+        {
+            // What ILGPU's driver binding reads, before any device enumeration can hide a failure.
+            var status = CudaAPI.CurrentAPI.GetDriverVersion(out var driver);
+            Report(results, $"libcuda driver API: {status}, driver version {driver}");
+        }
+        catch (Exception error)
+        {
+            Report(results, $"libcuda driver API: unavailable ({error.GetType().Name}: {error.Message})");
+        }
         CudaInstructionSet?[] attempts = [null, CudaInstructionSet.ISA_85, CudaInstructionSet.ISA_83, CudaInstructionSet.ISA_80, CudaInstructionSet.ISA_78];
         foreach (var isa in attempts)
         {
@@ -33,20 +43,24 @@ public static class Probe
                     throw new InvalidOperationException($"the trivial kernel wrote {wrong} wrong values of 1000");
                 var cuda = (CudaAccelerator)accelerator;
                 string line = $"probe with {label}: OK ({accelerator.Name}, {cuda.Architecture}, {cuda.InstructionSet}, driver {cuda.DriverVersion})";
-                results.Probe.Add(line);
-                Program.Log(line);
+                Report(results, line);
                 return context;
             }
             catch (Exception error)
             {
                 context?.Dispose();
                 string line = $"probe with {label}: FAILED {error.GetType().Name}: {error.Message}";
-                results.Probe.Add(line);
-                Program.Log(line);
-                if (error is AcceleratorUnavailableException)
-                    return null;
+                // No early exit on "no device": an unknown driver version may hide the device from enumeration
+                // under ILGPU's default and show it with a pinned ISA.
+                Report(results, line);
             }
         }
         return null;
+    }
+
+    static void Report(Results results, string line)
+    {
+        results.Probe.Add(line);
+        Program.Log(line);
     }
 }

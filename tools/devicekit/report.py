@@ -34,7 +34,7 @@ def main():
     failed = [c for c in checks if not c["Passed"]]
     lines.append(f"- kernel and engine checks: {len(checks) - len(failed)}/{len(checks)} passed"
                  + (f"; FAILED: {', '.join(c['Name'] + ' (rel ' + format(c['RelativeError'], '.1e') + ')' for c in failed)}" if failed else ""))
-    worst = max(checks, key=lambda c: c["RelativeError"] / c["Tolerance"], default=None)
+    worst = max((c for c in checks if c["Tolerance"] > 0), key=lambda c: c["RelativeError"] / c["Tolerance"], default=None)
     if worst:
         lines.append(f"- closest to its tolerance: {worst['Name']} rel {worst['RelativeError']:.2e} (tol {worst['Tolerance']:.0e})")
     lines.append("")
