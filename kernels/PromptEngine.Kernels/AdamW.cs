@@ -77,6 +77,7 @@ public sealed class AdamW
         long count, float learningRate, float beta1, float beta2, float eps, float weightDecay, int t)
     {
         const string op = "AdamW.Step";
+        context.Enter(op);
         if (count <= 0) throw new KernelShapeException($"{op}: count = {count} must be positive.");
         Check.Length(op, "param", param, count, "N");
         Check.Length(op, "m", m, count, "N");

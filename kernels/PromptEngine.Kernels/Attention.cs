@@ -26,8 +26,9 @@ namespace PromptEngine.Kernels;
 /// <para>CPU-shaped kernels run one thread per row (group size 1). GPU-shaped kernels run one group per row:
 /// the threads split the keys (or queries), stage a chunk of Group.DimX probabilities in shared memory, then
 /// split the hs channels to accumulate; shared memory is 2·Group.DimX floats whatever T is. Output rows
-/// double as accumulators (each channel is owned by one thread). Not yet tiled like FlashAttention: K/V rows
-/// are re-read from global memory (L2) by every query row.</para>
+/// double as accumulators (each channel is owned by one thread); K/V rows are re-read from global memory (L2) by
+/// every query row. Under <see cref="KernelShape.Gpu"/> the launchers hand over to <see cref="FlashAttention"/>
+/// (FlashAttention.cs), tiled over query and key blocks; these group kernels stay as the simpler version.</para>
 /// <para>Later, prompt positions' K/V may be shared across batch rows; this op assumes each batch row owns its K/V.</para>
 /// </remarks>
 public sealed class Attention
@@ -35,7 +36,7 @@ public sealed class Attention
     /// <summary>The op's dimensions, passed to the kernels as one argument: the backward kernels would otherwise need
     /// more parameters than ILGPU's LoadStreamKernel overloads take. Public because ILGPU's runtime assembly must see
     /// every kernel parameter type; the launchers take plain integers.</summary>
-    public readonly struct Dimensions(int b, int t, int h, int kv, int headSize)
+    public readonly struct Dimensions(int b, int t, int h, int kv, int headSize, int rowsPerThread = 1)
     {
         /// <summary>Batch rows.</summary>
         public readonly int B = b;
@@ -54,6 +55,10 @@ public sealed class Attention
 
         /// <summary>1/√hs, rounded to float once on the host.</summary>
         public readonly float Scale = (float)(1 / Math.Sqrt(headSize));
+
+        /// <summary>Rows each thread of a CPU-shaped kernel takes in turn (a launch of one thread per row would pay
+        /// the CPU accelerator's cost per group, about a microsecond, thousands of times); GPU-shaped kernels ignore it.</summary>
+        public readonly int RowsPerThread = rowsPerThread;
     }
 
     #region Kernels
@@ -76,9 +81,8 @@ public sealed class Attention
         return dot;
     }
 
-    /// <summary>CPU-shaped forward: one thread per query row (b, i, h); an online max/sum pass for lse, then a
-    /// second pass accumulating p·v into the output row.</summary>
-    internal static void ForwardRowKernel(
+    /// <summary>CPU-shaped forward: one thread per query row (b, i, h).</summary>
+    internal static unsafe void ForwardRowKernel(
         ArrayView<float> output, // (B, T, H, hs)
         ArrayView<float> lse,    // (B, H, T)
         ArrayView<float> q,      // (B, T, H, hs)
@@ -87,50 +91,97 @@ public sealed class Attention
         ArrayView<int> mask,     // (B, T)
         Dimensions dims)
     {
-        int b = dims.B, t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
-        float scale = dims.Scale;
-        int row = Grid.GlobalIndex.X; // (b·T + i)·H + head
-        if (row >= b * t * h)
+        int rows = dims.B * dims.T * dims.H; // row = (b·T + i)·H + head
+        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
+        if (first >= rows)
             return;
-        int head = row % h;
-        int batchPosition = row / h;
-        int position = batchPosition % t;
-        int batch = batchPosition / t;
-        int kvHead = head / (h / kv);
-        long qOffset = (long)row * headSize;
-        float max = float.NegativeInfinity, sum = 0;
-        for (int j = 0; j <= position; j++)
+        int last = Math.Min(first + dims.RowsPerThread, rows);
+        fixed (float* outputBase = &output[0])
+        fixed (float* lseBase = &lse[0])
+        fixed (float* qBase = &q[0])
+        fixed (float* kBase = &k[0])
+        fixed (float* vBase = &v[0])
+        fixed (int* maskBase = &mask[0])
         {
-            if (mask[batch * t + j] == 0)
-                continue;
-            float s = Score(q, qOffset, k, ((long)(batch * t + j) * kv + kvHead) * headSize, headSize, scale);
-            if (s > max)
-            {
-                sum = sum * XMath.Exp(max - s) + 1;
-                max = s;
-            }
-            else
-                sum += XMath.Exp(s - max);
-        }
-        float logSumExp = sum > 0 ? max + XMath.Log(sum) : float.PositiveInfinity;
-        lse[((long)batch * h + head) * t + position] = logSumExp;
-        for (int d = 0; d < headSize; d++)
-            output[qOffset + d] = 0;
-        if (sum <= 0)
-            return;
-        for (int j = 0; j <= position; j++)
-        {
-            if (mask[batch * t + j] == 0)
-                continue;
-            long kvOffset = ((long)(batch * t + j) * kv + kvHead) * headSize;
-            float p = XMath.Exp(Score(q, qOffset, k, kvOffset, headSize, scale) - logSumExp);
-            for (int d = 0; d < headSize; d++)
-                output[qOffset + d] += p * v[kvOffset + d];
+            for (int row = first; row < last; row++)
+                ForwardRow(outputBase, lseBase, qBase, kBase, vBase, maskBase, dims, row);
         }
     }
 
+    /// <summary>One query row in one pass with an online softmax: the output row accumulates p·v under the running
+    /// maximum and is rescaled whenever the maximum grows, then divided by the sum (as FlashAttention does per tile).
+    /// Pointer-only, like every CPU-shaped row method here, so RyuJIT keeps its accumulators in registers (see
+    /// <see cref="Linear"/>'s remarks).</summary>
+    static unsafe void ForwardRow(float* output, float* lse, float* q, float* k, float* v, int* mask, Dimensions dims, int row)
+    {
+        int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
+        int head = row % h, batchPosition = row / h, position = batchPosition % t, batch = batchPosition / t;
+        int kvHead = head / (h / kv);
+        float* query = q + (long)row * headSize;
+        float* outputRow = output + (long)row * headSize;
+        int* rowMask = mask + batch * t;
+        long keyStride = (long)kv * headSize;
+        float* keys = k + ((long)batch * t * kv + kvHead) * headSize;
+        float* values = v + ((long)batch * t * kv + kvHead) * headSize;
+        for (int d = 0; d < headSize; d++)
+            outputRow[d] = 0;
+        float max = float.NegativeInfinity, sum = 0;
+        for (int j = 0; j <= position; j++)
+        {
+            if (rowMask[j] == 0)
+                continue;
+            float score = DotRow(query, keys + j * keyStride, headSize) * dims.Scale;
+            float p = 1f;
+            if (score > max)
+            {
+                float rescale = XMath.Exp(max - score); // 0 on the first allowed key
+                sum *= rescale;
+                ScaleRow(outputRow, rescale, headSize);
+                max = score;
+            }
+            else
+                p = XMath.Exp(score - max);
+            sum += p;
+            AddScaledRow(outputRow, p, values + j * keyStride, headSize);
+        }
+        lse[((long)batch * h + head) * t + position] = sum > 0 ? max + XMath.Log(sum) : float.PositiveInfinity;
+        if (sum > 0)
+            ScaleRow(outputRow, 1f / sum, headSize);
+    }
+
+    /// <summary>a·b over n channels with four independent accumulators (one chain would wait on each multiply-add).</summary>
+    static unsafe float DotRow(float* a, float* b, int n)
+    {
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        int d = 0;
+        for (; d + 3 < n; d += 4)
+        {
+            s0 = MathF.FusedMultiplyAdd(a[d], b[d], s0);
+            s1 = MathF.FusedMultiplyAdd(a[d + 1], b[d + 1], s1);
+            s2 = MathF.FusedMultiplyAdd(a[d + 2], b[d + 2], s2);
+            s3 = MathF.FusedMultiplyAdd(a[d + 3], b[d + 3], s3);
+        }
+        for (; d < n; d++)
+            s0 = MathF.FusedMultiplyAdd(a[d], b[d], s0);
+        return (s0 + s1) + (s2 + s3);
+    }
+
+    /// <summary>y += a·x over n channels.</summary>
+    static unsafe void AddScaledRow(float* y, float a, float* x, int n)
+    {
+        for (int d = 0; d < n; d++)
+            y[d] = MathF.FusedMultiplyAdd(a, x[d], y[d]);
+    }
+
+    /// <summary>y *= a over n channels.</summary>
+    static unsafe void ScaleRow(float* y, float a, int n)
+    {
+        for (int d = 0; d < n; d++)
+            y[d] *= a;
+    }
+
     /// <summary>CPU-shaped backward to the queries: one thread per query row; also writes delta = dOut·out.</summary>
-    internal static void BackwardQueryRowKernel(
+    internal static unsafe void BackwardQueryRowKernel(
         ArrayView<float> dQ,     // (B, T, H, hs)
         ArrayView<float> delta,  // (B, H, T)
         ArrayView<float> dOut,   // (B, T, H, hs)
@@ -142,40 +193,61 @@ public sealed class Attention
         ArrayView<float> lse,    // (B, H, T)
         Dimensions dims)
     {
-        int b = dims.B, t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
-        float scale = dims.Scale;
-        int row = Grid.GlobalIndex.X;
-        if (row >= b * t * h)
+        int rows = dims.B * dims.T * dims.H;
+        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
+        if (first >= rows)
             return;
-        int head = row % h;
-        int batchPosition = row / h;
-        int position = batchPosition % t;
-        int batch = batchPosition / t;
+        int last = Math.Min(first + dims.RowsPerThread, rows);
+        fixed (float* dQBase = &dQ[0])
+        fixed (float* deltaBase = &delta[0])
+        fixed (float* dOutBase = &dOut[0])
+        fixed (float* qBase = &q[0])
+        fixed (float* kBase = &k[0])
+        fixed (float* vBase = &v[0])
+        fixed (int* maskBase = &mask[0])
+        fixed (float* outputBase = &output[0])
+        fixed (float* lseBase = &lse[0])
+        {
+            for (int row = first; row < last; row++)
+                BackwardQueryRow(dQBase, deltaBase, dOutBase, qBase, kBase, vBase, maskBase, outputBase, lseBase, dims, row);
+        }
+    }
+
+    /// <summary>dQ_i = scale·Σ_j p_ij(dP_ij − delta_i)·k_j for one query row, with delta_i = dOut_i·out_i.</summary>
+    static unsafe void BackwardQueryRow(float* dQ, float* delta, float* dOut, float* q, float* k, float* v, int* mask,
+        float* output, float* lse, Dimensions dims, int row)
+    {
+        int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
+        int head = row % h, batchPosition = row / h, position = batchPosition % t, batch = batchPosition / t;
         int kvHead = head / (h / kv);
-        long qOffset = (long)row * headSize;
+        long rowOffset = (long)row * headSize;
+        float* query = q + rowOffset, dOutRow = dOut + rowOffset, dQRow = dQ + rowOffset;
         long statistic = ((long)batch * h + head) * t + position;
-        float rowDelta = Dot(dOut, qOffset, output, qOffset, headSize);
+        float rowDelta = DotRow(dOutRow, output + rowOffset, headSize);
         delta[statistic] = rowDelta;
         for (int d = 0; d < headSize; d++)
-            dQ[qOffset + d] = 0;
+            dQRow[d] = 0;
         float logSumExp = lse[statistic];
         if (logSumExp == float.PositiveInfinity)
             return;
+        int* rowMask = mask + batch * t;
+        long keyStride = (long)kv * headSize;
+        float* keys = k + ((long)batch * t * kv + kvHead) * headSize;
+        float* values = v + ((long)batch * t * kv + kvHead) * headSize;
         for (int j = 0; j <= position; j++)
         {
-            if (mask[batch * t + j] == 0)
+            if (rowMask[j] == 0)
                 continue;
-            long kvOffset = ((long)(batch * t + j) * kv + kvHead) * headSize;
-            float p = XMath.Exp(Score(q, qOffset, k, kvOffset, headSize, scale) - logSumExp);
-            float dScore = p * (Dot(dOut, qOffset, v, kvOffset, headSize) - rowDelta) * scale;
-            for (int d = 0; d < headSize; d++)
-                dQ[qOffset + d] += dScore * k[kvOffset + d];
+            float* key = keys + j * keyStride;
+            float p = XMath.Exp(DotRow(query, key, headSize) * dims.Scale - logSumExp);
+            float dScore = p * (DotRow(dOutRow, values + j * keyStride, headSize) - rowDelta) * dims.Scale;
+            AddScaledRow(dQRow, dScore, key, headSize);
         }
     }
 
     /// <summary>CPU-shaped backward to the keys and values: one thread per (b, j, kv head), summing over the
     /// query heads of its group and the queries i ≥ j in order.</summary>
-    internal static void BackwardKeyRowKernel(
+    internal static unsafe void BackwardKeyRowKernel(
         ArrayView<float> dK,    // (B, T, KV, hs)
         ArrayView<float> dV,    // (B, T, KV, hs)
         ArrayView<float> dOut,  // (B, T, H, hs)
@@ -187,41 +259,59 @@ public sealed class Attention
         ArrayView<float> delta, // (B, H, T)
         Dimensions dims)
     {
-        int b = dims.B, t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
-        float scale = dims.Scale;
-        int row = Grid.GlobalIndex.X; // (b·T + j)·KV + kvHead
-        if (row >= b * t * kv)
+        int rows = dims.B * dims.T * dims.KV; // row = (b·T + j)·KV + kvHead
+        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
+        if (first >= rows)
             return;
-        int kvHead = row % kv;
-        int batchPosition = row / kv;
-        int position = batchPosition % t;
-        int batch = batchPosition / t;
-        long kvOffset = (long)row * headSize;
+        int last = Math.Min(first + dims.RowsPerThread, rows);
+        fixed (float* dKBase = &dK[0])
+        fixed (float* dVBase = &dV[0])
+        fixed (float* dOutBase = &dOut[0])
+        fixed (float* qBase = &q[0])
+        fixed (float* kBase = &k[0])
+        fixed (float* vBase = &v[0])
+        fixed (int* maskBase = &mask[0])
+        fixed (float* lseBase = &lse[0])
+        fixed (float* deltaBase = &delta[0])
+        {
+            for (int row = first; row < last; row++)
+                BackwardKeyRow(dKBase, dVBase, dOutBase, qBase, kBase, vBase, maskBase, lseBase, deltaBase, dims, row);
+        }
+    }
+
+    /// <summary>dV_j = Σ p_ij·dOut_i and dK_j = scale·Σ p_ij(dP_ij − delta_i)·q_i for one key row, over its group's heads.</summary>
+    static unsafe void BackwardKeyRow(float* dK, float* dV, float* dOut, float* q, float* k, float* v, int* mask,
+        float* lse, float* delta, Dimensions dims, int row)
+    {
+        int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
+        int kvHead = row % kv, batchPosition = row / kv, position = batchPosition % t, batch = batchPosition / t;
+        long rowOffset = (long)row * headSize;
+        float* key = k + rowOffset, value = v + rowOffset, dKRow = dK + rowOffset, dVRow = dV + rowOffset;
         for (int d = 0; d < headSize; d++)
         {
-            dK[kvOffset + d] = 0;
-            dV[kvOffset + d] = 0;
+            dKRow[d] = 0;
+            dVRow[d] = 0;
         }
         if (mask[batch * t + position] == 0)
             return;
         int group = h / kv;
+        long queryStride = (long)h * headSize;
         for (int member = 0; member < group; member++)
         {
             int head = kvHead * group + member;
             long statistics = ((long)batch * h + head) * t;
+            float* queries = q + ((long)batch * t * h + head) * headSize;
+            float* dOuts = dOut + ((long)batch * t * h + head) * headSize;
             for (int i = position; i < t; i++)
             {
                 float logSumExp = lse[statistics + i];
                 if (logSumExp == float.PositiveInfinity)
                     continue;
-                long qOffset = ((long)(batch * t + i) * h + head) * headSize;
-                float p = XMath.Exp(Score(q, qOffset, k, kvOffset, headSize, scale) - logSumExp);
-                float dScore = p * (Dot(dOut, qOffset, v, kvOffset, headSize) - delta[statistics + i]) * scale;
-                for (int d = 0; d < headSize; d++)
-                {
-                    dV[kvOffset + d] += p * dOut[qOffset + d];
-                    dK[kvOffset + d] += dScore * q[qOffset + d];
-                }
+                float* query = queries + i * queryStride, dOutRow = dOuts + i * queryStride;
+                float p = XMath.Exp(DotRow(query, key, headSize) * dims.Scale - logSumExp);
+                float dScore = p * (DotRow(dOutRow, value, headSize) - delta[statistics + i]) * dims.Scale;
+                AddScaledRow(dVRow, p, dOutRow, headSize);
+                AddScaledRow(dKRow, dScore, query, headSize);
             }
         }
     }
@@ -469,6 +559,7 @@ public sealed class Attention
         ArrayView<int> mask, int b, int t, int h, int kv, int headSize)
     {
         const string op = "Attention.Forward";
+        context.Enter(op);
         CheckDimensions(op, b, t, h, kv, headSize);
         Check.Length(op, "out", output, (long)b * t * h * headSize, "B*T*H*hs");
         Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
@@ -481,7 +572,7 @@ public sealed class Attention
             context.FlashAttention.Forward(output, lse, q, k, v, mask, b, t, h, kv, headSize); // FlashAttention.cs
             return;
         }
-        forward(Config(b * t * h), output, lse, q, k, v, mask, new Dimensions(b, t, h, kv, headSize));
+        forward(Config(b * t * h, out int perThread), output, lse, q, k, v, mask, new Dimensions(b, t, h, kv, headSize, perThread));
     }
 
     /// <summary>dQ, dK, dV from dOut, recomputing the probabilities from the saved log-sum-exp.</summary>
@@ -507,6 +598,7 @@ public sealed class Attention
         ArrayView<float> output, ArrayView<float> lse, int b, int t, int h, int kv, int headSize)
     {
         const string op = "Attention.Backward";
+        context.Enter(op);
         CheckDimensions(op, b, t, h, kv, headSize);
         long queries = (long)b * t * h * headSize, keys = (long)b * t * kv * headSize;
         Check.Length(op, "dQ", dQ, queries, "B*T*H*hs");
@@ -525,9 +617,10 @@ public sealed class Attention
             context.FlashAttention.Backward(dQ, dK, dV, delta, dOut, q, k, v, mask, output, lse, b, t, h, kv, headSize); // FlashAttention.cs
             return;
         }
-        var dims = new Dimensions(b, t, h, kv, headSize);
-        backwardQuery(Config(b * t * h), dQ, delta, dOut, q, k, v, mask, output, lse, dims);
-        backwardKey(Config(b * t * kv), dK, dV, dOut, q, k, v, mask, lse, delta, dims);
+        var queryConfig = Config(b * t * h, out int queriesPerThread);
+        backwardQuery(queryConfig, dQ, delta, dOut, q, k, v, mask, output, lse, new Dimensions(b, t, h, kv, headSize, queriesPerThread));
+        var keyConfig = Config(b * t * kv, out int keysPerThread);
+        backwardKey(keyConfig, dK, dV, dOut, q, k, v, mask, lse, delta, new Dimensions(b, t, h, kv, headSize, keysPerThread));
     }
 
     static void CheckDimensions(string op, int b, int t, int h, int kv, int headSize)
@@ -539,9 +632,19 @@ public sealed class Attention
             throw new KernelShapeException($"{op}: B*T*H = {(long)b * t * h} rows exceed the launch limit.");
     }
 
-    KernelConfig Config(int rows) => context.Shape == KernelShape.Cpu
-        ? new KernelConfig(rows, 1)
-        : new KernelConfig(rows, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(2 * context.GroupSize));
+    /// <summary>CPU: runs of rows over <see cref="KernelContext.ParallelThreads"/> threads; GPU: one group per row.</summary>
+    KernelConfig Config(int rows, out int rowsPerThread)
+    {
+        if (context.Shape == KernelShape.Cpu)
+        {
+            // Rows near the end of a sequence see more keys: interleaving would balance better, but runs of a
+            // few hundred rows over many threads already spread the causal triangle evenly enough.
+            rowsPerThread = context.ElementChunk(rows);
+            return context.FlatConfig((rows + rowsPerThread - 1) / rowsPerThread);
+        }
+        rowsPerThread = 1;
+        return new KernelConfig(rows, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(2 * context.GroupSize));
+    }
 
     #endregion
 }

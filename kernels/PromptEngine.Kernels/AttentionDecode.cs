@@ -231,6 +231,7 @@ public sealed class AttentionDecode
         ArrayView<int> lengths, int b, int capacity, int h, int kv, int headSize)
     {
         const string op = "AttentionDecode.Forward";
+        context.Enter(op);
         Check.Positive(op, ("B", b), ("Tmax", capacity), ("H", h), ("KV", kv), ("hs", headSize));
         if (h % kv != 0)
             throw new KernelShapeException($"{op}: query heads H = {h} must be a multiple of kv heads KV = {kv}.");
@@ -265,6 +266,7 @@ public sealed class AttentionDecode
         ArrayView<int> slots, int b, int t, int capacity, int kv, int headSize)
     {
         const string op = "AttentionDecode.Append";
+        context.Enter(op);
         Check.Positive(op, ("B", b), ("T", t), ("Tmax", capacity), ("KV", kv), ("hs", headSize));
         if (t > capacity)
             throw new KernelShapeException($"{op}: T = {t} new positions exceed the cache capacity Tmax = {capacity}.");

@@ -357,6 +357,7 @@ public sealed class CrossEntropy
         int n, int c, int s, int v, int r)
     {
         const string op = "CrossEntropy.Logits";
+        context.Enter(op);
         CheckDimensions(op, n, c, s, v, r);
         Check.Length(op, "logits", logits, (long)s * Width(v, r), r > 0 ? "S*R" : "S*V");
         CheckInputs(op, hidden, rows, weight, allowed, n, c, s, v, r);
@@ -382,6 +383,7 @@ public sealed class CrossEntropy
         ArrayView<int> rows, ArrayView<int> targets, ArrayView<float> weight, ArrayView<int> allowed, int n, int c, int s, int v, int r)
     {
         const string op = "CrossEntropy.Forward";
+        context.Enter(op);
         CheckDimensions(op, n, c, s, v, r);
         Check.Length(op, "losses", losses, s, "S");
         Check.Length(op, "meanLoss", meanLoss, 1, "1");
@@ -412,6 +414,7 @@ public sealed class CrossEntropy
         int n, int c, int s, int v, int r)
     {
         const string op = "CrossEntropy.Backward";
+        context.Enter(op);
         CheckDimensions(op, n, c, s, v, r);
         Check.Length(op, "dHidden", dHidden, (long)n * c, "N*C");
         Check.Length(op, "dLogits", dLogits, (long)s * Width(v, r), r > 0 ? "S*R" : "S*V");

@@ -139,6 +139,7 @@ public sealed class Embedding
         int rows, int c, int vocab, int promptRows)
     {
         const string op = "Embedding.Forward";
+        context.Enter(op);
         Check.Positive(op, ("B*T", rows), ("C", c), ("V", vocab));
         if (promptRows < 0)
             throw new KernelShapeException($"{op}: dimension P = {promptRows} must not be negative.");
@@ -164,6 +165,7 @@ public sealed class Embedding
         int rows, int c, int promptRows)
     {
         const string op = "Embedding.Backward";
+        context.Enter(op);
         Check.Positive(op, ("B*T", rows), ("C", c), ("P", promptRows));
         Check.Length(op, "dPrompt", dPrompt, (long)promptRows * c, "P*C");
         Check.Length(op, "dOut", dOut, (long)rows * c, "B*T*C");

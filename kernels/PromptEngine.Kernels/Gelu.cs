@@ -73,6 +73,7 @@ public sealed class Gelu
     public void Forward(ArrayView<float> output, ArrayView<float> input, long count)
     {
         const string op = "Gelu.Forward";
+        context.Enter(op);
         if (count <= 0) throw new KernelShapeException($"{op}: count = {count} must be positive.");
         Check.Length(op, "out", output, count, "N");
         Check.Length(op, "inp", input, count, "N");
@@ -89,6 +90,7 @@ public sealed class Gelu
     public void Backward(ArrayView<float> dX, ArrayView<float> dOut, ArrayView<float> input, long count)
     {
         const string op = "Gelu.Backward";
+        context.Enter(op);
         if (count <= 0) throw new KernelShapeException($"{op}: count = {count} must be positive.");
         Check.Length(op, "dX", dX, count, "N");
         Check.Length(op, "dOut", dOut, count, "N");

@@ -105,6 +105,7 @@ public sealed class GradNorm
         long count, float maxNorm)
     {
         const string op = "GradNorm.Forward";
+        context.Enter(op);
         if (count <= 0) throw new KernelShapeException($"{op}: count = {count} must be positive.");
         Check.Length(op, "sumSquares", sumSquares, 1, "1");
         if (clipScale.Length != 0)

@@ -256,6 +256,12 @@ public sealed class KernelContext : IDisposable
         }
     }
 
+    /// <summary>The profiler charging launches to ops, or null (the default): see <see cref="KernelProfiler"/>.</summary>
+    public KernelProfiler? Profiler { get; internal set; }
+
+    /// <summary>Every launcher calls this before launching; free unless a profiler is attached.</summary>
+    internal void Enter(string op) => Profiler?.Enter(op);
+
     /// <summary>Waits until every launched kernel has finished.</summary>
     public void Synchronize() => Accelerator.Synchronize();
 

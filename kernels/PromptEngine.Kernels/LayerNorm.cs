@@ -176,6 +176,7 @@ public sealed class LayerNorm
         ArrayView<float> mean, ArrayView<float> rstd, int n, int c, float eps)
     {
         const string op = "LayerNorm.Forward";
+        context.Enter(op);
         Check.Positive(op, ("N", n), ("C", c));
         Check.Length(op, "out", output, (long)n * c, "N*C");
         Check.Length(op, "inp", input, (long)n * c, "N*C");
@@ -201,6 +202,7 @@ public sealed class LayerNorm
         ArrayView<float> mean, ArrayView<float> rstd, int n, int c)
     {
         const string op = "LayerNorm.Backward";
+        context.Enter(op);
         Check.Positive(op, ("N", n), ("C", c));
         Check.Length(op, "dX", dX, (long)n * c, "N*C");
         Check.Length(op, "dOut", dOut, (long)n * c, "N*C");

@@ -12,8 +12,15 @@ namespace PromptEngine.Kernels;
 /// <remarks>
 /// CPU-shaped kernels give each thread a 4×4 block of the output held in 16 registers, streaming four rows
 /// of each operand along the reduction axis (rows past the edge are clamped on load and skipped on store).
-/// GPU-shaped kernels stage Tile×Tile blocks of both operands in dynamic shared memory, one output element
-/// per thread. Offsets are computed in <see cref="long"/> because N·M reaches 2³¹ for a large vocabulary.
+/// They read and write through pointers taken once per launch thread, not through <see cref="ArrayView{T}"/>'s
+/// indexer: on the CPU accelerator a kernel runs as ordinary .NET code, and each indexer call inlines a bounds
+/// assertion (a compare, a branch and a cold call) whose locals push the method past the locals RyuJIT tracks;
+/// the sixteen accumulators then live in memory (seen in the JIT's disassembly). The launchers check every length,
+/// so the pointers stay inside the views. The multiply-adds are
+/// <see cref="MathF.FusedMultiplyAdd"/>: one instruction instead of two on the CPU, and plain mul/add in PTX.
+/// Under <see cref="KernelShape.Gpu"/> the launchers hand over to <see cref="LinearBlocked"/> (4×4 outputs per thread,
+/// 64×64 blocks on a GPU); the Tile×Tile kernels here, one output element per thread, stay as the simpler version.
+/// Offsets are computed in <see cref="long"/> because N·M reaches 2³¹ for a large vocabulary.
 /// </remarks>
 public sealed class Linear
 {
@@ -22,90 +29,139 @@ public sealed class Linear
 
     #region Kernels
 
-    /// <summary>CPU-shaped forward: one thread per 4×4 block of Y.</summary>
-    internal static void ForwardMicroTileKernel(
+    /// <summary>CPU-shaped forward: each thread computes a run of <paramref name="blocksPerThread"/> 4×4 blocks of Y,
+    /// row-major over the blocks (the run shares its X rows while it sweeps W).</summary>
+    internal static unsafe void ForwardMicroTileKernel(
         ArrayView<float> y,    // (N, M)
         ArrayView<float> x,    // (N, K)
         ArrayView<float> w,    // (M, K)
         ArrayView<float> bias, // (M) or empty
-        int n, int k, int m)
+        int n, int k, int m, int blocksPerThread)
     {
         int blocksM = (m + MicroTile - 1) / MicroTile;
-        int block = Grid.GlobalIndex.X;
-        if (block >= blocksM * ((n + MicroTile - 1) / MicroTile))
+        int blocks = blocksM * ((n + MicroTile - 1) / MicroTile);
+        int first = Grid.GlobalIndex.X * blocksPerThread;
+        if (first >= blocks)
             return;
-        int n0 = block / blocksM * MicroTile;
-        int m0 = block % blocksM * MicroTile;
-        long x0 = (long)Math.Min(n0, n - 1) * k, x1 = (long)Math.Min(n0 + 1, n - 1) * k;
-        long x2 = (long)Math.Min(n0 + 2, n - 1) * k, x3 = (long)Math.Min(n0 + 3, n - 1) * k;
-        long w0 = (long)Math.Min(m0, m - 1) * k, w1 = (long)Math.Min(m0 + 1, m - 1) * k;
-        long w2 = (long)Math.Min(m0 + 2, m - 1) * k, w3 = (long)Math.Min(m0 + 3, m - 1) * k;
+        int last = Math.Min(first + blocksPerThread, blocks);
+        bool hasBias = bias.Length > 0;
+        fixed (float* yBase = &y[0])
+        fixed (float* xBase = &x[0])
+        fixed (float* wBase = &w[0])
+        fixed (float* biasBase = &(hasBias ? ref bias[0] : ref w[0]))
+        {
+            for (int block = first; block < last; block++)
+                ForwardMicroTile(yBase, xBase, wBase, biasBase, hasBias, block / blocksM * MicroTile, block % blocksM * MicroTile, n, k, m);
+        }
+    }
+
+    /// <summary>The forward's 4×4 block at (n0, m0), through pointers only. A separate method with no
+    /// <see cref="ArrayView{T}"/> access, so that RyuJIT, which compiles it apart from the kernel, keeps all sixteen
+    /// accumulators in registers: inlined view accessors (each with a bounds assertion) push a kernel past the
+    /// JIT's count of tracked locals, and untracked locals live in memory.</summary>
+    static unsafe void ForwardMicroTile(float* y, float* x, float* w, float* bias, bool hasBias, int n0, int m0, int n, int k, int m)
+    {
+        // Rows past the edge are clamped to the last row: loaded, computed, never stored.
+        float* x0 = x + (long)Math.Min(n0, n - 1) * k, x1 = x + (long)Math.Min(n0 + 1, n - 1) * k;
+        float* x2 = x + (long)Math.Min(n0 + 2, n - 1) * k, x3 = x + (long)Math.Min(n0 + 3, n - 1) * k;
+        float* w0 = w + (long)Math.Min(m0, m - 1) * k, w1 = w + (long)Math.Min(m0 + 1, m - 1) * k;
+        float* w2 = w + (long)Math.Min(m0 + 2, m - 1) * k, w3 = w + (long)Math.Min(m0 + 3, m - 1) * k;
         float a00 = 0, a01 = 0, a02 = 0, a03 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0;
         float a20 = 0, a21 = 0, a22 = 0, a23 = 0, a30 = 0, a31 = 0, a32 = 0, a33 = 0;
         for (int i = 0; i < k; i++)
         {
-            float xv0 = x[x0 + i], xv1 = x[x1 + i], xv2 = x[x2 + i], xv3 = x[x3 + i];
-            float wv0 = w[w0 + i], wv1 = w[w1 + i], wv2 = w[w2 + i], wv3 = w[w3 + i];
-            a00 += xv0 * wv0; a01 += xv0 * wv1; a02 += xv0 * wv2; a03 += xv0 * wv3;
-            a10 += xv1 * wv0; a11 += xv1 * wv1; a12 += xv1 * wv2; a13 += xv1 * wv3;
-            a20 += xv2 * wv0; a21 += xv2 * wv1; a22 += xv2 * wv2; a23 += xv2 * wv3;
-            a30 += xv3 * wv0; a31 += xv3 * wv1; a32 += xv3 * wv2; a33 += xv3 * wv3;
+            float xv0 = x0[i], xv1 = x1[i], xv2 = x2[i], xv3 = x3[i];
+            float wv = w0[i];
+            a00 = MathF.FusedMultiplyAdd(xv0, wv, a00); a10 = MathF.FusedMultiplyAdd(xv1, wv, a10);
+            a20 = MathF.FusedMultiplyAdd(xv2, wv, a20); a30 = MathF.FusedMultiplyAdd(xv3, wv, a30);
+            wv = w1[i];
+            a01 = MathF.FusedMultiplyAdd(xv0, wv, a01); a11 = MathF.FusedMultiplyAdd(xv1, wv, a11);
+            a21 = MathF.FusedMultiplyAdd(xv2, wv, a21); a31 = MathF.FusedMultiplyAdd(xv3, wv, a31);
+            wv = w2[i];
+            a02 = MathF.FusedMultiplyAdd(xv0, wv, a02); a12 = MathF.FusedMultiplyAdd(xv1, wv, a12);
+            a22 = MathF.FusedMultiplyAdd(xv2, wv, a22); a32 = MathF.FusedMultiplyAdd(xv3, wv, a32);
+            wv = w3[i];
+            a03 = MathF.FusedMultiplyAdd(xv0, wv, a03); a13 = MathF.FusedMultiplyAdd(xv1, wv, a13);
+            a23 = MathF.FusedMultiplyAdd(xv2, wv, a23); a33 = MathF.FusedMultiplyAdd(xv3, wv, a33);
         }
-        bool hasBias = bias.Length > 0;
-        StoreRow(y, bias, hasBias, false, n0, m0, n, m, a00, a01, a02, a03);
-        StoreRow(y, bias, hasBias, false, n0 + 1, m0, n, m, a10, a11, a12, a13);
-        StoreRow(y, bias, hasBias, false, n0 + 2, m0, n, m, a20, a21, a22, a23);
-        StoreRow(y, bias, hasBias, false, n0 + 3, m0, n, m, a30, a31, a32, a33);
+        if (hasBias)
+        {
+            float b0 = bias[m0], b1 = bias[Math.Min(m0 + 1, m - 1)], b2 = bias[Math.Min(m0 + 2, m - 1)], b3 = bias[Math.Min(m0 + 3, m - 1)];
+            a00 += b0; a01 += b1; a02 += b2; a03 += b3;
+            a10 += b0; a11 += b1; a12 += b2; a13 += b3;
+            a20 += b0; a21 += b1; a22 += b2; a23 += b3;
+            a30 += b0; a31 += b1; a32 += b2; a33 += b3;
+        }
+        StoreRow(y, false, n0, m0, n, m, a00, a01, a02, a03);
+        StoreRow(y, false, n0 + 1, m0, n, m, a10, a11, a12, a13);
+        StoreRow(y, false, n0 + 2, m0, n, m, a20, a21, a22, a23);
+        StoreRow(y, false, n0 + 3, m0, n, m, a30, a31, a32, a33);
     }
 
-    /// <summary>CPU-shaped backward: one thread per 4×4 block of dX, reducing over M.</summary>
-    internal static void BackwardMicroTileKernel(
+    /// <summary>CPU-shaped backward: each thread computes a run of <paramref name="blocksPerThread"/> 4×4 blocks of dX,
+    /// reducing over M.</summary>
+    internal static unsafe void BackwardMicroTileKernel(
         ArrayView<float> dX, // (N, K)
         ArrayView<float> dY, // (N, M)
         ArrayView<float> w,  // (M, K)
-        int n, int k, int m, int accumulate)
+        int n, int k, int m, int accumulate, int blocksPerThread)
     {
         int blocksK = (k + MicroTile - 1) / MicroTile;
-        int block = Grid.GlobalIndex.X;
-        if (block >= blocksK * ((n + MicroTile - 1) / MicroTile))
+        int blocks = blocksK * ((n + MicroTile - 1) / MicroTile);
+        int first = Grid.GlobalIndex.X * blocksPerThread;
+        if (first >= blocks)
             return;
-        int n0 = block / blocksK * MicroTile;
-        int k0 = block % blocksK * MicroTile;
-        long d0 = (long)Math.Min(n0, n - 1) * m, d1 = (long)Math.Min(n0 + 1, n - 1) * m;
-        long d2 = (long)Math.Min(n0 + 2, n - 1) * m, d3 = (long)Math.Min(n0 + 3, n - 1) * m;
-        int c0 = Math.Min(k0, k - 1), c1 = Math.Min(k0 + 1, k - 1);
-        int c2 = Math.Min(k0 + 2, k - 1), c3 = Math.Min(k0 + 3, k - 1);
+        int last = Math.Min(first + blocksPerThread, blocks);
+        fixed (float* dXBase = &dX[0])
+        fixed (float* dYBase = &dY[0])
+        fixed (float* wBase = &w[0])
+        {
+            for (int block = first; block < last; block++)
+                BackwardMicroTile(dXBase, dYBase, wBase, accumulate != 0, block / blocksK * MicroTile, block % blocksK * MicroTile, n, k, m);
+        }
+    }
+
+    /// <summary>The backward's 4×4 block of dX at (n0, k0), through pointers only (see <see cref="ForwardMicroTile"/>).</summary>
+    static unsafe void BackwardMicroTile(float* dX, float* dY, float* w, bool accumulate, int n0, int k0, int n, int k, int m)
+    {
+        float* d0 = dY + (long)Math.Min(n0, n - 1) * m, d1 = dY + (long)Math.Min(n0 + 1, n - 1) * m;
+        float* d2 = dY + (long)Math.Min(n0 + 2, n - 1) * m, d3 = dY + (long)Math.Min(n0 + 3, n - 1) * m;
+        int c1 = Math.Min(k0 + 1, k - 1) - k0, c2 = Math.Min(k0 + 2, k - 1) - k0, c3 = Math.Min(k0 + 3, k - 1) - k0;
         float a00 = 0, a01 = 0, a02 = 0, a03 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0;
         float a20 = 0, a21 = 0, a22 = 0, a23 = 0, a30 = 0, a31 = 0, a32 = 0, a33 = 0;
-        for (int j = 0; j < m; j++)
+        float* column = w + k0; // W[j, k0..k0+3] as j walks down the rows
+        for (int j = 0; j < m; j++, column += k)
         {
-            float dv0 = dY[d0 + j], dv1 = dY[d1 + j], dv2 = dY[d2 + j], dv3 = dY[d3 + j];
-            long row = (long)j * k;
-            float wv0 = w[row + c0], wv1 = w[row + c1], wv2 = w[row + c2], wv3 = w[row + c3];
-            a00 += dv0 * wv0; a01 += dv0 * wv1; a02 += dv0 * wv2; a03 += dv0 * wv3;
-            a10 += dv1 * wv0; a11 += dv1 * wv1; a12 += dv1 * wv2; a13 += dv1 * wv3;
-            a20 += dv2 * wv0; a21 += dv2 * wv1; a22 += dv2 * wv2; a23 += dv2 * wv3;
-            a30 += dv3 * wv0; a31 += dv3 * wv1; a32 += dv3 * wv2; a33 += dv3 * wv3;
+            float dv0 = d0[j], dv1 = d1[j], dv2 = d2[j], dv3 = d3[j];
+            float wv = column[0];
+            a00 = MathF.FusedMultiplyAdd(dv0, wv, a00); a10 = MathF.FusedMultiplyAdd(dv1, wv, a10);
+            a20 = MathF.FusedMultiplyAdd(dv2, wv, a20); a30 = MathF.FusedMultiplyAdd(dv3, wv, a30);
+            wv = column[c1];
+            a01 = MathF.FusedMultiplyAdd(dv0, wv, a01); a11 = MathF.FusedMultiplyAdd(dv1, wv, a11);
+            a21 = MathF.FusedMultiplyAdd(dv2, wv, a21); a31 = MathF.FusedMultiplyAdd(dv3, wv, a31);
+            wv = column[c2];
+            a02 = MathF.FusedMultiplyAdd(dv0, wv, a02); a12 = MathF.FusedMultiplyAdd(dv1, wv, a12);
+            a22 = MathF.FusedMultiplyAdd(dv2, wv, a22); a32 = MathF.FusedMultiplyAdd(dv3, wv, a32);
+            wv = column[c3];
+            a03 = MathF.FusedMultiplyAdd(dv0, wv, a03); a13 = MathF.FusedMultiplyAdd(dv1, wv, a13);
+            a23 = MathF.FusedMultiplyAdd(dv2, wv, a23); a33 = MathF.FusedMultiplyAdd(dv3, wv, a33);
         }
-        var noBias = default(ArrayView<float>);
-        bool add = accumulate != 0;
-        StoreRow(dX, noBias, false, add, n0, k0, n, k, a00, a01, a02, a03);
-        StoreRow(dX, noBias, false, add, n0 + 1, k0, n, k, a10, a11, a12, a13);
-        StoreRow(dX, noBias, false, add, n0 + 2, k0, n, k, a20, a21, a22, a23);
-        StoreRow(dX, noBias, false, add, n0 + 3, k0, n, k, a30, a31, a32, a33);
+        StoreRow(dX, accumulate, n0, k0, n, k, a00, a01, a02, a03);
+        StoreRow(dX, accumulate, n0 + 1, k0, n, k, a10, a11, a12, a13);
+        StoreRow(dX, accumulate, n0 + 2, k0, n, k, a20, a21, a22, a23);
+        StoreRow(dX, accumulate, n0 + 3, k0, n, k, a30, a31, a32, a33);
     }
 
     /// <summary>Stores (or adds) up to four consecutive values of one output row, skipping what lies past the edge.</summary>
-    static void StoreRow(ArrayView<float> output, ArrayView<float> bias, bool hasBias, bool add, int row, int col0, int rows, int cols,
-        float v0, float v1, float v2, float v3)
+    static unsafe void StoreRow(float* output, bool add, int row, int col0, int rows, int cols, float v0, float v1, float v2, float v3)
     {
         if (row >= rows)
             return;
-        long offset = (long)row * cols + col0;
-        output[offset] = v0 + (hasBias ? bias[col0] : 0f) + (add ? output[offset] : 0f);
-        if (col0 + 1 < cols) output[offset + 1] = v1 + (hasBias ? bias[col0 + 1] : 0f) + (add ? output[offset + 1] : 0f);
-        if (col0 + 2 < cols) output[offset + 2] = v2 + (hasBias ? bias[col0 + 2] : 0f) + (add ? output[offset + 2] : 0f);
-        if (col0 + 3 < cols) output[offset + 3] = v3 + (hasBias ? bias[col0 + 3] : 0f) + (add ? output[offset + 3] : 0f);
+        float* o = output + (long)row * cols + col0;
+        o[0] = add ? o[0] + v0 : v0;
+        if (col0 + 1 < cols) o[1] = add ? o[1] + v1 : v1;
+        if (col0 + 2 < cols) o[2] = add ? o[2] + v2 : v2;
+        if (col0 + 3 < cols) o[3] = add ? o[3] + v3 : v3;
     }
 
     /// <summary>GPU-shaped forward: group (Tile, Tile) computes a Tile×Tile block of Y; shared memory holds 2·Tile² floats.</summary>
@@ -173,8 +229,11 @@ public sealed class Linear
     #region Launchers
 
     readonly KernelContext context;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> forward;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int> backward;
+    // CPU-shaped kernels take a run length (blocks per thread); GPU-shaped ones do not. One pair is loaded.
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>? microTileForward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>? microTileBackward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? forward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>? backward;
 
     internal Linear(KernelContext context)
     {
@@ -182,8 +241,8 @@ public sealed class Linear
         var accelerator = context.Accelerator;
         if (context.Shape == KernelShape.Cpu)
         {
-            forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(ForwardMicroTileKernel);
-            backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(BackwardMicroTileKernel);
+            microTileForward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(ForwardMicroTileKernel);
+            microTileBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>(BackwardMicroTileKernel);
         }
         else
         {
@@ -204,18 +263,22 @@ public sealed class Linear
     public void Forward(ArrayView<float> y, ArrayView<float> x, ArrayView<float> w, ArrayView<float> bias, int n, int k, int m)
     {
         const string op = "Linear.Forward";
+        context.Enter(op);
         Check.Positive(op, ("N", n), ("K", k), ("M", m));
         Check.Length(op, "Y", y, (long)n * m, "N*M");
         Check.Length(op, "X", x, (long)n * k, "N*K");
         Check.Length(op, "W", w, (long)m * k, "M*K");
         if (bias.Length != 0)
             Check.Length(op, "b", bias, m, "M");
-        if (context.Shape == KernelShape.Gpu)
+        if (microTileForward is not null)
         {
-            context.LinearBlocked.Forward(y, x, w, bias, n, k, m); // register-blocked tiles (LinearBlocked.cs)
-            return;
+            int perThread = context.ElementChunk(MicroTileBlocks(n, m));
+            microTileForward(context.FlatConfig((MicroTileBlocks(n, m) + perThread - 1) / perThread), y, x, w, bias, n, k, m, perThread);
         }
-        forward(Config(n, m), y, x, w, bias, n, k, m);
+        else if (context.Shape == KernelShape.Gpu)
+            context.LinearBlocked.Forward(y, x, w, bias, n, k, m); // register-blocked tiles (LinearBlocked.cs)
+        else
+            forward!(Config(n, m), y, x, w, bias, n, k, m);
     }
 
     /// <summary>dX = dY·W, or dX += dY·W with <paramref name="accumulate"/> (gradient to the input only; W is frozen).</summary>
@@ -230,26 +293,28 @@ public sealed class Linear
     public void Backward(ArrayView<float> dX, ArrayView<float> dY, ArrayView<float> w, int n, int k, int m, bool accumulate = false)
     {
         const string op = "Linear.Backward";
+        context.Enter(op);
         Check.Positive(op, ("N", n), ("K", k), ("M", m));
         Check.Length(op, "dX", dX, (long)n * k, "N*K");
         Check.Length(op, "dY", dY, (long)n * m, "N*M");
         Check.Length(op, "W", w, (long)m * k, "M*K");
-        if (context.Shape == KernelShape.Gpu)
+        if (microTileBackward is not null)
         {
-            context.LinearBlocked.Backward(dX, dY, w, n, k, m, accumulate); // register-blocked tiles (LinearBlocked.cs)
-            return;
+            int perThread = context.ElementChunk(MicroTileBlocks(n, k));
+            microTileBackward(context.FlatConfig((MicroTileBlocks(n, k) + perThread - 1) / perThread), dX, dY, w, n, k, m, accumulate ? 1 : 0, perThread);
         }
-        backward(Config(n, k), dX, dY, w, n, k, m, accumulate ? 1 : 0);
+        else if (context.Shape == KernelShape.Gpu)
+            context.LinearBlocked.Backward(dX, dY, w, n, k, m, accumulate); // register-blocked tiles (LinearBlocked.cs)
+        else
+            backward!(Config(n, k), dX, dY, w, n, k, m, accumulate ? 1 : 0);
     }
 
-    /// <summary>Launch shape for an output of <paramref name="rows"/> × <paramref name="cols"/>.</summary>
+    /// <summary>4×4 blocks covering a rows × cols output.</summary>
+    static long MicroTileBlocks(int rows, int cols) => (long)((rows + MicroTile - 1) / MicroTile) * ((cols + MicroTile - 1) / MicroTile);
+
+    /// <summary>GPU launch shape for an output of <paramref name="rows"/> × <paramref name="cols"/>: one Tile×Tile group per output tile.</summary>
     KernelConfig Config(int rows, int cols)
     {
-        if (context.Shape == KernelShape.Cpu)
-        {
-            long blocks = (long)((rows + MicroTile - 1) / MicroTile) * ((cols + MicroTile - 1) / MicroTile);
-            return new KernelConfig((int)blocks, 1);
-        }
         int tile = context.Tile;
         return new KernelConfig(
             new Index2D((cols + tile - 1) / tile, (rows + tile - 1) / tile),

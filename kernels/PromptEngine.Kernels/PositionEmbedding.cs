@@ -58,6 +58,7 @@ public sealed class PositionEmbedding
     public void Forward(ArrayView<float> x, ArrayView<int> positions, ArrayView<float> table, int n, int c, int tableRows)
     {
         const string op = "PositionEmbedding.Forward";
+        context.Enter(op);
         Check.Positive(op, ("N", n), ("C", c), ("P", tableRows));
         Check.Length(op, "x", x, (long)n * c, "N*C");
         Check.Length(op, "positions", positions, n, "N");

@@ -49,6 +49,7 @@ public sealed class Residual
     public void Forward(ArrayView<float> output, ArrayView<float> a, ArrayView<float> b, long count)
     {
         const string op = "Residual.Forward";
+        context.Enter(op);
         if (count <= 0) throw new KernelShapeException($"{op}: count = {count} must be positive.");
         Check.Length(op, "out", output, count, "N");
         Check.Length(op, "a", a, count, "N");

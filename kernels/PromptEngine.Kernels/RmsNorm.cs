@@ -138,6 +138,7 @@ public sealed class RmsNorm
     public void Forward(ArrayView<float> output, ArrayView<float> input, ArrayView<float> weight, ArrayView<float> rstd, int n, int c, float eps)
     {
         const string op = "RmsNorm.Forward";
+        context.Enter(op);
         Check.Positive(op, ("N", n), ("C", c));
         Check.Length(op, "out", output, (long)n * c, "N*C");
         Check.Length(op, "inp", input, (long)n * c, "N*C");
@@ -158,6 +159,7 @@ public sealed class RmsNorm
     public void Backward(ArrayView<float> dX, ArrayView<float> dOut, ArrayView<float> input, ArrayView<float> weight, ArrayView<float> rstd, int n, int c)
     {
         const string op = "RmsNorm.Backward";
+        context.Enter(op);
         Check.Positive(op, ("N", n), ("C", c));
         Check.Length(op, "dX", dX, (long)n * c, "N*C");
         Check.Length(op, "dOut", dOut, (long)n * c, "N*C");

@@ -92,6 +92,7 @@ public sealed class Rope
     void Launch(string op, string outputName, string inputName, ArrayView<float> output, ArrayView<float> input, ArrayView<int> positions,
         int b, int t, int h, int headSize, float theta, float direction)
     {
+        context.Enter(op);
         Check.Positive(op, ("B", b), ("T", t), ("H", h), ("hs", headSize));
         if (headSize % 2 != 0)
             throw new KernelShapeException($"{op}: head size hs = {headSize} must be even.");

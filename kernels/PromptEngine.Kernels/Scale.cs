@@ -46,6 +46,7 @@ public sealed class Scale
     public void Forward(ArrayView<float> x, float factor, long count)
     {
         const string op = "Scale.Forward";
+        context.Enter(op);
         if (count <= 0) throw new KernelShapeException($"{op}: count = {count} must be positive.");
         Check.Length(op, "x", x, count, "N");
         int chunk = context.ElementChunk(count);

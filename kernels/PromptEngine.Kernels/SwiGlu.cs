@@ -77,6 +77,7 @@ public sealed class SwiGlu
     public void Forward(ArrayView<float> output, ArrayView<float> gate, ArrayView<float> up, int n, int h)
     {
         const string op = "SwiGlu.Forward";
+        context.Enter(op);
         Check.Positive(op, ("N", n), ("H", h));
         long count = (long)n * h;
         Check.Length(op, "out", output, count, "N*H");
@@ -98,6 +99,7 @@ public sealed class SwiGlu
     public void Backward(ArrayView<float> dGate, ArrayView<float> dUp, ArrayView<float> dOut, ArrayView<float> gate, ArrayView<float> up, int n, int h)
     {
         const string op = "SwiGlu.Backward";
+        context.Enter(op);
         Check.Positive(op, ("N", n), ("H", h));
         long count = (long)n * h;
         Check.Length(op, "dGate", dGate, count, "N*H");
