@@ -156,6 +156,15 @@ public static class KernelChecks
             c.RmsNorm.Forward(o[0], i[0], i[1], o[1], rows, channels, 1e-5f);
             c.RmsNorm.Backward(o[2], i[2], i[0], i[1], o[1], rows, channels);
         });
+        // The fused residual + RMSNorm (GPU-only) against Residual then RmsNorm on the CPU.
+        var residualDevice = On(device, [input, dNorm, scale], [input.Length, input.Length, rows], (c, i, o) =>
+            c.ResidualRmsNorm.Forward(o[0], o[1], o[2], i[0], i[1], i[2], rows, channels, 1e-5f));
+        var residualCpu = On(reference, [input, dNorm, scale], [input.Length, input.Length, rows], (c, i, o) =>
+        {
+            c.Residual.Forward(o[0], i[0], i[1], input.Length);
+            c.RmsNorm.Forward(o[1], o[0], i[2], o[2], rows, channels, 1e-5f);
+        });
+        Compare(results, $"ResidualRmsNorm {rows}x{channels}", residualDevice, residualCpu, ["residual", "out", "rstd"]);
         Check($"LayerNorm {rows}x{channels}", [input, scale, shift, dNorm], [input.Length, rows, rows, input.Length], ["out", "mean", "rstd", "dX"], (c, i, o) =>
         {
             c.LayerNorm.Forward(o[0], i[0], i[1], i[2], o[1], o[2], rows, channels, 1e-5f);

@@ -387,6 +387,9 @@ public sealed class FlashAttention
     /// <summary>Block edge forced by tests (0: choose by shared memory), so the CPU device's small groups still see several blocks per row.</summary>
     internal int BlockOverride { get; set; }
 
+    /// <summary>Shared memory per group assumed by the block choice (0: the accelerator's), so tests can impose a GPU's 48 KB.</summary>
+    internal long SharedMemoryBytesOverride { get; set; }
+
     /// <summary>Same contract and arguments as <see cref="Attention.Forward"/>.</summary>
     /// <param name="output">Attention output (B, T, H, hs), overwritten; zero rows where every allowed key is masked.</param>
     /// <param name="lse">Saved log-sum-exp of the scaled scores (B, H, T), overwritten; +∞ for fully masked rows.</param>
@@ -468,7 +471,7 @@ public sealed class FlashAttention
     {
         if (BlockOverride > 0)
             return BlockOverride;
-        long limit = context.Accelerator.MaxSharedMemoryPerGroup / sizeof(float);
+        long limit = (SharedMemoryBytesOverride > 0 ? SharedMemoryBytesOverride : context.Accelerator.MaxSharedMemoryPerGroup) / sizeof(float);
         for (int block = Math.Min(MaxBlock, context.GroupSize); block >= 1; block /= 2)
             if (SharedFloats(block, tiles, squares, vectors, headSize) <= limit)
                 return block;

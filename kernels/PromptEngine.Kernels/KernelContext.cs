@@ -88,6 +88,7 @@ public sealed class KernelContext : IDisposable
     readonly Lazy<GradNorm> gradNorm;
     readonly Lazy<LinearBlocked> linearBlocked;
     readonly Lazy<FlashAttention> flashAttention;
+    readonly Lazy<ResidualRmsNorm> residualRmsNorm;
 
     KernelContext(Context context, Accelerator accelerator, KernelShape shape)
     {
@@ -118,6 +119,7 @@ public sealed class KernelContext : IDisposable
         gradNorm = new(() => new GradNorm(this));
         linearBlocked = new(() => new LinearBlocked(this));
         flashAttention = new(() => new FlashAttention(this));
+        residualRmsNorm = new(() => new ResidualRmsNorm(this));
     }
 
     /// <summary>The ILGPU context (algorithms enabled, so <c>XMath</c> works in kernels).</summary>
@@ -187,6 +189,9 @@ public sealed class KernelContext : IDisposable
 
     /// <summary>GPU-shaped FlashAttention-style attention; <see cref="Attention"/> delegates to it under <see cref="KernelShape.Gpu"/>.</summary>
     public FlashAttention FlashAttention => flashAttention.Value;
+
+    /// <summary>GPU-shaped fused residual add + RMSNorm (one group per row, whatever <see cref="Shape"/> says).</summary>
+    public ResidualRmsNorm ResidualRmsNorm => residualRmsNorm.Value;
 
     /// <summary>Creates a context on the requested accelerator.</summary>
     /// <param name="backend">Where to run; <see cref="KernelBackend.Auto"/> prefers CUDA.</param>

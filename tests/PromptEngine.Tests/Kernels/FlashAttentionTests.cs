@@ -80,15 +80,28 @@ public sealed class FlashAttentionTests() : KernelTestBase(KernelShape.Gpu)
     [Test]
     public void HeadSizeTooLargeForSharedMemoryIsRejected()
     {
-        long floats = Kernels.Accelerator.MaxSharedMemoryPerGroup / sizeof(float);
-        if (floats > 1 << 22)
-            Assert.Ignore($"this device offers {floats} floats of shared memory per group; no head size overflows it cheaply");
-        int hs = (int)floats; // one padded row of a single-row block is already hs + 1 floats
-        using var big = Poisoned((long)hs);
-        using var lse = Poisoned(1);
-        using var mask = Upload(new int[1]);
-        var error = Assert.Throws<KernelShapeException>(() =>
-            Kernels.FlashAttention.Forward(big.View, lse.View, big.View, big.View, big.View, mask.View, 1, 1, 1, 1, hs));
-        Assert.That(error!.Message, Does.Contain($"hs = {hs}"));
+        // A GPU's default 48 KB per group: one single-row block of hs = 4000 needs 4·4001 + 4 floats, 64 KB.
+        Kernels.FlashAttention.SharedMemoryBytesOverride = 48 * 1024;
+        try
+        {
+            const int hs = 4000;
+            using var big = Poisoned(hs);
+            using var lse = Poisoned(1);
+            using var mask = Upload(new int[1]);
+            var error = Assert.Throws<KernelShapeException>(() =>
+                Kernels.FlashAttention.Forward(big.View, lse.View, big.View, big.View, big.View, mask.View, 1, 1, 1, 1, hs));
+            Assert.That(error!.Message, Does.Contain($"hs = {hs}").And.Contain("49152 bytes"));
+        }
+        finally { Kernels.FlashAttention.SharedMemoryBytesOverride = 0; }
+    }
+
+    [Test]
+    public void UnderA48KilobyteLimitHeadSize64StillMatchesTheReference()
+    {
+        // The block edges a GPU would get at hs = 64 with 48 KB (32 forward; 16 for the key kernel's six tiles),
+        // here capped by the CPU device's 16-thread group: still several blocks over T = 37.
+        Kernels.FlashAttention.SharedMemoryBytesOverride = 48 * 1024;
+        try { ForwardAndBackwardMatchReference(1, 37, 2, 1, 64, 0); }
+        finally { Kernels.FlashAttention.SharedMemoryBytesOverride = 0; }
     }
 }
