@@ -65,15 +65,21 @@ public static class Program
                 Log($"!! {name} failed: {error}");
             }
             Log($"== {name}: {watch.Elapsed.TotalSeconds:F1} s");
+            Save(options, results); // a run cut short by the device script's timeout still leaves what it measured
         }
     }
 
     static int Finish(RunOptions options, Results results, int code)
     {
+        Log($"wrote {Save(options, results)}; exit code {code}");
+        return code;
+    }
+
+    static string Save(RunOptions options, Results results)
+    {
         var path = Path.Combine(options.Out, "engine.json");
         File.WriteAllText(path, JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true, IncludeFields = true }));
-        Log($"wrote {path}; exit code {code}");
-        return code;
+        return path;
     }
 
     static string Describe(KernelContext context)
