@@ -26,8 +26,9 @@ namespace PromptEngine.Kernels;
 /// <para>CPU-shaped kernels run one thread per row (group size 1). GPU-shaped kernels run one group per row:
 /// the threads split the keys (or queries), stage a chunk of Group.DimX probabilities in shared memory, then
 /// split the hs channels to accumulate; shared memory is 2·Group.DimX floats whatever T is. Output rows
-/// double as accumulators (each channel is owned by one thread). Not yet tiled like FlashAttention: K/V rows
-/// are re-read from global memory (L2) by every query row.</para>
+/// double as accumulators (each channel is owned by one thread); K/V rows are re-read from global memory (L2) by
+/// every query row. Under <see cref="KernelShape.Gpu"/> the launchers hand over to <see cref="FlashAttention"/>
+/// (FlashAttention.cs), tiled over query and key blocks; these group kernels stay as the simpler version.</para>
 /// <para>Later, prompt positions' K/V may be shared across batch rows; this op assumes each batch row owns its K/V.</para>
 /// </remarks>
 public sealed class Attention
@@ -566,6 +567,11 @@ public sealed class Attention
         Check.Length(op, "k", k, (long)b * t * kv * headSize, "B*T*KV*hs");
         Check.Length(op, "v", v, (long)b * t * kv * headSize, "B*T*KV*hs");
         Check.Length(op, "mask", mask, (long)b * t, "B*T");
+        if (context.Shape == KernelShape.Gpu)
+        {
+            context.FlashAttention.Forward(output, lse, q, k, v, mask, b, t, h, kv, headSize); // FlashAttention.cs
+            return;
+        }
         forward(Config(b * t * h, out int perThread), output, lse, q, k, v, mask, new Dimensions(b, t, h, kv, headSize, perThread));
     }
 
@@ -606,6 +612,11 @@ public sealed class Attention
         Check.Length(op, "mask", mask, (long)b * t, "B*T");
         Check.Length(op, "out", output, queries, "B*T*H*hs");
         Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
+        if (context.Shape == KernelShape.Gpu)
+        {
+            context.FlashAttention.Backward(dQ, dK, dV, delta, dOut, q, k, v, mask, output, lse, b, t, h, kv, headSize); // FlashAttention.cs
+            return;
+        }
         var queryConfig = Config(b * t * h, out int queriesPerThread);
         backwardQuery(queryConfig, dQ, delta, dOut, q, k, v, mask, output, lse, new Dimensions(b, t, h, kv, headSize, queriesPerThread));
         var keyConfig = Config(b * t * kv, out int keysPerThread);

@@ -65,7 +65,7 @@ public sealed class KernelContext : IDisposable
     /// <summary>Threads per multiprocessor of the CPU device: the largest group a GPU-shaped kernel gets on the CPU.</summary>
     public const int CpuMaxGroupSize = 16;
 
-    /// <summary>Warp size of the CPU device: the smallest ILGPU accepts. No kernel uses warp intrinsics.</summary>
+    /// <summary>Warp size of the CPU device: the smallest ILGPU accepts; the group reductions' warp shuffles run on it in the tests.</summary>
     const int CpuWarpSize = 2;
 
     /// <summary>Largest group the GPU-shaped kernels use on a real GPU.</summary>
@@ -86,6 +86,9 @@ public sealed class KernelContext : IDisposable
     readonly Lazy<CrossEntropy> crossEntropy;
     readonly Lazy<AdamW> adamW;
     readonly Lazy<GradNorm> gradNorm;
+    readonly Lazy<LinearBlocked> linearBlocked;
+    readonly Lazy<FlashAttention> flashAttention;
+    readonly Lazy<ResidualRmsNorm> residualRmsNorm;
 
     KernelContext(Context context, Accelerator accelerator, KernelShape shape)
     {
@@ -114,6 +117,9 @@ public sealed class KernelContext : IDisposable
         crossEntropy = new(() => new CrossEntropy(this));
         adamW = new(() => new AdamW(this));
         gradNorm = new(() => new GradNorm(this));
+        linearBlocked = new(() => new LinearBlocked(this));
+        flashAttention = new(() => new FlashAttention(this));
+        residualRmsNorm = new(() => new ResidualRmsNorm(this));
     }
 
     /// <summary>The ILGPU context (algorithms enabled, so <c>XMath</c> works in kernels).</summary>
@@ -178,6 +184,15 @@ public sealed class KernelContext : IDisposable
     /// <summary>Deterministic two-stage sum of squares and gradient-clipping factor.</summary>
     public GradNorm GradNorm => gradNorm.Value;
 
+    /// <summary>GPU-shaped Linear with 4×4 register blocks and float32, half or bfloat16 weights; <see cref="Linear"/> delegates to it under <see cref="KernelShape.Gpu"/>.</summary>
+    public LinearBlocked LinearBlocked => linearBlocked.Value;
+
+    /// <summary>GPU-shaped FlashAttention-style attention; <see cref="Attention"/> delegates to it under <see cref="KernelShape.Gpu"/>.</summary>
+    public FlashAttention FlashAttention => flashAttention.Value;
+
+    /// <summary>GPU-shaped fused residual add + RMSNorm (one group per row, whatever <see cref="Shape"/> says).</summary>
+    public ResidualRmsNorm ResidualRmsNorm => residualRmsNorm.Value;
+
     /// <summary>Creates a context on the requested accelerator.</summary>
     /// <param name="backend">Where to run; <see cref="KernelBackend.Auto"/> prefers CUDA.</param>
     /// <param name="shape">Overrides the kernel family; by default CPU-shaped on the CPU and GPU-shaped on CUDA.
@@ -208,6 +223,36 @@ public sealed class KernelContext : IDisposable
                 accelerator = context.GetCPUDevice(0).CreateAccelerator(context);
             var defaultShape = accelerator.AcceleratorType == AcceleratorType.CPU ? KernelShape.Cpu : KernelShape.Gpu;
             return new KernelContext(context, accelerator, shape ?? defaultShape);
+        }
+        catch
+        {
+            context.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Creates a context on the first CUDA device with the PTX instruction set pinned, for drivers newer than
+    /// ILGPU's version table (ILGPU 1.5.3 knows CUDA drivers up to 12.9; a CUDA 13 driver still JIT-compiles older PTX).</summary>
+    /// <param name="instructionSet">The PTX ISA to emit, e.g. <see cref="CudaInstructionSet.ISA_85"/>; null keeps ILGPU's choice.</param>
+    /// <param name="shape">Overrides the kernel family (GPU-shaped by default).</param>
+    /// <exception cref="AcceleratorUnavailableException">No CUDA device is present.</exception>
+    public static KernelContext CreateCuda(CudaInstructionSet? instructionSet, KernelShape? shape = null)
+    {
+        var context = Context.Create(builder =>
+        {
+            builder.EnableAlgorithms().Optimize(OptimizationLevel.O2);
+            if (instructionSet is { } isa)
+                builder.Cuda(device => device.InstructionSet = isa);
+            else
+                builder.Cuda();
+        });
+        try
+        {
+            var devices = context.GetCudaDevices();
+            if (devices.Count == 0)
+                throw new AcceleratorUnavailableException("KernelContext: CUDA was requested but no CUDA device was found (is the NVIDIA driver installed?).");
+            var accelerator = devices[0].CreateAccelerator(context);
+            return new KernelContext(context, accelerator, shape ?? KernelShape.Gpu);
         }
         catch
         {

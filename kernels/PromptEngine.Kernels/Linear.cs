@@ -18,8 +18,9 @@ namespace PromptEngine.Kernels;
 /// the sixteen accumulators then live in memory (seen in the JIT's disassembly). The launchers check every length,
 /// so the pointers stay inside the views. The multiply-adds are
 /// <see cref="MathF.FusedMultiplyAdd"/>: one instruction instead of two on the CPU, and plain mul/add in PTX.
-/// GPU-shaped kernels stage Tile×Tile blocks of both operands in dynamic shared memory, one output element
-/// per thread. Offsets are computed in <see cref="long"/> because N·M reaches 2³¹ for a large vocabulary.
+/// Under <see cref="KernelShape.Gpu"/> the launchers hand over to <see cref="LinearBlocked"/> (4×4 outputs per thread,
+/// 64×64 blocks on a GPU); the Tile×Tile kernels here, one output element per thread, stay as the simpler version.
+/// Offsets are computed in <see cref="long"/> because N·M reaches 2³¹ for a large vocabulary.
 /// </remarks>
 public sealed class Linear
 {
@@ -274,6 +275,8 @@ public sealed class Linear
             int perThread = context.ElementChunk(MicroTileBlocks(n, m));
             microTileForward(context.FlatConfig((MicroTileBlocks(n, m) + perThread - 1) / perThread), y, x, w, bias, n, k, m, perThread);
         }
+        else if (context.Shape == KernelShape.Gpu)
+            context.LinearBlocked.Forward(y, x, w, bias, n, k, m); // register-blocked tiles (LinearBlocked.cs)
         else
             forward!(Config(n, m), y, x, w, bias, n, k, m);
     }
@@ -300,6 +303,8 @@ public sealed class Linear
             int perThread = context.ElementChunk(MicroTileBlocks(n, k));
             microTileBackward(context.FlatConfig((MicroTileBlocks(n, k) + perThread - 1) / perThread), dX, dY, w, n, k, m, accumulate ? 1 : 0, perThread);
         }
+        else if (context.Shape == KernelShape.Gpu)
+            context.LinearBlocked.Backward(dX, dY, w, n, k, m, accumulate); // register-blocked tiles (LinearBlocked.cs)
         else
             backward!(Config(n, k), dX, dY, w, n, k, m, accumulate ? 1 : 0);
     }
