@@ -12,7 +12,11 @@ namespace PromptEngine.Engine;
 /// <param name="Training">Save what backward needs for every layer; false keeps one layer's worth (inference).</param>
 /// <param name="MaxLossPositions">Most scored positions S per batch; B·T by default.</param>
 /// <param name="MaxVerbalizer">Most vocabulary rows a verbalizer restricts the softmax to.</param>
-public sealed record EngineOptions(int MaxRows, int MaxLength, int PromptRows, bool Training = true, int? MaxLossPositions = null, int MaxVerbalizer = 16);
+/// <param name="PrefixTokens">Deep-prompt virtual tokens Pv (prefix tuning / P-tuning v2): every layer gets Pv trainable key
+/// and value vectors per kv head that all queries attend to, as Hugging Face PEFT's PREFIX_TUNING past_key_values.
+/// Batches then number their positions from Pv (HF's cache_position); 0 for none.</param>
+public sealed record EngineOptions(int MaxRows, int MaxLength, int PromptRows, bool Training = true, int? MaxLossPositions = null, int MaxVerbalizer = 16,
+    int PrefixTokens = 0);
 
 /// <summary>Device memory by arena, in bytes. There is no weight-gradient or weight-optimizer arena:
 /// the frozen weights get neither.</summary>
@@ -40,6 +44,13 @@ public sealed record MemoryReport(long FrozenWeights, long Activations, long Gra
 /// appends each layer's K and V to the cache as it goes; <see cref="DecodeStep"/> then runs the same list of
 /// launches for one new token per row (N = B), attending with <see cref="AttentionDecode"/> to the row's cached
 /// positions. Per step B·5 ints go to the device and the (B, V) logits come back.</para>
+/// <para>Deep prompts (<see cref="EngineOptions.PrefixTokens"/> = Pv &gt; 0, prefix tuning / P-tuning v2) add a trainable
+/// prefix (L, 2, Pv, KV·hs) to the prompt arena, right after the prompt so the optimizer moves both as one vector. Each
+/// layer's attention merges its Pv keys and values in after the token attention (<see cref="AttentionPrefix"/>), every
+/// query of every row attending to them as to past keys, and the backward accumulates their gradient over the batch
+/// rows into dPrefix. As in Hugging Face PEFT's PREFIX_TUNING, the prefixes are past_key_values: the batch's positions
+/// are moved up by Pv (a batch still numbers its rows from 0), and in generation they fill cache slots [0, Pv) of
+/// every row, the tokens following from slot Pv.</para>
 /// </remarks>
 public sealed class TransformerEngine : IDisposable
 {
@@ -76,8 +87,10 @@ public sealed class TransformerEngine : IDisposable
     // Batch maps (handles into `indices`).
     readonly int sourceMap, keyMask, positionIds, lossPositions, targets, verbalizer, useOffsets, usePositions;
 
-    // Prompt arena.
+    // Prompt arena. The deep prefix follows the prompt in each of the four (parameter, gradient, m, v), so the
+    // optimizer sees prompt and prefix as one parameter vector (Arena.Joined).
     readonly int prompt, dPrompt, adamM, adamV, sumSquares, clipScale, partials; // (P, C) ×4, (1), (1), (64)
+    readonly int prefix, dPrefix, prefixM, prefixV; // (L, 2, Pv, KV*hs) ×4: per layer its keys, then its values
 
     // KV cache arena (allocated by the first Prefill).
     readonly int[] keyCache, valueCache; // per layer (B, Tmax, KV*hs), B = MaxRows, Tmax = MaxLength; keys after RoPE
@@ -167,11 +180,21 @@ public sealed class TransformerEngine : IDisposable
         useOffsets = indices.Reserve("prompt use offsets (P+1)", options.PromptRows + 1);
         usePositions = indices.Reserve("prompt use positions (N)", maxN);
 
+        if (options.PrefixTokens < 0) throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens");
+        // Each batch checks its own Pv + positions against the model (Load); the cache's Pv + tokens against MaxLength (Prefill).
+        if (options.PrefixTokens >= model.Config.MaxPositions)
+            throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens leave no room in the model's {model.Config.MaxPositions} positions");
         long promptLength = (long)options.PromptRows * C;
+        long prefixLength = PrefixLengthOf(config, options.PrefixTokens);
+        long trainable = options.Training ? 1 : 0;
         prompt = promptArena.Reserve("prompt (P, C)", promptLength);
-        dPrompt = promptArena.Reserve("dPrompt (P, C)", options.Training ? promptLength : 0);
-        adamM = promptArena.Reserve("AdamW m (P, C)", options.Training ? promptLength : 0);
-        adamV = promptArena.Reserve("AdamW v (P, C)", options.Training ? promptLength : 0);
+        prefix = promptArena.Reserve("prefix (L, 2, Pv, KV*hs)", prefixLength);
+        dPrompt = promptArena.Reserve("dPrompt (P, C)", trainable * promptLength);
+        dPrefix = promptArena.Reserve("dPrefix (L, 2, Pv, KV*hs)", trainable * prefixLength);
+        adamM = promptArena.Reserve("AdamW m (P, C)", trainable * promptLength);
+        prefixM = promptArena.Reserve("AdamW m of the prefix", trainable * prefixLength);
+        adamV = promptArena.Reserve("AdamW v (P, C)", trainable * promptLength);
+        prefixV = promptArena.Reserve("AdamW v of the prefix", trainable * prefixLength);
         sumSquares = promptArena.Reserve("sum of squares (1)", 1);
         clipScale = promptArena.Reserve("clip scale (1)", 1);
         partials = promptArena.Reserve("norm partials (64)", GradNorm.Partitions);
@@ -189,11 +212,11 @@ public sealed class TransformerEngine : IDisposable
             scratch.Allocate(kernels.Accelerator);
             indices.Allocate(kernels.Accelerator);
             promptArena.Allocate(kernels.Accelerator);
-            if (options.Training && promptLength > 0)
+            if (options.Training && promptLength + prefixLength > 0)
             {
-                promptArena[dPrompt].MemSetToZero();
-                promptArena[adamM].MemSetToZero();
-                promptArena[adamV].MemSetToZero();
+                Trainable(dPrompt).MemSetToZero();
+                Trainable(adamM).MemSetToZero();
+                Trainable(adamV).MemSetToZero();
             }
         }
         catch
@@ -224,13 +247,57 @@ public sealed class TransformerEngine : IDisposable
         if (values.Length != length) throw new ArgumentException($"prompt: {values.Length} values given, the bank holds P·C = {options.PromptRows}·{config.HiddenSize} = {length}");
         if (length == 0) return;
         promptArena[prompt].CopyFromCPU(values.ToArray());
-        if (options.Training)
-        {
-            promptArena[dPrompt].MemSetToZero();
-            promptArena[adamM].MemSetToZero();
-            promptArena[adamV].MemSetToZero();
-            optimizerStep = 0;
-        }
+        ResetOptimizer();
+    }
+
+    void ResetOptimizer()
+    {
+        if (!options.Training || TrainableLength == 0) return;
+        Trainable(dPrompt).MemSetToZero();
+        Trainable(adamM).MemSetToZero();
+        Trainable(adamV).MemSetToZero();
+        optimizerStep = 0;
+    }
+
+    /// <summary>Elements of the deep prefix (L, 2, Pv, KV·hs) for <paramref name="prefixTokens"/> = Pv.</summary>
+    public static long PrefixLengthOf(TransformerConfig config, int prefixTokens) =>
+        (long)config.NumLayers * 2 * prefixTokens * config.NumKvHeads * config.HeadDim;
+
+    /// <summary>Deep-prompt virtual tokens Pv (0: no prefix).</summary>
+    public int PrefixTokens => options.PrefixTokens;
+
+    /// <summary>Elements of the deep prefix, L·2·Pv·KV·hs.</summary>
+    public long PrefixLength => PrefixLengthOf(config, options.PrefixTokens);
+
+    long TrainableLength => (long)options.PromptRows * config.HiddenSize + PrefixLength;
+
+    /// <summary>The prompt-or-prefix view starting at <paramref name="promptHandle"/> (one of prompt, dPrompt, adamM,
+    /// adamV) joined with its prefix counterpart reserved right after it.</summary>
+    ArrayView<float> Trainable(int promptHandle) => promptArena.Joined(promptHandle, promptHandle + 1);
+
+    /// <summary>Replaces the deep prefix (L, 2, Pv, KV·hs) — per layer Pv keys then Pv values, each (KV, hs), keys as
+    /// attention uses them (no RoPE is applied) — and resets the gradient and AdamW state.</summary>
+    public void SetPrefix(ReadOnlySpan<float> values)
+    {
+        if (values.Length != PrefixLength)
+            throw new ArgumentException($"prefix: {values.Length} values given, the engine's deep prefix holds L·2·Pv·KV·hs = {PrefixLength}");
+        if (PrefixLength == 0) return;
+        promptArena[prefix].CopyFromCPU(values.ToArray());
+        ResetOptimizer();
+    }
+
+    /// <summary>The deep prefix (L, 2, Pv, KV·hs), copied to the host.</summary>
+    public float[] GetPrefix() => PrefixLength == 0 ? [] : ToHost(promptArena[prefix]);
+
+    /// <summary>dLoss/dPrefix (L, 2, Pv, KV·hs) accumulated since the last <see cref="ZeroPromptGradient"/>, copied to the host.</summary>
+    public float[] GetPrefixGradient() => PrefixLength == 0 || !options.Training ? [] : ToHost(promptArena[dPrefix]);
+
+    /// <summary>Layer <paramref name="layer"/>'s prefix keys (Pv, KV, hs) in the arena handle <paramref name="handle"/>,
+    /// or its values when <paramref name="values"/>.</summary>
+    ArrayView<float> PrefixSlice(int handle, int layer, bool values)
+    {
+        long part = (long)options.PrefixTokens * config.NumKvHeads * config.HeadDim;
+        return promptArena[handle].SubView((2L * layer + (values ? 1 : 0)) * part, part);
     }
 
     /// <summary>The prompt bank (P, C), copied to the host.</summary>
@@ -239,10 +306,10 @@ public sealed class TransformerEngine : IDisposable
     /// <summary>dLoss/dPrompt (P, C) accumulated since the last <see cref="ZeroPromptGradient"/>, copied to the host.</summary>
     public float[] GetPromptGradient() => options.PromptRows == 0 || !options.Training ? [] : ToHost(promptArena[dPrompt]);
 
-    /// <summary>Clears dPrompt (start of a step; several batches between clears accumulate).</summary>
+    /// <summary>Clears dPrompt and dPrefix (start of a step; several batches between clears accumulate).</summary>
     public void ZeroPromptGradient()
     {
-        if (options.PromptRows > 0 && options.Training) promptArena[dPrompt].MemSetToZero();
+        if (TrainableLength > 0 && options.Training) Trainable(dPrompt).MemSetToZero();
     }
 
     /// <summary>Forward, loss and backward: returns the mean loss over the batch's scored positions and
@@ -282,7 +349,8 @@ public sealed class TransformerEngine : IDisposable
     /// tokens, right-padded as <see cref="BatchBuilder"/> builds them), writes every layer's K and V of every row into
     /// the KV cache, and returns the logits (B, V) at each row's last real position. Replaces whatever was cached.</summary>
     /// <param name="batch">Rows whose key mask is 1 on a prefix of the row (its length) and 0 after, with position ids
-    /// 0, 1, … on that prefix, so the cache slot of a position is its position id. Loss positions are ignored.</param>
+    /// 0, 1, … on that prefix, so the cache slot of a position is its position id (plus Pv with a deep prompt, whose
+    /// prefixes fill slots [0, Pv)). Loss positions are ignored.</param>
     /// <exception cref="ArgumentException">The batch does not fit the engine, names a token or prompt row out of range,
     /// or a row is empty, has a hole in its key mask or positions that do not count from 0.</exception>
     public float[] Prefill(Batch batch)
@@ -290,7 +358,7 @@ public sealed class TransformerEngine : IDisposable
         int B = batch.Rows, T = batch.Length;
         if (B > options.MaxRows || T > options.MaxLength)
             throw new ArgumentException($"prefill: batch {B}×{T} exceeds the engine's {options.MaxRows}×{options.MaxLength}");
-        batch.Validate(config.VocabSize, options.PromptRows, config.MaxPositions);
+        batch.Validate(config.VocabSize, options.PromptRows, config.MaxPositions - options.PrefixTokens);
         var lengths = new int[B];
         for (var b = 0; b < B; b++)
         {
@@ -307,10 +375,25 @@ public sealed class TransformerEngine : IDisposable
         EnsureCache();
         Load(batch with { LossPositions = [], Targets = [], Verbalizer = null });
         decodeRows = B;
+        int Pv = options.PrefixTokens;
+        if (Pv + T > options.MaxLength)
+            throw new ArgumentException($"prefill: {Pv} prefix tokens + length {T} exceed the engine's cache of {options.MaxLength} positions");
         var step = new int[5 * B];
-        for (var b = 0; b < B; b++) step[4 * B + b] = b * T + lengths[b] - 1; // slots (row 2) stay 0: each row fills from its start
+        for (var b = 0; b < B; b++)
+        {
+            step[2 * B + b] = Pv; // each row fills from its start, after the deep prefix's slots
+            step[4 * B + b] = b * T + lengths[b] - 1;
+        }
         UploadStep(step, B);
+        if (Pv > 0) // a deep prompt's keys and values sit in the cache like past positions (as PEFT's past_key_values)
+        {
+            long cache = (long)B * options.MaxLength * config.NumKvHeads * config.HeadDim;
+            for (var l = 0; l < config.NumLayers; l++)
+                kernels.AttentionPrefix.FillCache(View(cacheArena, keyCache[l], cache), View(cacheArena, valueCache[l], cache),
+                    PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true), B, options.MaxLength, config.NumKvHeads, config.HeadDim, Pv);
+        }
         Forward(training: false, CacheMode.Fill);
+        for (var b = 0; b < B; b++) lengths[b] += Pv;
         cacheLengths = lengths;
         return GenerationLogits(B * T, B);
     }
@@ -380,33 +463,33 @@ public sealed class TransformerEngine : IDisposable
     public float OptimizerStep(float learningRate, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0f,
         float maxGradNorm = 0f, int accumulatedBatches = 1)
     {
-        if (!options.Training || options.PromptRows == 0) throw new InvalidOperationException("engine: no trainable prompt");
+        if (!options.Training || TrainableLength == 0) throw new InvalidOperationException("engine: no trainable prompt");
         if (accumulatedBatches < 1) throw new ArgumentOutOfRangeException(nameof(accumulatedBatches), accumulatedBatches, "at least one batch");
-        long count = (long)options.PromptRows * config.HiddenSize;
-        if (accumulatedBatches > 1) kernels.Scale.Forward(promptArena[dPrompt], 1f / accumulatedBatches, count);
+        long count = TrainableLength; // the prompt and the deep prefix, one vector
+        if (accumulatedBatches > 1) kernels.Scale.Forward(Trainable(dPrompt), 1f / accumulatedBatches, count);
         var clip = maxGradNorm > 0 ? promptArena[clipScale] : default;
-        kernels.GradNorm.Forward(promptArena[sumSquares], clip, promptArena[partials], promptArena[dPrompt], count, maxGradNorm > 0 ? maxGradNorm : 1f);
+        kernels.GradNorm.Forward(promptArena[sumSquares], clip, promptArena[partials], Trainable(dPrompt), count, maxGradNorm > 0 ? maxGradNorm : 1f);
         // Read the norm before stepping: a NaN or ∞ gradient must not reach the prompt or the moments.
         var norm = MathF.Sqrt(ToHost(promptArena[sumSquares])[0]);
         if (!float.IsFinite(norm)) throw new NonFiniteGradientException($"the prompt gradient is not finite (norm {norm}) at optimizer step {optimizerStep + 1}; the prompt was not updated");
-        kernels.AdamW.Step(promptArena[prompt], promptArena[adamM], promptArena[adamV], promptArena[dPrompt], clip, count,
+        kernels.AdamW.Step(Trainable(prompt), Trainable(adamM), Trainable(adamV), Trainable(dPrompt), clip, count,
             learningRate, beta1, beta2, eps, weightDecay, ++optimizerStep);
         return norm;
     }
 
-    /// <summary>The AdamW state: first and second moments (P, C) and the number of steps taken.</summary>
+    /// <summary>The AdamW state: first and second moments (P·C prompt values, then the deep prefix's) and the number of steps taken.</summary>
     public (float[] M, float[] V, int Step) GetOptimizerState() =>
-        options.Training && options.PromptRows > 0 ? (ToHost(promptArena[adamM]), ToHost(promptArena[adamV]), optimizerStep) : ([], [], 0);
+        options.Training && TrainableLength > 0 ? (ToHost(Trainable(adamM)), ToHost(Trainable(adamV)), optimizerStep) : ([], [], 0);
 
     /// <summary>Restores the AdamW state saved by <see cref="GetOptimizerState"/> (resuming a run).</summary>
     public void SetOptimizerState(float[] m, float[] v, int step)
     {
-        long length = (long)options.PromptRows * config.HiddenSize;
+        long length = TrainableLength;
         if (!options.Training || length == 0) throw new InvalidOperationException("engine: no trainable prompt");
-        if (m.Length != length || v.Length != length) throw new ArgumentException($"optimizer state: {m.Length}/{v.Length} values given, the prompt has {length}");
+        if (m.Length != length || v.Length != length) throw new ArgumentException($"optimizer state: {m.Length}/{v.Length} values given, the prompt and prefix have {length}");
         if (step < 0) throw new ArgumentOutOfRangeException(nameof(step));
-        promptArena[adamM].CopyFromCPU(m);
-        promptArena[adamV].CopyFromCPU(v);
+        Trainable(adamM).CopyFromCPU(m);
+        Trainable(adamV).CopyFromCPU(v);
         optimizerStep = step;
     }
 
@@ -426,11 +509,12 @@ public sealed class TransformerEngine : IDisposable
             throw new ArgumentException($"batch {batch.Rows}×{batch.Length} exceeds the engine's {options.MaxRows}×{options.MaxLength}");
         if (batch.LossPositions.Length > maxS) throw new ArgumentException($"batch scores {batch.LossPositions.Length} positions, the engine was sized for {maxS}");
         if ((batch.Verbalizer?.Length ?? 0) > options.MaxVerbalizer) throw new ArgumentException($"verbalizer of {batch.Verbalizer!.Length} tokens exceeds the engine's {options.MaxVerbalizer}");
-        batch.Validate(config.VocabSize, options.PromptRows, config.MaxPositions);
+        batch.Validate(config.VocabSize, options.PromptRows, config.MaxPositions - options.PrefixTokens);
         int n = batch.Positions, s = batch.LossPositions.Length;
         View(indices, sourceMap, n).CopyFromCPU(batch.SourceMap);
         View(indices, keyMask, n).CopyFromCPU(batch.KeyMask);
-        View(indices, positionIds, n).CopyFromCPU(batch.PositionIds);
+        // A deep prompt occupies positions [0, Pv) as past keys, so the batch's positions move up by Pv (HF's cache_position).
+        View(indices, positionIds, n).CopyFromCPU(options.PrefixTokens == 0 ? batch.PositionIds : batch.PositionIds.Select(p => p + options.PrefixTokens).ToArray());
         if (s > 0)
         {
             View(indices, lossPositions, s).CopyFromCPU(batch.LossPositions);
@@ -500,6 +584,9 @@ public sealed class TransformerEngine : IDisposable
                 if (decoding) kernels.AttentionDecode.Forward(att, lq, kCache, vCache, StepIndices(3, B), B, Tmax, H, KVH, hs);
             }
             if (!decoding) kernels.Attention.Forward(att, View(saved, lse[s], (long)B * H * T), lq, lk, lv, mask, B, T, H, KVH, hs);
+            if (!decoding && options.PrefixTokens > 0) // deep prompt: every query also attends to the layer's prefix keys
+                kernels.AttentionPrefix.Forward(att, View(saved, lse[s], (long)B * H * T), lq, PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true),
+                    B, T, H, KVH, hs, options.PrefixTokens);
             kernels.Linear.Forward(proj, att, w.AttentionOutput, w.AttentionOutputBias, N, Q, C);
             kernels.Residual.Forward(h, x, proj, nc);
 
@@ -604,6 +691,10 @@ public sealed class TransformerEngine : IDisposable
             kernels.Linear.Backward(dAtt, dRes, w.AttentionOutput, N, Q, C);
             kernels.Attention.Backward(dq, dk, dv, View(scratch, delta, (long)B * H * T), dAtt, lq, lk, lv, mask,
                 View(saved, attention[l], (long)N * Q), View(saved, lse[l], (long)B * H * T), B, T, H, KVH, hs);
+            if (options.PrefixTokens > 0)
+                kernels.AttentionPrefix.Backward(dq, PrefixSlice(dPrefix, l, false), PrefixSlice(dPrefix, l, true), dAtt, lq,
+                    PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true), View(saved, lse[l], (long)B * H * T), View(scratch, delta, (long)B * H * T),
+                    B, T, H, KVH, hs, options.PrefixTokens);
             if (!gpt2)
             {
                 kernels.Rope.Backward(dq, dq, positions, B, T, H, hs, theta);
