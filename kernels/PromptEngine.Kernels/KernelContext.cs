@@ -83,6 +83,7 @@ public sealed class KernelContext : IDisposable
     readonly Lazy<Scale> scale;
     readonly Lazy<Attention> attention;
     readonly Lazy<AttentionDecode> attentionDecode;
+    readonly Lazy<AttentionPrefix> attentionPrefix;
     readonly Lazy<CrossEntropy> crossEntropy;
     readonly Lazy<AdamW> adamW;
     readonly Lazy<GradNorm> gradNorm;
@@ -114,6 +115,7 @@ public sealed class KernelContext : IDisposable
         scale = new(() => new Scale(this));
         attention = new(() => new Attention(this));
         attentionDecode = new(() => new AttentionDecode(this));
+        attentionPrefix = new(() => new AttentionPrefix(this));
         crossEntropy = new(() => new CrossEntropy(this));
         adamW = new(() => new AdamW(this));
         gradNorm = new(() => new GradNorm(this));
@@ -174,6 +176,9 @@ public sealed class KernelContext : IDisposable
 
     /// <summary>One query per row against a key/value cache with per-row lengths (generation), and the cache append.</summary>
     public AttentionDecode AttentionDecode => attentionDecode.Value;
+
+    /// <summary>Deep-prompt (prefix) attention: merges trainable per-layer key/value prefixes into <see cref="Attention"/>.</summary>
+    public AttentionPrefix AttentionPrefix => attentionPrefix.Value;
 
     /// <summary>Fused LM head + softmax + cross-entropy at selected rows, optionally over a restricted vocabulary.</summary>
     public CrossEntropy CrossEntropy => crossEntropy.Value;

@@ -23,31 +23,36 @@ internal static class EvalCommand
         var batch = new Option<int>("--batch-size") { Description = "Examples per forward pass.", DefaultValueFactory = _ => 8 };
         var json = new Option<bool>("--json") { Description = "Print one JSON object." };
         var allow = new Option<bool>("--allow-model-mismatch") { Description = "Use a prompt whose fingerprint names another model of the same width." };
+        var methodOption = MethodOption.Create();
         var command = new Command("eval", """
             Evaluate classification accuracy with a verbalizer, with or without a soft prompt.
             Example: promptengine eval --model stories15M --data imdb/test.jsonl --prompt runs/imdb/best_prompt.safetensors --examples 1000
             """);
         task.AddTo(command);
-        foreach (var option in new Option[] { data, prompt, examples, batch, json, allow }) command.Options.Add(option);
+        foreach (var option in new Option[] { data, prompt, examples, batch, json, allow, methodOption }) command.Options.Add(option);
         OptionChecks.NonNegative(examples);
         OptionChecks.Positive(batch);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             using var model = ModelFolder.Open(parse.GetValue(task.Model)!);
-            var soft = parse.GetValue(prompt) is { } path ? PromptCommand.LoadAny(path, model.Config.HiddenSize) : null;
+            var deep = MethodOption.Parse(parse.GetValue(methodOption)) == PromptMethod.Prefix;
+            if (deep && parse.GetValue(prompt) is null) throw new PromptEngineException("--method prefix needs --prompt (a deep-prompt file or a PEFT PREFIX_TUNING adapter folder)");
+            var deepPrompt = deep ? MethodOption.LoadDeep(parse.GetValue(prompt)!, model.Config) : null;
+            var soft = !deep && parse.GetValue(prompt) is { } path ? PromptCommand.LoadAny(path, model.Config.HiddenSize) : null;
             if (soft is not null && PromptCompatibility.Check(soft, model, parse.GetValue(allow)).Warning is { } warning)
                 CliRunner.Error.WriteLine($"warning: {warning}");
             var dataset = task.Load(parse, parse.GetValue(data)!);
             var (_, verbalizer, encoder) = task.Build(parse, model, dataset, soft?.VirtualTokens ?? 0);
             var encoded = TaskOptions.Encode(encoder, dataset, parse.GetValue(examples));
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var report = Evaluate(model, soft, verbalizer, encoded, parse.GetValue(batch), out var metrics);
+            var report = Evaluate(model, soft, verbalizer, encoded, parse.GetValue(batch), out var metrics, deepPrompt);
             if (parse.GetValue(json))
             {
                 CliRunner.Out.Profile.Width = int.MaxValue;
                 CliRunner.Out.Write(new Text(JsonSerializer.Serialize(new
                 {
-                    accuracy = report.Metric, loss = report.Loss, examples = encoded.Count, prompt_tokens = soft?.VirtualTokens ?? 0, details = report.Details,
+                    accuracy = report.Metric, loss = report.Loss, examples = encoded.Count, prompt_tokens = soft?.VirtualTokens ?? deepPrompt?.VirtualTokens ?? 0,
+                    method = deep ? "prefix" : "prompt", details = report.Details,
                     labels = metrics.Labels,
                     confusion = Enumerable.Range(0, metrics.Labels.Count).Select(g => Enumerable.Range(0, metrics.Labels.Count).Select(p => metrics.Confusion[g, p]).ToArray()).ToArray(),
                     seconds = clock.Elapsed.TotalSeconds,
@@ -56,7 +61,7 @@ internal static class EvalCommand
             else
             {
                 CliRunner.Out.Write(new Text(string.Create(CultureInfo.InvariantCulture,
-                    $"{encoded.Count} examples, prompt {soft?.VirtualTokens ?? 0} virtual tokens, loss {report.Loss:F4}, {clock.Elapsed.TotalSeconds:F1} s") + Environment.NewLine));
+                    $"{encoded.Count} examples, {(deep ? "deep prompt" : "prompt")} {soft?.VirtualTokens ?? deepPrompt?.VirtualTokens ?? 0} virtual tokens, loss {report.Loss:F4}, {clock.Elapsed.TotalSeconds:F1} s") + Environment.NewLine));
                 CliRunner.Out.Write(new Text(metrics.ToTable() + Environment.NewLine));
             }
             return 0;
@@ -66,13 +71,14 @@ internal static class EvalCommand
 
     /// <summary>Builds an inference engine sized for the examples and evaluates them.</summary>
     public static EvalReport Evaluate(ModelFolder model, SoftPrompt? prompt, Training.Data.Verbalizer verbalizer,
-        IReadOnlyList<Training.Data.EncodedExample> examples, int batchSize, out Training.Metrics.ClassificationMetrics metrics)
+        IReadOnlyList<Training.Data.EncodedExample> examples, int batchSize, out Training.Metrics.ClassificationMetrics metrics, DeepPrompt? deepPrompt = null)
     {
         if (examples.Count == 0) throw new PromptEngineException("no examples to evaluate");
         using var kernels = KernelContext.Create(KernelBackend.Auto);
         using var engine = new TransformerEngine(kernels, model, new EngineOptions(batchSize, examples.Max(e => e.Length), prompt?.VirtualTokens ?? 0,
-            Training: false, MaxVerbalizer: Math.Max(16, verbalizer.TokenIds.Length)));
+            Training: false, MaxVerbalizer: Math.Max(16, verbalizer.TokenIds.Length), PrefixTokens: deepPrompt?.VirtualTokens ?? 0));
         if (prompt is not null) engine.SetPrompt(prompt.Values);
+        if (deepPrompt is not null) engine.SetPrefix(deepPrompt.ToEngineLayout());
         var evaluator = new ClassificationEvaluator(examples, verbalizer, batchSize);
         var report = evaluator.Evaluate(engine);
         metrics = evaluator.LastMetrics!;

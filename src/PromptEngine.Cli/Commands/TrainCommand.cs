@@ -17,7 +17,8 @@ namespace PromptEngine.Cli.Commands;
 internal sealed record TrainSettings(
     string OutputDirectory, int PromptTokens, string Init, string? InitText, string? InitFile, int Steps, int BatchSize, int Accumulation,
     float LearningRate, string Schedule, int WarmupSteps, float WeightDecay, float MaxGradNorm, int EvalEvery, int EvalExamples,
-    int Patience, int CheckpointEvery, ulong Seed, int TrainExamples, MetricsFormat Metrics, bool Resume, bool AllowModelMismatch, int StopAfter = 0);
+    int Patience, int CheckpointEvery, ulong Seed, int TrainExamples, MetricsFormat Metrics, bool Resume, bool AllowModelMismatch, int StopAfter = 0,
+    PromptMethod Method = PromptMethod.Prompt);
 
 /// <summary>What a training run produced.</summary>
 internal sealed record TrainOutcome(RunSummary Summary, double? AccuracyBefore, EvalReport? Final, string? MetricsTable, string PromptPath, string AdapterPath,
@@ -53,6 +54,7 @@ internal static class TrainCommand
         var metrics = new Option<MetricsFormat>("--metrics") { Description = "Metrics file format: csv or jsonl.", DefaultValueFactory = _ => MetricsFormat.Csv };
         var resume = new Option<bool>("--resume") { Description = "Continue from --out's checkpoint (same flags)." };
         var allow = new Option<bool>("--allow-model-mismatch") { Description = "Accept an --init-file prompt made for another model of the same width." };
+        var methodOption = MethodOption.Create();
         var stopAfter = new Option<int>("--stop-after") { Description = "Stop after this many steps of this invocation, saving a checkpoint (continue later with --resume).", DefaultValueFactory = _ => 0 };
         var command = new Command("train", """
             Tune a soft prompt for classification with a verbalizer, or for generation targets (--task Generation); only the prompt is trained.
@@ -60,7 +62,7 @@ internal static class TrainCommand
             """);
         task.AddTo(command);
         foreach (var option in new Option[] { train, validation, output, promptTokens, init, initText, initFile, steps, batch, accumulation, lr, schedule, warmup,
-                     weightDecay, clip, evalEvery, evalExamples, patience, checkpointEvery, seed, trainExamples, metrics, resume, allow, stopAfter })
+                     weightDecay, clip, evalEvery, evalExamples, patience, checkpointEvery, seed, trainExamples, metrics, resume, allow, stopAfter, methodOption })
             command.Options.Add(option);
         // Range checks on the options a user gives (defaults are valid by construction).
         foreach (var o in new[] { promptTokens, steps, batch, accumulation }) OptionChecks.Positive(o);
@@ -74,6 +76,8 @@ internal static class TrainCommand
             var method = r.GetResult(init)?.GetValueOrDefault<string>() ?? "vocab";
             if (method == "text" && string.IsNullOrEmpty(r.GetResult(initText)?.GetValueOrDefault<string?>())) r.AddError("--init text needs --init-text");
             if (method == "file" && string.IsNullOrEmpty(r.GetResult(initFile)?.GetValueOrDefault<string?>())) r.AddError("--init file needs --init-file");
+            if (method == "text" && r.GetResult(methodOption)?.GetValueOrDefault<string>() == "prefix")
+                r.AddError("--init text has no deep-prompt counterpart; with --method prefix use --init random or file");
         });
         command.SetAction(parse => CliRunner.Run(() =>
         {
@@ -81,7 +85,7 @@ internal static class TrainCommand
                 parse.GetValue(steps), parse.GetValue(batch), parse.GetValue(accumulation), parse.GetValue(lr), parse.GetValue(schedule)!, parse.GetValue(warmup),
                 parse.GetValue(weightDecay), parse.GetValue(clip), parse.GetValue(evalEvery), parse.GetValue(evalExamples), parse.GetValue(patience),
                 parse.GetValue(checkpointEvery), parse.GetValue(seed), parse.GetValue(trainExamples), parse.GetValue(metrics), parse.GetValue(resume), parse.GetValue(allow),
-                parse.GetValue(stopAfter));
+                parse.GetValue(stopAfter), MethodOption.Parse(parse.GetValue(methodOption)));
             var outcome = Run(parse, task, parse.GetValue(train)!, parse.GetValue(validation)!, settings, measureBefore: false);
             Report(outcome);
             // Ctrl-C exits 130 like any interrupted program; --stop-after is a planned pause.
@@ -98,7 +102,9 @@ internal static class TrainCommand
         using var model = ModelFolder.Open(parse.GetValue(task.Model)!);
         var trainData = task.Load(parse, trainPath);
         var validationData = task.Load(parse, validationPath);
-        var (template, verbalizer, encoder) = task.BuildAny(parse, model, trainData, s.PromptTokens);
+        // A deep prompt lives in the attention layers, so the rows hold no prompt slots.
+        var deep = s.Method == PromptMethod.Prefix;
+        var (template, verbalizer, encoder) = task.BuildAny(parse, model, trainData, deep ? 0 : s.PromptTokens);
         var trainExamples = TaskOptions.Encode(encoder, trainData, s.TrainExamples);
         var evalExamples = TaskOptions.Encode(encoder, validationData, s.EvalExamples);
         foreach (var (name, report) in new[] { (trainPath, trainData.Report), (validationPath, validationData.Report) })
@@ -108,20 +114,26 @@ internal static class TrainCommand
         // The prompt: initialised (or resumed from the checkpoint by the trainer).
         PromptInit.TryParseMethod(s.Init, out var method);
         var initializer = new PromptInit(model);
-        var prompt = method switch
+        // Deep prompts start random (as PEFT's PrefixEncoder embedding does; --init vocab also means random for them) or from a file.
+        var deepPrompt = !deep ? null : method == PromptInitMethod.File ? MethodOption.LoadDeep(s.InitFile!, model.Config)
+            : DeepPrompt.Random(model.Config, s.PromptTokens, unchecked((int)s.Seed));
+        if (deepPrompt is not null && deepPrompt.VirtualTokens != s.PromptTokens)
+            throw new PromptEngineException($"--init-file {s.InitFile} has {deepPrompt.VirtualTokens} virtual tokens, --prompt-tokens says {s.PromptTokens}");
+        SoftPrompt? prompt = deep ? null : method switch
         {
             PromptInitMethod.Random => initializer.Random(s.PromptTokens, unchecked((int)s.Seed)),
             PromptInitMethod.Text => initializer.FromText(s.InitText!, s.PromptTokens),
             PromptInitMethod.File => initializer.FromFile(s.InitFile!, s.AllowModelMismatch),
             _ => initializer.SampledVocabulary(s.PromptTokens, unchecked((int)s.Seed)),
         };
-        if (prompt.VirtualTokens != s.PromptTokens)
+        if (prompt is not null && prompt.VirtualTokens != s.PromptTokens)
             throw new PromptEngineException($"--init-file {s.InitFile} has {prompt.VirtualTokens} virtual tokens, --prompt-tokens says {s.PromptTokens}");
 
         using var kernels = KernelContext.Create(KernelBackend.Auto);
-        using var engine = new TransformerEngine(kernels, model, new EngineOptions(Math.Max(s.BatchSize, 1), lengthLimit, s.PromptTokens,
-            MaxVerbalizer: Math.Max(16, verbalizer?.TokenIds.Length ?? 0)));
-        engine.SetPrompt(prompt.Values);
+        using var engine = new TransformerEngine(kernels, model, new EngineOptions(Math.Max(s.BatchSize, 1), lengthLimit, deep ? 0 : s.PromptTokens,
+            MaxVerbalizer: Math.Max(16, verbalizer?.TokenIds.Length ?? 0), PrefixTokens: deep ? s.PromptTokens : 0));
+        if (deep) engine.SetPrefix(deepPrompt!.ToEngineLayout());
+        else engine.SetPrompt(prompt!.Values);
         var classification = verbalizer is null ? null : new ClassificationEvaluator(evalExamples, verbalizer, s.BatchSize);
         IEvaluator evaluator = classification ?? (IEvaluator)new LossEvaluator(evalExamples, s.BatchSize);
         double? before = null;
@@ -132,12 +144,13 @@ internal static class TrainCommand
         }
 
         var schedule = LearningRateSchedule.Create(s.Schedule, s.LearningRate, s.WarmupSteps);
-        var promptMetadata = PromptMetadata.ForModel(model).Concat(prompt.Metadata.Where(p => p.Key.StartsWith("init", StringComparison.Ordinal)))
+        var initMetadata = deep ? deepPrompt!.Metadata : prompt!.Metadata;
+        var promptMetadata = PromptMetadata.ForModel(model).Concat(initMetadata.Where(p => p.Key.StartsWith("init", StringComparison.Ordinal)))
             .GroupBy(p => p.Key).ToDictionary(g => g.Key, g => g.First().Value);
         var runSettings = new { s.PromptTokens, s.Init, s.InitText, s.InitFile, s.Steps, s.BatchSize, s.Accumulation, s.LearningRate, s.Schedule, s.WarmupSteps,
             s.WeightDecay, s.MaxGradNorm, s.EvalEvery, s.EvalExamples, s.Patience, s.Seed, s.TrainExamples, template = task.TemplateText(parse), kind = parse.GetValue(task.Task),
             labels = verbalizer?.Labels, maxLength = parse.GetValue(task.MaxLength), trainPath = Path.GetFullPath(trainPath), validationPath = Path.GetFullPath(validationPath),
-            model = ModelFingerprint.Compute(model) };
+            model = ModelFingerprint.Compute(model), method = s.Method.ToString() };
         var options = new TrainerOptions
         {
             Steps = s.Steps,
@@ -210,15 +223,30 @@ internal static class TrainCommand
 
         // The best prompt (by validation accuracy) is the run's product, in both layouts.
         var bestPath = summary.BestPromptPath ?? Path.Combine(s.OutputDirectory, Trainer.BestPromptFile);
-        if (summary.BestPromptPath is null) PromptFile.Save(bestPath, engine.GetPrompt(), engine.PromptRows, engine.Config.HiddenSize, promptMetadata);
-        var best = PromptFile.Load(bestPath, model.Config.HiddenSize);
+        if (summary.BestPromptPath is null)
+        {
+            if (deep) DeepPromptFile.Save(bestPath, DeepPrompt.FromEngineLayout(engine.GetPrefix(), s.PromptTokens, model.Config, promptMetadata));
+            else PromptFile.Save(bestPath, engine.GetPrompt(), engine.PromptRows, engine.Config.HiddenSize, promptMetadata);
+        }
         var adapterPath = Path.Combine(s.OutputDirectory, "adapter");
-        PeftAdapter.Save(adapterPath, best, model, method, s.InitText);
+        SoftPrompt? best = null;
+        DeepPrompt? bestDeep = null;
+        if (deep)
+        {
+            bestDeep = DeepPromptFile.Load(bestPath, model.Config);
+            PeftAdapter.SavePrefix(adapterPath, bestDeep, model);
+        }
+        else
+        {
+            best = PromptFile.Load(bestPath, model.Config.HiddenSize);
+            PeftAdapter.Save(adapterPath, best, model, method, s.InitText);
+        }
         EvalReport? final = null;
         string? table = null;
         if (summary.Outcome != RunOutcome.Interrupted)
         {
-            engine.SetPrompt(best.Values);
+            if (deep) engine.SetPrefix(bestDeep!.ToEngineLayout());
+            else engine.SetPrompt(best!.Values);
             final = evaluator.Evaluate(engine);
             table = classification?.LastMetrics?.ToTable();
             File.WriteAllText(Path.Combine(s.OutputDirectory, "eval.json"), JsonSerializer.Serialize(new
@@ -229,7 +257,7 @@ internal static class TrainCommand
             }, new JsonSerializerOptions { WriteIndented = true }));
         }
         var plotPath = Path.Combine(s.OutputDirectory, "curves.png");
-        CurvePlot.Save(plotPath, losses, evals, verbalizer is null ? "-loss" : "accuracy", $"prompt tuning: {s.PromptTokens} virtual tokens, lr {s.LearningRate}");
+        CurvePlot.Save(plotPath, losses, evals, verbalizer is null ? "-loss" : "accuracy", $"{(deep ? "prefix" : "prompt")} tuning: {s.PromptTokens} virtual tokens, lr {s.LearningRate}");
         var secondsPerStep = last is null ? 0 : last.Elapsed.TotalSeconds / Math.Max(1, last.Step - (resumeStep ?? 0));
         return new TrainOutcome(summary, before, final, table, bestPath, adapterPath, plotPath, metricsPath, new FileInfo(bestPath).Length,
             secondsPerStep, last?.TokensPerSecond ?? 0, stoppedAsPlanned);

@@ -12,7 +12,14 @@ namespace PromptEngine.Engine;
 /// <param name="Training">Save what backward needs for every layer; false keeps one layer's worth (inference).</param>
 /// <param name="MaxLossPositions">Most scored positions S per batch; B·T by default.</param>
 /// <param name="MaxVerbalizer">Most vocabulary rows a verbalizer restricts the softmax to.</param>
-public sealed record EngineOptions(int MaxRows, int MaxLength, int PromptRows, bool Training = true, int? MaxLossPositions = null, int MaxVerbalizer = 16);
+/// <param name="PrefixTokens">Deep-prompt virtual tokens Pv (prefix tuning / P-tuning v2): every layer gets Pv trainable key
+/// and value vectors per kv head that all queries attend to, as Hugging Face PEFT's PREFIX_TUNING past_key_values.
+/// Batches then number their positions from Pv (HF's cache_position); 0 for none.</param>
+/// <param name="Recompute">Activation recomputation (training): keep only each block's input (the residual stream) and
+/// re-run the block's forward in the backward, just before differentiating it; the per-layer activations shrink to one
+/// layer's worth at the cost of a second forward through every block. Results are bit-identical to the normal path.</param>
+public sealed record EngineOptions(int MaxRows, int MaxLength, int PromptRows, bool Training = true, int? MaxLossPositions = null, int MaxVerbalizer = 16,
+    int PrefixTokens = 0, bool Recompute = false);
 
 /// <summary>Device memory by arena, in bytes. There is no weight-gradient or weight-optimizer arena:
 /// the frozen weights get neither.</summary>
@@ -40,6 +47,13 @@ public sealed record MemoryReport(long FrozenWeights, long Activations, long Gra
 /// appends each layer's K and V to the cache as it goes; <see cref="DecodeStep"/> then runs the same list of
 /// launches for one new token per row (N = B), attending with <see cref="AttentionDecode"/> to the row's cached
 /// positions. Per step B·5 ints go to the device and the (B, V) logits come back.</para>
+/// <para>Deep prompts (<see cref="EngineOptions.PrefixTokens"/> = Pv &gt; 0, prefix tuning / P-tuning v2) add a trainable
+/// prefix (L, 2, Pv, KV·hs) to the prompt arena, right after the prompt so the optimizer moves both as one vector. Each
+/// layer's attention merges its Pv keys and values in after the token attention (<see cref="AttentionPrefix"/>), every
+/// query of every row attending to them as to past keys, and the backward accumulates their gradient over the batch
+/// rows into dPrefix. As in Hugging Face PEFT's PREFIX_TUNING, the prefixes are past_key_values: the batch's positions
+/// are moved up by Pv (a batch still numbers its rows from 0), and in generation they fill cache slots [0, Pv) of
+/// every row, the tokens following from slot Pv.</para>
 /// </remarks>
 public sealed class TransformerEngine : IDisposable
 {
@@ -53,6 +67,7 @@ public sealed class TransformerEngine : IDisposable
     readonly Arena<float> promptArena = new("prompt and optimizer");
     readonly Arena<float> cacheArena = new("kv cache");
     readonly Arena<int> cacheIndices = new("kv cache indices");
+    readonly Arena<float> injectArena = new("prompt key/value gradients"); // allocated by the first PromptBackward
     readonly int maxN, maxS, maxWidth, savedLayers;
     int optimizerStep;
 
@@ -76,14 +91,18 @@ public sealed class TransformerEngine : IDisposable
     // Batch maps (handles into `indices`).
     readonly int sourceMap, keyMask, positionIds, lossPositions, targets, verbalizer, useOffsets, usePositions;
 
-    // Prompt arena.
+    // Prompt arena. The deep prefix follows the prompt in each of the four (parameter, gradient, m, v), so the
+    // optimizer sees prompt and prefix as one parameter vector (Arena.Joined).
     readonly int prompt, dPrompt, adamM, adamV, sumSquares, clipScale, partials; // (P, C) ×4, (1), (1), (64)
+    readonly int prefix, dPrefix, prefixM, prefixV; // (L, 2, Pv, KV*hs) ×4: per layer its keys, then its values
 
     // KV cache arena (allocated by the first Prefill).
     readonly int[] keyCache, valueCache; // per layer (B, Tmax, KV*hs), B = MaxRows, Tmax = MaxLength; keys after RoPE
     readonly int generationLogits;       // (B, V) logits of each row's newest position
     readonly int stepIndices;            // (5, B): tokens, position ids, cache slots written, attended lengths, logit rows
     bool cacheAllocated;
+    readonly int injected;   // (L, 2, Tmax, KV*hs) dLoss/d(keys, values) of a prompt-only row (PromptBackward)
+    bool injectAllocated;
     int[] cacheLengths = [];             // host copy: valid cached positions per row of the last Prefill
 
     /// <summary>Which way <see cref="Forward"/> uses the KV cache.</summary>
@@ -117,7 +136,7 @@ public sealed class TransformerEngine : IDisposable
         maxN = options.MaxRows * options.MaxLength;
         maxS = options.MaxLossPositions ?? maxN;
         maxWidth = config.VocabSize;
-        savedLayers = options.Training ? L : 1;
+        savedLayers = options.Training && !options.Recompute ? L : 1;
         long headsRows = (long)options.MaxRows * config.NumHeads * options.MaxLength;
         bool gpt2 = config.Family == ModelFamily.Gpt2;
 
@@ -167,11 +186,21 @@ public sealed class TransformerEngine : IDisposable
         useOffsets = indices.Reserve("prompt use offsets (P+1)", options.PromptRows + 1);
         usePositions = indices.Reserve("prompt use positions (N)", maxN);
 
+        if (options.PrefixTokens < 0) throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens");
+        // Each batch checks its own Pv + positions against the model (Load); the cache's Pv + tokens against MaxLength (Prefill).
+        if (options.PrefixTokens >= model.Config.MaxPositions)
+            throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens leave no room in the model's {model.Config.MaxPositions} positions");
         long promptLength = (long)options.PromptRows * C;
+        long prefixLength = PrefixLengthOf(config, options.PrefixTokens);
+        long trainable = options.Training ? 1 : 0;
         prompt = promptArena.Reserve("prompt (P, C)", promptLength);
-        dPrompt = promptArena.Reserve("dPrompt (P, C)", options.Training ? promptLength : 0);
-        adamM = promptArena.Reserve("AdamW m (P, C)", options.Training ? promptLength : 0);
-        adamV = promptArena.Reserve("AdamW v (P, C)", options.Training ? promptLength : 0);
+        prefix = promptArena.Reserve("prefix (L, 2, Pv, KV*hs)", prefixLength);
+        dPrompt = promptArena.Reserve("dPrompt (P, C)", trainable * promptLength);
+        dPrefix = promptArena.Reserve("dPrefix (L, 2, Pv, KV*hs)", trainable * prefixLength);
+        adamM = promptArena.Reserve("AdamW m (P, C)", trainable * promptLength);
+        prefixM = promptArena.Reserve("AdamW m of the prefix", trainable * prefixLength);
+        adamV = promptArena.Reserve("AdamW v (P, C)", trainable * promptLength);
+        prefixV = promptArena.Reserve("AdamW v of the prefix", trainable * prefixLength);
         sumSquares = promptArena.Reserve("sum of squares (1)", 1);
         clipScale = promptArena.Reserve("clip scale (1)", 1);
         partials = promptArena.Reserve("norm partials (64)", GradNorm.Partitions);
@@ -181,6 +210,7 @@ public sealed class TransformerEngine : IDisposable
         valueCache = Enumerable.Range(0, L).Select(l => cacheArena.Reserve($"value cache[{l}] (B, Tmax, KV*hs)", cacheLength)).ToArray();
         generationLogits = cacheArena.Reserve("generation logits (B, V)", (long)options.MaxRows * config.VocabSize);
         stepIndices = cacheIndices.Reserve("step indices (5, B)", 5L * options.MaxRows);
+        injected = injectArena.Reserve("dKeys, dValues (L, 2, Tmax, KV*hs)", 2L * L * options.MaxLength * KV);
 
         weights = DeviceWeights.Upload(kernels, model);
         try
@@ -189,11 +219,11 @@ public sealed class TransformerEngine : IDisposable
             scratch.Allocate(kernels.Accelerator);
             indices.Allocate(kernels.Accelerator);
             promptArena.Allocate(kernels.Accelerator);
-            if (options.Training && promptLength > 0)
+            if (options.Training && promptLength + prefixLength > 0)
             {
-                promptArena[dPrompt].MemSetToZero();
-                promptArena[adamM].MemSetToZero();
-                promptArena[adamV].MemSetToZero();
+                Trainable(dPrompt).MemSetToZero();
+                Trainable(adamM).MemSetToZero();
+                Trainable(adamV).MemSetToZero();
             }
         }
         catch
@@ -203,8 +233,8 @@ public sealed class TransformerEngine : IDisposable
         }
     }
 
-    /// <summary>Device memory by arena.</summary>
-    public MemoryReport Memory => new(weights.Bytes, saved.Bytes, scratch.Bytes, indices.Bytes, promptArena.Bytes,
+    /// <summary>Device memory by arena (the key/value gradients of <see cref="PromptBackward"/>, once allocated, count as scratch).</summary>
+    public MemoryReport Memory => new(weights.Bytes, saved.Bytes, scratch.Bytes + (injectAllocated ? injectArena.Bytes : 0), indices.Bytes, promptArena.Bytes,
         cacheAllocated ? cacheArena.Bytes + cacheIndices.Bytes : 0);
 
     /// <summary>Rows P of the prompt bank.</summary>
@@ -224,13 +254,57 @@ public sealed class TransformerEngine : IDisposable
         if (values.Length != length) throw new ArgumentException($"prompt: {values.Length} values given, the bank holds P·C = {options.PromptRows}·{config.HiddenSize} = {length}");
         if (length == 0) return;
         promptArena[prompt].CopyFromCPU(values.ToArray());
-        if (options.Training)
-        {
-            promptArena[dPrompt].MemSetToZero();
-            promptArena[adamM].MemSetToZero();
-            promptArena[adamV].MemSetToZero();
-            optimizerStep = 0;
-        }
+        ResetOptimizer();
+    }
+
+    void ResetOptimizer()
+    {
+        if (!options.Training || TrainableLength == 0) return;
+        Trainable(dPrompt).MemSetToZero();
+        Trainable(adamM).MemSetToZero();
+        Trainable(adamV).MemSetToZero();
+        optimizerStep = 0;
+    }
+
+    /// <summary>Elements of the deep prefix (L, 2, Pv, KV·hs) for <paramref name="prefixTokens"/> = Pv.</summary>
+    public static long PrefixLengthOf(TransformerConfig config, int prefixTokens) =>
+        (long)config.NumLayers * 2 * prefixTokens * config.NumKvHeads * config.HeadDim;
+
+    /// <summary>Deep-prompt virtual tokens Pv (0: no prefix).</summary>
+    public int PrefixTokens => options.PrefixTokens;
+
+    /// <summary>Elements of the deep prefix, L·2·Pv·KV·hs.</summary>
+    public long PrefixLength => PrefixLengthOf(config, options.PrefixTokens);
+
+    long TrainableLength => (long)options.PromptRows * config.HiddenSize + PrefixLength;
+
+    /// <summary>The prompt-or-prefix view starting at <paramref name="promptHandle"/> (one of prompt, dPrompt, adamM,
+    /// adamV) joined with its prefix counterpart reserved right after it.</summary>
+    ArrayView<float> Trainable(int promptHandle) => promptArena.Joined(promptHandle, promptHandle + 1);
+
+    /// <summary>Replaces the deep prefix (L, 2, Pv, KV·hs) — per layer Pv keys then Pv values, each (KV, hs), keys as
+    /// attention uses them (no RoPE is applied) — and resets the gradient and AdamW state.</summary>
+    public void SetPrefix(ReadOnlySpan<float> values)
+    {
+        if (values.Length != PrefixLength)
+            throw new ArgumentException($"prefix: {values.Length} values given, the engine's deep prefix holds L·2·Pv·KV·hs = {PrefixLength}");
+        if (PrefixLength == 0) return;
+        promptArena[prefix].CopyFromCPU(values.ToArray());
+        ResetOptimizer();
+    }
+
+    /// <summary>The deep prefix (L, 2, Pv, KV·hs), copied to the host.</summary>
+    public float[] GetPrefix() => PrefixLength == 0 ? [] : ToHost(promptArena[prefix]);
+
+    /// <summary>dLoss/dPrefix (L, 2, Pv, KV·hs) accumulated since the last <see cref="ZeroPromptGradient"/>, copied to the host.</summary>
+    public float[] GetPrefixGradient() => PrefixLength == 0 || !options.Training ? [] : ToHost(promptArena[dPrefix]);
+
+    /// <summary>Layer <paramref name="layer"/>'s prefix keys (Pv, KV, hs) in the arena handle <paramref name="handle"/>,
+    /// or its values when <paramref name="values"/>.</summary>
+    ArrayView<float> PrefixSlice(int handle, int layer, bool values)
+    {
+        long part = (long)options.PrefixTokens * config.NumKvHeads * config.HeadDim;
+        return promptArena[handle].SubView((2L * layer + (values ? 1 : 0)) * part, part);
     }
 
     /// <summary>The prompt bank (P, C), copied to the host.</summary>
@@ -239,10 +313,10 @@ public sealed class TransformerEngine : IDisposable
     /// <summary>dLoss/dPrompt (P, C) accumulated since the last <see cref="ZeroPromptGradient"/>, copied to the host.</summary>
     public float[] GetPromptGradient() => options.PromptRows == 0 || !options.Training ? [] : ToHost(promptArena[dPrompt]);
 
-    /// <summary>Clears dPrompt (start of a step; several batches between clears accumulate).</summary>
+    /// <summary>Clears dPrompt and dPrefix (start of a step; several batches between clears accumulate).</summary>
     public void ZeroPromptGradient()
     {
-        if (options.PromptRows > 0 && options.Training) promptArena[dPrompt].MemSetToZero();
+        if (TrainableLength > 0 && options.Training) Trainable(dPrompt).MemSetToZero();
     }
 
     /// <summary>Forward, loss and backward: returns the mean loss over the batch's scored positions and
@@ -282,7 +356,8 @@ public sealed class TransformerEngine : IDisposable
     /// tokens, right-padded as <see cref="BatchBuilder"/> builds them), writes every layer's K and V of every row into
     /// the KV cache, and returns the logits (B, V) at each row's last real position. Replaces whatever was cached.</summary>
     /// <param name="batch">Rows whose key mask is 1 on a prefix of the row (its length) and 0 after, with position ids
-    /// 0, 1, … on that prefix, so the cache slot of a position is its position id. Loss positions are ignored.</param>
+    /// 0, 1, … on that prefix, so the cache slot of a position is its position id (plus Pv with a deep prompt, whose
+    /// prefixes fill slots [0, Pv)). Loss positions are ignored.</param>
     /// <exception cref="ArgumentException">The batch does not fit the engine, names a token or prompt row out of range,
     /// or a row is empty, has a hole in its key mask or positions that do not count from 0.</exception>
     public float[] Prefill(Batch batch)
@@ -290,7 +365,7 @@ public sealed class TransformerEngine : IDisposable
         int B = batch.Rows, T = batch.Length;
         if (B > options.MaxRows || T > options.MaxLength)
             throw new ArgumentException($"prefill: batch {B}×{T} exceeds the engine's {options.MaxRows}×{options.MaxLength}");
-        batch.Validate(config.VocabSize, options.PromptRows, config.MaxPositions);
+        batch.Validate(config.VocabSize, options.PromptRows, config.MaxPositions - options.PrefixTokens);
         var lengths = new int[B];
         for (var b = 0; b < B; b++)
         {
@@ -307,10 +382,25 @@ public sealed class TransformerEngine : IDisposable
         EnsureCache();
         Load(batch with { LossPositions = [], Targets = [], Verbalizer = null });
         decodeRows = B;
+        int Pv = options.PrefixTokens;
+        if (Pv + T > options.MaxLength)
+            throw new ArgumentException($"prefill: {Pv} prefix tokens + length {T} exceed the engine's cache of {options.MaxLength} positions");
         var step = new int[5 * B];
-        for (var b = 0; b < B; b++) step[4 * B + b] = b * T + lengths[b] - 1; // slots (row 2) stay 0: each row fills from its start
+        for (var b = 0; b < B; b++)
+        {
+            step[2 * B + b] = Pv; // each row fills from its start, after the deep prefix's slots
+            step[4 * B + b] = b * T + lengths[b] - 1;
+        }
         UploadStep(step, B);
+        if (Pv > 0) // a deep prompt's keys and values sit in the cache like past positions (as PEFT's past_key_values)
+        {
+            long cache = (long)B * options.MaxLength * config.NumKvHeads * config.HeadDim;
+            for (var l = 0; l < config.NumLayers; l++)
+                kernels.AttentionPrefix.FillCache(View(cacheArena, keyCache[l], cache), View(cacheArena, valueCache[l], cache),
+                    PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true), B, options.MaxLength, config.NumKvHeads, config.HeadDim, Pv);
+        }
         Forward(training: false, CacheMode.Fill);
+        for (var b = 0; b < B; b++) lengths[b] += Pv;
         cacheLengths = lengths;
         return GenerationLogits(B * T, B);
     }
@@ -350,6 +440,80 @@ public sealed class TransformerEngine : IDisposable
         return GenerationLogits(B, B);
     }
 
+    /// <summary>Exact prompt-KV reuse: runs the prompt-bank rows <paramref name="promptRows"/> alone, as a prefix at
+    /// positions 0..P−1, and returns the keys (rotated) and values every layer computes there, in the deep-prefix layout
+    /// (L, 2, P, KV·hs). With prefix placement and causal attention those positions never see the input, so an engine
+    /// built with <see cref="EngineOptions.PrefixTokens"/> = P holding this as its prefix (<see cref="SetPrefix"/>)
+    /// computes for any input exactly what this engine computes with the prompt in front of it, without recomputing
+    /// the P prompt positions per row, per request or per generation step. Uses (and clears) the KV cache.</summary>
+    /// <exception cref="ArgumentException">No rows, a row outside the bank, more rows than the engine's length.</exception>
+    /// <exception cref="InvalidOperationException">This engine has a deep prefix of its own.</exception>
+    public float[] PromptKeysAndValues(IReadOnlyList<int> promptRows)
+    {
+        if (options.PrefixTokens > 0) throw new InvalidOperationException("prompt KV: the engine has a deep prefix of its own; use an engine without one");
+        int P = promptRows.Count;
+        if (P == 0 || P > options.MaxLength) throw new ArgumentException($"prompt KV: {P} prompt rows; between 1 and the engine's length {options.MaxLength}");
+        foreach (var row in promptRows)
+            if (row < 0 || row >= options.PromptRows) throw new ArgumentException($"prompt KV: prompt row {row} is outside the bank of {options.PromptRows} rows");
+        Prefill(BatchBuilder.Build([promptRows.Select(Slot.Prompt).ToList()]));
+        cacheLengths = [];
+        long part = (long)P * config.NumKvHeads * config.HeadDim; // row 0 of the cache starts with its P slots
+        var result = new float[2 * config.NumLayers * part];
+        for (var l = 0; l < config.NumLayers; l++)
+        {
+            ToHost(cacheArena[keyCache[l]].SubView(0, part)).CopyTo(result, 2 * l * part);
+            ToHost(cacheArena[valueCache[l]].SubView(0, part)).CopyTo(result, (2 * l + 1) * part);
+        }
+        return result;
+    }
+
+    /// <summary>Shared prompt KV in training, first half: the training forward of the prompt rows alone (one row, positions
+    /// 0..P−1), saving what <see cref="PromptBackward"/> needs, and their keys and values in the deep-prefix layout
+    /// (L, 2, P, KV·hs). Give them to an engine with <see cref="EngineOptions.PrefixTokens"/> = P
+    /// (<see cref="SetPrefix"/>) to train every row of a batch against one computation of the prompt.</summary>
+    /// <exception cref="InvalidOperationException">An inference engine, a recomputing one, or one with a deep prefix.</exception>
+    /// <exception cref="ArgumentException">No rows, or a row outside the bank.</exception>
+    public float[] PromptForward(IReadOnlyList<int> promptRows)
+    {
+        if (!options.Training || options.Recompute || options.PrefixTokens > 0)
+            throw new InvalidOperationException("prompt forward: needs a training engine without recomputation or a deep prefix");
+        int P = promptRows.Count;
+        if (P == 0 || P > options.MaxLength) throw new ArgumentException($"prompt forward: {P} prompt rows; between 1 and the engine's length {options.MaxLength}");
+        Load(BatchBuilder.Build([promptRows.Select(Slot.Prompt).ToList()]));
+        Forward(training: true);
+        long part = (long)P * config.NumKvHeads * config.HeadDim;
+        var result = new float[2 * config.NumLayers * part];
+        for (var l = 0; l < config.NumLayers; l++)
+        {
+            ToHost(View(saved, k[l], part)).CopyTo(result, 2 * l * part);
+            ToHost(View(saved, v[l], part)).CopyTo(result, (2 * l + 1) * part);
+        }
+        return result;
+    }
+
+    /// <summary>Shared prompt KV in training, second half: the backward of the last <see cref="PromptForward"/> when its
+    /// only loss is through its keys and values, <paramref name="dKeysAndValues"/> (L, 2, P, KV·hs) — the dPrefix that the
+    /// rows attending to them accumulated (<see cref="GetPrefixGradient"/>). ADDS dLoss/dPrompt into the prompt gradient,
+    /// exactly what running every row with the prompt in front would have added.</summary>
+    /// <exception cref="InvalidOperationException">No <see cref="PromptForward"/> before.</exception>
+    /// <exception cref="ArgumentException">A gradient of the wrong length.</exception>
+    public void PromptBackward(ReadOnlySpan<float> dKeysAndValues)
+    {
+        if (current is not { Rows: 1 } batch || !options.Training) throw new InvalidOperationException("prompt backward: call PromptForward first");
+        int P = batch.Length;
+        long part = (long)P * config.NumKvHeads * config.HeadDim;
+        if (dKeysAndValues.Length != 2 * config.NumLayers * part)
+            throw new ArgumentException($"prompt backward: {dKeysAndValues.Length} values given, (L, 2, P, KV·hs) = {2 * config.NumLayers * part}");
+        if (!injectAllocated)
+        {
+            injectArena.Allocate(kernels.Accelerator);
+            injectAllocated = true;
+        }
+        injectArena[injected].SubView(0, dKeysAndValues.Length).CopyFromCPU(dKeysAndValues.ToArray());
+        View(scratch, dResidual, (long)P * config.HiddenSize).MemSetToZero(); // no loss at the prompt positions themselves
+        Backward(injectedRows: P);
+    }
+
     void EnsureCache()
     {
         if (cacheAllocated) return;
@@ -380,33 +544,33 @@ public sealed class TransformerEngine : IDisposable
     public float OptimizerStep(float learningRate, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0f,
         float maxGradNorm = 0f, int accumulatedBatches = 1)
     {
-        if (!options.Training || options.PromptRows == 0) throw new InvalidOperationException("engine: no trainable prompt");
+        if (!options.Training || TrainableLength == 0) throw new InvalidOperationException("engine: no trainable prompt");
         if (accumulatedBatches < 1) throw new ArgumentOutOfRangeException(nameof(accumulatedBatches), accumulatedBatches, "at least one batch");
-        long count = (long)options.PromptRows * config.HiddenSize;
-        if (accumulatedBatches > 1) kernels.Scale.Forward(promptArena[dPrompt], 1f / accumulatedBatches, count);
+        long count = TrainableLength; // the prompt and the deep prefix, one vector
+        if (accumulatedBatches > 1) kernels.Scale.Forward(Trainable(dPrompt), 1f / accumulatedBatches, count);
         var clip = maxGradNorm > 0 ? promptArena[clipScale] : default;
-        kernels.GradNorm.Forward(promptArena[sumSquares], clip, promptArena[partials], promptArena[dPrompt], count, maxGradNorm > 0 ? maxGradNorm : 1f);
+        kernels.GradNorm.Forward(promptArena[sumSquares], clip, promptArena[partials], Trainable(dPrompt), count, maxGradNorm > 0 ? maxGradNorm : 1f);
         // Read the norm before stepping: a NaN or ∞ gradient must not reach the prompt or the moments.
         var norm = MathF.Sqrt(ToHost(promptArena[sumSquares])[0]);
         if (!float.IsFinite(norm)) throw new NonFiniteGradientException($"the prompt gradient is not finite (norm {norm}) at optimizer step {optimizerStep + 1}; the prompt was not updated");
-        kernels.AdamW.Step(promptArena[prompt], promptArena[adamM], promptArena[adamV], promptArena[dPrompt], clip, count,
+        kernels.AdamW.Step(Trainable(prompt), Trainable(adamM), Trainable(adamV), Trainable(dPrompt), clip, count,
             learningRate, beta1, beta2, eps, weightDecay, ++optimizerStep);
         return norm;
     }
 
-    /// <summary>The AdamW state: first and second moments (P, C) and the number of steps taken.</summary>
+    /// <summary>The AdamW state: first and second moments (P·C prompt values, then the deep prefix's) and the number of steps taken.</summary>
     public (float[] M, float[] V, int Step) GetOptimizerState() =>
-        options.Training && options.PromptRows > 0 ? (ToHost(promptArena[adamM]), ToHost(promptArena[adamV]), optimizerStep) : ([], [], 0);
+        options.Training && TrainableLength > 0 ? (ToHost(Trainable(adamM)), ToHost(Trainable(adamV)), optimizerStep) : ([], [], 0);
 
     /// <summary>Restores the AdamW state saved by <see cref="GetOptimizerState"/> (resuming a run).</summary>
     public void SetOptimizerState(float[] m, float[] v, int step)
     {
-        long length = (long)options.PromptRows * config.HiddenSize;
+        long length = TrainableLength;
         if (!options.Training || length == 0) throw new InvalidOperationException("engine: no trainable prompt");
-        if (m.Length != length || v.Length != length) throw new ArgumentException($"optimizer state: {m.Length}/{v.Length} values given, the prompt has {length}");
+        if (m.Length != length || v.Length != length) throw new ArgumentException($"optimizer state: {m.Length}/{v.Length} values given, the prompt and prefix have {length}");
         if (step < 0) throw new ArgumentOutOfRangeException(nameof(step));
-        promptArena[adamM].CopyFromCPU(m);
-        promptArena[adamV].CopyFromCPU(v);
+        Trainable(adamM).CopyFromCPU(m);
+        Trainable(adamV).CopyFromCPU(v);
         optimizerStep = step;
     }
 
@@ -426,11 +590,12 @@ public sealed class TransformerEngine : IDisposable
             throw new ArgumentException($"batch {batch.Rows}×{batch.Length} exceeds the engine's {options.MaxRows}×{options.MaxLength}");
         if (batch.LossPositions.Length > maxS) throw new ArgumentException($"batch scores {batch.LossPositions.Length} positions, the engine was sized for {maxS}");
         if ((batch.Verbalizer?.Length ?? 0) > options.MaxVerbalizer) throw new ArgumentException($"verbalizer of {batch.Verbalizer!.Length} tokens exceeds the engine's {options.MaxVerbalizer}");
-        batch.Validate(config.VocabSize, options.PromptRows, config.MaxPositions);
+        batch.Validate(config.VocabSize, options.PromptRows, config.MaxPositions - options.PrefixTokens);
         int n = batch.Positions, s = batch.LossPositions.Length;
         View(indices, sourceMap, n).CopyFromCPU(batch.SourceMap);
         View(indices, keyMask, n).CopyFromCPU(batch.KeyMask);
-        View(indices, positionIds, n).CopyFromCPU(batch.PositionIds);
+        // A deep prompt occupies positions [0, Pv) as past keys, so the batch's positions move up by Pv (HF's cache_position).
+        View(indices, positionIds, n).CopyFromCPU(options.PrefixTokens == 0 ? batch.PositionIds : batch.PositionIds.Select(p => p + options.PrefixTokens).ToArray());
         if (s > 0)
         {
             View(indices, lossPositions, s).CopyFromCPU(batch.LossPositions);
@@ -452,14 +617,11 @@ public sealed class TransformerEngine : IDisposable
         bool decoding = cacheMode == CacheMode.Decode;
         // Decoding runs one position per cached row; its token and position id come with the step, not a batch.
         int B = decoding ? decodeRows : current!.Rows, T = decoding ? 1 : current!.Length, N = B * T;
-        int Tmax = options.MaxLength;
-        int C = config.HiddenSize, H = config.NumHeads, KVH = config.NumKvHeads, hs = config.HeadDim, I = config.IntermediateSize;
-        int Q = H * hs, KV = KVH * hs;
-        float eps = (float)config.NormEps, theta = (float)config.RopeTheta;
+        int C = config.HiddenSize;
+        float eps = (float)config.NormEps;
         bool gpt2 = config.Family == ModelFamily.Gpt2;
         long nc = (long)N * C;
         var map = decoding ? StepIndices(0, B) : View(indices, sourceMap, N);
-        var mask = View(indices, keyMask, N);
         var positions = decoding ? StepIndices(1, B) : View(indices, positionIds, N);
         var promptBank = options.PromptRows > 0 ? promptArena[prompt] : default;
 
@@ -468,64 +630,83 @@ public sealed class TransformerEngine : IDisposable
         kernels.Embedding.Forward(x0, map, weights.TokenEmbedding, promptBank, N, C, config.VocabSize, options.PromptRows);
         if (gpt2) kernels.PositionEmbedding.Forward(x0, positions, weights.PositionEmbedding, N, C, config.MaxPositions);
 
-        var lnOut = View(scratch, ln, nc);
-        var proj = View(scratch, projection, nc);
-        var act = View(scratch, activated, (long)N * I);
+        // Inference, and training with recomputation, reuse one layer's worth of saved tensors.
         for (int l = 0; l < config.NumLayers; l++)
-        {
-            int s = training ? l : 0; // inference reuses one layer's worth of saved tensors
-            var w = weights.Block(l);
-            var x = View(saved, residual[l], nc);
-            var h = View(saved, mid[s], nc);
-            var (lq, lk, lv) = (View(saved, q[s], (long)N * Q), View(saved, k[s], (long)N * KV), View(saved, v[s], (long)N * KV));
-            var att = View(saved, attention[s], (long)N * Q);
-            var r1 = View(saved, rstd1[s], N);
-            var r2 = View(saved, rstd2[s], N);
-
-            // Attention half: h = x + Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
-            if (gpt2) kernels.LayerNorm.Forward(lnOut, x, w.AttentionNorm, w.AttentionNormBias, View(saved, mean1[s], N), r1, N, C, eps);
-            else kernels.RmsNorm.Forward(lnOut, x, w.AttentionNorm, r1, N, C, eps);
-            kernels.Linear.Forward(lq, lnOut, w.Query, w.QueryBias, N, C, Q);
-            kernels.Linear.Forward(lk, lnOut, w.Key, w.KeyBias, N, C, KV);
-            kernels.Linear.Forward(lv, lnOut, w.Value, w.ValueBias, N, C, KV);
-            if (!gpt2)
-            {
-                kernels.Rope.Forward(lq, lq, positions, B, T, H, hs, theta);
-                kernels.Rope.Forward(lk, lk, positions, B, T, KVH, hs, theta);
-            }
-            if (cacheMode != CacheMode.None)
-            {
-                var (kCache, vCache) = (View(cacheArena, keyCache[l], (long)B * Tmax * KV), View(cacheArena, valueCache[l], (long)B * Tmax * KV));
-                kernels.AttentionDecode.Append(kCache, vCache, lk, lv, StepIndices(2, B), B, T, Tmax, KVH, hs);
-                if (decoding) kernels.AttentionDecode.Forward(att, lq, kCache, vCache, StepIndices(3, B), B, Tmax, H, KVH, hs);
-            }
-            if (!decoding) kernels.Attention.Forward(att, View(saved, lse[s], (long)B * H * T), lq, lk, lv, mask, B, T, H, KVH, hs);
-            kernels.Linear.Forward(proj, att, w.AttentionOutput, w.AttentionOutputBias, N, Q, C);
-            kernels.Residual.Forward(h, x, proj, nc);
-
-            // MLP half: x' = h + Wdown · act(norm(h))
-            var u = View(saved, up[s], (long)N * I);
-            if (gpt2)
-            {
-                kernels.LayerNorm.Forward(lnOut, h, w.MlpNorm, w.MlpNormBias, View(saved, mean2[s], N), r2, N, C, eps);
-                kernels.Linear.Forward(u, lnOut, w.MlpUp, w.MlpUpBias, N, C, I);
-                kernels.Gelu.Forward(act, u, (long)N * I);
-            }
-            else
-            {
-                var g = View(saved, gate[s], (long)N * I);
-                kernels.RmsNorm.Forward(lnOut, h, w.MlpNorm, r2, N, C, eps);
-                kernels.Linear.Forward(g, lnOut, w.MlpGate, default, N, C, I);
-                kernels.Linear.Forward(u, lnOut, w.MlpUp, default, N, C, I);
-                kernels.SwiGlu.Forward(act, g, u, N, I);
-            }
-            kernels.Linear.Forward(proj, act, w.MlpDown, w.MlpDownBias, N, I, C);
-            kernels.Residual.Forward(View(saved, residual[l + 1], nc), h, proj, nc);
-        }
+            BlockForward(l, training && !options.Recompute ? l : 0, cacheMode);
 
         var xL = View(saved, residual[config.NumLayers], nc);
         if (gpt2) kernels.LayerNorm.Forward(View(saved, finalNorm, nc), xL, weights.FinalNorm, weights.FinalNormBias, View(saved, finalMean, N), View(saved, finalRstd, N), N, C, eps);
         else kernels.RmsNorm.Forward(View(saved, finalNorm, nc), xL, weights.FinalNorm, View(saved, finalRstd, N), N, C, eps);
+    }
+
+    /// <summary>Block <paramref name="l"/>: residual[l] → residual[l+1], saving into per-layer slot <paramref name="s"/>.
+    /// The forward runs it for every layer; with <see cref="EngineOptions.Recompute"/> the backward runs it again, from
+    /// the saved block input, into slot 0 just before differentiating the block.</summary>
+    void BlockForward(int l, int s, CacheMode cacheMode)
+    {
+        bool decoding = cacheMode == CacheMode.Decode;
+        int B = decoding ? decodeRows : current!.Rows, T = decoding ? 1 : current!.Length, N = B * T;
+        int Tmax = options.MaxLength;
+        int C = config.HiddenSize, H = config.NumHeads, KVH = config.NumKvHeads, hs = config.HeadDim, I = config.IntermediateSize;
+        int Q = H * hs, KV = KVH * hs;
+        float eps = (float)config.NormEps, theta = (float)config.RopeTheta;
+        bool gpt2 = config.Family == ModelFamily.Gpt2;
+        long nc = (long)N * C;
+        var mask = View(indices, keyMask, N);
+        var positions = decoding ? StepIndices(1, B) : View(indices, positionIds, N);
+        var lnOut = View(scratch, ln, nc);
+        var proj = View(scratch, projection, nc);
+        var act = View(scratch, activated, (long)N * I);
+        var w = weights.Block(l);
+        var x = View(saved, residual[l], nc);
+        var h = View(saved, mid[s], nc);
+        var (lq, lk, lv) = (View(saved, q[s], (long)N * Q), View(saved, k[s], (long)N * KV), View(saved, v[s], (long)N * KV));
+        var att = View(saved, attention[s], (long)N * Q);
+        var r1 = View(saved, rstd1[s], N);
+        var r2 = View(saved, rstd2[s], N);
+
+        // Attention half: h = x + Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
+        if (gpt2) kernels.LayerNorm.Forward(lnOut, x, w.AttentionNorm, w.AttentionNormBias, View(saved, mean1[s], N), r1, N, C, eps);
+        else kernels.RmsNorm.Forward(lnOut, x, w.AttentionNorm, r1, N, C, eps);
+        kernels.Linear.Forward(lq, lnOut, w.Query, w.QueryBias, N, C, Q);
+        kernels.Linear.Forward(lk, lnOut, w.Key, w.KeyBias, N, C, KV);
+        kernels.Linear.Forward(lv, lnOut, w.Value, w.ValueBias, N, C, KV);
+        if (!gpt2)
+        {
+            kernels.Rope.Forward(lq, lq, positions, B, T, H, hs, theta);
+            kernels.Rope.Forward(lk, lk, positions, B, T, KVH, hs, theta);
+        }
+        if (cacheMode != CacheMode.None)
+        {
+            var (kCache, vCache) = (View(cacheArena, keyCache[l], (long)B * Tmax * KV), View(cacheArena, valueCache[l], (long)B * Tmax * KV));
+            kernels.AttentionDecode.Append(kCache, vCache, lk, lv, StepIndices(2, B), B, T, Tmax, KVH, hs);
+            if (decoding) kernels.AttentionDecode.Forward(att, lq, kCache, vCache, StepIndices(3, B), B, Tmax, H, KVH, hs);
+        }
+        if (!decoding) kernels.Attention.Forward(att, View(saved, lse[s], (long)B * H * T), lq, lk, lv, mask, B, T, H, KVH, hs);
+        if (!decoding && options.PrefixTokens > 0) // deep prompt: every query also attends to the layer's prefix keys
+            kernels.AttentionPrefix.Forward(att, View(saved, lse[s], (long)B * H * T), lq, PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true),
+                B, T, H, KVH, hs, options.PrefixTokens);
+        kernels.Linear.Forward(proj, att, w.AttentionOutput, w.AttentionOutputBias, N, Q, C);
+        kernels.Residual.Forward(h, x, proj, nc);
+
+        // MLP half: x' = h + Wdown · act(norm(h))
+        var u = View(saved, up[s], (long)N * I);
+        if (gpt2)
+        {
+            kernels.LayerNorm.Forward(lnOut, h, w.MlpNorm, w.MlpNormBias, View(saved, mean2[s], N), r2, N, C, eps);
+            kernels.Linear.Forward(u, lnOut, w.MlpUp, w.MlpUpBias, N, C, I);
+            kernels.Gelu.Forward(act, u, (long)N * I);
+        }
+        else
+        {
+            var g = View(saved, gate[s], (long)N * I);
+            kernels.RmsNorm.Forward(lnOut, h, w.MlpNorm, r2, N, C, eps);
+            kernels.Linear.Forward(g, lnOut, w.MlpGate, default, N, C, I);
+            kernels.Linear.Forward(u, lnOut, w.MlpUp, default, N, C, I);
+            kernels.SwiGlu.Forward(act, g, u, N, I);
+        }
+        kernels.Linear.Forward(proj, act, w.MlpDown, w.MlpDownBias, N, I, C);
+        kernels.Residual.Forward(View(saved, residual[l + 1], nc), h, proj, nc);
     }
 
     float LossForward()
@@ -554,7 +735,7 @@ public sealed class TransformerEngine : IDisposable
             kernels.RmsNorm.Backward(View(scratch, dResidual, nc), dNorm, xL, weights.FinalNorm, View(saved, finalRstd, N), N, C);
     }
 
-    void Backward()
+    void Backward(int injectedRows = 0)
     {
         var batch = current!;
         int B = batch.Rows, T = batch.Length, N = batch.Positions;
@@ -575,10 +756,13 @@ public sealed class TransformerEngine : IDisposable
 
         for (int l = config.NumLayers - 1; l >= 0; l--)
         {
+            // With recomputation the block's activations are rebuilt from its saved input, into slot 0.
+            int s = options.Recompute ? 0 : l;
+            if (options.Recompute) BlockForward(l, 0, CacheMode.None);
             var w = weights.Block(l);
             var x = View(saved, residual[l], nc);
-            var h = View(saved, mid[l], nc);
-            var u = View(saved, up[l], (long)N * I);
+            var h = View(saved, mid[s], nc);
+            var u = View(saved, up[s], (long)N * I);
 
             // MLP half, reversed: dh = dx' + norm'(Wdownᵀ-path)
             kernels.Linear.Backward(dAct, dRes, w.MlpDown, N, I, C);
@@ -586,24 +770,34 @@ public sealed class TransformerEngine : IDisposable
             {
                 kernels.Gelu.Backward(dU, dAct, u, (long)N * I);
                 kernels.Linear.Backward(dNorm, dU, w.MlpUp, N, C, I);
-                kernels.LayerNorm.Backward(dTmp, dNorm, h, w.MlpNorm, View(saved, mean2[l], N), View(saved, rstd2[l], N), N, C);
+                kernels.LayerNorm.Backward(dTmp, dNorm, h, w.MlpNorm, View(saved, mean2[s], N), View(saved, rstd2[s], N), N, C);
             }
             else
             {
-                var g = View(saved, gate[l], (long)N * I);
+                var g = View(saved, gate[s], (long)N * I);
                 var dG = View(scratch, dGate, (long)N * I);
                 kernels.SwiGlu.Backward(dG, dU, dAct, g, u, N, I);
                 kernels.Linear.Backward(dNorm, dG, w.MlpGate, N, C, I);
                 kernels.Linear.Backward(dNorm, dU, w.MlpUp, N, C, I, accumulate: true);
-                kernels.RmsNorm.Backward(dTmp, dNorm, h, w.MlpNorm, View(saved, rstd2[l], N), N, C);
+                kernels.RmsNorm.Backward(dTmp, dNorm, h, w.MlpNorm, View(saved, rstd2[s], N), N, C);
             }
             kernels.Residual.Forward(dRes, dRes, dTmp, nc);
 
             // Attention half, reversed: dx = dh + norm'(Wqᵀ dq + Wkᵀ dk + Wvᵀ dv)
-            var (lq, lk, lv) = (View(saved, q[l], (long)N * Q), View(saved, k[l], (long)N * KV), View(saved, v[l], (long)N * KV));
+            var (lq, lk, lv) = (View(saved, q[s], (long)N * Q), View(saved, k[s], (long)N * KV), View(saved, v[s], (long)N * KV));
             kernels.Linear.Backward(dAtt, dRes, w.AttentionOutput, N, Q, C);
             kernels.Attention.Backward(dq, dk, dv, View(scratch, delta, (long)B * H * T), dAtt, lq, lk, lv, mask,
-                View(saved, attention[l], (long)N * Q), View(saved, lse[l], (long)B * H * T), B, T, H, KVH, hs);
+                View(saved, attention[s], (long)N * Q), View(saved, lse[s], (long)B * H * T), B, T, H, KVH, hs);
+            if (options.PrefixTokens > 0)
+                kernels.AttentionPrefix.Backward(dq, PrefixSlice(dPrefix, l, false), PrefixSlice(dPrefix, l, true), dAtt, lq,
+                    PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true), View(saved, lse[s], (long)B * H * T), View(scratch, delta, (long)B * H * T),
+                    B, T, H, KVH, hs, options.PrefixTokens);
+            if (injectedRows > 0) // PromptBackward: the keys and values also reach other rows (shared prompt KV)
+            {
+                long part = (long)injectedRows * KV;
+                kernels.Residual.Forward(dk, dk, injectArena[injected].SubView(2 * l * part, part), part);
+                kernels.Residual.Forward(dv, dv, injectArena[injected].SubView((2 * l + 1) * part, part), part);
+            }
             if (!gpt2)
             {
                 kernels.Rope.Backward(dq, dq, positions, B, T, H, hs, theta);
@@ -612,8 +806,8 @@ public sealed class TransformerEngine : IDisposable
             kernels.Linear.Backward(dNorm, dq, w.Query, N, C, Q);
             kernels.Linear.Backward(dNorm, dk, w.Key, N, C, KV, accumulate: true);
             kernels.Linear.Backward(dNorm, dv, w.Value, N, C, KV, accumulate: true);
-            if (gpt2) kernels.LayerNorm.Backward(dTmp, dNorm, x, w.AttentionNorm, View(saved, mean1[l], N), View(saved, rstd1[l], N), N, C);
-            else kernels.RmsNorm.Backward(dTmp, dNorm, x, w.AttentionNorm, View(saved, rstd1[l], N), N, C);
+            if (gpt2) kernels.LayerNorm.Backward(dTmp, dNorm, x, w.AttentionNorm, View(saved, mean1[s], N), View(saved, rstd1[s], N), N, C);
+            else kernels.RmsNorm.Backward(dTmp, dNorm, x, w.AttentionNorm, View(saved, rstd1[s], N), N, C);
             kernels.Residual.Forward(dRes, dRes, dTmp, nc);
         }
 
@@ -633,6 +827,7 @@ public sealed class TransformerEngine : IDisposable
         promptArena.Dispose();
         cacheArena.Dispose();
         cacheIndices.Dispose();
+        injectArena.Dispose();
     }
 }
 

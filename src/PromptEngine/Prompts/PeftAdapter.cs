@@ -167,7 +167,9 @@ public static class PeftAdapter
         switch (peftType)
         {
             case "PROMPT_TUNING": break;
-            case "PREFIX_TUNING" or "P_TUNING" or "MULTITASK_PROMPT_TUNING" or "ADAPTION_PROMPT" or "CPT":
+            case "PREFIX_TUNING":
+                throw new PromptFormatException(configPath, "peft_type", "a PREFIX_TUNING adapter holds a deep prompt, not a plain one; load it with PeftAdapter.LoadPrefix (--method prefix)");
+            case "P_TUNING" or "MULTITASK_PROMPT_TUNING" or "ADAPTION_PROMPT" or "CPT":
                 throw new PromptFormatException(configPath, "peft_type", $"{peftType} adapters are not supported yet; only PROMPT_TUNING (input-embedding soft prompts) is");
             default:
                 throw new PromptFormatException(configPath, "peft_type", $"{peftType} is not a soft-prompt method; only PROMPT_TUNING adapters can be loaded");
@@ -217,6 +219,168 @@ public static class PeftAdapter
             if (method == PromptInitMethod.Text && String(root, "prompt_tuning_init_text", configPath) is { } text) metadata[PromptMetadata.InitText] = text;
         }
         return prompt with { Metadata = metadata, Source = folder };
+    }
+
+    /// <summary>Writes <paramref name="prompt"/> as a PEFT PREFIX_TUNING adapter: <c>prompt_embeddings</c> (Pv, L·2·token_dim)
+    /// in PEFT's layout and adapter_config.json with the fields of PrefixTuningConfig. For grouped-query models token_dim is
+    /// KV·hs and num_attention_heads is KV — the per-kv-head shape PEFT uses since its GQA fixes (peft #1901), which is what
+    /// its get_prompt views the tensor as. prefix_projection is written false: a reparameterised prefix is saved folded
+    /// (PEFT itself saves the projection's output). Atomic like <see cref="Save"/>.</summary>
+    /// <exception cref="PromptCompatibilityException">The prompt does not fit <paramref name="model"/>.</exception>
+    /// <exception cref="PromptFormatException">The prompt is malformed, or <paramref name="folder"/> is a file.</exception>
+    public static void SavePrefix(string folder, DeepPrompt prompt, ModelFolder model)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        ArgumentNullException.ThrowIfNull(prompt);
+        ArgumentNullException.ThrowIfNull(model);
+        (prompt with { Source = folder }).Validate();
+        prompt.CheckFits(model.Config, folder);
+        if (File.Exists(folder)) throw new PromptFormatException(folder, null, "is a file; a PEFT adapter is a folder");
+        var modelMetadata = PromptMetadata.ForModel(model);
+        var fields = new SortedDictionary<string, object?>(StringComparer.Ordinal)
+        {
+            ["auto_mapping"] = null,
+            ["base_model_name_or_path"] = modelMetadata[PromptMetadata.BaseModelNameOrPath],
+            ["encoder_hidden_size"] = prompt.TokenDim,
+            ["inference_mode"] = true,
+            ["modules_to_save"] = null,
+            ["num_attention_heads"] = prompt.KvHeads,
+            ["num_layers"] = prompt.NumLayers,
+            ["num_transformer_submodules"] = 1,
+            ["num_virtual_tokens"] = prompt.VirtualTokens,
+            ["peft_type"] = "PREFIX_TUNING",
+            ["prefix_projection"] = false,
+            ["revision"] = null,
+            ["task_type"] = "CAUSAL_LM",
+            ["token_dim"] = prompt.TokenDim,
+        };
+        var metadata = new Dictionary<string, string>(prompt.Metadata, StringComparer.Ordinal);
+        metadata.Remove(PromptMetadata.Content);
+        foreach (var (key, value) in modelMetadata) metadata[key] = value;
+        metadata[PromptMetadata.Method] = PromptMetadata.MethodPrefix;
+        metadata[PromptMetadata.VirtualTokens] = PromptMetadata.Invariant(prompt.VirtualTokens);
+        metadata[PromptMetadata.NumKeyValueHeads] = PromptMetadata.Invariant(prompt.KvHeads);
+        metadata[PromptMetadata.HeadDim] = PromptMetadata.Invariant(prompt.HeadDim);
+        metadata["format"] = "pt";
+        WriteAdapter(folder, [TensorToWrite.F32(PromptFile.TensorName, [prompt.VirtualTokens, prompt.Width], prompt.Values)], metadata, JsonBytes(fields));
+    }
+
+    /// <summary>Reads a PEFT PREFIX_TUNING adapter folder into a deep prompt for a model of <paramref name="config"/>.
+    /// token_dim and num_attention_heads must describe the model's kv heads (token_dim = KV·hs); an adapter written by
+    /// PEFT versions that used the query heads on a grouped-query model (token_dim = H·hs ≠ KV·hs) is refused, since its
+    /// keys cannot be attended to by this model. prefix_projection adapters load too: PEFT saves the projected prefixes.</summary>
+    /// <exception cref="PromptFormatException">A missing or unreadable file, another PEFT method, an encoder-decoder
+    /// prompt, or a shape that disagrees with the config; the message names the file and the field.</exception>
+    /// <exception cref="PromptCompatibilityException">The adapter was made for another shape of model.</exception>
+    public static DeepPrompt LoadPrefix(string folder, TransformerConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        ArgumentNullException.ThrowIfNull(config);
+        var (root, configPath, weightsPath) = ReadConfig(folder);
+        var peftType = String(root, "peft_type", configPath) ?? throw new PromptFormatException(configPath, "peft_type", "missing; every PEFT adapter_config.json has it");
+        if (peftType != "PREFIX_TUNING")
+            throw new PromptFormatException(configPath, "peft_type", peftType == "PROMPT_TUNING"
+                ? "a PROMPT_TUNING adapter holds a plain prompt; load it with --method prompt"
+                : $"{peftType}; only PREFIX_TUNING adapters hold deep prompts");
+        if (Int(root, "num_transformer_submodules", configPath) is { } s && s != 1)
+            throw new PromptFormatException(configPath, "num_transformer_submodules", $"{s} (an encoder-decoder prompt); only decoder-only prompts (1) are supported");
+        int Required(string field) => Int(root, field, configPath) is { } v and > 0 ? v
+            : throw new PromptFormatException(configPath, field, "missing or not a positive integer; a PREFIX_TUNING config needs it");
+        int virtualTokens = Required("num_virtual_tokens"), tokenDim = Required("token_dim"), heads = Required("num_attention_heads"), layers = Required("num_layers");
+        int kvWidth = config.NumKvHeads * config.HeadDim;
+        if (layers != config.NumLayers)
+            throw new PromptCompatibilityException(folder, $"num_layers {layers}, but the model has {config.NumLayers} layers");
+        if (tokenDim != kvWidth || heads != config.NumKvHeads)
+            throw new PromptCompatibilityException(folder, tokenDim == config.NumHeads * config.HeadDim && heads == config.NumHeads && config.NumKvHeads != config.NumHeads
+                ? $"token_dim {tokenDim} and num_attention_heads {heads} count the query heads of a grouped-query model; its prefixes must be per kv head (token_dim = KV·hs = {kvWidth}, num_attention_heads = {config.NumKvHeads}) — re-save with a PEFT version that handles GQA"
+                : $"token_dim {tokenDim} and num_attention_heads {heads} do not match the model's kv heads (token_dim = KV·hs = {kvWidth}, num_attention_heads = {config.NumKvHeads})");
+        if (!File.Exists(weightsPath))
+            throw new PromptFormatException(weightsPath, null, File.Exists(Path.Combine(folder, PickleWeightsFileName))
+                ? $"pickle (.bin) adapter weights are not supported, only {WeightsFileName}" : "missing; a PEFT adapter folder holds adapter_model.safetensors");
+        SoftPrompt flat;
+        using (var file = SafetensorsFile.Open(weightsPath))
+        {
+            if (!file.TryGetTensor(PromptFile.TensorName, out _))
+                throw new PromptFormatException(weightsPath, PromptFile.TensorName, $"no such tensor (found: {string.Join(", ", file.Tensors.Select(t => t.Name))})");
+            flat = PromptFile.ReadTensor(file, PromptFile.TensorName, weightsPath, null, file.Metadata);
+        }
+        if (flat.VirtualTokens != virtualTokens)
+            throw new PromptFormatException(configPath, "num_virtual_tokens", $"{virtualTokens}, but tensor '{PromptFile.TensorName}' has {flat.VirtualTokens} rows");
+        if (flat.Width != layers * 2 * tokenDim)
+            throw new PromptFormatException(weightsPath, PromptFile.TensorName, $"width {flat.Width}, but num_layers·2·token_dim = {layers}·2·{tokenDim} = {layers * 2 * tokenDim}");
+        var metadata = new Dictionary<string, string>(flat.Metadata, StringComparer.Ordinal);
+        metadata.Remove("format");
+        metadata[PromptMetadata.Method] = PromptMetadata.MethodPrefix;
+        if (String(root, "base_model_name_or_path", configPath) is { Length: > 0 } baseModel) metadata[PromptMetadata.BaseModelNameOrPath] = baseModel;
+        return new DeepPrompt(flat.Values, virtualTokens, layers, config.NumKvHeads, config.HeadDim, metadata) { Source = folder };
+    }
+
+    /// <summary>The peft_type of an adapter folder's config, or null when it has none.</summary>
+    /// <exception cref="PromptFormatException">No such folder or an unreadable config.</exception>
+    public static string? PeftType(string folder) { var (root, configPath, _) = ReadConfig(folder); return String(root, "peft_type", configPath); }
+
+    static (JsonElement Root, string ConfigPath, string WeightsPath) ReadConfig(string folder)
+    {
+        if (!Directory.Exists(folder))
+            throw new PromptFormatException(folder, null, File.Exists(folder) ? "is a file; a PEFT adapter is a folder holding adapter_config.json and adapter_model.safetensors" : "no such adapter folder");
+        var configPath = Path.Combine(folder, ConfigFileName);
+        if (!File.Exists(configPath)) throw new PromptFormatException(configPath, null, "missing; a PEFT adapter folder holds adapter_config.json");
+        JsonElement root;
+        try
+        {
+            using var document = JsonDocument.Parse(File.ReadAllBytes(configPath), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+            root = document.RootElement.Clone();
+        }
+        catch (JsonException e) { throw new PromptFormatException(configPath, null, $"not valid JSON: {e.Message}", e); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new PromptFormatException(configPath, null, $"cannot read: {e.Message}", e); }
+        if (root.ValueKind != JsonValueKind.Object) throw new PromptFormatException(configPath, null, "the top level is not a JSON object");
+        return (root, configPath, Path.Combine(folder, WeightsFileName));
+    }
+
+    static byte[] JsonBytes(SortedDictionary<string, object?> fields)
+    {
+        var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        {
+            writer.WriteStartObject();
+            foreach (var (key, value) in fields)
+            {
+                switch (value)
+                {
+                    case null: writer.WriteNull(key); break;
+                    case bool b: writer.WriteBoolean(key, b); break;
+                    case int i: writer.WriteNumber(key, i); break;
+                    case string text: writer.WriteString(key, text); break;
+                }
+            }
+            writer.WriteEndObject();
+        }
+        return buffer.ToArray();
+    }
+
+    /// <summary>Writes weights then config under temporary names and renames them into place (see <see cref="Save"/>).</summary>
+    static void WriteAdapter(string folder, IEnumerable<TensorToWrite> tensors, IReadOnlyDictionary<string, string> metadata, byte[] config)
+    {
+        Directory.CreateDirectory(folder);
+        var stamp = $"{Environment.ProcessId}.{Guid.NewGuid():N}";
+        var weightsTemp = Path.Combine(folder, $".{WeightsFileName}.{stamp}.tmp");
+        var configTemp = Path.Combine(folder, $".{ConfigFileName}.{stamp}.tmp");
+        try
+        {
+            SafetensorsWriter.Write(weightsTemp, tensors, metadata);
+            using (var stream = new FileStream(configTemp, FileMode.CreateNew, FileAccess.Write))
+            {
+                stream.Write(config);
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(weightsTemp, Path.Combine(folder, WeightsFileName), overwrite: true);
+            File.Move(configTemp, Path.Combine(folder, ConfigFileName), overwrite: true);
+        }
+        finally
+        {
+            TryDelete(weightsTemp);
+            TryDelete(configTemp);
+        }
     }
 
     static string? String(JsonElement root, string field, string path)

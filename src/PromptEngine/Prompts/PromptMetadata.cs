@@ -36,6 +36,16 @@ public static class PromptMetadata
     public const string InitTokenIds = "init_token_ids";
     /// <summary>The file a "file" initialisation copied.</summary>
     public const string InitSource = "init_source";
+    /// <summary>The prompt method: "prefix" for a deep prompt (<see cref="DeepPromptFile"/>); absent or "prompt" for a plain prompt.</summary>
+    public const string Method = "method";
+    /// <summary><see cref="Method"/> of a plain prompt.</summary>
+    public const string MethodPrompt = "prompt";
+    /// <summary><see cref="Method"/> of a deep prompt.</summary>
+    public const string MethodPrefix = "prefix";
+    /// <summary>Key/value heads KV of a deep prompt's model.</summary>
+    public const string NumKeyValueHeads = "num_key_value_heads";
+    /// <summary>Head size hs of a deep prompt's model.</summary>
+    public const string HeadDim = "head_dim";
     /// <summary>What the file holds: absent for a prompt, "gradient", or "prompt_bank".</summary>
     public const string Content = "content";
 

@@ -84,7 +84,7 @@ public sealed class Trainer
 {
     /// <summary>File name of the rolling checkpoint in the output directory.</summary>
     public const string CheckpointFile = "checkpoint.safetensors";
-    /// <summary>File name of the best prompt so far (PEFT tensor layout).</summary>
+    /// <summary>File name of the best prompt so far (PEFT tensor layout; a <see cref="DeepPromptFile"/> when the engine trains a deep prefix).</summary>
     public const string BestPromptFile = "best_prompt.safetensors";
 
     readonly TransformerEngine engine;
@@ -102,7 +102,7 @@ public sealed class Trainer
     {
         if (options.Steps <= 0) throw new ArgumentException($"steps must be positive, got {options.Steps}");
         if (options.GradientAccumulation <= 0) throw new ArgumentException($"gradient accumulation must be positive, got {options.GradientAccumulation}");
-        if (engine.PromptRows == 0) throw new ArgumentException("the engine has no prompt to train");
+        if (engine.PromptRows == 0 && engine.PrefixTokens == 0) throw new ArgumentException("the engine has no prompt or deep prefix to train");
         this.engine = engine;
         this.batches = batches;
         this.evaluator = evaluator;
@@ -125,7 +125,7 @@ public sealed class Trainer
             var state = Checkpoint.Load(CheckpointPath);
             if (state.RunFingerprint != options.RunFingerprint)
                 throw new PromptEngineException($"{CheckpointPath}: the checkpoint belongs to a run with other settings (fingerprint {state.RunFingerprint}, this run {options.RunFingerprint}); resume with the same flags or use a new --out");
-            engine.SetPrompt(state.Prompt);
+            SetTrainables(state.Prompt);
             engine.SetOptimizerState(state.AdamM, state.AdamV, state.OptimizerStep);
             batches.RestoreState(state.DataState);
             (step, best, bestStep, stale) = (state.Step, state.BestMetric, state.BestStep, state.EvalsWithoutImprovement);
@@ -184,12 +184,27 @@ public sealed class Trainer
         return new RunSummary(outcome, step, best, bestStep, CheckpointPath, File.Exists(BestPromptPath) ? BestPromptPath : null, clock.Elapsed);
     }
 
+    // What the optimizer moves: the prompt (P, C), then the deep prefix (L, 2, Pv, KV·hs), as one vector.
+    float[] Trainables() => [.. engine.GetPrompt(), .. engine.GetPrefix()];
+
+    void SetTrainables(float[] values)
+    {
+        int promptLength = engine.PromptRows * engine.Config.HiddenSize;
+        if (values.LongLength != promptLength + engine.PrefixLength)
+            throw new PromptEngineException($"{CheckpointPath}: the checkpoint holds {values.Length} values, this run trains {promptLength + engine.PrefixLength}");
+        if (promptLength > 0) engine.SetPrompt(values.AsSpan(0, promptLength));
+        if (engine.PrefixLength > 0) engine.SetPrefix(values.AsSpan(promptLength));
+    }
+
     void SaveCheckpoint(int step, double? best, int bestStep, int stale)
     {
         var (m, v, optimizerStep) = engine.GetOptimizerState();
-        var prompt = engine.GetPrompt();
-        Checkpoint.Save(CheckpointPath, new CheckpointState(step, prompt, m, v, optimizerStep, batches.SaveState(), best, bestStep, stale,
-            engine.PromptRows, engine.Config.HiddenSize, options.RunFingerprint));
+        var values = Trainables();
+        // (P, C) for a plain prompt, (Pv, L·2·KV·hs) for a deep one, one row for both.
+        var (rows, width) = engine.PrefixTokens == 0 ? (engine.PromptRows, engine.Config.HiddenSize)
+            : engine.PromptRows == 0 ? (engine.PrefixTokens, (int)(engine.PrefixLength / engine.PrefixTokens)) : (1, values.Length);
+        Checkpoint.Save(CheckpointPath, new CheckpointState(step, values, m, v, optimizerStep, batches.SaveState(), best, bestStep, stale,
+            rows, width, options.RunFingerprint));
     }
 
     void SavePrompt(string path, int step, EvalReport report)
@@ -199,6 +214,9 @@ public sealed class Trainer
             ["step"] = step.ToString(System.Globalization.CultureInfo.InvariantCulture),
             [report.MetricName] = report.Metric.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
         };
-        PromptFile.Save(path, engine.GetPrompt(), engine.PromptRows, engine.Config.HiddenSize, metadata);
+        if (engine.PrefixTokens > 0)
+            DeepPromptFile.Save(path, DeepPrompt.FromEngineLayout(engine.GetPrefix(), engine.PrefixTokens, engine.Config, metadata));
+        else
+            PromptFile.Save(path, engine.GetPrompt(), engine.PromptRows, engine.Config.HiddenSize, metadata);
     }
 }

@@ -150,7 +150,7 @@ public class PeftAdapterTests
         void Case(string folder, string file, params string[] expected) => cases.Add((folder, file, expected));
 
         var prefix = PeftWrittenAdapter(Config("\"PROMPT_TUNING\"", "\"PREFIX_TUNING\""));
-        Case(prefix, PeftAdapter.ConfigFileName, "peft_type", "PREFIX_TUNING", "not supported yet");
+        Case(prefix, PeftAdapter.ConfigFileName, "peft_type", "PREFIX_TUNING", "deep prompt", "--method prefix");
         var ptuning = PeftWrittenAdapter(Config("\"PROMPT_TUNING\"", "\"P_TUNING\""));
         Case(ptuning, PeftAdapter.ConfigFileName, "P_TUNING", "not supported yet");
         var lora = PeftWrittenAdapter(Config("\"PROMPT_TUNING\"", "\"LORA\""));

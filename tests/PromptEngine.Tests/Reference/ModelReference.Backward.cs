@@ -5,8 +5,8 @@ namespace PromptEngine.Tests.Reference;
 /// Each step mirrors one forward line, in reverse order; gradients are named d….</summary>
 public sealed partial class ModelReference
 {
-    /// <summary>dPrompt (P, C) from dLogits (N, V).</summary>
-    double[] Backward(Trace trace, double[] dLogits, int promptRows)
+    /// <summary>dPrompt (P, C) from dLogits (N, V); with a deep prompt, also ADDS dPrefix (L, 2, Pv, KV·hs) into <paramref name="dPrefix"/>.</summary>
+    double[] Backward(Trace trace, double[] dLogits, int promptRows, double[]? dPrefix)
     {
         int N = trace.N;
         var dFinal = LinearBackward(dLogits, N, V, head, C);
@@ -40,7 +40,15 @@ public sealed partial class ModelReference
 
             // x1 = x + o(attention(q, k, v)).
             var dAttended = LinearBackward(dx1, N, C, w.AttentionOutput, H * HS);
-            var (dq, dk, dv) = AttentionBackward(dAttended, t, trace.KeyMask, trace.B, trace.T);
+            int Pv = trace.PrefixTokens, part = Pv * KV * HS;
+            var (dq, dk, dv, dPrefixK, dPrefixV) = AttentionBackward(dAttended, t, trace.KeyMask, trace.B, trace.T,
+                PrefixPart(trace.Prefix, Pv, l, 0), PrefixPart(trace.Prefix, Pv, l, 1), Pv);
+            if (dPrefix is not null && Pv > 0)
+                for (int e = 0; e < part; e++)
+                {
+                    dPrefix[2 * l * part + e] += dPrefixK[e];
+                    dPrefix[(2 * l + 1) * part + e] += dPrefixV[e];
+                }
             if (!IsGpt2)
             {
                 // RoPE is a rotation, so its transpose is the rotation by the opposite angle.
@@ -109,17 +117,21 @@ public sealed partial class ModelReference
         return dx;
     }
 
-    /// <summary>Backward of <see cref="Attention"/> with the saved probabilities P:
+    /// <summary>Backward of <see cref="Attention"/> with the saved probabilities P (B, H, T, Pv + T):
     /// dV[s] += P[t,s]·dO[t]; dP[t,s] = dO[t]·V[s]; dScore = P·(dP − Σ P·dP);
-    /// dQ[t] += dScore·K[s]·scale; dK[s] += dScore·Q[t]·scale. Key/value gradients of a GQA group add up.</summary>
-    (double[] DQ, double[] DK, double[] DV) AttentionBackward(double[] dAttended, BlockTrace t, int[] keyMask, int B, int T)
+    /// dQ[t] += dScore·K[s]·scale; dK[s] += dScore·Q[t]·scale, over the prefix keys and the allowed token keys.
+    /// Key/value gradients of a GQA group add up; the prefixes' gradients also add up over the batch rows.</summary>
+    (double[] DQ, double[] DK, double[] DV, double[] DPrefixK, double[] DPrefixV) AttentionBackward(double[] dAttended, BlockTrace t, int[] keyMask, int B, int T,
+        double[]? prefixK, double[]? prefixV, int prefixTokens)
     {
-        int N = B * T, group = H / KV;
+        int N = B * T, group = H / KV, width = prefixTokens + T;
         double scale = 1 / Math.Sqrt(HS);
         var dq = new double[N * H * HS];
         var dk = new double[N * KV * HS];
         var dv = new double[N * KV * HS];
-        var dP = new double[T];
+        var dPrefixK = new double[prefixTokens * KV * HS];
+        var dPrefixV = new double[prefixTokens * KV * HS];
+        var dP = new double[width];
         for (int b = 0; b < B; b++)
             for (int h = 0; h < H; h++)
             {
@@ -127,35 +139,36 @@ public sealed partial class ModelReference
                 for (int qt = 0; qt < T; qt++)
                 {
                     int qAt = (b * T + qt) * H * HS + h * HS;
-                    int pAt = ((b * H + h) * T + qt) * T;
+                    int pAt = ((b * H + h) * T + qt) * width;
+                    // Allowed keys: (column, keys, values, dKeys, dValues, offset).
+                    var keys = new List<(int Column, double[] K, double[] V, double[] DK, double[] DV, int At)>();
+                    for (int j = 0; j < prefixTokens; j++) keys.Add((j, prefixK!, prefixV!, dPrefixK, dPrefixV, j * KV * HS + kvHead * HS));
+                    for (int s = 0; s <= qt; s++)
+                        if (keyMask[b * T + s] != 0) keys.Add((prefixTokens + s, t.K, t.V, dk, dv, (b * T + s) * KV * HS + kvHead * HS));
                     double weighted = 0;
-                    for (int s = 0; s <= qt; s++)
+                    foreach (var key in keys)
                     {
-                        dP[s] = 0;
-                        if (keyMask[b * T + s] == 0) continue;
-                        int vAt = (b * T + s) * KV * HS + kvHead * HS;
-                        double p = t.Probabilities[pAt + s];
+                        dP[key.Column] = 0;
+                        double p = t.Probabilities[pAt + key.Column];
                         for (int d = 0; d < HS; d++)
                         {
-                            dP[s] += dAttended[qAt + d] * t.V[vAt + d];
-                            dv[vAt + d] += p * dAttended[qAt + d];
+                            dP[key.Column] += dAttended[qAt + d] * key.V[key.At + d];
+                            key.DV[key.At + d] += p * dAttended[qAt + d];
                         }
-                        weighted += p * dP[s];
+                        weighted += p * dP[key.Column];
                     }
-                    for (int s = 0; s <= qt; s++)
+                    foreach (var key in keys)
                     {
-                        if (keyMask[b * T + s] == 0) continue;
-                        double dScore = t.Probabilities[pAt + s] * (dP[s] - weighted) * scale;
-                        int kAt = (b * T + s) * KV * HS + kvHead * HS;
+                        double dScore = t.Probabilities[pAt + key.Column] * (dP[key.Column] - weighted) * scale;
                         for (int d = 0; d < HS; d++)
                         {
-                            dq[qAt + d] += dScore * t.K[kAt + d];
-                            dk[kAt + d] += dScore * t.Q[qAt + d];
+                            dq[qAt + d] += dScore * key.K[key.At + d];
+                            key.DK[key.At + d] += dScore * t.Q[qAt + d];
                         }
                     }
                 }
             }
-        return (dq, dk, dv);
+        return (dq, dk, dv, dPrefixK, dPrefixV);
     }
 
     static void AddInPlace(double[] target, double[] addend)

@@ -175,6 +175,13 @@ public sealed partial class ModelReference
     public (double Loss, double[] DPrompt) LossAndPromptGradient(int[] sourceMap, double[] prompt, int[] targets, int B, int T,
         int[]? keyMask = null, int[]? positionIds = null, int[]? verbalizer = null)
     {
+        var (loss, dLogits, trace) = LossForward(sourceMap, prompt, targets, B, T, keyMask, positionIds, verbalizer, null, 0);
+        return (loss, Backward(trace, dLogits, prompt.Length / C, null));
+    }
+
+    (double Loss, double[] DLogits, Trace Trace) LossForward(int[] sourceMap, double[] prompt, int[] targets, int B, int T,
+        int[]? keyMask, int[]? positionIds, int[]? verbalizer, double[]? prefix, int prefixTokens)
+    {
         int N = B * T;
         if (targets.Length != N) throw new ArgumentException($"targets has {targets.Length} entries, expected B·T = {N}", nameof(targets));
         var classes = verbalizer ?? Enumerable.Range(0, V).ToArray();
@@ -186,7 +193,7 @@ public sealed partial class ModelReference
         int count = targets.Count(t => t != -1);
         if (count == 0) throw new ArgumentException("every target is ignored (−1); the mean loss is undefined", nameof(targets));
 
-        var trace = Forward(sourceMap, prompt, B, T, keyMask, positionIds);
+        var trace = Forward(sourceMap, prompt, B, T, keyMask, positionIds, prefix, prefixTokens);
         var logits = HeadForward(trace.FinalNormed, N);
 
         // Cross-entropy over the class set; dLogits = (softmax − onehot) / count on those columns only.
@@ -204,7 +211,27 @@ public sealed partial class ModelReference
             foreach (var c in classes) dLogits[i * V + c] = Math.Exp(logits[i * V + c] - logZ) / count;
             dLogits[i * V + targets[i]] -= 1.0 / count;
         }
-        return (loss / count, Backward(trace, dLogits, prompt.Length / C));
+        return (loss / count, dLogits, trace);
+    }
+
+    /// <summary>Logits (B·T, V) of every position with a deep prompt <paramref name="prefix"/> (L, 2, Pv, KV·hs); positions
+    /// default to Pv + t.</summary>
+    public double[] LogitsWithPrefix(int[] sourceMap, double[] prompt, double[] prefix, int prefixTokens, int B, int T, int[]? keyMask = null, int[]? positionIds = null)
+    {
+        var trace = Forward(sourceMap, prompt, B, T, keyMask, positionIds, prefix, prefixTokens);
+        return HeadForward(trace.FinalNormed, B * T);
+    }
+
+    /// <summary><see cref="LossAndPromptGradient"/> with a deep prompt <paramref name="prefix"/> (L, 2, Pv, KV·hs): per layer
+    /// Pv keys then Pv values, each (KV, hs), used as past keys (no RoPE) that every query attends to. Positions default to Pv + t.</summary>
+    /// <returns>The loss, dPrompt (P, C) and dPrefix (L, 2, Pv, KV·hs), the latter summed over the batch rows.</returns>
+    public (double Loss, double[] DPrompt, double[] DPrefix) LossAndGradients(int[] sourceMap, double[] prompt, double[] prefix, int prefixTokens,
+        int[] targets, int B, int T, int[]? keyMask = null, int[]? positionIds = null, int[]? verbalizer = null)
+    {
+        var (loss, dLogits, trace) = LossForward(sourceMap, prompt, targets, B, T, keyMask, positionIds, verbalizer, prefix, prefixTokens);
+        var dPrefix = new double[prefix.Length];
+        var dPrompt = Backward(trace, dLogits, prompt.Length / C, dPrefix);
+        return (loss, dPrompt, dPrefix);
     }
 
     /// <summary>Greedy decoding without a soft prompt, recomputing the whole sequence for every new
@@ -240,6 +267,8 @@ public sealed partial class ModelReference
     {
         public required int B, T, N;
         public required int[] SourceMap, KeyMask, PositionIds;
+        public double[]? Prefix;                 // (L, 2, Pv, KV·hs) deep prompt, or null
+        public int PrefixTokens;                 // Pv
         public required BlockTrace[] Blocks;
         public required double[] ResidualOut;   // (N, C) input of the final norm
         public required double[] FinalNormed;   // (N, C)
@@ -252,7 +281,7 @@ public sealed partial class ModelReference
         public required double[] Mean1, Rstd1;     // (N)
         public required double[] Q;                // (N, H·hs) after RoPE
         public required double[] K, V;             // (N, KV·hs) K after RoPE
-        public required double[] Probabilities;    // (B, H, T, T)
+        public required double[] Probabilities;    // (B, H, T, Pv + T)
         public required double[] Attended;         // (N, H·hs)
         public required double[] X1;               // (N, C) after the attention residual
         public required double[] Mean2, Rstd2;     // (N)
@@ -262,15 +291,25 @@ public sealed partial class ModelReference
         public required double[] Hidden;           // (N, I) the MLP's input to the down projection
     }
 
-    Trace Forward(int[] sourceMap, double[] prompt, int B, int T, int[]? keyMask, int[]? positionIds)
+    /// <summary>Layer <paramref name="layer"/>'s prefix keys (part 0) or values (part 1), (Pv, KV·hs), of a deep prefix (L, 2, Pv, KV·hs).</summary>
+    double[]? PrefixPart(double[]? prefix, int prefixTokens, int layer, int part)
     {
+        if (prefix is null || prefixTokens == 0) return null;
+        int size = prefixTokens * KV * HS;
+        return prefix.AsSpan((2 * layer + part) * size, size).ToArray();
+    }
+
+    Trace Forward(int[] sourceMap, double[] prompt, int B, int T, int[]? keyMask, int[]? positionIds, double[]? prefix = null, int prefixTokens = 0)
+    {
+        if (prefixTokens > 0 && (prefix is null || prefix.Length != blocks.Length * 2 * prefixTokens * KV * HS))
+            throw new ArgumentException($"prefix must hold L·2·Pv·KV·hs = {blocks.Length * 2 * prefixTokens * KV * HS} values", nameof(prefix));
         int N = B * T;
         if (B <= 0 || T <= 0) throw new ArgumentOutOfRangeException(nameof(B), $"B = {B} and T = {T} must be positive");
         if (sourceMap.Length != N) throw new ArgumentException($"sourceMap has {sourceMap.Length} entries, expected B·T = {N}", nameof(sourceMap));
         if (prompt.Length % C != 0) throw new ArgumentException($"prompt has {prompt.Length} values, not a multiple of C = {C}", nameof(prompt));
         int P = prompt.Length / C;
         keyMask ??= Enumerable.Repeat(1, N).ToArray();
-        positionIds ??= Enumerable.Range(0, N).Select(i => i % T).ToArray();
+        positionIds ??= Enumerable.Range(0, N).Select(i => prefixTokens + i % T).ToArray(); // HF: inputs follow the prefix's positions
         if (keyMask.Length != N) throw new ArgumentException($"keyMask has {keyMask.Length} entries, expected {N}", nameof(keyMask));
         if (positionIds.Length != N) throw new ArgumentException($"positionIds has {positionIds.Length} entries, expected {N}", nameof(positionIds));
         for (int i = 0; i < N; i++)
@@ -305,7 +344,7 @@ public sealed partial class ModelReference
                 Rope(q, N, H, positionIds, inverse: false);
                 Rope(k, N, KV, positionIds, inverse: false);
             }
-            var (attended, probabilities) = Attention(q, k, v, keyMask, B, T);
+            var (attended, probabilities) = Attention(q, k, v, keyMask, B, T, PrefixPart(prefix, prefixTokens, l, 0), PrefixPart(prefix, prefixTokens, l, 1), prefixTokens);
             var projected = Linear(attended, N, H * HS, w.AttentionOutput, w.AttentionOutputBias, C);
             var x1 = Add(x, projected);
 
@@ -335,7 +374,7 @@ public sealed partial class ModelReference
         var final = Norm(x, N, finalNorm, finalNormBias, out var finalMean, out var finalRstd);
         return new Trace
         {
-            B = B, T = T, N = N, SourceMap = sourceMap, KeyMask = keyMask, PositionIds = positionIds,
+            B = B, T = T, N = N, SourceMap = sourceMap, KeyMask = keyMask, PositionIds = positionIds, Prefix = prefix, PrefixTokens = prefixTokens,
             Blocks = traces, ResidualOut = x, FinalNormed = final, FinalMean = finalMean, FinalRstd = finalRstd,
         };
     }
@@ -407,14 +446,17 @@ public sealed partial class ModelReference
             }
     }
 
-    /// <summary>Causal scaled dot-product attention with key padding and GQA.
-    /// q (N, H·hs), k/v (N, KV·hs) → attended (N, H·hs) and probabilities (B, H, T, T), zero where not allowed.</summary>
-    (double[] Attended, double[] Probabilities) Attention(double[] q, double[] k, double[] v, int[] keyMask, int B, int T)
+    /// <summary>Causal scaled dot-product attention with key padding and GQA, after <paramref name="prefixTokens"/> = Pv
+    /// deep-prompt keys and values (Pv, KV·hs) that every query attends to (PEFT's prefix as past_key_values: all-ones mask,
+    /// keys used as given). q (N, H·hs), k/v (N, KV·hs) → attended (N, H·hs) and probabilities (B, H, T, Pv + T):
+    /// column c &lt; Pv is prefix slot c, column Pv + s token key s; zero where not allowed.</summary>
+    (double[] Attended, double[] Probabilities) Attention(double[] q, double[] k, double[] v, int[] keyMask, int B, int T,
+        double[]? prefixK = null, double[]? prefixV = null, int prefixTokens = 0)
     {
-        int N = B * T, group = H / KV;
+        int N = B * T, group = H / KV, width = prefixTokens + T;
         double scale = 1 / Math.Sqrt(HS);
         var attended = new double[N * H * HS];
-        var probabilities = new double[B * H * T * T];
+        var probabilities = new double[B * H * T * width];
         for (int b = 0; b < B; b++)
             for (int h = 0; h < H; h++)
             {
@@ -422,31 +464,31 @@ public sealed partial class ModelReference
                 for (int t = 0; t < T; t++)
                 {
                     int qAt = (b * T + t) * H * HS + h * HS;
-                    int pAt = ((b * H + h) * T + t) * T;
-                    double max = double.NegativeInfinity;
+                    int pAt = ((b * H + h) * T + t) * width;
+                    // Allowed keys as (probability column, key array, offset).
+                    var keys = new List<(int Column, double[] Keys, double[] Values, int At)>();
+                    for (int j = 0; j < prefixTokens; j++) keys.Add((j, prefixK!, prefixV!, j * KV * HS + kvHead * HS));
                     for (int s = 0; s <= t; s++)
+                        if (keyMask[b * T + s] != 0) keys.Add((prefixTokens + s, k, v, (b * T + s) * KV * HS + kvHead * HS));
+                    if (keys.Count == 0) continue;   // no key allowed: output stays zero
+                    double max = double.NegativeInfinity;
+                    foreach (var key in keys)
                     {
-                        if (keyMask[b * T + s] == 0) continue;
-                        int kAt = (b * T + s) * KV * HS + kvHead * HS;
                         double score = 0;
-                        for (int d = 0; d < HS; d++) score += q[qAt + d] * k[kAt + d];
-                        probabilities[pAt + s] = score * scale;
+                        for (int d = 0; d < HS; d++) score += q[qAt + d] * key.Keys[key.At + d];
+                        probabilities[pAt + key.Column] = score * scale;
                         max = Math.Max(max, score * scale);
                     }
-                    if (double.IsNegativeInfinity(max)) continue;   // no key allowed: output stays zero
                     double sum = 0;
-                    for (int s = 0; s <= t; s++)
+                    foreach (var key in keys)
                     {
-                        if (keyMask[b * T + s] == 0) continue;
-                        probabilities[pAt + s] = Math.Exp(probabilities[pAt + s] - max);
-                        sum += probabilities[pAt + s];
+                        probabilities[pAt + key.Column] = Math.Exp(probabilities[pAt + key.Column] - max);
+                        sum += probabilities[pAt + key.Column];
                     }
-                    for (int s = 0; s <= t; s++)
+                    foreach (var key in keys)
                     {
-                        if (keyMask[b * T + s] == 0) continue;
-                        double p = probabilities[pAt + s] /= sum;
-                        int vAt = (b * T + s) * KV * HS + kvHead * HS;
-                        for (int d = 0; d < HS; d++) attended[qAt + d] += p * v[vAt + d];
+                        double p = probabilities[pAt + key.Column] /= sum;
+                        for (int d = 0; d < HS; d++) attended[qAt + d] += p * key.Values[key.At + d];
                     }
                 }
             }

@@ -1,0 +1,538 @@
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+
+namespace PromptEngine.Kernels;
+
+/// <summary>
+/// Deep-prompt (prefix-tuning, P-tuning v2) attention: extends <see cref="Attention"/> with Pv trainable key and value
+/// vectors per kv head that every query of every batch row attends to, before its own causal keys. This is how
+/// Hugging Face PEFT's PREFIX_TUNING uses its prefixes: as past_key_values, i.e. keys exactly as the cache stores
+/// them (already rotated; no RoPE is applied to them) with an all-ones attention mask.
+/// <c>out[b,i,h] = Σ_j p_ij·v_j</c> over the keys j ∈ prefix ∪ {token keys s ≤ i with mask 1}, the prefix keys
+/// being <c>prefixK[j, g]</c>, <c>prefixV[j, g]</c> for g = h / (H/KV), shared by all batch rows.
+/// Shapes: q, out, dOut, dQ (B, T, H, hs); prefixK, prefixV, dPrefixK, dPrefixV (Pv, KV, hs); lse, delta (B, H, T).
+/// Gradient contract: dQ and dPrefixK/dPrefixV ACCUMULATE (dQ on top of <see cref="Attention.Backward"/>'s token
+/// part; the prefixes' gradient across batch rows and across batches, like dPrompt).
+/// </summary>
+/// <remarks>
+/// <para>The op runs after <see cref="Attention.Forward"/> and merges into its result in place, the way
+/// FlashAttention merges two key blocks: with the token part's (out_t, lse_t) and the prefix part's
+/// (Σ_j e^{s_j}·v_j, lse_p), the whole is <c>lse = logaddexp(lse_t, lse_p)</c>,
+/// <c>out = e^{lse_t − lse}·out_t + Σ_j e^{s_j − lse}·v_j</c>. lse_t = +∞ marks "no token key" and counts as −∞.
+/// After the merge, out and lse are those of one softmax over prefix and tokens, so <see cref="Attention.Backward"/>
+/// run on them gives the token keys' and values' gradients and the token part of dQ unchanged (its delta =
+/// dOut·out is the full row's). This op's backward then adds the prefix part of dQ and the prefixes' gradients.
+/// Nothing is saved beyond lse: probabilities are recomputed from it.</para>
+/// <para>CPU-shaped kernels run one thread per query row, or per (prefix slot, kv head) for the prefixes' gradient,
+/// which sums over the batch rows, the query heads of the group and the queries in a fixed order: deterministic,
+/// no atomics. GPU-shaped kernels run one group per such row, the threads splitting the keys (or queries), with
+/// 2·Group.DimX floats of shared memory as in <see cref="Attention"/>.</para>
+/// </remarks>
+public sealed class AttentionPrefix
+{
+    /// <summary>The op's dimensions as one kernel argument (public because ILGPU's runtime assembly must see every
+    /// kernel parameter type); the launchers take plain integers.</summary>
+    public readonly struct Dimensions(int b, int t, int h, int kv, int headSize, int prefix)
+    {
+        /// <summary>Batch rows.</summary>
+        public readonly int B = b;
+
+        /// <summary>Sequence length.</summary>
+        public readonly int T = t;
+
+        /// <summary>Query heads.</summary>
+        public readonly int H = h;
+
+        /// <summary>Key/value heads.</summary>
+        public readonly int KV = kv;
+
+        /// <summary>Channels per head.</summary>
+        public readonly int HeadSize = headSize;
+
+        /// <summary>Prefix (virtual-token) keys per kv head, Pv.</summary>
+        public readonly int Prefix = prefix;
+
+        /// <summary>1/√hs, rounded to float once on the host exactly as <see cref="Attention.Dimensions.Scale"/>.</summary>
+        public readonly float Scale = (float)(1 / Math.Sqrt(headSize));
+    }
+
+    #region Kernels
+
+    static float Dot(ArrayView<float> a, long aOffset, ArrayView<float> b, long bOffset, int headSize)
+    {
+        float dot = 0;
+        for (int d = 0; d < headSize; d++)
+            dot += a[aOffset + d] * b[bOffset + d];
+        return dot;
+    }
+
+    /// <summary>The merged log-sum-exp of the token part (+∞ = none) and the prefix part (max, sum &gt; 0).</summary>
+    static float Merge(float tokenLse, float prefixMax, float prefixSum)
+    {
+        float prefixLse = prefixMax + XMath.Log(prefixSum);
+        if (tokenLse == float.PositiveInfinity)
+            return prefixLse;
+        float top = Math.Max(tokenLse, prefixLse);
+        return top + XMath.Log(XMath.Exp(tokenLse - top) + XMath.Exp(prefixLse - top));
+    }
+
+    /// <summary>CPU-shaped forward merge: one thread per query row (b, i, h).</summary>
+    internal static void ForwardRowKernel(
+        ArrayView<float> output,  // (B, T, H, hs) token part in, whole out
+        ArrayView<float> lse,     // (B, H, T) token part in, whole out
+        ArrayView<float> q,       // (B, T, H, hs)
+        ArrayView<float> prefixK, // (Pv, KV, hs)
+        ArrayView<float> prefixV, // (Pv, KV, hs)
+        Dimensions dims)
+    {
+        int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize, prefix = dims.Prefix;
+        float scale = dims.Scale;
+        int row = Grid.GlobalIndex.X; // (b·T + i)·H + head
+        if (row >= dims.B * t * h)
+            return;
+        int head = row % h;
+        int batchPosition = row / h;
+        int position = batchPosition % t;
+        int batch = batchPosition / t;
+        int kvHead = head / (h / kv);
+        long qOffset = (long)row * headSize;
+        float max = float.NegativeInfinity, sum = 0;
+        for (int j = 0; j < prefix; j++)
+        {
+            float s = Attention.Score(q, qOffset, prefixK, ((long)j * kv + kvHead) * headSize, headSize, scale);
+            if (s > max)
+            {
+                sum = sum * XMath.Exp(max - s) + 1;
+                max = s;
+            }
+            else
+                sum += XMath.Exp(s - max);
+        }
+        long statistic = ((long)batch * h + head) * t + position;
+        float tokenLse = lse[statistic];
+        float logSumExp = Merge(tokenLse, max, sum);
+        lse[statistic] = logSumExp;
+        float keep = tokenLse == float.PositiveInfinity ? 0f : XMath.Exp(tokenLse - logSumExp);
+        for (int d = 0; d < headSize; d++)
+            output[qOffset + d] *= keep;
+        for (int j = 0; j < prefix; j++)
+        {
+            long kvOffset = ((long)j * kv + kvHead) * headSize;
+            float p = XMath.Exp(Attention.Score(q, qOffset, prefixK, kvOffset, headSize, scale) - logSumExp);
+            for (int d = 0; d < headSize; d++)
+                output[qOffset + d] += p * prefixV[kvOffset + d];
+        }
+    }
+
+    /// <summary>CPU-shaped backward to the queries: one thread per query row; adds the prefix keys' share of dQ.</summary>
+    internal static void BackwardQueryRowKernel(
+        ArrayView<float> dQ,      // (B, T, H, hs) accumulated
+        ArrayView<float> dOut,    // (B, T, H, hs)
+        ArrayView<float> q,       // (B, T, H, hs)
+        ArrayView<float> prefixK, // (Pv, KV, hs)
+        ArrayView<float> prefixV, // (Pv, KV, hs)
+        ArrayView<float> lse,     // (B, H, T) merged
+        ArrayView<float> delta,   // (B, H, T) dOut·out
+        Dimensions dims)
+    {
+        int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize, prefix = dims.Prefix;
+        float scale = dims.Scale;
+        int row = Grid.GlobalIndex.X;
+        if (row >= dims.B * t * h)
+            return;
+        int head = row % h;
+        int batchPosition = row / h;
+        int position = batchPosition % t;
+        int batch = batchPosition / t;
+        int kvHead = head / (h / kv);
+        long qOffset = (long)row * headSize;
+        long statistic = ((long)batch * h + head) * t + position;
+        float logSumExp = lse[statistic], rowDelta = delta[statistic];
+        for (int j = 0; j < prefix; j++)
+        {
+            long kvOffset = ((long)j * kv + kvHead) * headSize;
+            float p = XMath.Exp(Attention.Score(q, qOffset, prefixK, kvOffset, headSize, scale) - logSumExp);
+            float dScore = p * (Dot(dOut, qOffset, prefixV, kvOffset, headSize) - rowDelta) * scale;
+            for (int d = 0; d < headSize; d++)
+                dQ[qOffset + d] += dScore * prefixK[kvOffset + d];
+        }
+    }
+
+    /// <summary>CPU-shaped backward to the prefixes: one thread per (prefix slot j, kv head g), summing over the batch
+    /// rows, the query heads of g and every query in order.</summary>
+    internal static void BackwardPrefixRowKernel(
+        ArrayView<float> dPrefixK, // (Pv, KV, hs) accumulated
+        ArrayView<float> dPrefixV, // (Pv, KV, hs) accumulated
+        ArrayView<float> dOut,     // (B, T, H, hs)
+        ArrayView<float> q,        // (B, T, H, hs)
+        ArrayView<float> prefixK,  // (Pv, KV, hs)
+        ArrayView<float> prefixV,  // (Pv, KV, hs)
+        ArrayView<float> lse,      // (B, H, T)
+        ArrayView<float> delta,    // (B, H, T)
+        Dimensions dims)
+    {
+        int b = dims.B, t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
+        float scale = dims.Scale;
+        int row = Grid.GlobalIndex.X; // j·KV + kvHead
+        if (row >= dims.Prefix * kv)
+            return;
+        int kvHead = row % kv;
+        long kvOffset = (long)row * headSize;
+        int group = h / kv;
+        for (int batch = 0; batch < b; batch++)
+            for (int member = 0; member < group; member++)
+            {
+                int head = kvHead * group + member;
+                long statistics = ((long)batch * h + head) * t;
+                for (int i = 0; i < t; i++)
+                {
+                    long qOffset = ((long)(batch * t + i) * h + head) * headSize;
+                    float p = XMath.Exp(Attention.Score(q, qOffset, prefixK, kvOffset, headSize, scale) - lse[statistics + i]);
+                    float dScore = p * (Dot(dOut, qOffset, prefixV, kvOffset, headSize) - delta[statistics + i]) * scale;
+                    for (int d = 0; d < headSize; d++)
+                    {
+                        dPrefixV[kvOffset + d] += p * dOut[qOffset + d];
+                        dPrefixK[kvOffset + d] += dScore * q[qOffset + d];
+                    }
+                }
+            }
+    }
+
+    /// <summary>GPU-shaped forward merge: one group per query row; the threads split the prefix keys for the max and
+    /// sum, then stage Group.DimX probabilities at a time and split the channels. Shared memory: 2·Group.DimX floats.</summary>
+    internal static void ForwardGroupKernel(
+        ArrayView<float> output,  // (B, T, H, hs)
+        ArrayView<float> lse,     // (B, H, T)
+        ArrayView<float> q,       // (B, T, H, hs)
+        ArrayView<float> prefixK, // (Pv, KV, hs)
+        ArrayView<float> prefixV, // (Pv, KV, hs)
+        Dimensions dims)
+    {
+        int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize, prefix = dims.Prefix;
+        float scale = dims.Scale;
+        int row = Grid.IdxX;
+        int thread = Group.IdxX, threads = Group.DimX;
+        var shared = SharedMemory.GetDynamic<float>();
+        var probabilities = shared.SubView(0, threads);
+        var scratch = shared.SubView(threads, threads);
+        int head = row % h;
+        int batchPosition = row / h;
+        int position = batchPosition % t;
+        int batch = batchPosition / t;
+        int kvHead = head / (h / kv);
+        long qOffset = (long)row * headSize;
+        float max = float.NegativeInfinity, sum = 0;
+        for (int j = thread; j < prefix; j += threads)
+        {
+            float s = Attention.Score(q, qOffset, prefixK, ((long)j * kv + kvHead) * headSize, headSize, scale);
+            if (s > max)
+            {
+                sum = sum * XMath.Exp(max - s) + 1;
+                max = s;
+            }
+            else
+                sum += XMath.Exp(s - max);
+        }
+        float groupMax = GroupReduceMax.Max(scratch, max);
+        float total = GroupReduce.Sum(scratch, sum > 0 ? sum * XMath.Exp(max - groupMax) : 0f);
+        long statistic = ((long)batch * h + head) * t + position;
+        float tokenLse = lse[statistic];
+        float logSumExp = Merge(tokenLse, groupMax, total);
+        Group.Barrier(); // every thread has read the token lse before thread 0 overwrites it
+        if (thread == 0)
+            lse[statistic] = logSumExp;
+        float keep = tokenLse == float.PositiveInfinity ? 0f : XMath.Exp(tokenLse - logSumExp);
+        for (int d = thread; d < headSize; d += threads)
+            output[qOffset + d] *= keep;
+        for (int j0 = 0; j0 < prefix; j0 += threads)
+        {
+            int j = j0 + thread;
+            float p = 0;
+            if (j < prefix)
+                p = XMath.Exp(Attention.Score(q, qOffset, prefixK, ((long)j * kv + kvHead) * headSize, headSize, scale) - logSumExp);
+            probabilities[thread] = p;
+            Group.Barrier();
+            int count = Math.Min(threads, prefix - j0);
+            for (int d = thread; d < headSize; d += threads)
+            {
+                float acc = output[qOffset + d];
+                for (int jj = 0; jj < count; jj++)
+                    acc += probabilities[jj] * prefixV[((long)(j0 + jj) * kv + kvHead) * headSize + d];
+                output[qOffset + d] = acc;
+            }
+            Group.Barrier();
+        }
+    }
+
+    /// <summary>GPU-shaped backward to the queries: one group per query row. Shared memory: 2·Group.DimX floats.</summary>
+    internal static void BackwardQueryGroupKernel(
+        ArrayView<float> dQ,      // (B, T, H, hs)
+        ArrayView<float> dOut,    // (B, T, H, hs)
+        ArrayView<float> q,       // (B, T, H, hs)
+        ArrayView<float> prefixK, // (Pv, KV, hs)
+        ArrayView<float> prefixV, // (Pv, KV, hs)
+        ArrayView<float> lse,     // (B, H, T)
+        ArrayView<float> delta,   // (B, H, T)
+        Dimensions dims)
+    {
+        int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize, prefix = dims.Prefix;
+        float scale = dims.Scale;
+        int row = Grid.IdxX;
+        int thread = Group.IdxX, threads = Group.DimX;
+        var dScores = SharedMemory.GetDynamic<float>().SubView(0, threads);
+        int head = row % h;
+        int batchPosition = row / h;
+        int position = batchPosition % t;
+        int batch = batchPosition / t;
+        int kvHead = head / (h / kv);
+        long qOffset = (long)row * headSize;
+        long statistic = ((long)batch * h + head) * t + position;
+        float logSumExp = lse[statistic], rowDelta = delta[statistic];
+        for (int j0 = 0; j0 < prefix; j0 += threads)
+        {
+            int j = j0 + thread;
+            float dScore = 0;
+            if (j < prefix)
+            {
+                long kvOffset = ((long)j * kv + kvHead) * headSize;
+                float p = XMath.Exp(Attention.Score(q, qOffset, prefixK, kvOffset, headSize, scale) - logSumExp);
+                dScore = p * (Dot(dOut, qOffset, prefixV, kvOffset, headSize) - rowDelta) * scale;
+            }
+            dScores[thread] = dScore;
+            Group.Barrier();
+            int count = Math.Min(threads, prefix - j0);
+            for (int d = thread; d < headSize; d += threads)
+            {
+                float acc = dQ[qOffset + d];
+                for (int jj = 0; jj < count; jj++)
+                    acc += dScores[jj] * prefixK[((long)(j0 + jj) * kv + kvHead) * headSize + d];
+                dQ[qOffset + d] = acc;
+            }
+            Group.Barrier();
+        }
+    }
+
+    /// <summary>GPU-shaped backward to the prefixes: one group per (prefix slot, kv head); the threads split the
+    /// (batch row, query head, query) triples of each chunk, then the channels. Shared memory: 2·Group.DimX floats.</summary>
+    internal static void BackwardPrefixGroupKernel(
+        ArrayView<float> dPrefixK, // (Pv, KV, hs)
+        ArrayView<float> dPrefixV, // (Pv, KV, hs)
+        ArrayView<float> dOut,     // (B, T, H, hs)
+        ArrayView<float> q,        // (B, T, H, hs)
+        ArrayView<float> prefixK,  // (Pv, KV, hs)
+        ArrayView<float> prefixV,  // (Pv, KV, hs)
+        ArrayView<float> lse,      // (B, H, T)
+        ArrayView<float> delta,    // (B, H, T)
+        Dimensions dims)
+    {
+        int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
+        float scale = dims.Scale;
+        int row = Grid.IdxX; // j·KV + kvHead
+        int thread = Group.IdxX, threads = Group.DimX;
+        var shared = SharedMemory.GetDynamic<float>();
+        var probabilities = shared.SubView(0, threads);
+        var dScores = shared.SubView(threads, threads);
+        int kvHead = row % kv;
+        long kvOffset = (long)row * headSize;
+        int group = h / kv;
+        int queries = dims.B * group * t; // (batch, member, i) flattened
+        for (int e0 = 0; e0 < queries; e0 += threads)
+        {
+            int e = e0 + thread;
+            float p = 0, dScore = 0;
+            if (e < queries)
+            {
+                int i = e % t;
+                int rest = e / t;
+                int head = kvHead * group + rest % group;
+                int batch = rest / group;
+                long qOffset = ((long)(batch * t + i) * h + head) * headSize;
+                long statistic = ((long)batch * h + head) * t + i;
+                p = XMath.Exp(Attention.Score(q, qOffset, prefixK, kvOffset, headSize, scale) - lse[statistic]);
+                dScore = p * (Dot(dOut, qOffset, prefixV, kvOffset, headSize) - delta[statistic]) * scale;
+            }
+            probabilities[thread] = p;
+            dScores[thread] = dScore;
+            Group.Barrier();
+            int count = Math.Min(threads, queries - e0);
+            for (int d = thread; d < headSize; d += threads)
+            {
+                float accV = dPrefixV[kvOffset + d], accK = dPrefixK[kvOffset + d];
+                for (int ee = 0; ee < count; ee++)
+                {
+                    int f = e0 + ee;
+                    int i = f % t;
+                    int rest = f / t;
+                    int head = kvHead * group + rest % group;
+                    int batch = rest / group;
+                    long qOffset = ((long)(batch * t + i) * h + head) * headSize + d;
+                    accV += probabilities[ee] * dOut[qOffset];
+                    accK += dScores[ee] * q[qOffset];
+                }
+                dPrefixV[kvOffset + d] = accV;
+                dPrefixK[kvOffset + d] = accK;
+            }
+            Group.Barrier();
+        }
+    }
+
+    /// <summary>Writes the prefixes into slots [0, Pv) of every row of a KV cache (prefill of deep-prompt generation);
+    /// elementwise over a chunk of (B, Pv·KV·hs).</summary>
+    internal static void FillCacheKernel(
+        ArrayView<float> kCache,  // (B, Tmax, KV, hs)
+        ArrayView<float> vCache,  // (B, Tmax, KV, hs)
+        ArrayView<float> prefixK, // (Pv, KV, hs)
+        ArrayView<float> prefixV, // (Pv, KV, hs)
+        int b, int capacity, int prefixWidth, int width, int chunk)
+    {
+        long total = (long)b * prefixWidth;
+        long start = (long)Grid.GlobalIndex.X * chunk;
+        long end = Math.Min(start + chunk, total);
+        for (long e = start; e < end; e++)
+        {
+            int batch = (int)(e / prefixWidth);
+            int inner = (int)(e - (long)batch * prefixWidth);
+            long target = (long)batch * capacity * width + inner;
+            kCache[target] = prefixK[inner];
+            vCache[target] = prefixV[inner];
+        }
+    }
+
+    #endregion
+
+    #region Launchers
+
+    readonly KernelContext context;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Dimensions> forward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, Dimensions> backwardQuery;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, Dimensions> backwardPrefix;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int> fillCache;
+
+    internal AttentionPrefix(KernelContext context)
+    {
+        this.context = context;
+        var accelerator = context.Accelerator;
+        bool cpu = context.Shape == KernelShape.Cpu;
+        forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Dimensions>(
+            cpu ? ForwardRowKernel : ForwardGroupKernel);
+        backwardQuery = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>, Dimensions>(cpu ? BackwardQueryRowKernel : BackwardQueryGroupKernel);
+        backwardPrefix = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, Dimensions>(cpu ? BackwardPrefixRowKernel : BackwardPrefixGroupKernel);
+        fillCache = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>(
+            FillCacheKernel);
+    }
+
+    /// <summary>Merges the prefixes into a finished <see cref="Attention.Forward"/>: afterwards <paramref name="output"/>
+    /// and <paramref name="lse"/> are those of one softmax over the Pv prefix keys and the row's causal token keys.</summary>
+    /// <param name="output">(B, T, H, hs) the token-only attention output in, the whole attention output out.</param>
+    /// <param name="lse">(B, H, T) the token-only log-sum-exp in (+∞ = no token key), the whole one out (always finite).</param>
+    /// <param name="q">Queries (B, T, H, hs), already rotated.</param>
+    /// <param name="prefixK">Prefix keys (Pv, KV, hs), used as they are (as a KV cache holds them).</param>
+    /// <param name="prefixV">Prefix values (Pv, KV, hs).</param>
+    /// <param name="b">Batch rows B.</param>
+    /// <param name="t">Sequence length T.</param>
+    /// <param name="h">Query heads H, a multiple of <paramref name="kv"/>.</param>
+    /// <param name="kv">Key/value heads KV.</param>
+    /// <param name="headSize">Channels per head hs.</param>
+    /// <param name="prefix">Prefix keys per kv head Pv.</param>
+    /// <exception cref="KernelShapeException">A tensor's length does not match, or H is not a multiple of KV.</exception>
+    public void Forward(ArrayView<float> output, ArrayView<float> lse, ArrayView<float> q, ArrayView<float> prefixK, ArrayView<float> prefixV,
+        int b, int t, int h, int kv, int headSize, int prefix)
+    {
+        const string op = "AttentionPrefix.Forward";
+        CheckDimensions(op, b, t, h, kv, headSize, prefix);
+        long queries = (long)b * t * h * headSize, prefixes = (long)prefix * kv * headSize;
+        Check.Length(op, "out", output, queries, "B*T*H*hs");
+        Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
+        Check.Length(op, "q", q, queries, "B*T*H*hs");
+        Check.Length(op, "prefixK", prefixK, prefixes, "Pv*KV*hs");
+        Check.Length(op, "prefixV", prefixV, prefixes, "Pv*KV*hs");
+        forward(Config(b * t * h), output, lse, q, prefixK, prefixV, new Dimensions(b, t, h, kv, headSize, prefix));
+    }
+
+    /// <summary>The prefix part of the attention backward, run after <see cref="Attention.Backward"/> on the merged
+    /// output and lse: ADDS the prefix keys' share of dQ and the prefixes' gradients (summed over the batch rows).</summary>
+    /// <param name="dQ">Query gradient (B, T, H, hs), accumulated.</param>
+    /// <param name="dPrefixK">Prefix key gradient (Pv, KV, hs), accumulated.</param>
+    /// <param name="dPrefixV">Prefix value gradient (Pv, KV, hs), accumulated.</param>
+    /// <param name="dOut">Output gradient (B, T, H, hs).</param>
+    /// <param name="q">The forward's queries (B, T, H, hs).</param>
+    /// <param name="prefixK">Prefix keys (Pv, KV, hs).</param>
+    /// <param name="prefixV">Prefix values (Pv, KV, hs).</param>
+    /// <param name="lse">The merged log-sum-exp (B, H, T) from <see cref="Forward"/>.</param>
+    /// <param name="delta">dOut·out per query row (B, H, T), as <see cref="Attention.Backward"/> wrote it.</param>
+    /// <param name="b">Batch rows B.</param>
+    /// <param name="t">Sequence length T.</param>
+    /// <param name="h">Query heads H.</param>
+    /// <param name="kv">Key/value heads KV.</param>
+    /// <param name="headSize">Channels per head hs.</param>
+    /// <param name="prefix">Prefix keys per kv head Pv.</param>
+    /// <exception cref="KernelShapeException">A tensor's length does not match, or H is not a multiple of KV.</exception>
+    public void Backward(ArrayView<float> dQ, ArrayView<float> dPrefixK, ArrayView<float> dPrefixV, ArrayView<float> dOut, ArrayView<float> q,
+        ArrayView<float> prefixK, ArrayView<float> prefixV, ArrayView<float> lse, ArrayView<float> delta, int b, int t, int h, int kv, int headSize, int prefix)
+    {
+        const string op = "AttentionPrefix.Backward";
+        CheckDimensions(op, b, t, h, kv, headSize, prefix);
+        long queries = (long)b * t * h * headSize, prefixes = (long)prefix * kv * headSize;
+        Check.Length(op, "dQ", dQ, queries, "B*T*H*hs");
+        Check.Length(op, "dPrefixK", dPrefixK, prefixes, "Pv*KV*hs");
+        Check.Length(op, "dPrefixV", dPrefixV, prefixes, "Pv*KV*hs");
+        Check.Length(op, "dOut", dOut, queries, "B*T*H*hs");
+        Check.Length(op, "q", q, queries, "B*T*H*hs");
+        Check.Length(op, "prefixK", prefixK, prefixes, "Pv*KV*hs");
+        Check.Length(op, "prefixV", prefixV, prefixes, "Pv*KV*hs");
+        Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
+        Check.Length(op, "delta", delta, (long)b * h * t, "B*H*T");
+        var dims = new Dimensions(b, t, h, kv, headSize, prefix);
+        backwardQuery(Config(b * t * h), dQ, dOut, q, prefixK, prefixV, lse, delta, dims);
+        backwardPrefix(Config(prefix * kv), dPrefixK, dPrefixV, dOut, q, prefixK, prefixV, lse, delta, dims);
+    }
+
+    /// <summary>Writes the prefixes into cache slots [0, Pv) of each of the first B rows, so cached generation attends
+    /// to them like to any cached position (the input's positions then start at slot and position Pv).</summary>
+    /// <param name="kCache">Key cache (B, Tmax, KV, hs).</param>
+    /// <param name="vCache">Value cache (B, Tmax, KV, hs).</param>
+    /// <param name="prefixK">Prefix keys (Pv, KV, hs).</param>
+    /// <param name="prefixV">Prefix values (Pv, KV, hs).</param>
+    /// <param name="b">Batch rows B.</param>
+    /// <param name="capacity">Cache capacity Tmax ≥ Pv.</param>
+    /// <param name="kv">Key/value heads KV.</param>
+    /// <param name="headSize">Channels per head hs.</param>
+    /// <param name="prefix">Prefix keys per kv head Pv.</param>
+    /// <exception cref="KernelShapeException">A tensor's length does not match, or Pv exceeds Tmax.</exception>
+    public void FillCache(ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> prefixK, ArrayView<float> prefixV,
+        int b, int capacity, int kv, int headSize, int prefix)
+    {
+        const string op = "AttentionPrefix.FillCache";
+        Check.Positive(op, ("B", b), ("Tmax", capacity), ("KV", kv), ("hs", headSize), ("Pv", prefix));
+        if (prefix > capacity)
+            throw new KernelShapeException($"{op}: Pv = {prefix} prefix positions exceed the cache capacity Tmax = {capacity}.");
+        long cache = (long)b * capacity * kv * headSize, prefixes = (long)prefix * kv * headSize;
+        Check.Length(op, "kCache", kCache, cache, "B*Tmax*KV*hs");
+        Check.Length(op, "vCache", vCache, cache, "B*Tmax*KV*hs");
+        Check.Length(op, "prefixK", prefixK, prefixes, "Pv*KV*hs");
+        Check.Length(op, "prefixV", prefixV, prefixes, "Pv*KV*hs");
+        long total = b * prefixes;
+        int chunk = context.ElementChunk(total);
+        fillCache(context.FlatConfig((total + chunk - 1) / chunk), kCache, vCache, prefixK, prefixV, b, capacity, (int)prefixes, kv * headSize, chunk);
+    }
+
+    static void CheckDimensions(string op, int b, int t, int h, int kv, int headSize, int prefix)
+    {
+        Check.Positive(op, ("B", b), ("T", t), ("H", h), ("KV", kv), ("hs", headSize), ("Pv", prefix));
+        if (h % kv != 0)
+            throw new KernelShapeException($"{op}: query heads H = {h} must be a multiple of kv heads KV = {kv}.");
+        if ((long)b * t * h > int.MaxValue)
+            throw new KernelShapeException($"{op}: B*T*H = {(long)b * t * h} rows exceed the launch limit.");
+    }
+
+    KernelConfig Config(int rows) => context.Shape == KernelShape.Cpu
+        ? new KernelConfig(rows, 1)
+        : new KernelConfig(rows, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(2 * context.GroupSize));
+
+    #endregion
+}

@@ -1,0 +1,43 @@
+namespace PromptEngine.Engine;
+
+/// <summary>
+/// Exact prompt-KV reuse. With a prompt placed as a prefix and causal attention, the prompt positions' hidden states —
+/// and so every layer's keys and values there — never depend on the input. They can be computed once and given to the
+/// rows as a deep prefix (<see cref="EngineOptions.PrefixTokens"/>): the rows then attend to them exactly as to their own
+/// prompt positions (positions, RoPE angles and the causal mask all agree), without running P positions per row.
+/// </summary>
+/// <remarks>
+/// <para>Inference: <see cref="TransformerEngine.PromptKeysAndValues"/> once per prompt, then <see cref="TransformerEngine.SetPrefix"/>
+/// on an engine built with PrefixTokens = P; every request and every generation step reuses them (prefill copies them
+/// into each row's cache slots [0, P)).</para>
+/// <para>Training (<see cref="LossAndPromptGradient"/>): one prompt-only forward per batch, the rows against its keys
+/// and values, their dPrefix (summed over the rows) fed back as the gradient of the prompt-only row's keys and values,
+/// and one prompt-only backward into dPrompt. Requires that no prompt position is scored (prompt slots are never
+/// predicted in PEFT's layout; a classification row scores its last position only) and one prompt for the whole batch
+/// (a mixed-prompt batch would group its rows by prompt and run this per group).</para>
+/// </remarks>
+public static class SharedPromptKv
+{
+    /// <summary>The loss of <paramref name="rows"/> with the prompt rows <paramref name="promptRows"/> of
+    /// <paramref name="promptEngine"/>'s bank in front of each of them, computing the prompt positions once: ADDS
+    /// dLoss/dPrompt into <paramref name="promptEngine"/>'s prompt gradient (step its optimizer as usual).</summary>
+    /// <param name="promptEngine">A training engine holding the prompt bank; its MaxLength must hold P.</param>
+    /// <param name="rowsEngine">A training engine with PromptRows = 0 and PrefixTokens = P, sized for the rows; its prefix
+    /// is overwritten by every call.</param>
+    /// <param name="promptRows">The P prompt-bank rows placed in front of every row.</param>
+    /// <param name="rows">The rows without their prompt, numbered from 0 (the rows engine moves them to P, P+1, …).</param>
+    /// <returns>The mean loss over the rows' scored positions.</returns>
+    /// <exception cref="ArgumentException">The engines do not fit each other or the prompt.</exception>
+    public static float LossAndPromptGradient(TransformerEngine promptEngine, TransformerEngine rowsEngine, IReadOnlyList<int> promptRows, Batch rows)
+    {
+        if (rowsEngine.PrefixTokens != promptRows.Count)
+            throw new ArgumentException($"shared prompt KV: the rows engine has {rowsEngine.PrefixTokens} prefix tokens for a prompt of {promptRows.Count} rows");
+        if (rowsEngine.Config.NumLayers != promptEngine.Config.NumLayers || rowsEngine.Config.HiddenSize != promptEngine.Config.HiddenSize)
+            throw new ArgumentException("shared prompt KV: the two engines hold different models");
+        var keysAndValues = promptEngine.PromptForward(promptRows);
+        rowsEngine.SetPrefix(keysAndValues); // also clears its dPrefix
+        var loss = rowsEngine.LossAndPromptGradient(rows);
+        promptEngine.PromptBackward(rowsEngine.GetPrefixGradient());
+        return loss;
+    }
+}
