@@ -174,7 +174,7 @@ public class SharedPromptKvTests
                 var reuseInference = Time(() => rowsEngine.Loss(rows));
                 var naiveTraining = Time(() => naiveEngine.LossAndPromptGradient(naive));
                 var sharedTraining = Time(() => SharedPromptKv.LossAndPromptGradient(promptEngine, rowsEngine, promptRows, rows));
-                TestContext.Out.WriteLine($"P {p}, T {t}, B {B}: inference {naiveInference:F0} ms naive vs {reuseInference:F0} ms reused ({naiveInference / reuseInference:F2}x; prompt KV once {kvMs:F0} ms); "
+                TestContext.Progress.WriteLine($"P {p}, T {t}, B {B}: inference {naiveInference:F0} ms naive vs {reuseInference:F0} ms reused ({naiveInference / reuseInference:F2}x; prompt KV once {kvMs:F0} ms); "
                     + $"training step {naiveTraining:F0} ms naive vs {sharedTraining:F0} ms shared ({naiveTraining / sharedTraining:F2}x)");
                 Assert.That(reuseInference, Is.GreaterThan(0));
             }
