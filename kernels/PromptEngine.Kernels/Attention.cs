@@ -23,12 +23,9 @@ namespace PromptEngine.Kernels;
 /// heads sharing g and the queries i ≥ j in a fixed order: <c>dV_j = Σ p_ij·dOut_i</c>,
 /// <c>dK_j = scale·Σ p_ij(dP_ij − delta_i)·q_i</c>. Each gradient element has one owner thread, so the
 /// sums over shared heads are deterministic without atomics.</para>
-/// <para>CPU-shaped kernels run one thread per row (group size 1). GPU-shaped kernels run one group per row:
-/// the threads split the keys (or queries), stage a chunk of Group.DimX probabilities in shared memory, then
-/// split the hs channels to accumulate; shared memory is 2·Group.DimX floats whatever T is. Output rows
-/// double as accumulators (each channel is owned by one thread); K/V rows are re-read from global memory (L2) by
-/// every query row. Under <see cref="KernelShape.Gpu"/> the launchers hand over to <see cref="FlashAttention"/>
-/// (FlashAttention.cs), tiled over query and key blocks; these group kernels stay as the simpler version.</para>
+/// <para>CPU-shaped kernels (this file) give each thread a run of rows (group size 1) and read through pointers.
+/// Under <see cref="KernelShape.Gpu"/> the launchers hand over to <see cref="FlashAttention"/> (FlashAttention.cs),
+/// tiled over query and key blocks.</para>
 /// <para>Later, prompt positions' K/V may be shared across batch rows; this op assumes each batch row owns its K/V.</para>
 /// </remarks>
 public sealed class Attention
@@ -57,7 +54,7 @@ public sealed class Attention
         public readonly float Scale = (float)(1 / Math.Sqrt(headSize));
 
         /// <summary>Rows each thread of a CPU-shaped kernel takes in turn (a launch of one thread per row would pay
-        /// the CPU accelerator's cost per group, about a microsecond, thousands of times); GPU-shaped kernels ignore it.</summary>
+        /// the CPU accelerator's cost per group, about a microsecond, thousands of times).</summary>
         public readonly int RowsPerThread = rowsPerThread;
     }
 
@@ -73,7 +70,7 @@ public sealed class Attention
     }
 
     /// <summary>a[aOffset..+hs] · b[bOffset..+hs].</summary>
-    static float Dot(ArrayView<float> a, long aOffset, ArrayView<float> b, long bOffset, int headSize)
+    internal static float Dot(ArrayView<float> a, long aOffset, ArrayView<float> b, long bOffset, int headSize)
     {
         float dot = 0;
         for (int d = 0; d < headSize; d++)
@@ -316,230 +313,30 @@ public sealed class Attention
         }
     }
 
-    /// <summary>GPU-shaped forward: one group per query row; shared memory holds 2·Group.DimX floats
-    /// (a chunk of probabilities, then the reduction scratch).</summary>
-    internal static void ForwardGroupKernel(
-        ArrayView<float> output, // (B, T, H, hs)
-        ArrayView<float> lse,    // (B, H, T)
-        ArrayView<float> q,      // (B, T, H, hs)
-        ArrayView<float> k,      // (B, T, KV, hs)
-        ArrayView<float> v,      // (B, T, KV, hs)
-        ArrayView<int> mask,     // (B, T)
-        Dimensions dims)
-    {
-        int b = dims.B, t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
-        float scale = dims.Scale;
-        int row = Grid.IdxX;
-        int thread = Group.IdxX, threads = Group.DimX;
-        var shared = SharedMemory.GetDynamic<float>();
-        var probabilities = shared.SubView(0, threads); // (Group.DimX) keys of the current chunk
-        var scratch = shared.SubView(threads, threads);
-        int head = row % h;
-        int batchPosition = row / h;
-        int position = batchPosition % t;
-        int batch = batchPosition / t;
-        int kvHead = head / (h / kv);
-        long qOffset = (long)row * headSize;
-
-        // Each thread keeps an online (max, sum) over its strided keys; the group then rescales to the common max.
-        float max = float.NegativeInfinity, sum = 0;
-        for (int j = thread; j <= position; j += threads)
-        {
-            if (mask[batch * t + j] == 0)
-                continue;
-            float s = Score(q, qOffset, k, ((long)(batch * t + j) * kv + kvHead) * headSize, headSize, scale);
-            if (s > max)
-            {
-                sum = sum * XMath.Exp(max - s) + 1;
-                max = s;
-            }
-            else
-                sum += XMath.Exp(s - max);
-        }
-        float groupMax = GroupReduceMax.Max(scratch, max);
-        float total = GroupReduce.Sum(scratch, sum > 0 ? sum * XMath.Exp(max - groupMax) : 0f);
-        float logSumExp = total > 0 ? groupMax + XMath.Log(total) : float.PositiveInfinity;
-        if (thread == 0)
-            lse[((long)batch * h + head) * t + position] = logSumExp;
-        for (int d = thread; d < headSize; d += threads)
-            output[qOffset + d] = 0;
-        if (total <= 0) // uniform across the group: every thread read the same reduction
-            return;
-        for (int j0 = 0; j0 <= position; j0 += threads)
-        {
-            int j = j0 + thread;
-            float p = 0;
-            if (j <= position && mask[batch * t + j] != 0)
-                p = XMath.Exp(Score(q, qOffset, k, ((long)(batch * t + j) * kv + kvHead) * headSize, headSize, scale) - logSumExp);
-            probabilities[thread] = p;
-            Group.Barrier();
-            int count = Math.Min(threads, position + 1 - j0);
-            for (int d = thread; d < headSize; d += threads)
-            {
-                float acc = output[qOffset + d];
-                for (int jj = 0; jj < count; jj++)
-                    acc += probabilities[jj] * v[((long)(batch * t + j0 + jj) * kv + kvHead) * headSize + d];
-                output[qOffset + d] = acc;
-            }
-            Group.Barrier();
-        }
-    }
-
-    /// <summary>GPU-shaped backward to the queries: one group per query row; shared memory holds 2·Group.DimX floats.</summary>
-    internal static void BackwardQueryGroupKernel(
-        ArrayView<float> dQ,     // (B, T, H, hs)
-        ArrayView<float> delta,  // (B, H, T)
-        ArrayView<float> dOut,   // (B, T, H, hs)
-        ArrayView<float> q,      // (B, T, H, hs)
-        ArrayView<float> k,      // (B, T, KV, hs)
-        ArrayView<float> v,      // (B, T, KV, hs)
-        ArrayView<int> mask,     // (B, T)
-        ArrayView<float> output, // (B, T, H, hs)
-        ArrayView<float> lse,    // (B, H, T)
-        Dimensions dims)
-    {
-        int b = dims.B, t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
-        float scale = dims.Scale;
-        int row = Grid.IdxX;
-        int thread = Group.IdxX, threads = Group.DimX;
-        var shared = SharedMemory.GetDynamic<float>();
-        var dScores = shared.SubView(0, threads); // (Group.DimX) keys of the current chunk
-        var scratch = shared.SubView(threads, threads);
-        int head = row % h;
-        int batchPosition = row / h;
-        int position = batchPosition % t;
-        int batch = batchPosition / t;
-        int kvHead = head / (h / kv);
-        long qOffset = (long)row * headSize;
-        long statistic = ((long)batch * h + head) * t + position;
-        float partial = 0;
-        for (int d = thread; d < headSize; d += threads)
-        {
-            partial += dOut[qOffset + d] * output[qOffset + d];
-            dQ[qOffset + d] = 0;
-        }
-        float rowDelta = GroupReduce.Sum(scratch, partial);
-        if (thread == 0)
-            delta[statistic] = rowDelta;
-        float logSumExp = lse[statistic];
-        if (logSumExp == float.PositiveInfinity) // uniform across the group
-            return;
-        for (int j0 = 0; j0 <= position; j0 += threads)
-        {
-            int j = j0 + thread;
-            float dScore = 0;
-            if (j <= position && mask[batch * t + j] != 0)
-            {
-                long kvOffset = ((long)(batch * t + j) * kv + kvHead) * headSize;
-                float p = XMath.Exp(Score(q, qOffset, k, kvOffset, headSize, scale) - logSumExp);
-                dScore = p * (Dot(dOut, qOffset, v, kvOffset, headSize) - rowDelta) * scale;
-            }
-            dScores[thread] = dScore;
-            Group.Barrier();
-            int count = Math.Min(threads, position + 1 - j0);
-            for (int d = thread; d < headSize; d += threads)
-            {
-                float acc = dQ[qOffset + d];
-                for (int jj = 0; jj < count; jj++)
-                    acc += dScores[jj] * k[((long)(batch * t + j0 + jj) * kv + kvHead) * headSize + d];
-                dQ[qOffset + d] = acc;
-            }
-            Group.Barrier();
-        }
-    }
-
-    /// <summary>GPU-shaped backward to the keys and values: one group per (b, j, kv head); the threads split the
-    /// queries of each chunk, then the channels. Shared memory holds 2·Group.DimX floats.</summary>
-    internal static void BackwardKeyGroupKernel(
-        ArrayView<float> dK,    // (B, T, KV, hs)
-        ArrayView<float> dV,    // (B, T, KV, hs)
-        ArrayView<float> dOut,  // (B, T, H, hs)
-        ArrayView<float> q,     // (B, T, H, hs)
-        ArrayView<float> k,     // (B, T, KV, hs)
-        ArrayView<float> v,     // (B, T, KV, hs)
-        ArrayView<int> mask,    // (B, T)
-        ArrayView<float> lse,   // (B, H, T)
-        ArrayView<float> delta, // (B, H, T)
-        Dimensions dims)
-    {
-        int b = dims.B, t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
-        float scale = dims.Scale;
-        int row = Grid.IdxX;
-        int thread = Group.IdxX, threads = Group.DimX;
-        var shared = SharedMemory.GetDynamic<float>();
-        var probabilities = shared.SubView(0, threads); // (Group.DimX) queries of the current chunk
-        var dScores = shared.SubView(threads, threads);  // (Group.DimX)
-        int kvHead = row % kv;
-        int batchPosition = row / kv;
-        int position = batchPosition % t;
-        int batch = batchPosition / t;
-        long kvOffset = (long)row * headSize;
-        for (int d = thread; d < headSize; d += threads)
-        {
-            dK[kvOffset + d] = 0;
-            dV[kvOffset + d] = 0;
-        }
-        if (mask[batch * t + position] == 0) // uniform across the group
-            return;
-        int group = h / kv;
-        for (int member = 0; member < group; member++)
-        {
-            int head = kvHead * group + member;
-            long statistics = ((long)batch * h + head) * t;
-            for (int i0 = position; i0 < t; i0 += threads)
-            {
-                int i = i0 + thread;
-                float p = 0, dScore = 0;
-                if (i < t && lse[statistics + i] != float.PositiveInfinity)
-                {
-                    long qOffset = ((long)(batch * t + i) * h + head) * headSize;
-                    p = XMath.Exp(Score(q, qOffset, k, kvOffset, headSize, scale) - lse[statistics + i]);
-                    dScore = p * (Dot(dOut, qOffset, v, kvOffset, headSize) - delta[statistics + i]) * scale;
-                }
-                probabilities[thread] = p;
-                dScores[thread] = dScore;
-                Group.Barrier();
-                int count = Math.Min(threads, t - i0);
-                for (int d = thread; d < headSize; d += threads)
-                {
-                    float accV = dV[kvOffset + d], accK = dK[kvOffset + d];
-                    for (int ii = 0; ii < count; ii++)
-                    {
-                        long qOffset = ((long)(batch * t + i0 + ii) * h + head) * headSize + d;
-                        accV += probabilities[ii] * dOut[qOffset];
-                        accK += dScores[ii] * q[qOffset];
-                    }
-                    dV[kvOffset + d] = accV;
-                    dK[kvOffset + d] = accK;
-                }
-                Group.Barrier();
-            }
-        }
-    }
-
     #endregion
 
     #region Launchers
 
     readonly KernelContext context;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-        Dimensions> forward;
+        Dimensions>? forward;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<int>, ArrayView<float>, ArrayView<float>, Dimensions> backwardQuery;
+        ArrayView<int>, ArrayView<float>, ArrayView<float>, Dimensions>? backwardQuery;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<int>, ArrayView<float>, ArrayView<float>, Dimensions> backwardKey;
+        ArrayView<int>, ArrayView<float>, ArrayView<float>, Dimensions>? backwardKey;
 
     internal Attention(KernelContext context)
     {
         this.context = context;
         var accelerator = context.Accelerator;
-        bool cpu = context.Shape == KernelShape.Cpu;
+        if (context.Shape != KernelShape.Cpu)
+            return; // the GPU shape hands over to FlashAttention
         forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-            Dimensions>(cpu ? ForwardRowKernel : ForwardGroupKernel);
+            Dimensions>(ForwardRowKernel);
         backwardQuery = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<int>, ArrayView<float>, ArrayView<float>, Dimensions>(cpu ? BackwardQueryRowKernel : BackwardQueryGroupKernel);
+            ArrayView<int>, ArrayView<float>, ArrayView<float>, Dimensions>(BackwardQueryRowKernel);
         backwardKey = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<int>, ArrayView<float>, ArrayView<float>, Dimensions>(cpu ? BackwardKeyRowKernel : BackwardKeyGroupKernel);
+            ArrayView<int>, ArrayView<float>, ArrayView<float>, Dimensions>(BackwardKeyRowKernel);
     }
 
     /// <summary>Causal, masked, grouped-query attention; saves the per-row log-sum-exp for <see cref="Backward"/>.</summary>
@@ -572,7 +369,7 @@ public sealed class Attention
             context.FlashAttention.Forward(output, lse, q, k, v, mask, b, t, h, kv, headSize); // FlashAttention.cs
             return;
         }
-        forward(Config(b * t * h, out int perThread), output, lse, q, k, v, mask, new Dimensions(b, t, h, kv, headSize, perThread));
+        forward!(Config(b * t * h, out int perThread), output, lse, q, k, v, mask, new Dimensions(b, t, h, kv, headSize, perThread));
     }
 
     /// <summary>dQ, dK, dV from dOut, recomputing the probabilities from the saved log-sum-exp.</summary>
@@ -618,9 +415,9 @@ public sealed class Attention
             return;
         }
         var queryConfig = Config(b * t * h, out int queriesPerThread);
-        backwardQuery(queryConfig, dQ, delta, dOut, q, k, v, mask, output, lse, new Dimensions(b, t, h, kv, headSize, queriesPerThread));
+        backwardQuery!(queryConfig, dQ, delta, dOut, q, k, v, mask, output, lse, new Dimensions(b, t, h, kv, headSize, queriesPerThread));
         var keyConfig = Config(b * t * kv, out int keysPerThread);
-        backwardKey(keyConfig, dK, dV, dOut, q, k, v, mask, lse, delta, new Dimensions(b, t, h, kv, headSize, keysPerThread));
+        backwardKey!(keyConfig, dK, dV, dOut, q, k, v, mask, lse, delta, new Dimensions(b, t, h, kv, headSize, keysPerThread));
     }
 
     static void CheckDimensions(string op, int b, int t, int h, int kv, int headSize)
@@ -632,18 +429,13 @@ public sealed class Attention
             throw new KernelShapeException($"{op}: B*T*H = {(long)b * t * h} rows exceed the launch limit.");
     }
 
-    /// <summary>CPU: runs of rows over <see cref="KernelContext.ParallelThreads"/> threads; GPU: one group per row.</summary>
+    /// <summary>CPU launch: runs of rows over <see cref="KernelContext.ParallelThreads"/> threads.</summary>
     KernelConfig Config(int rows, out int rowsPerThread)
     {
-        if (context.Shape == KernelShape.Cpu)
-        {
-            // Rows near the end of a sequence see more keys: interleaving would balance better, but runs of a
-            // few hundred rows over many threads already spread the causal triangle evenly enough.
-            rowsPerThread = context.ElementChunk(rows);
-            return context.FlatConfig((rows + rowsPerThread - 1) / rowsPerThread);
-        }
-        rowsPerThread = 1;
-        return new KernelConfig(rows, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(2 * context.GroupSize));
+        // Rows near the end of a sequence see more keys: interleaving would balance better, but runs of a
+        // few hundred rows over many threads already spread the causal triangle evenly enough.
+        rowsPerThread = context.ElementChunk(rows);
+        return context.FlatConfig((rows + rowsPerThread - 1) / rowsPerThread);
     }
 
     #endregion

@@ -27,7 +27,7 @@ namespace PromptEngine.Kernels;
 /// <para>CPU-shaped kernels run one thread per query row, or per (prefix slot, kv head) for the prefixes' gradient,
 /// which sums over the batch rows, the query heads of the group and the queries in a fixed order: deterministic,
 /// no atomics. GPU-shaped kernels run one group per such row, the threads splitting the keys (or queries), with
-/// 2·Group.DimX floats of shared memory as in <see cref="Attention"/>.</para>
+/// 2·Group.DimX floats of shared memory.</para>
 /// </remarks>
 public sealed class AttentionPrefix
 {
@@ -58,14 +58,6 @@ public sealed class AttentionPrefix
     }
 
     #region Kernels
-
-    static float Dot(ArrayView<float> a, long aOffset, ArrayView<float> b, long bOffset, int headSize)
-    {
-        float dot = 0;
-        for (int d = 0; d < headSize; d++)
-            dot += a[aOffset + d] * b[bOffset + d];
-        return dot;
-    }
 
     /// <summary>The merged log-sum-exp of the token part (+∞ = none) and the prefix part (max, sum &gt; 0).</summary>
     static float Merge(float tokenLse, float prefixMax, float prefixSum)
@@ -153,7 +145,7 @@ public sealed class AttentionPrefix
         {
             long kvOffset = ((long)j * kv + kvHead) * headSize;
             float p = XMath.Exp(Attention.Score(q, qOffset, prefixK, kvOffset, headSize, scale) - logSumExp);
-            float dScore = p * (Dot(dOut, qOffset, prefixV, kvOffset, headSize) - rowDelta) * scale;
+            float dScore = p * (Attention.Dot(dOut, qOffset, prefixV, kvOffset, headSize) - rowDelta) * scale;
             for (int d = 0; d < headSize; d++)
                 dQ[qOffset + d] += dScore * prefixK[kvOffset + d];
         }
@@ -189,7 +181,7 @@ public sealed class AttentionPrefix
                 {
                     long qOffset = ((long)(batch * t + i) * h + head) * headSize;
                     float p = XMath.Exp(Attention.Score(q, qOffset, prefixK, kvOffset, headSize, scale) - lse[statistics + i]);
-                    float dScore = p * (Dot(dOut, qOffset, prefixV, kvOffset, headSize) - delta[statistics + i]) * scale;
+                    float dScore = p * (Attention.Dot(dOut, qOffset, prefixV, kvOffset, headSize) - delta[statistics + i]) * scale;
                     for (int d = 0; d < headSize; d++)
                     {
                         dPrefixV[kvOffset + d] += p * dOut[qOffset + d];
@@ -297,7 +289,7 @@ public sealed class AttentionPrefix
             {
                 long kvOffset = ((long)j * kv + kvHead) * headSize;
                 float p = XMath.Exp(Attention.Score(q, qOffset, prefixK, kvOffset, headSize, scale) - logSumExp);
-                dScore = p * (Dot(dOut, qOffset, prefixV, kvOffset, headSize) - rowDelta) * scale;
+                dScore = p * (Attention.Dot(dOut, qOffset, prefixV, kvOffset, headSize) - rowDelta) * scale;
             }
             dScores[thread] = dScore;
             Group.Barrier();
@@ -350,7 +342,7 @@ public sealed class AttentionPrefix
                 long qOffset = ((long)(batch * t + i) * h + head) * headSize;
                 long statistic = ((long)batch * h + head) * t + i;
                 p = XMath.Exp(Attention.Score(q, qOffset, prefixK, kvOffset, headSize, scale) - lse[statistic]);
-                dScore = p * (Dot(dOut, qOffset, prefixV, kvOffset, headSize) - delta[statistic]) * scale;
+                dScore = p * (Attention.Dot(dOut, qOffset, prefixV, kvOffset, headSize) - delta[statistic]) * scale;
             }
             probabilities[thread] = p;
             dScores[thread] = dScore;

@@ -19,7 +19,7 @@ namespace PromptEngine.Kernels;
 /// so the pointers stay inside the views. The multiply-adds are
 /// <see cref="MathF.FusedMultiplyAdd"/>: one instruction instead of two on the CPU, and plain mul/add in PTX.
 /// Under <see cref="KernelShape.Gpu"/> the launchers hand over to <see cref="LinearBlocked"/> (4×4 outputs per thread,
-/// 64×64 blocks on a GPU); the Tile×Tile kernels here, one output element per thread, stay as the simpler version.
+/// 64×64 blocks on a GPU).
 /// Offsets are computed in <see cref="long"/> because N·M reaches 2³¹ for a large vocabulary.
 /// </remarks>
 public sealed class Linear
@@ -164,76 +164,14 @@ public sealed class Linear
         if (col0 + 3 < cols) o[3] = add ? o[3] + v3 : v3;
     }
 
-    /// <summary>GPU-shaped forward: group (Tile, Tile) computes a Tile×Tile block of Y; shared memory holds 2·Tile² floats.</summary>
-    internal static void ForwardTiledKernel(
-        ArrayView<float> y,    // (N, M)
-        ArrayView<float> x,    // (N, K)
-        ArrayView<float> w,    // (M, K)
-        ArrayView<float> bias, // (M) or empty
-        int n, int k, int m)
-    {
-        int tile = Group.DimX;
-        var shared = SharedMemory.GetDynamic<float>();
-        var xTile = shared.SubView(0, tile * tile);          // (Tile rows of X, Tile of K)
-        var wTile = shared.SubView(tile * tile, tile * tile); // (Tile rows of W, Tile of K)
-        int tx = Group.IdxX, ty = Group.IdxY;
-        int row = Grid.IdxY * tile + ty;    // of Y and X
-        int col = Grid.IdxX * tile + tx;    // of Y
-        int wRow = Grid.IdxX * tile + ty;   // of W, loaded by this thread
-        float acc = 0;
-        for (int k0 = 0; k0 < k; k0 += tile)
-        {
-            int kk = k0 + tx;
-            xTile[ty * tile + tx] = row < n && kk < k ? x[(long)row * k + kk] : 0f;
-            wTile[ty * tile + tx] = wRow < m && kk < k ? w[(long)wRow * k + kk] : 0f;
-            Group.Barrier();
-            for (int i = 0; i < tile; i++)
-                acc += xTile[ty * tile + i] * wTile[tx * tile + i];
-            Group.Barrier();
-        }
-        if (row < n && col < m)
-            y[(long)row * m + col] = acc + (bias.Length > 0 ? bias[col] : 0f);
-    }
-
-    /// <summary>GPU-shaped backward: group (Tile, Tile) computes a Tile×Tile block of dX, reducing over M through shared memory.</summary>
-    internal static void BackwardTiledKernel(
-        ArrayView<float> dX, // (N, K)
-        ArrayView<float> dY, // (N, M)
-        ArrayView<float> w,  // (M, K)
-        int n, int k, int m, int accumulate)
-    {
-        int tile = Group.DimX;
-        var shared = SharedMemory.GetDynamic<float>();
-        var dyTile = shared.SubView(0, tile * tile);         // (Tile rows of dY, Tile of M)
-        var wTile = shared.SubView(tile * tile, tile * tile); // (Tile of M, Tile columns of W)
-        int tx = Group.IdxX, ty = Group.IdxY;
-        int row = Grid.IdxY * tile + ty; // of dX and dY
-        int col = Grid.IdxX * tile + tx; // of dX and W
-        float acc = 0;
-        for (int m0 = 0; m0 < m; m0 += tile)
-        {
-            int dyCol = m0 + tx, wRow = m0 + ty;
-            dyTile[ty * tile + tx] = row < n && dyCol < m ? dY[(long)row * m + dyCol] : 0f;
-            wTile[ty * tile + tx] = wRow < m && col < k ? w[(long)wRow * k + col] : 0f;
-            Group.Barrier();
-            for (int i = 0; i < tile; i++)
-                acc += dyTile[ty * tile + i] * wTile[i * tile + tx];
-            Group.Barrier();
-        }
-        if (row < n && col < k)
-            dX[(long)row * k + col] = accumulate != 0 ? dX[(long)row * k + col] + acc : acc;
-    }
-
     #endregion
 
     #region Launchers
 
     readonly KernelContext context;
-    // CPU-shaped kernels take a run length (blocks per thread); GPU-shaped ones do not. One pair is loaded.
+    // Loaded for the CPU shape only; the GPU shape hands over to LinearBlocked.
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>? microTileForward;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>? microTileBackward;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? forward;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>? backward;
 
     internal Linear(KernelContext context)
     {
@@ -243,11 +181,6 @@ public sealed class Linear
         {
             microTileForward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(ForwardMicroTileKernel);
             microTileBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>(BackwardMicroTileKernel);
-        }
-        else
-        {
-            forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(ForwardTiledKernel);
-            backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(BackwardTiledKernel);
         }
     }
 
@@ -275,10 +208,8 @@ public sealed class Linear
             int perThread = context.ElementChunk(MicroTileBlocks(n, m));
             microTileForward(context.FlatConfig((MicroTileBlocks(n, m) + perThread - 1) / perThread), y, x, w, bias, n, k, m, perThread);
         }
-        else if (context.Shape == KernelShape.Gpu)
-            context.LinearBlocked.Forward(y, x, w, bias, n, k, m); // register-blocked tiles (LinearBlocked.cs)
         else
-            forward!(Config(n, m), y, x, w, bias, n, k, m);
+            context.LinearBlocked.Forward(y, x, w, bias, n, k, m); // register-blocked tiles (LinearBlocked.cs)
     }
 
     /// <summary>dX = dY·W, or dX += dY·W with <paramref name="accumulate"/> (gradient to the input only; W is frozen).</summary>
@@ -303,24 +234,12 @@ public sealed class Linear
             int perThread = context.ElementChunk(MicroTileBlocks(n, k));
             microTileBackward(context.FlatConfig((MicroTileBlocks(n, k) + perThread - 1) / perThread), dX, dY, w, n, k, m, accumulate ? 1 : 0, perThread);
         }
-        else if (context.Shape == KernelShape.Gpu)
-            context.LinearBlocked.Backward(dX, dY, w, n, k, m, accumulate); // register-blocked tiles (LinearBlocked.cs)
         else
-            backward!(Config(n, k), dX, dY, w, n, k, m, accumulate ? 1 : 0);
+            context.LinearBlocked.Backward(dX, dY, w, n, k, m, accumulate); // register-blocked tiles (LinearBlocked.cs)
     }
 
     /// <summary>4×4 blocks covering a rows × cols output.</summary>
     static long MicroTileBlocks(int rows, int cols) => (long)((rows + MicroTile - 1) / MicroTile) * ((cols + MicroTile - 1) / MicroTile);
-
-    /// <summary>GPU launch shape for an output of <paramref name="rows"/> × <paramref name="cols"/>: one Tile×Tile group per output tile.</summary>
-    KernelConfig Config(int rows, int cols)
-    {
-        int tile = context.Tile;
-        return new KernelConfig(
-            new Index2D((cols + tile - 1) / tile, (rows + tile - 1) / tile),
-            new Index2D(tile, tile),
-            SharedMemoryConfig.RequestDynamic<float>(2 * tile * tile));
-    }
 
     #endregion
 }

@@ -115,23 +115,7 @@ public static class PeftAdapter
             // PEFT needs the tokenizer only to turn the TEXT into ids; the base model's folder holds it.
             ["tokenizer_name_or_path"] = method == PromptInitMethod.Text ? nameOrPath : null,
         };
-        var buffer = new MemoryStream();
-        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
-        {
-            writer.WriteStartObject();
-            foreach (var (key, value) in fields)
-            {
-                switch (value)
-                {
-                    case null: writer.WriteNull(key); break;
-                    case bool b: writer.WriteBoolean(key, b); break;
-                    case int i: writer.WriteNumber(key, i); break;
-                    case string s: writer.WriteString(key, s); break;
-                }
-            }
-            writer.WriteEndObject();
-        }
-        return buffer.ToArray();
+        return JsonBytes(fields);
     }
 
     /// <summary>Reads a PEFT prompt-tuning adapter folder. Fields PEFT may add in any version are ignored;
