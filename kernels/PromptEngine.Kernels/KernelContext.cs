@@ -90,6 +90,8 @@ public sealed class KernelContext : IDisposable
     readonly Lazy<LinearBlocked> linearBlocked;
     readonly Lazy<FlashAttention> flashAttention;
     readonly Lazy<ResidualRmsNorm> residualRmsNorm;
+    readonly Lazy<Tanh> tanh;
+    readonly Lazy<PrefixLayout> prefixLayout;
 
     KernelContext(Context context, Accelerator accelerator, KernelShape shape)
     {
@@ -122,6 +124,8 @@ public sealed class KernelContext : IDisposable
         linearBlocked = new(() => new LinearBlocked(this));
         flashAttention = new(() => new FlashAttention(this));
         residualRmsNorm = new(() => new ResidualRmsNorm(this));
+        tanh = new(() => new Tanh(this));
+        prefixLayout = new(() => new PrefixLayout(this));
     }
 
     /// <summary>The ILGPU context (algorithms enabled, so <c>XMath</c> works in kernels).</summary>
@@ -142,7 +146,7 @@ public sealed class KernelContext : IDisposable
     /// <summary>How many threads an elementwise kernel is split into on this accelerator; each takes a contiguous chunk.</summary>
     public int ParallelThreads { get; }
 
-    /// <summary>Linear layer: Y = X·Wᵀ + b and dX = dY·W.</summary>
+    /// <summary>Linear layer: Y = X·Wᵀ + b and dX = dY·W (and, for the reparameterisation MLP only, dW and db).</summary>
     public Linear Linear => linear.Value;
 
     /// <summary>RMSNorm forward (saving rstd) and backward to the input.</summary>
@@ -197,6 +201,12 @@ public sealed class KernelContext : IDisposable
 
     /// <summary>GPU-shaped fused residual add + RMSNorm (one group per row, whatever <see cref="Shape"/> says).</summary>
     public ResidualRmsNorm ResidualRmsNorm => residualRmsNorm.Value;
+
+    /// <summary>tanh and its backward from the saved output (prefix tuning's reparameterisation MLP).</summary>
+    public Tanh Tanh => tanh.Value;
+
+    /// <summary>A deep prompt's PEFT layout (Pv, L·2, d) to the engine's (L·2, Pv, d), and back for gradients.</summary>
+    public PrefixLayout PrefixLayout => prefixLayout.Value;
 
     /// <summary>Creates a context on the requested accelerator.</summary>
     /// <param name="backend">Where to run; <see cref="KernelBackend.Auto"/> prefers CUDA.</param>

@@ -5,9 +5,11 @@ namespace PromptEngine.Kernels;
 
 /// <summary>
 /// Linear layer on row-major tensors: forward <c>Y = X·Wᵀ + b</c> with X (N, K), W (M, K), b (M) optional,
-/// Y (N, M); backward to the data only, <c>dX = dY·W</c> with dY (N, M), dX (N, K). The weights are frozen,
-/// so no weight or bias gradient is ever computed. Y is overwritten; dX is overwritten, or accumulated into
-/// when asked (a block's input feeds several projections — Llama's q, k and v — whose data gradients add up).
+/// Y (N, M); backward to the data, <c>dX = dY·W</c> with dY (N, M), dX (N, K). The model's weights are frozen, so the
+/// engine never asks for their gradient; <see cref="BackwardWeights"/>, <c>dW = dYᵀ·X</c> and <c>db = Σₙ dY</c>, serves
+/// the small trainable layers of prefix tuning's reparameterisation MLP. Y is overwritten; dX is overwritten, or
+/// accumulated into when asked (a block's input feeds several projections — Llama's q, k and v — whose data
+/// gradients add up); dW and db are overwritten.
 /// </summary>
 /// <remarks>
 /// CPU-shaped kernels give each thread a run of 4×4 blocks of the output, each held in 16 registers, streaming four rows
@@ -152,6 +154,50 @@ public sealed class Linear
         StoreRow(dX, accumulate, n0 + 3, k0, n, k, a30, a31, a32, a33);
     }
 
+    /// <summary>Weight and bias gradient over a chunk of their elements, one thread per run: element i &lt; M·K is
+    /// dW[i / K, i % K] = Σₙ dY[n, i / K]·X[n, i % K]; element M·K + j (with a bias) is db[j] = Σₙ dY[n, j]. The sums
+    /// run over n in order, so the result is the same on every shape. Built for the reparameterisation MLP, where
+    /// N = Pv is a few dozen rows: a plain reduction per element is enough.</summary>
+    internal static unsafe void BackwardWeightsKernel(
+        ArrayView<float> dW,    // (M, K)
+        ArrayView<float> dBias, // (M) or empty
+        ArrayView<float> dY,    // (N, M)
+        ArrayView<float> x,     // (N, K)
+        int n, int k, int m, long count, int chunk)
+    {
+        long start = (long)Grid.GlobalIndex.X * chunk;
+        long end = Math.Min(start + chunk, count);
+        if (start >= end)
+            return;
+        long weights = (long)m * k;
+        bool hasBias = dBias.Length > 0;
+        fixed (float* dWBase = &dW[0])
+        fixed (float* dBiasBase = &(hasBias ? ref dBias[0] : ref dW[0]))
+        fixed (float* dYBase = &dY[0])
+        fixed (float* xBase = &x[0])
+        {
+            for (long i = start; i < end; i++)
+            {
+                if (i < weights)
+                {
+                    long row = i / k, column = i % k;
+                    float sum = 0;
+                    for (int r = 0; r < n; r++)
+                        sum = MathF.FusedMultiplyAdd(dYBase[(long)r * m + row], xBase[(long)r * k + column], sum);
+                    dWBase[i] = sum;
+                }
+                else
+                {
+                    long row = i - weights;
+                    float sum = 0;
+                    for (int r = 0; r < n; r++)
+                        sum += dYBase[(long)r * m + row];
+                    dBiasBase[row] = sum;
+                }
+            }
+        }
+    }
+
     /// <summary>Stores (or adds) up to four consecutive values of one output row, skipping what lies past the edge.</summary>
     static unsafe void StoreRow(float* output, bool add, int row, int col0, int rows, int cols, float v0, float v1, float v2, float v3)
     {
@@ -172,6 +218,7 @@ public sealed class Linear
     // Loaded for the CPU shape only; the GPU shape hands over to LinearBlocked.
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>? microTileForward;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>? microTileBackward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, long, int> backwardWeights;
 
     internal Linear(KernelContext context)
     {
@@ -182,6 +229,8 @@ public sealed class Linear
             microTileForward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(ForwardMicroTileKernel);
             microTileBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>(BackwardMicroTileKernel);
         }
+        // Both shapes: barrier-free, one element per thread on a GPU (adjacent threads read adjacent X columns).
+        backwardWeights = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, long, int>(BackwardWeightsKernel);
     }
 
     /// <summary>Y = X·Wᵀ + b.</summary>
@@ -236,6 +285,32 @@ public sealed class Linear
         }
         else
             context.LinearBlocked.Backward(dX, dY, w, n, k, m, accumulate); // register-blocked tiles (LinearBlocked.cs)
+    }
+
+    /// <summary>dW = dYᵀ·X and db = Σₙ dY (the gradient of <see cref="Forward"/> with respect to its weight and bias),
+    /// OVERWRITING both: unlike dX, nothing is accumulated. For the small trainable layers of prefix tuning's
+    /// reparameterisation MLP; the engine's frozen layers never call it.</summary>
+    /// <param name="dW">Weight gradient (M, K), overwritten.</param>
+    /// <param name="dBias">Bias gradient (M), overwritten; or an empty view (<c>default</c>) for a layer without bias.</param>
+    /// <param name="dY">Output gradient (N, M).</param>
+    /// <param name="x">The forward's input (N, K).</param>
+    /// <param name="n">Rows N.</param>
+    /// <param name="k">Input features.</param>
+    /// <param name="m">Output features.</param>
+    /// <exception cref="KernelShapeException">A tensor's length does not match the dimensions.</exception>
+    public void BackwardWeights(ArrayView<float> dW, ArrayView<float> dBias, ArrayView<float> dY, ArrayView<float> x, int n, int k, int m)
+    {
+        const string op = "Linear.BackwardWeights";
+        context.Enter(op);
+        Check.Positive(op, ("N", n), ("K", k), ("M", m));
+        Check.Length(op, "dW", dW, (long)m * k, "M*K");
+        if (dBias.Length != 0)
+            Check.Length(op, "db", dBias, m, "M");
+        Check.Length(op, "dY", dY, (long)n * m, "N*M");
+        Check.Length(op, "X", x, (long)n * k, "N*K");
+        long count = (long)m * k + dBias.Length;
+        int chunk = context.ElementChunk(count);
+        backwardWeights(context.FlatConfig((count + chunk - 1) / chunk), dW, dBias, dY, x, n, k, m, count, chunk);
     }
 
     /// <summary>4×4 blocks covering a rows × cols output.</summary>

@@ -18,7 +18,7 @@ internal sealed record TrainSettings(
     string OutputDirectory, int PromptTokens, string Init, string? InitText, string? InitFile, int Steps, int BatchSize, int Accumulation,
     float LearningRate, string Schedule, int WarmupSteps, float WeightDecay, float MaxGradNorm, int EvalEvery, int EvalExamples,
     int Patience, int CheckpointEvery, ulong Seed, int TrainExamples, MetricsFormat Metrics, bool Resume, bool AllowModelMismatch, int StopAfter = 0,
-    PromptMethod Method = PromptMethod.Prompt);
+    PromptMethod Method = PromptMethod.Prompt, int PrefixProjection = 0);
 
 /// <summary>What a training run produced.</summary>
 internal sealed record TrainOutcome(RunSummary Summary, double? AccuracyBefore, EvalReport? Final, string? MetricsTable, string PromptPath, string AdapterPath,
@@ -55,6 +55,12 @@ internal static class TrainCommand
         var resume = new Option<bool>("--resume") { Description = "Continue from --out's checkpoint (same flags)." };
         var allow = new Option<bool>("--allow-model-mismatch") { Description = "Accept an --init-file prompt made for another model of the same width." };
         var methodOption = MethodOption.Create();
+        var prefixProjection = new Option<int>("--prefix-projection")
+        {
+            Description = "With --method prefix: train the deep prompt through prefix tuning's reparameterisation MLP of this hidden width "
+                + "(PEFT prefix_projection, encoder_hidden_size); the saved prompt and adapter hold its output as a plain deep prompt. 0: off.",
+            DefaultValueFactory = _ => 0,
+        };
         var stopAfter = new Option<int>("--stop-after") { Description = "Stop after this many steps of this invocation, saving a checkpoint (continue later with --resume).", DefaultValueFactory = _ => 0 };
         var command = new Command("train", """
             Tune a soft prompt for classification with a verbalizer, or for generation targets (--task Generation); only the prompt is trained.
@@ -62,11 +68,12 @@ internal static class TrainCommand
             """);
         task.AddTo(command);
         foreach (var option in new Option[] { train, validation, output, promptTokens, init, initText, initFile, steps, batch, accumulation, lr, schedule, warmup,
-                     weightDecay, clip, evalEvery, evalExamples, patience, checkpointEvery, seed, trainExamples, metrics, resume, allow, stopAfter, methodOption })
+                     weightDecay, clip, evalEvery, evalExamples, patience, checkpointEvery, seed, trainExamples, metrics, resume, allow, stopAfter, methodOption,
+                     prefixProjection })
             command.Options.Add(option);
         // Range checks on the options a user gives (defaults are valid by construction).
         foreach (var o in new[] { promptTokens, steps, batch, accumulation }) OptionChecks.Positive(o);
-        foreach (var o in new[] { warmup, evalEvery, evalExamples, patience, checkpointEvery, trainExamples, stopAfter }) OptionChecks.NonNegative(o);
+        foreach (var o in new[] { warmup, evalEvery, evalExamples, patience, checkpointEvery, trainExamples, stopAfter, prefixProjection }) OptionChecks.NonNegative(o);
         OptionChecks.Require(lr, v => v > 0, "must be positive");
         OptionChecks.Require(clip, v => v >= 0, "must not be negative");
         OptionChecks.Require(schedule, v => v is "constant" or "linear" or "cosine", "must be constant, linear or cosine");
@@ -78,6 +85,13 @@ internal static class TrainCommand
             if (method == "file" && string.IsNullOrEmpty(r.GetResult(initFile)?.GetValueOrDefault<string?>())) r.AddError("--init file needs --init-file");
             if (method == "text" && r.GetResult(methodOption)?.GetValueOrDefault<string>() == "prefix")
                 r.AddError("--init text has no deep-prompt counterpart; with --method prefix use --init random or file");
+            if (r.GetResult(prefixProjection)?.GetValueOrDefault<int>() is > 0)
+            {
+                if (r.GetResult(methodOption)?.GetValueOrDefault<string>() != "prefix")
+                    r.AddError("--prefix-projection reparameterises a deep prompt; it needs --method prefix");
+                else if (method == "file")
+                    r.AddError("--prefix-projection cannot start from --init file: a saved deep prompt is the MLP's folded output and cannot be unfolded into an MLP; use --init random");
+            }
         });
         command.SetAction(parse => CliRunner.Run(() =>
         {
@@ -85,7 +99,7 @@ internal static class TrainCommand
                 parse.GetValue(steps), parse.GetValue(batch), parse.GetValue(accumulation), parse.GetValue(lr), parse.GetValue(schedule)!, parse.GetValue(warmup),
                 parse.GetValue(weightDecay), parse.GetValue(clip), parse.GetValue(evalEvery), parse.GetValue(evalExamples), parse.GetValue(patience),
                 parse.GetValue(checkpointEvery), parse.GetValue(seed), parse.GetValue(trainExamples), parse.GetValue(metrics), parse.GetValue(resume), parse.GetValue(allow),
-                parse.GetValue(stopAfter), MethodOption.Parse(parse.GetValue(methodOption)));
+                parse.GetValue(stopAfter), MethodOption.Parse(parse.GetValue(methodOption)), parse.GetValue(prefixProjection));
             var outcome = Run(parse, task, parse.GetValue(train)!, parse.GetValue(validation)!, settings, measureBefore: false);
             Report(outcome);
             // Ctrl-C exits 130 like any interrupted program; --stop-after is a planned pause.
@@ -114,8 +128,12 @@ internal static class TrainCommand
         // The prompt: initialised (or resumed from the checkpoint by the trainer).
         PromptInit.TryParseMethod(s.Init, out var method);
         var initializer = new PromptInit(model);
-        // Deep prompts start random (as PEFT's PrefixEncoder embedding does; --init vocab also means random for them) or from a file.
-        var deepPrompt = !deep ? null : method == PromptInitMethod.File ? MethodOption.LoadDeep(s.InitFile!, model.Config)
+        // Deep prompts start random (as PEFT's PrefixEncoder embedding does; --init vocab also means random for them) or from a file;
+        // with --prefix-projection the MLP's seeded parameters make the prefix instead.
+        if (s.PrefixProjection > 0 && (!deep || method == PromptInitMethod.File))
+            throw new PromptEngineException("--prefix-projection needs --method prefix and a random start (not --init file)");
+        var projected = s.PrefixProjection > 0;
+        var deepPrompt = !deep || projected ? null : method == PromptInitMethod.File ? MethodOption.LoadDeep(s.InitFile!, model.Config)
             : DeepPrompt.Random(model.Config, s.PromptTokens, unchecked((int)s.Seed));
         if (deepPrompt is not null && deepPrompt.VirtualTokens != s.PromptTokens)
             throw new PromptEngineException($"--init-file {s.InitFile} has {deepPrompt.VirtualTokens} virtual tokens, --prompt-tokens says {s.PromptTokens}");
@@ -132,7 +150,9 @@ internal static class TrainCommand
         using var kernels = KernelContext.Create(KernelBackend.Auto);
         using var engine = new TransformerEngine(kernels, model, new EngineOptions(Math.Max(s.BatchSize, 1), lengthLimit, deep ? 0 : s.PromptTokens,
             MaxVerbalizer: Math.Max(16, verbalizer?.TokenIds.Length ?? 0), PrefixTokens: deep ? s.PromptTokens : 0));
-        if (deep) engine.SetPrefix(deepPrompt!.ToEngineLayout());
+        using var projection = projected ? new PrefixProjection(kernels, model.Config, s.PromptTokens, s.PrefixProjection, unchecked((int)s.Seed)) : null;
+        if (projection is not null) projection.Forward(engine);
+        else if (deep) engine.SetPrefix(deepPrompt!.ToEngineLayout());
         else engine.SetPrompt(prompt!.Values);
         var classification = verbalizer is null ? null : new ClassificationEvaluator(evalExamples, verbalizer, s.BatchSize);
         IEvaluator evaluator = classification ?? (IEvaluator)new LossEvaluator(evalExamples, s.BatchSize);
@@ -144,13 +164,19 @@ internal static class TrainCommand
         }
 
         var schedule = LearningRateSchedule.Create(s.Schedule, s.LearningRate, s.WarmupSteps);
-        var initMetadata = deep ? deepPrompt!.Metadata : prompt!.Metadata;
+        IReadOnlyDictionary<string, string> initMetadata = projection is not null
+            ? new Dictionary<string, string> { [PromptMetadata.InitMethod] = "random", [PromptMetadata.InitSeed] = unchecked((int)s.Seed).ToString(CultureInfo.InvariantCulture) }
+            : deep ? deepPrompt!.Metadata : prompt!.Metadata;
         var promptMetadata = PromptMetadata.ForModel(model).Concat(initMetadata.Where(p => p.Key.StartsWith("init", StringComparison.Ordinal)))
             .GroupBy(p => p.Key).ToDictionary(g => g.Key, g => g.First().Value);
+        // Provenance: the saved deep prompt is the MLP's output, folded (the trainer records it too on the best prompt).
+        if (projection is not null) promptMetadata[PromptMetadata.Reparameterisation] = projection.Reparameterisation;
         var runSettings = new { s.PromptTokens, s.Init, s.InitText, s.InitFile, s.Steps, s.BatchSize, s.Accumulation, s.LearningRate, s.Schedule, s.WarmupSteps,
             s.WeightDecay, s.MaxGradNorm, s.EvalEvery, s.EvalExamples, s.Patience, s.Seed, s.TrainExamples, template = task.TemplateText(parse), kind = parse.GetValue(task.Task),
             labels = verbalizer?.Labels, maxLength = parse.GetValue(task.MaxLength), trainPath = Path.GetFullPath(trainPath), validationPath = Path.GetFullPath(validationPath),
-            model = ModelFingerprint.Compute(model), method = s.Method.ToString() };
+            model = ModelFingerprint.Compute(model),
+            // The projection joins the method's name rather than a field of its own, so runs without it keep their fingerprint.
+            method = projected ? string.Create(CultureInfo.InvariantCulture, $"{s.Method} mlp {s.PrefixProjection}") : s.Method.ToString() };
         var options = new TrainerOptions
         {
             Steps = s.Steps,
@@ -166,7 +192,7 @@ internal static class TrainCommand
             PromptMetadata = promptMetadata,
         };
         var batches = new SampledBatches(trainExamples, new BatchSamplerOptions(s.BatchSize, s.Seed, Shuffle: true, BucketWindowBatches: 20), verbalizer);
-        var trainer = new Trainer(engine, batches, evaluator, options);
+        var trainer = new Trainer(engine, batches, evaluator, options, projection);
 
         Directory.CreateDirectory(s.OutputDirectory);
         var metricsPath = Path.Combine(s.OutputDirectory, s.Metrics == MetricsFormat.Csv ? "metrics.csv" : "metrics.jsonl");
@@ -257,7 +283,7 @@ internal static class TrainCommand
             }, new JsonSerializerOptions { WriteIndented = true }));
         }
         var plotPath = Path.Combine(s.OutputDirectory, "curves.png");
-        CurvePlot.Save(plotPath, losses, evals, verbalizer is null ? "-loss" : "accuracy", $"{(deep ? "prefix" : "prompt")} tuning: {s.PromptTokens} virtual tokens, lr {s.LearningRate}");
+        CurvePlot.Save(plotPath, losses, evals, verbalizer is null ? "-loss" : "accuracy", $"{(deep ? "prefix" : "prompt")} tuning{(projected ? $" (MLP {s.PrefixProjection})" : "")}: {s.PromptTokens} virtual tokens, lr {s.LearningRate}");
         var secondsPerStep = last is null ? 0 : last.Elapsed.TotalSeconds / Math.Max(1, last.Step - (resumeStep ?? 0));
         return new TrainOutcome(summary, before, final, table, bestPath, adapterPath, plotPath, metricsPath, new FileInfo(bestPath).Length,
             secondsPerStep, last?.TokensPerSecond ?? 0, stoppedAsPlanned);

@@ -299,6 +299,17 @@ public sealed class TransformerEngine : IDisposable
     /// <summary>dLoss/dPrefix (L, 2, Pv, KV·hs) accumulated since the last <see cref="ZeroPromptGradient"/>, copied to the host.</summary>
     public float[] GetPrefixGradient() => PrefixLength == 0 || !options.Training ? [] : ToHost(promptArena[dPrefix]);
 
+    /// <summary>The kernel context the engine launches on; the prefix projection runs on the same one.</summary>
+    internal KernelContext Kernels => kernels;
+
+    /// <summary>The deep prefix (L, 2, Pv, KV·hs) on the device, for <see cref="Prompts.PrefixProjection"/> to write its
+    /// output into (unlike <see cref="SetPrefix"/>, writing here leaves the gradient and optimizer state alone).</summary>
+    internal ArrayView<float> PrefixView => promptArena[prefix];
+
+    /// <summary>dPrefix (L, 2, Pv, KV·hs) on the device, for <see cref="Prompts.PrefixProjection"/> to differentiate
+    /// through; empty for an inference engine.</summary>
+    internal ArrayView<float> PrefixGradientView => promptArena[dPrefix];
+
     /// <summary>Layer <paramref name="layer"/>'s prefix keys (Pv, KV, hs) in the arena handle <paramref name="handle"/>,
     /// or its values when <paramref name="values"/>.</summary>
     ArrayView<float> PrefixSlice(int handle, int layer, bool values)

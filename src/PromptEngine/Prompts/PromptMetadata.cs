@@ -46,6 +46,9 @@ public static class PromptMetadata
     public const string NumKeyValueHeads = "num_key_value_heads";
     /// <summary>Head size hs of a deep prompt's model.</summary>
     public const string HeadDim = "head_dim";
+    /// <summary>How a deep prompt was trained when not directly: "mlp H" for prefix tuning's reparameterisation MLP
+    /// (<see cref="PrefixProjection"/>), whose output the file holds folded into a plain deep prompt. Provenance only.</summary>
+    public const string Reparameterisation = "reparameterisation";
     /// <summary>What the file holds: absent for a prompt, "gradient", or "prompt_bank".</summary>
     public const string Content = "content";
 

@@ -80,6 +80,10 @@ public sealed class NonFiniteLossException(string message) : PromptEngineExcepti
 /// early or on cancellation (saving first). On the CPU accelerator every kernel is deterministic, so an
 /// interrupted and resumed run ends bit-identical to an uninterrupted one.
 /// </summary>
+/// <remarks>With a <see cref="PrefixProjection"/> (prefix tuning's reparameterisation MLP), the trainables are the MLP's
+/// parameters instead: each step runs the MLP's backward from the engine's accumulated dPrefix, its optimizer step, and
+/// its forward into the engine's prefix; checkpoints hold the MLP's parameters and moments; saved prompts hold the
+/// engine's prefix, which is the MLP's output folded into a plain deep prompt.</remarks>
 public sealed class Trainer
 {
     /// <summary>File name of the rolling checkpoint in the output directory.</summary>
@@ -91,22 +95,37 @@ public sealed class Trainer
     readonly ITrainingBatches batches;
     readonly IEvaluator? evaluator;
     readonly TrainerOptions options;
+    readonly PrefixProjection? projection;
 
     /// <summary>Called after every optimizer step.</summary>
     public event Action<StepReport>? StepCompleted;
     /// <summary>Called after every evaluation, with the step it ran at.</summary>
     public event Action<int, EvalReport>? Evaluated;
 
-    /// <summary>Creates a trainer over an engine whose prompt bank is the prompt being tuned.</summary>
-    public Trainer(TransformerEngine engine, ITrainingBatches batches, IEvaluator? evaluator, TrainerOptions options)
+    /// <summary>Creates a trainer over an engine whose prompt bank (and deep prefix) is the prompt being tuned, or, with
+    /// <paramref name="projection"/>, whose deep prefix is computed by that reparameterisation MLP, which is then what is
+    /// trained (its current parameters overwrite the engine's prefix when the run starts).</summary>
+    /// <exception cref="ArgumentException">Bad options; nothing to train; a projection on an engine with a plain prompt too,
+    /// or one that does not fit the engine's prefix.</exception>
+    public Trainer(TransformerEngine engine, ITrainingBatches batches, IEvaluator? evaluator, TrainerOptions options, PrefixProjection? projection = null)
     {
         if (options.Steps <= 0) throw new ArgumentException($"steps must be positive, got {options.Steps}");
         if (options.GradientAccumulation <= 0) throw new ArgumentException($"gradient accumulation must be positive, got {options.GradientAccumulation}");
         if (engine.PromptRows == 0 && engine.PrefixTokens == 0) throw new ArgumentException("the engine has no prompt or deep prefix to train");
+        if (projection is not null)
+        {
+            if (engine.PromptRows > 0)
+                throw new ArgumentException($"the prefix projection reparameterises the deep prefix only; this engine also trains a plain prompt of {engine.PromptRows} rows");
+            if (engine.PrefixTokens != projection.VirtualTokens)
+                throw new ArgumentException($"the prefix projection makes {projection.VirtualTokens} virtual tokens; the engine's deep prefix has {engine.PrefixTokens}");
+            if (projection.Parameters > Array.MaxLength)
+                throw new ArgumentException($"the prefix projection's {projection.Parameters} parameters exceed one checkpoint tensor");
+        }
         this.engine = engine;
         this.batches = batches;
         this.evaluator = evaluator;
         this.options = options;
+        this.projection = projection;
     }
 
     string CheckpointPath => Path.Combine(options.OutputDirectory, CheckpointFile);
@@ -126,10 +145,12 @@ public sealed class Trainer
             if (state.RunFingerprint != options.RunFingerprint)
                 throw new PromptEngineException($"{CheckpointPath}: the checkpoint belongs to a run with other settings (fingerprint {state.RunFingerprint}, this run {options.RunFingerprint}); resume with the same flags or use a new --out");
             SetTrainables(state.Prompt);
-            engine.SetOptimizerState(state.AdamM, state.AdamV, state.OptimizerStep);
+            if (projection is not null) projection.SetOptimizerState(state.AdamM, state.AdamV, state.OptimizerStep);
+            else engine.SetOptimizerState(state.AdamM, state.AdamV, state.OptimizerStep);
             batches.RestoreState(state.DataState);
             (step, best, bestStep, stale) = (state.Step, state.BestMetric, state.BestStep, state.EvalsWithoutImprovement);
         }
+        projection?.Forward(engine); // the engine's prefix is the MLP's output from here on
 
         var clock = Stopwatch.StartNew();
         long tokens = 0;
@@ -153,7 +174,15 @@ public sealed class Trainer
             float norm;
             try
             {
-                norm = engine.OptimizerStep(lr, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, options.MaxGradNorm, options.GradientAccumulation);
+                if (projection is null)
+                    norm = engine.OptimizerStep(lr, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, options.MaxGradNorm, options.GradientAccumulation);
+                else
+                {
+                    // dPrefix, summed over the step's batches → dMLP; step the MLP; its new output becomes the prefix.
+                    projection.Backward(engine);
+                    norm = projection.OptimizerStep(lr, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, options.MaxGradNorm, options.GradientAccumulation);
+                    projection.Forward(engine);
+                }
             }
             catch (NonFiniteGradientException e)
             {
@@ -184,11 +213,19 @@ public sealed class Trainer
         return new RunSummary(outcome, step, best, bestStep, CheckpointPath, File.Exists(BestPromptPath) ? BestPromptPath : null, clock.Elapsed);
     }
 
-    // What the optimizer moves: the prompt (P, C), then the deep prefix (L, 2, Pv, KV·hs), as one vector.
-    float[] Trainables() => [.. engine.GetPrompt(), .. engine.GetPrefix()];
+    // What the optimizer moves: the prompt (P, C), then the deep prefix (L, 2, Pv, KV·hs), as one vector; or the
+    // projection's parameters E, W1, b1, W2, b2.
+    float[] Trainables() => projection?.GetParameters() ?? [.. engine.GetPrompt(), .. engine.GetPrefix()];
 
     void SetTrainables(float[] values)
     {
+        if (projection is not null)
+        {
+            if (values.LongLength != projection.Parameters)
+                throw new PromptEngineException($"{CheckpointPath}: the checkpoint holds {values.Length} values, this run trains a prefix projection ({projection.Reparameterisation}) of {projection.Parameters} parameters");
+            projection.SetParameters(values);
+            return;
+        }
         int promptLength = engine.PromptRows * engine.Config.HiddenSize;
         if (values.LongLength != promptLength + engine.PrefixLength)
             throw new PromptEngineException($"{CheckpointPath}: the checkpoint holds {values.Length} values, this run trains {promptLength + engine.PrefixLength}");
@@ -198,10 +235,11 @@ public sealed class Trainer
 
     void SaveCheckpoint(int step, double? best, int bestStep, int stale)
     {
-        var (m, v, optimizerStep) = engine.GetOptimizerState();
+        var (m, v, optimizerStep) = projection?.GetOptimizerState() ?? engine.GetOptimizerState();
         var values = Trainables();
-        // (P, C) for a plain prompt, (Pv, L·2·KV·hs) for a deep one, one row for both.
-        var (rows, width) = engine.PrefixTokens == 0 ? (engine.PromptRows, engine.Config.HiddenSize)
+        // (P, C) for a plain prompt, (Pv, L·2·KV·hs) for a deep one, one row for both or for the projection's parameters.
+        var (rows, width) = projection is not null ? (1, values.Length)
+            : engine.PrefixTokens == 0 ? (engine.PromptRows, engine.Config.HiddenSize)
             : engine.PromptRows == 0 ? (engine.PrefixTokens, (int)(engine.PrefixLength / engine.PrefixTokens)) : (1, values.Length);
         Checkpoint.Save(CheckpointPath, new CheckpointState(step, values, m, v, optimizerStep, batches.SaveState(), best, bestStep, stale,
             rows, width, options.RunFingerprint));
@@ -214,6 +252,8 @@ public sealed class Trainer
             ["step"] = step.ToString(System.Globalization.CultureInfo.InvariantCulture),
             [report.MetricName] = report.Metric.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
         };
+        // The engine's prefix is the projection's output: the file holds it folded, and says how it was made.
+        if (projection is not null) metadata[Prompts.PromptMetadata.Reparameterisation] = projection.Reparameterisation;
         if (engine.PrefixTokens > 0)
             DeepPromptFile.Save(path, DeepPrompt.FromEngineLayout(engine.GetPrefix(), engine.PrefixTokens, engine.Config, metadata));
         else

@@ -34,7 +34,8 @@ public sealed class PtxCompileTests
         TestContext.Out.WriteLine(string.Join("\n", names));
         // Known kernels must be among those found, so a broken discovery rule cannot pass vacuously.
         Assert.That(names, Does.Contain("Linear.ForwardMicroTileKernel").And.Contain("LinearBlocked.ForwardF32Kernel")
-            .And.Contain("RmsNorm.BackwardGroupKernel").And.Contain("Embedding.BackwardKernel").And.Contain("Rope.RotateKernel"));
+            .And.Contain("RmsNorm.BackwardGroupKernel").And.Contain("Embedding.BackwardKernel").And.Contain("Rope.RotateKernel")
+            .And.Contain("Tanh.BackwardKernel").And.Contain("Linear.BackwardWeightsKernel").And.Contain("PrefixLayout.SwapKernel"));
         Assert.That(names, Has.Count.GreaterThanOrEqualTo(15));
     }
 

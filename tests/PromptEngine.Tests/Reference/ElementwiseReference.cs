@@ -104,3 +104,21 @@ public static class RopeReference
             }
     }
 }
+
+/// <summary>y = tanh(x); backward from the saved output, dX = dY·(1 − y²).</summary>
+public static class TanhReference
+{
+    /// <summary>output (N) = tanh(input).</summary>
+    public static void Forward(double[] output, double[] input, long count)
+    {
+        for (long i = 0; i < count; i++)
+            output[i] = Math.Tanh(input[i]);
+    }
+
+    /// <summary>dX (N) = dOut·(1 − output²), output the forward's tanh.</summary>
+    public static void Backward(double[] dX, double[] dOut, double[] output, long count)
+    {
+        for (long i = 0; i < count; i++)
+            dX[i] = dOut[i] * (1 - output[i] * output[i]);
+    }
+}

@@ -28,4 +28,26 @@ public static class LinearReference
                 dX[row * k + i] = sum;
             }
     }
+
+    /// <summary>dW = dYᵀ·X and db = Σₙ dY. dW (M, K), dBias (M) or null, dY (N, M), x (N, K).</summary>
+    public static void BackwardWeights(double[] dW, double[]? dBias, double[] dY, double[] x, int n, int k, int m)
+    {
+        for (int col = 0; col < m; col++)
+        {
+            for (int i = 0; i < k; i++)
+            {
+                double sum = 0;
+                for (int row = 0; row < n; row++)
+                    sum += dY[row * m + col] * x[row * k + i];
+                dW[col * k + i] = sum;
+            }
+            if (dBias is not null)
+            {
+                double sum = 0;
+                for (int row = 0; row < n; row++)
+                    sum += dY[row * m + col];
+                dBias[col] = sum;
+            }
+        }
+    }
 }
