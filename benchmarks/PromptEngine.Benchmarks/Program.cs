@@ -12,6 +12,8 @@ namespace PromptEngine.Benchmarks;
 /// <item><c>--filter '*'</c> (any BenchmarkDotNet arguments): the full job, for BENCHMARKS.md;</item>
 /// <item><c>--quick --filter '*Tiny*'</c>: one launch, one warm-up and three iterations (CI-sized);</item>
 /// <item><c>report</c>: every end-to-end case side by side, a few rounds, one markdown table (see <see cref="ReportMode"/>);</item>
+/// <item><c>deep</c>: prompt-KV reuse speedups, activation recomputation's memory and time, the cost of a deep prompt
+/// (see <see cref="DeepReport"/>);</item>
 /// <item><c>memory WORKLOAD IMPLEMENTATION MODE</c>: peak resident memory of one case (the report starts these).</item>
 /// </list></summary>
 public static class Program
@@ -19,6 +21,7 @@ public static class Program
     public static int Main(string[] args)
     {
         if (args is ["report", .. var reportArgs]) return ReportMode.Run(reportArgs);
+        if (args is ["deep", .. var deepArgs]) return DeepReport.Run(deepArgs);
         if (args is ["memory", var workload, var implementation, var mode]) return MemoryProbe.Run(workload, implementation, mode);
 
         bool quick = args.Contains("--quick");

@@ -33,7 +33,7 @@ public sealed class Attention
     /// <summary>The op's dimensions, passed to the kernels as one argument: the backward kernels would otherwise need
     /// more parameters than ILGPU's LoadStreamKernel overloads take. Public because ILGPU's runtime assembly must see
     /// every kernel parameter type; the launchers take plain integers.</summary>
-    public readonly struct Dimensions(int b, int t, int h, int kv, int headSize, int rowsPerThread = 1)
+    public readonly struct Dimensions(int b, int t, int h, int kv, int headSize, int rowsPerThread = 1, int prefix = 0)
     {
         /// <summary>Batch rows.</summary>
         public readonly int B = b;
@@ -56,6 +56,9 @@ public sealed class Attention
         /// <summary>Rows each thread of a CPU-shaped kernel takes in turn (a launch of one thread per row would pay
         /// the CPU accelerator's cost per group, about a microsecond, thousands of times).</summary>
         public readonly int RowsPerThread = rowsPerThread;
+
+        /// <summary>Deep-prompt keys per kv head Pv that every query attends to besides its own (<see cref="AttentionPrefix"/>); 0 here.</summary>
+        public readonly int Prefix = prefix;
     }
 
     #region Kernels
@@ -147,7 +150,7 @@ public sealed class Attention
     }
 
     /// <summary>a·b over n channels with four independent accumulators (one chain would wait on each multiply-add).</summary>
-    static unsafe float DotRow(float* a, float* b, int n)
+    internal static unsafe float DotRow(float* a, float* b, int n)
     {
         float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
         int d = 0;
@@ -164,14 +167,14 @@ public sealed class Attention
     }
 
     /// <summary>y += a·x over n channels.</summary>
-    static unsafe void AddScaledRow(float* y, float a, float* x, int n)
+    internal static unsafe void AddScaledRow(float* y, float a, float* x, int n)
     {
         for (int d = 0; d < n; d++)
             y[d] = MathF.FusedMultiplyAdd(a, x[d], y[d]);
     }
 
     /// <summary>y *= a over n channels.</summary>
-    static unsafe void ScaleRow(float* y, float a, int n)
+    internal static unsafe void ScaleRow(float* y, float a, int n)
     {
         for (int d = 0; d < n; d++)
             y[d] *= a;

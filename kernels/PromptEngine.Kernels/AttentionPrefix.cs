@@ -24,39 +24,13 @@ namespace PromptEngine.Kernels;
 /// run on them gives the token keys' and values' gradients and the token part of dQ unchanged (its delta =
 /// dOut·out is the full row's). This op's backward then adds the prefix part of dQ and the prefixes' gradients.
 /// Nothing is saved beyond lse: probabilities are recomputed from it.</para>
-/// <para>CPU-shaped kernels run one thread per query row, or per (prefix slot, kv head) for the prefixes' gradient,
-/// which sums over the batch rows, the query heads of the group and the queries in a fixed order: deterministic,
-/// no atomics. GPU-shaped kernels run one group per such row, the threads splitting the keys (or queries), with
+/// <para>CPU-shaped kernels give each thread a run of query rows, or of (prefix slot, kv head) rows for the prefixes'
+/// gradient, which sums over the batch rows, the query heads of the group and the queries in a fixed order:
+/// deterministic, no atomics; they read through pointers as <see cref="Attention"/>'s do. GPU-shaped kernels run one group per such row, the threads splitting the keys (or queries), with
 /// 2·Group.DimX floats of shared memory.</para>
 /// </remarks>
 public sealed class AttentionPrefix
 {
-    /// <summary>The op's dimensions as one kernel argument (public because ILGPU's runtime assembly must see every
-    /// kernel parameter type); the launchers take plain integers.</summary>
-    public readonly struct Dimensions(int b, int t, int h, int kv, int headSize, int prefix)
-    {
-        /// <summary>Batch rows.</summary>
-        public readonly int B = b;
-
-        /// <summary>Sequence length.</summary>
-        public readonly int T = t;
-
-        /// <summary>Query heads.</summary>
-        public readonly int H = h;
-
-        /// <summary>Key/value heads.</summary>
-        public readonly int KV = kv;
-
-        /// <summary>Channels per head.</summary>
-        public readonly int HeadSize = headSize;
-
-        /// <summary>Prefix (virtual-token) keys per kv head, Pv.</summary>
-        public readonly int Prefix = prefix;
-
-        /// <summary>1/√hs, rounded to float once on the host exactly as <see cref="Attention.Dimensions.Scale"/>.</summary>
-        public readonly float Scale = (float)(1 / Math.Sqrt(headSize));
-    }
-
     #region Kernels
 
     /// <summary>The merged log-sum-exp of the token part (+∞ = none) and the prefix part (max, sum &gt; 0).</summary>
@@ -69,30 +43,48 @@ public sealed class AttentionPrefix
         return top + XMath.Log(XMath.Exp(tokenLse - top) + XMath.Exp(prefixLse - top));
     }
 
-    /// <summary>CPU-shaped forward merge: one thread per query row (b, i, h).</summary>
-    internal static void ForwardRowKernel(
+    /// <summary>CPU-shaped forward merge: each thread takes a run of <see cref="Attention.Dimensions.RowsPerThread"/> query
+    /// rows (b, i, h), read through pointers (see <see cref="Linear"/>'s remarks on why).</summary>
+    internal static unsafe void ForwardRowKernel(
         ArrayView<float> output,  // (B, T, H, hs) token part in, whole out
         ArrayView<float> lse,     // (B, H, T) token part in, whole out
         ArrayView<float> q,       // (B, T, H, hs)
         ArrayView<float> prefixK, // (Pv, KV, hs)
         ArrayView<float> prefixV, // (Pv, KV, hs)
-        Dimensions dims)
+        Attention.Dimensions dims)
+    {
+        int rows = dims.B * dims.T * dims.H; // row = (b·T + i)·H + head
+        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
+        if (first >= rows)
+            return;
+        int last = Math.Min(first + dims.RowsPerThread, rows);
+        fixed (float* outputBase = &output[0])
+        fixed (float* lseBase = &lse[0])
+        fixed (float* qBase = &q[0])
+        fixed (float* kBase = &prefixK[0])
+        fixed (float* vBase = &prefixV[0])
+        {
+            for (int row = first; row < last; row++)
+                ForwardRow(outputBase, lseBase, qBase, kBase, vBase, dims, row);
+        }
+    }
+
+    /// <summary>One query row: the prefix part's max and sum, the merged lse, then the token part rescaled and the
+    /// prefix values added with their final probabilities (two passes over Pv keys; nothing to stage).</summary>
+    static unsafe void ForwardRow(float* output, float* lse, float* q, float* prefixK, float* prefixV, Attention.Dimensions dims, int row)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize, prefix = dims.Prefix;
-        float scale = dims.Scale;
-        int row = Grid.GlobalIndex.X; // (b·T + i)·H + head
-        if (row >= dims.B * t * h)
-            return;
-        int head = row % h;
-        int batchPosition = row / h;
-        int position = batchPosition % t;
-        int batch = batchPosition / t;
+        int head = row % h, batchPosition = row / h, position = batchPosition % t, batch = batchPosition / t;
         int kvHead = head / (h / kv);
-        long qOffset = (long)row * headSize;
+        float* query = q + (long)row * headSize;
+        float* outputRow = output + (long)row * headSize;
+        long stride = (long)kv * headSize;
+        float* keys = prefixK + (long)kvHead * headSize;
+        float* values = prefixV + (long)kvHead * headSize;
         float max = float.NegativeInfinity, sum = 0;
         for (int j = 0; j < prefix; j++)
         {
-            float s = Attention.Score(q, qOffset, prefixK, ((long)j * kv + kvHead) * headSize, headSize, scale);
+            float s = Attention.DotRow(query, keys + j * stride, headSize) * dims.Scale;
             if (s > max)
             {
                 sum = sum * XMath.Exp(max - s) + 1;
@@ -105,20 +97,16 @@ public sealed class AttentionPrefix
         float tokenLse = lse[statistic];
         float logSumExp = Merge(tokenLse, max, sum);
         lse[statistic] = logSumExp;
-        float keep = tokenLse == float.PositiveInfinity ? 0f : XMath.Exp(tokenLse - logSumExp);
-        for (int d = 0; d < headSize; d++)
-            output[qOffset + d] *= keep;
+        Attention.ScaleRow(outputRow, tokenLse == float.PositiveInfinity ? 0f : XMath.Exp(tokenLse - logSumExp), headSize);
         for (int j = 0; j < prefix; j++)
         {
-            long kvOffset = ((long)j * kv + kvHead) * headSize;
-            float p = XMath.Exp(Attention.Score(q, qOffset, prefixK, kvOffset, headSize, scale) - logSumExp);
-            for (int d = 0; d < headSize; d++)
-                output[qOffset + d] += p * prefixV[kvOffset + d];
+            float p = XMath.Exp(Attention.DotRow(query, keys + j * stride, headSize) * dims.Scale - logSumExp);
+            Attention.AddScaledRow(outputRow, p, values + j * stride, headSize);
         }
     }
 
-    /// <summary>CPU-shaped backward to the queries: one thread per query row; adds the prefix keys' share of dQ.</summary>
-    internal static void BackwardQueryRowKernel(
+    /// <summary>CPU-shaped backward to the queries: a run of query rows per thread; adds the prefix keys' share of dQ.</summary>
+    internal static unsafe void BackwardQueryRowKernel(
         ArrayView<float> dQ,      // (B, T, H, hs) accumulated
         ArrayView<float> dOut,    // (B, T, H, hs)
         ArrayView<float> q,       // (B, T, H, hs)
@@ -126,34 +114,53 @@ public sealed class AttentionPrefix
         ArrayView<float> prefixV, // (Pv, KV, hs)
         ArrayView<float> lse,     // (B, H, T) merged
         ArrayView<float> delta,   // (B, H, T) dOut·out
-        Dimensions dims)
+        Attention.Dimensions dims)
+    {
+        int rows = dims.B * dims.T * dims.H;
+        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
+        if (first >= rows)
+            return;
+        int last = Math.Min(first + dims.RowsPerThread, rows);
+        fixed (float* dQBase = &dQ[0])
+        fixed (float* dOutBase = &dOut[0])
+        fixed (float* qBase = &q[0])
+        fixed (float* kBase = &prefixK[0])
+        fixed (float* vBase = &prefixV[0])
+        fixed (float* lseBase = &lse[0])
+        fixed (float* deltaBase = &delta[0])
+        {
+            for (int row = first; row < last; row++)
+                BackwardQueryRow(dQBase, dOutBase, qBase, kBase, vBase, lseBase, deltaBase, dims, row);
+        }
+    }
+
+    /// <summary>One query row's prefix share of dQ: Σ_j p_j·(dOut·v_j − delta)·scale·k_j.</summary>
+    static unsafe void BackwardQueryRow(float* dQ, float* dOut, float* q, float* prefixK, float* prefixV, float* lse, float* delta,
+        Attention.Dimensions dims, int row)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize, prefix = dims.Prefix;
-        float scale = dims.Scale;
-        int row = Grid.GlobalIndex.X;
-        if (row >= dims.B * t * h)
-            return;
-        int head = row % h;
-        int batchPosition = row / h;
-        int position = batchPosition % t;
-        int batch = batchPosition / t;
+        int head = row % h, batchPosition = row / h, position = batchPosition % t, batch = batchPosition / t;
         int kvHead = head / (h / kv);
-        long qOffset = (long)row * headSize;
+        long offset = (long)row * headSize;
+        float* query = q + offset;
+        float* dOutRow = dOut + offset;
+        float* dQRow = dQ + offset;
+        long stride = (long)kv * headSize;
+        float* keys = prefixK + (long)kvHead * headSize;
+        float* values = prefixV + (long)kvHead * headSize;
         long statistic = ((long)batch * h + head) * t + position;
         float logSumExp = lse[statistic], rowDelta = delta[statistic];
         for (int j = 0; j < prefix; j++)
         {
-            long kvOffset = ((long)j * kv + kvHead) * headSize;
-            float p = XMath.Exp(Attention.Score(q, qOffset, prefixK, kvOffset, headSize, scale) - logSumExp);
-            float dScore = p * (Attention.Dot(dOut, qOffset, prefixV, kvOffset, headSize) - rowDelta) * scale;
-            for (int d = 0; d < headSize; d++)
-                dQ[qOffset + d] += dScore * prefixK[kvOffset + d];
+            float p = XMath.Exp(Attention.DotRow(query, keys + j * stride, headSize) * dims.Scale - logSumExp);
+            float dScore = p * (Attention.DotRow(dOutRow, values + j * stride, headSize) - rowDelta) * dims.Scale;
+            Attention.AddScaledRow(dQRow, dScore, keys + j * stride, headSize);
         }
     }
 
-    /// <summary>CPU-shaped backward to the prefixes: one thread per (prefix slot j, kv head g), summing over the batch
-    /// rows, the query heads of g and every query in order.</summary>
-    internal static void BackwardPrefixRowKernel(
+    /// <summary>CPU-shaped backward to the prefixes: a run of (prefix slot j, kv head g) rows per thread, each summing
+    /// over the batch rows, the query heads of g and every query in order (deterministic, no atomics).</summary>
+    internal static unsafe void BackwardPrefixRowKernel(
         ArrayView<float> dPrefixK, // (Pv, KV, hs) accumulated
         ArrayView<float> dPrefixV, // (Pv, KV, hs) accumulated
         ArrayView<float> dOut,     // (B, T, H, hs)
@@ -162,31 +169,54 @@ public sealed class AttentionPrefix
         ArrayView<float> prefixV,  // (Pv, KV, hs)
         ArrayView<float> lse,      // (B, H, T)
         ArrayView<float> delta,    // (B, H, T)
-        Dimensions dims)
+        Attention.Dimensions dims)
     {
-        int b = dims.B, t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
-        float scale = dims.Scale;
-        int row = Grid.GlobalIndex.X; // j·KV + kvHead
-        if (row >= dims.Prefix * kv)
+        int rows = dims.Prefix * dims.KV; // row = j·KV + kvHead
+        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
+        if (first >= rows)
             return;
-        int kvHead = row % kv;
+        int last = Math.Min(first + dims.RowsPerThread, rows);
+        fixed (float* dKBase = &dPrefixK[0])
+        fixed (float* dVBase = &dPrefixV[0])
+        fixed (float* dOutBase = &dOut[0])
+        fixed (float* qBase = &q[0])
+        fixed (float* kBase = &prefixK[0])
+        fixed (float* vBase = &prefixV[0])
+        fixed (float* lseBase = &lse[0])
+        fixed (float* deltaBase = &delta[0])
+        {
+            for (int row = first; row < last; row++)
+                BackwardPrefixRow(dKBase, dVBase, dOutBase, qBase, kBase, vBase, lseBase, deltaBase, dims, row);
+        }
+    }
+
+    /// <summary>One prefix slot and kv head: dV_j += Σ p·dOut, dK_j += Σ p·(dOut·v_j − delta)·scale·q over every query
+    /// of every batch row and query head of the group.</summary>
+    static unsafe void BackwardPrefixRow(float* dPrefixK, float* dPrefixV, float* dOut, float* q, float* prefixK, float* prefixV,
+        float* lse, float* delta, Attention.Dimensions dims, int row)
+    {
+        int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
+        int kvHead = row % kv, group = h / kv;
         long kvOffset = (long)row * headSize;
-        int group = h / kv;
-        for (int batch = 0; batch < b; batch++)
+        float* key = prefixK + kvOffset;
+        float* value = prefixV + kvOffset;
+        float* dKey = dPrefixK + kvOffset;
+        float* dValue = dPrefixV + kvOffset;
+        long queryStride = (long)h * headSize;
+        for (int batch = 0; batch < dims.B; batch++)
             for (int member = 0; member < group; member++)
             {
                 int head = kvHead * group + member;
                 long statistics = ((long)batch * h + head) * t;
+                long first = ((long)batch * t * h + head) * headSize;
                 for (int i = 0; i < t; i++)
                 {
-                    long qOffset = ((long)(batch * t + i) * h + head) * headSize;
-                    float p = XMath.Exp(Attention.Score(q, qOffset, prefixK, kvOffset, headSize, scale) - lse[statistics + i]);
-                    float dScore = p * (Attention.Dot(dOut, qOffset, prefixV, kvOffset, headSize) - delta[statistics + i]) * scale;
-                    for (int d = 0; d < headSize; d++)
-                    {
-                        dPrefixV[kvOffset + d] += p * dOut[qOffset + d];
-                        dPrefixK[kvOffset + d] += dScore * q[qOffset + d];
-                    }
+                    float* query = q + first + i * queryStride;
+                    float* dOutRow = dOut + first + i * queryStride;
+                    float p = XMath.Exp(Attention.DotRow(query, key, headSize) * dims.Scale - lse[statistics + i]);
+                    float dScore = p * (Attention.DotRow(dOutRow, value, headSize) - delta[statistics + i]) * dims.Scale;
+                    Attention.AddScaledRow(dValue, p, dOutRow, headSize);
+                    Attention.AddScaledRow(dKey, dScore, query, headSize);
                 }
             }
     }
@@ -199,7 +229,7 @@ public sealed class AttentionPrefix
         ArrayView<float> q,       // (B, T, H, hs)
         ArrayView<float> prefixK, // (Pv, KV, hs)
         ArrayView<float> prefixV, // (Pv, KV, hs)
-        Dimensions dims)
+        Attention.Dimensions dims)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize, prefix = dims.Prefix;
         float scale = dims.Scale;
@@ -266,7 +296,7 @@ public sealed class AttentionPrefix
         ArrayView<float> prefixV, // (Pv, KV, hs)
         ArrayView<float> lse,     // (B, H, T)
         ArrayView<float> delta,   // (B, H, T)
-        Dimensions dims)
+        Attention.Dimensions dims)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize, prefix = dims.Prefix;
         float scale = dims.Scale;
@@ -316,7 +346,7 @@ public sealed class AttentionPrefix
         ArrayView<float> prefixV,  // (Pv, KV, hs)
         ArrayView<float> lse,      // (B, H, T)
         ArrayView<float> delta,    // (B, H, T)
-        Dimensions dims)
+        Attention.Dimensions dims)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
         float scale = dims.Scale;
@@ -396,11 +426,11 @@ public sealed class AttentionPrefix
     #region Launchers
 
     readonly KernelContext context;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Dimensions> forward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Attention.Dimensions> forward;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, Dimensions> backwardQuery;
+        ArrayView<float>, Attention.Dimensions> backwardQuery;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, Dimensions> backwardPrefix;
+        ArrayView<float>, ArrayView<float>, Attention.Dimensions> backwardPrefix;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int> fillCache;
 
     internal AttentionPrefix(KernelContext context)
@@ -408,12 +438,12 @@ public sealed class AttentionPrefix
         this.context = context;
         var accelerator = context.Accelerator;
         bool cpu = context.Shape == KernelShape.Cpu;
-        forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Dimensions>(
+        forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Attention.Dimensions>(
             cpu ? ForwardRowKernel : ForwardGroupKernel);
         backwardQuery = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, Dimensions>(cpu ? BackwardQueryRowKernel : BackwardQueryGroupKernel);
+            ArrayView<float>, ArrayView<float>, Attention.Dimensions>(cpu ? BackwardQueryRowKernel : BackwardQueryGroupKernel);
         backwardPrefix = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, ArrayView<float>, Dimensions>(cpu ? BackwardPrefixRowKernel : BackwardPrefixGroupKernel);
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, Attention.Dimensions>(cpu ? BackwardPrefixRowKernel : BackwardPrefixGroupKernel);
         fillCache = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>(
             FillCacheKernel);
     }
@@ -436,6 +466,7 @@ public sealed class AttentionPrefix
         int b, int t, int h, int kv, int headSize, int prefix)
     {
         const string op = "AttentionPrefix.Forward";
+        context.Enter(op);
         CheckDimensions(op, b, t, h, kv, headSize, prefix);
         long queries = (long)b * t * h * headSize, prefixes = (long)prefix * kv * headSize;
         Check.Length(op, "out", output, queries, "B*T*H*hs");
@@ -443,7 +474,7 @@ public sealed class AttentionPrefix
         Check.Length(op, "q", q, queries, "B*T*H*hs");
         Check.Length(op, "prefixK", prefixK, prefixes, "Pv*KV*hs");
         Check.Length(op, "prefixV", prefixV, prefixes, "Pv*KV*hs");
-        forward(Config(b * t * h), output, lse, q, prefixK, prefixV, new Dimensions(b, t, h, kv, headSize, prefix));
+        forward(Config(b * t * h, out int perThread), output, lse, q, prefixK, prefixV, new Attention.Dimensions(b, t, h, kv, headSize, perThread, prefix));
     }
 
     /// <summary>The prefix part of the attention backward, run after <see cref="Attention.Backward"/> on the merged
@@ -468,6 +499,7 @@ public sealed class AttentionPrefix
         ArrayView<float> prefixK, ArrayView<float> prefixV, ArrayView<float> lse, ArrayView<float> delta, int b, int t, int h, int kv, int headSize, int prefix)
     {
         const string op = "AttentionPrefix.Backward";
+        context.Enter(op);
         CheckDimensions(op, b, t, h, kv, headSize, prefix);
         long queries = (long)b * t * h * headSize, prefixes = (long)prefix * kv * headSize;
         Check.Length(op, "dQ", dQ, queries, "B*T*H*hs");
@@ -479,9 +511,10 @@ public sealed class AttentionPrefix
         Check.Length(op, "prefixV", prefixV, prefixes, "Pv*KV*hs");
         Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
         Check.Length(op, "delta", delta, (long)b * h * t, "B*H*T");
-        var dims = new Dimensions(b, t, h, kv, headSize, prefix);
-        backwardQuery(Config(b * t * h), dQ, dOut, q, prefixK, prefixV, lse, delta, dims);
-        backwardPrefix(Config(prefix * kv), dPrefixK, dPrefixV, dOut, q, prefixK, prefixV, lse, delta, dims);
+        var queryConfig = Config(b * t * h, out int queriesPerThread);
+        backwardQuery(queryConfig, dQ, dOut, q, prefixK, prefixV, lse, delta, new Attention.Dimensions(b, t, h, kv, headSize, queriesPerThread, prefix));
+        var prefixConfig = Config(prefix * kv, out int prefixesPerThread);
+        backwardPrefix(prefixConfig, dPrefixK, dPrefixV, dOut, q, prefixK, prefixV, lse, delta, new Attention.Dimensions(b, t, h, kv, headSize, prefixesPerThread, prefix));
     }
 
     /// <summary>Writes the prefixes into cache slots [0, Pv) of each of the first B rows, so cached generation attends
@@ -500,6 +533,7 @@ public sealed class AttentionPrefix
         int b, int capacity, int kv, int headSize, int prefix)
     {
         const string op = "AttentionPrefix.FillCache";
+        context.Enter(op);
         Check.Positive(op, ("B", b), ("Tmax", capacity), ("KV", kv), ("hs", headSize), ("Pv", prefix));
         if (prefix > capacity)
             throw new KernelShapeException($"{op}: Pv = {prefix} prefix positions exceed the cache capacity Tmax = {capacity}.");
@@ -522,9 +556,15 @@ public sealed class AttentionPrefix
             throw new KernelShapeException($"{op}: B*T*H = {(long)b * t * h} rows exceed the launch limit.");
     }
 
-    KernelConfig Config(int rows) => context.Shape == KernelShape.Cpu
-        ? new KernelConfig(rows, 1)
-        : new KernelConfig(rows, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(2 * context.GroupSize));
+    /// <summary>CPU: runs of rows over <see cref="KernelContext.ParallelThreads"/> threads; GPU: one group per row.</summary>
+    KernelConfig Config(int rows, out int rowsPerThread)
+    {
+        rowsPerThread = 1;
+        if (context.Shape == KernelShape.Gpu)
+            return new KernelConfig(rows, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(2 * context.GroupSize));
+        rowsPerThread = context.ElementChunk(rows);
+        return context.FlatConfig((rows + rowsPerThread - 1) / rowsPerThread);
+    }
 
     #endregion
 }

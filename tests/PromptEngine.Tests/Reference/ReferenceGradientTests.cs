@@ -122,4 +122,33 @@ public sealed class ReferenceGradientTests
         RopeReference.Backward(analytic, probe, positions, b, t, h, hs, 10000);
         TensorAssert.Close("Rope reference dX vs finite differences", analytic, numeric, Atol, Rtol);
     }
+
+    [Test]
+    public void AttentionPrefix()
+    {
+        // Left padding in row 0 (its first query sees only the prefix), grouped-query heads.
+        const int b = 2, t = 3, h = 2, kv = 1, hs = 3, prefix = 2;
+        int[] mask = [0, 1, 1, 1, 1, 1];
+        var q = Random(22, b * t * h * hs);
+        var k = Random(23, b * t * kv * hs);
+        var v = Random(24, b * t * kv * hs);
+        var prefixK = Random(25, prefix * kv * hs);
+        var prefixV = Random(26, prefix * kv * hs);
+        var probe = Random(27, q.Length);
+        double[] Output(double[] qs, double[] ks, double[] vs, double[] pk, double[] pv)
+        {
+            var y = new double[qs.Length];
+            AttentionPrefixReference.Forward(y, new double[b * h * t], qs, ks, vs, mask, pk, pv, b, t, h, kv, hs, prefix);
+            return y;
+        }
+        var (dQ, dK, dV, dPrefixK, dPrefixV) = (new double[q.Length], new double[k.Length], new double[v.Length], new double[prefixK.Length], new double[prefixV.Length]);
+        AttentionPrefixReference.Backward(dQ, dK, dV, dPrefixK, dPrefixV, probe, q, k, v, mask, prefixK, prefixV, b, t, h, kv, hs, prefix);
+        TensorAssert.Close("AttentionPrefix reference dQ vs finite differences", dQ, FiniteDifference.Gradient(x => Output(x, k, v, prefixK, prefixV), q, probe), Atol, Rtol);
+        TensorAssert.Close("AttentionPrefix reference dK vs finite differences", dK, FiniteDifference.Gradient(x => Output(q, x, v, prefixK, prefixV), k, probe), Atol, Rtol);
+        TensorAssert.Close("AttentionPrefix reference dV vs finite differences", dV, FiniteDifference.Gradient(x => Output(q, k, x, prefixK, prefixV), v, probe), Atol, Rtol);
+        TensorAssert.Close("AttentionPrefix reference dPrefixK vs finite differences", dPrefixK,
+            FiniteDifference.Gradient(x => Output(q, k, v, x, prefixV), prefixK, probe), Atol, Rtol);
+        TensorAssert.Close("AttentionPrefix reference dPrefixV vs finite differences", dPrefixV,
+            FiniteDifference.Gradient(x => Output(q, k, v, prefixK, x), prefixV, probe), Atol, Rtol);
+    }
 }
