@@ -90,8 +90,7 @@ public sealed class AdamW
         if (beta2 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(beta2), beta2, $"{op}: β₂ must lie in [0, 1).");
         double biasCorrection1 = 1 - Math.Pow(beta1, t);
         double biasCorrection2 = 1 - Math.Pow(beta2, t);
-        int chunk = context.ElementChunk(count);
-        step(context.FlatConfig((count + chunk - 1) / chunk), param, m, v, grad, gradScale, count, chunk,
+        step(context.ElementConfig(count, out int chunk), param, m, v, grad, gradScale, count, chunk,
             (float)(1 - (double)learningRate * weightDecay), beta1, beta2, eps,
             (float)(learningRate / biasCorrection1), (float)Math.Sqrt(biasCorrection2));
     }

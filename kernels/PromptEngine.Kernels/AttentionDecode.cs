@@ -276,8 +276,7 @@ public sealed class AttentionDecode
         Check.Length(op, "k", k, added, "B*T*KV*hs");
         Check.Length(op, "v", v, added, "B*T*KV*hs");
         Check.Length(op, "slots", slots, b, "B");
-        int chunk = context.ElementChunk(added);
-        append(context.FlatConfig((added + chunk - 1) / chunk), kCache, vCache, k, v, slots, b, t, capacity, kv * headSize, chunk);
+        append(context.ElementConfig(added, out int chunk), kCache, vCache, k, v, slots, b, t, capacity, kv * headSize, chunk);
     }
 
     #endregion

@@ -543,8 +543,7 @@ public sealed class AttentionPrefix
         Check.Length(op, "prefixK", prefixK, prefixes, "Pv*KV*hs");
         Check.Length(op, "prefixV", prefixV, prefixes, "Pv*KV*hs");
         long total = b * prefixes;
-        int chunk = context.ElementChunk(total);
-        fillCache(context.FlatConfig((total + chunk - 1) / chunk), kCache, vCache, prefixK, prefixV, b, capacity, (int)prefixes, kv * headSize, chunk);
+        fillCache(context.ElementConfig(total, out int chunk), kCache, vCache, prefixK, prefixV, b, capacity, (int)prefixes, kv * headSize, chunk);
     }
 
     static void CheckDimensions(string op, int b, int t, int h, int kv, int headSize, int prefix)

@@ -148,8 +148,7 @@ public sealed class Embedding
         Check.Length(op, "table", table, (long)vocab * c, "V*C");
         Check.Length(op, "prompt", prompt, (long)promptRows * c, "P*C");
         long total = (long)rows * c;
-        int chunk = context.ElementChunk(total);
-        forward(context.FlatConfig((total + chunk - 1) / chunk), output, sourceMap, table, prompt, rows, c, vocab, promptRows, chunk);
+        forward(context.ElementConfig(total, out int chunk), output, sourceMap, table, prompt, rows, c, vocab, promptRows, chunk);
     }
 
     /// <summary>dPrompt += the gradient of every position that used each prompt row.</summary>
@@ -173,8 +172,7 @@ public sealed class Embedding
         if (usePositions.Length > rows)
             throw new KernelShapeException($"{op}: usePositions has {usePositions.Length} elements, more than the {rows} positions.");
         long total = (long)promptRows * c;
-        int chunk = context.ElementChunk(total);
-        backward(context.FlatConfig((total + chunk - 1) / chunk), dPrompt, dOut, useOffsets, usePositions, promptRows, c, chunk);
+        backward(context.ElementConfig(total, out int chunk), dPrompt, dOut, useOffsets, usePositions, promptRows, c, chunk);
     }
 
     #endregion

@@ -77,8 +77,7 @@ public sealed class Gelu
         if (count <= 0) throw new KernelShapeException($"{op}: count = {count} must be positive.");
         Check.Length(op, "out", output, count, "N");
         Check.Length(op, "inp", input, count, "N");
-        int chunk = context.ElementChunk(count);
-        forward(context.FlatConfig((count + chunk - 1) / chunk), output, input, count, chunk);
+        forward(context.ElementConfig(count, out int chunk), output, input, count, chunk);
     }
 
     /// <summary>dX = dOut·gelu′(x).</summary>
@@ -95,8 +94,7 @@ public sealed class Gelu
         Check.Length(op, "dX", dX, count, "N");
         Check.Length(op, "dOut", dOut, count, "N");
         Check.Length(op, "inp", input, count, "N");
-        int chunk = context.ElementChunk(count);
-        backward(context.FlatConfig((count + chunk - 1) / chunk), dX, dOut, input, count, chunk);
+        backward(context.ElementConfig(count, out int chunk), dX, dOut, input, count, chunk);
     }
 
     #endregion

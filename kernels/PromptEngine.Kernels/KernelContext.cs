@@ -297,6 +297,14 @@ public sealed class KernelContext : IDisposable
     internal int ElementChunk(long count) =>
         Shape == KernelShape.Gpu ? 1 : (int)Math.Max(1, (count + ParallelThreads - 1) / ParallelThreads);
 
+    /// <summary>Launch configuration of an elementwise kernel over <paramref name="count"/> elements, each thread taking
+    /// <paramref name="chunk"/> contiguous ones (<see cref="ElementChunk"/>).</summary>
+    internal KernelConfig ElementConfig(long count, out int chunk)
+    {
+        chunk = ElementChunk(count);
+        return FlatConfig((count + chunk - 1) / chunk);
+    }
+
     /// <summary>Launch configuration of a one-dimensional, barrier-free kernel with <paramref name="threads"/> threads.</summary>
     internal KernelConfig FlatConfig(long threads)
     {

@@ -309,8 +309,7 @@ public sealed class Linear
         Check.Length(op, "dY", dY, (long)n * m, "N*M");
         Check.Length(op, "X", x, (long)n * k, "N*K");
         long count = (long)m * k + dBias.Length;
-        int chunk = context.ElementChunk(count);
-        backwardWeights(context.FlatConfig((count + chunk - 1) / chunk), dW, dBias, dY, x, n, k, m, count, chunk);
+        backwardWeights(context.ElementConfig(count, out int chunk), dW, dBias, dY, x, n, k, m, count, chunk);
     }
 
     /// <summary>4×4 blocks covering a rows × cols output.</summary>

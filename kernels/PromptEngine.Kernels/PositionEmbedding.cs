@@ -64,8 +64,7 @@ public sealed class PositionEmbedding
         Check.Length(op, "positions", positions, n, "N");
         Check.Length(op, "table", table, (long)tableRows * c, "P*C");
         long total = (long)n * c;
-        int chunk = context.ElementChunk(total);
-        add(context.FlatConfig((total + chunk - 1) / chunk), x, positions, table, n, c, tableRows, chunk);
+        add(context.ElementConfig(total, out int chunk), x, positions, table, n, c, tableRows, chunk);
     }
 
     #endregion

@@ -84,8 +84,7 @@ public sealed class PrefixLayout
         long count = (long)rows * cols * d;
         Check.Length(op, outputName, output, count, "Pv*L*2*d");
         Check.Length(op, inputName, input, count, "Pv*L*2*d");
-        int chunk = context.ElementChunk(count);
-        swap(context.FlatConfig((count + chunk - 1) / chunk), output, input, rows, cols, d, count, chunk);
+        swap(context.ElementConfig(count, out int chunk), output, input, rows, cols, d, count, chunk);
     }
 
     #endregion

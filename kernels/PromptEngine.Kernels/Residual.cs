@@ -62,8 +62,7 @@ public sealed class Residual
         Check.Length(op, "out", output, count, "N");
         Check.Length(op, "a", a, count, "N");
         Check.Length(op, "b", b, count, "N");
-        int chunk = context.ElementChunk(count);
-        forward(context.FlatConfig((count + chunk - 1) / chunk), output, a, b, count, chunk);
+        forward(context.ElementConfig(count, out int chunk), output, a, b, count, chunk);
     }
 
     #endregion

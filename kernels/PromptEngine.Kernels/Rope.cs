@@ -151,8 +151,7 @@ public sealed class Rope
             return;
         }
         long pairs = count / 2;
-        int chunk = context.ElementChunk(pairs);
-        rotate(context.FlatConfig((pairs + chunk - 1) / chunk), output, input, positions, b * t, h, headSize, theta, direction, chunk);
+        rotate(context.ElementConfig(pairs, out int chunk), output, input, positions, b * t, h, headSize, theta, direction, chunk);
     }
 
     #endregion

@@ -49,8 +49,7 @@ public sealed class Scale
         context.Enter(op);
         if (count <= 0) throw new KernelShapeException($"{op}: count = {count} must be positive.");
         Check.Length(op, "x", x, count, "N");
-        int chunk = context.ElementChunk(count);
-        forward(context.FlatConfig((count + chunk - 1) / chunk), x, factor, count, chunk);
+        forward(context.ElementConfig(count, out int chunk), x, factor, count, chunk);
     }
 
     #endregion

@@ -100,8 +100,7 @@ public sealed class SwiGlu
         Check.Length(op, "out", output, count, "N*H");
         Check.Length(op, "gate", gate, count, "N*H");
         Check.Length(op, "up", up, count, "N*H");
-        int chunk = context.ElementChunk(count);
-        forward(context.FlatConfig((count + chunk - 1) / chunk), output, gate, up, count, chunk);
+        forward(context.ElementConfig(count, out int chunk), output, gate, up, count, chunk);
     }
 
     /// <summary>dGate and dUp from dOut.</summary>
@@ -124,8 +123,7 @@ public sealed class SwiGlu
         Check.Length(op, "dOut", dOut, count, "N*H");
         Check.Length(op, "gate", gate, count, "N*H");
         Check.Length(op, "up", up, count, "N*H");
-        int chunk = context.ElementChunk(count);
-        backward(context.FlatConfig((count + chunk - 1) / chunk), dGate, dUp, dOut, gate, up, count, chunk);
+        backward(context.ElementConfig(count, out int chunk), dGate, dUp, dOut, gate, up, count, chunk);
     }
 
     #endregion

@@ -70,8 +70,7 @@ public sealed class Tanh
         if (count <= 0) throw new KernelShapeException($"{op}: count = {count} must be positive.");
         Check.Length(op, "y", output, count, "N");
         Check.Length(op, "x", input, count, "N");
-        int chunk = context.ElementChunk(count);
-        forward(context.FlatConfig((count + chunk - 1) / chunk), output, input, count, chunk);
+        forward(context.ElementConfig(count, out int chunk), output, input, count, chunk);
     }
 
     /// <summary>dX = dY·(1 − y²).</summary>
@@ -88,8 +87,7 @@ public sealed class Tanh
         Check.Length(op, "dX", dX, count, "N");
         Check.Length(op, "dY", dOut, count, "N");
         Check.Length(op, "y", output, count, "N");
-        int chunk = context.ElementChunk(count);
-        backward(context.FlatConfig((count + chunk - 1) / chunk), dX, dOut, output, count, chunk);
+        backward(context.ElementConfig(count, out int chunk), dX, dOut, output, count, chunk);
     }
 
     #endregion
