@@ -69,8 +69,10 @@ public sealed class AttentionPrefix
         }
     }
 
-    /// <summary>One query row: the prefix part's max and sum, the merged lse, then the token part rescaled and the
-    /// prefix values added with their final probabilities (two passes over Pv keys; nothing to stage).</summary>
+    /// <summary>One query row in one pass over the Pv prefix keys, continuing the token part's softmax online: the
+    /// token part's normalised output is Σ e^{s−m}·v at m = its lse with Σ e^{s−m} = 1, so the prefix keys join as
+    /// more keys of an online softmax (the row rescaled when the maximum grows), then the row is divided by the sum
+    /// (as <see cref="Attention"/>'s forward does for its own keys). A row with no token key starts empty.</summary>
     static unsafe void ForwardRow(float* output, float* lse, float* q, float* prefixK, float* prefixV, Attention.Dimensions dims, int row)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize, prefix = dims.Prefix;
@@ -81,28 +83,33 @@ public sealed class AttentionPrefix
         long stride = (long)kv * headSize;
         float* keys = prefixK + (long)kvHead * headSize;
         float* values = prefixV + (long)kvHead * headSize;
-        float max = float.NegativeInfinity, sum = 0;
-        for (int j = 0; j < prefix; j++)
-        {
-            float s = Attention.DotRow(query, keys + j * stride, headSize) * dims.Scale;
-            if (s > max)
-            {
-                sum = sum * XMath.Exp(max - s) + 1;
-                max = s;
-            }
-            else
-                sum += XMath.Exp(s - max);
-        }
         long statistic = ((long)batch * h + head) * t + position;
         float tokenLse = lse[statistic];
-        float logSumExp = Merge(tokenLse, max, sum);
-        lse[statistic] = logSumExp;
-        Attention.ScaleRow(outputRow, tokenLse == float.PositiveInfinity ? 0f : XMath.Exp(tokenLse - logSumExp), headSize);
+        float max = tokenLse, sum = 1;
+        if (tokenLse == float.PositiveInfinity) // no token key: the prefix keys are the whole softmax
+        {
+            max = float.NegativeInfinity;
+            sum = 0;
+            Attention.ScaleRow(outputRow, 0f, headSize);
+        }
         for (int j = 0; j < prefix; j++)
         {
-            float p = XMath.Exp(Attention.DotRow(query, keys + j * stride, headSize) * dims.Scale - logSumExp);
+            float score = Attention.DotRow(query, keys + j * stride, headSize) * dims.Scale;
+            float p = 1f;
+            if (score > max)
+            {
+                float rescale = XMath.Exp(max - score); // 0 while nothing has been summed
+                sum *= rescale;
+                Attention.ScaleRow(outputRow, rescale, headSize);
+                max = score;
+            }
+            else
+                p = XMath.Exp(score - max);
+            sum += p;
             Attention.AddScaledRow(outputRow, p, values + j * stride, headSize);
         }
+        lse[statistic] = max + XMath.Log(sum);
+        Attention.ScaleRow(outputRow, 1f / sum, headSize);
     }
 
     /// <summary>CPU-shaped backward to the queries: a run of query rows per thread; adds the prefix keys' share of dQ.</summary>
