@@ -76,13 +76,8 @@ public static class DeepReport
 
     static void Progress(string text) => Console.Error.WriteLine($"[deep {DateTime.UtcNow:HH:mm:ss}] {text}");
 
-    static string Machine()
-    {
-        var cpu = File.Exists("/proc/cpuinfo")
-            ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim()
-            : null;
-        return $"{cpu ?? "unknown CPU"}, {Environment.ProcessorCount} logical cores, .NET {Environment.Version}, ILGPU CPU accelerator";
-    }
+    static string Machine() =>
+        $"{ReportMode.CpuName() ?? "unknown CPU"}, {Environment.ProcessorCount} logical cores, .NET {Environment.Version}, ILGPU CPU accelerator";
 
     /// <summary>Milliseconds of one call after one warm-up call (kernel compilation, first touch of the arenas).</summary>
     static double Milliseconds(Action run)
@@ -90,12 +85,6 @@ public static class DeepReport
         var clock = Stopwatch.StartNew();
         run();
         return clock.Elapsed.TotalMilliseconds;
-    }
-
-    static double Median(IEnumerable<double> values)
-    {
-        var sorted = values.Order().ToList();
-        return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
     }
 
     /// <summary>Runs the named cases <paramref name="rounds"/> times, one after the other in each round, after one warm-up
@@ -107,7 +96,7 @@ public static class DeepReport
         for (var r = 0; r < rounds; r++)
             for (var c = 0; c < cases.Length; c++)
                 times[c].Add(Milliseconds(cases[c]));
-        return times.Select(Median).ToArray();
+        return times.Select(ReportMode.Median).ToArray();
     }
 
     /// <summary>B rows of <paramref name="promptRows"/> prompt slots (0 for none) then the tokens; with a verbalizer

@@ -73,11 +73,14 @@ public static class ReportMode
 
     static void Progress(string text) => Console.Error.WriteLine($"[report {DateTime.UtcNow:HH:mm:ss}] {text}");
 
+    /// <summary>The CPU's model name from /proc/cpuinfo, or null.</summary>
+    public static string? CpuName() => File.Exists("/proc/cpuinfo")
+        ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim()
+        : null;
+
     static string Header()
     {
-        var cpu = File.Exists("/proc/cpuinfo")
-            ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim()
-            : null;
+        var cpu = CpuName();
         return $"""
             ## Report {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC
             - Machine: {cpu ?? "unknown CPU"}, {Environment.ProcessorCount} logical cores, {Environment.OSVersion}
@@ -167,7 +170,8 @@ public static class ReportMode
         return clock.Elapsed.TotalMilliseconds / repeats;
     }
 
-    static double Median(List<double> values)
+    /// <summary>The median of <paramref name="values"/> (the mean of the middle two for an even count).</summary>
+    public static double Median(IEnumerable<double> values)
     {
         var sorted = values.Order().ToList();
         return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
