@@ -10,8 +10,11 @@ namespace PromptEngine.Kernels;
 /// Hugging Face PEFT's PREFIX_TUNING uses its prefixes: as past_key_values, i.e. keys exactly as the cache stores
 /// them (already rotated; no RoPE is applied to them) with an all-ones attention mask.
 /// <c>out[b,i,h] = Σ_j p_ij·v_j</c> over the keys j ∈ prefix ∪ {token keys s ≤ i with mask 1}, the prefix keys
-/// being <c>prefixK[j, g]</c>, <c>prefixV[j, g]</c> for g = h / (H/KV), shared by all batch rows.
-/// Shapes: q, out, dOut, dQ (B, T, H, hs); prefixK, prefixV, dPrefixK, dPrefixV (Pv, KV, hs); lse, delta (B, H, T).
+/// being <c>prefixK[j, g]</c>, <c>prefixV[j, g]</c> for g = h / (H/KV), shared by all batch rows — or, in inference,
+/// a bank of D prefixes stacked (D·Pv, KV, hs) with each row b attending to its own, prefix <c>prefixOfRow[b]</c>
+/// (several deep prompts served in one batch; the forward and the cache fill take the bank, training takes one prefix).
+/// Shapes: q, out, dOut, dQ (B, T, H, hs); prefixK, prefixV (D·Pv, KV, hs); dPrefixK, dPrefixV (Pv, KV, hs);
+/// prefixOfRow (B) or empty (every row prefix 0); lse, delta (B, H, T).
 /// Gradient contract: dQ and dPrefixK/dPrefixV ACCUMULATE (dQ on top of <see cref="Attention.Backward"/>'s token
 /// part; the prefixes' gradient across batch rows and across batches, like dPrompt).
 /// </summary>
@@ -49,8 +52,9 @@ public sealed class AttentionPrefix
         ArrayView<float> output,  // (B, T, H, hs) token part in, whole out
         ArrayView<float> lse,     // (B, H, T) token part in, whole out
         ArrayView<float> q,       // (B, T, H, hs)
-        ArrayView<float> prefixK, // (Pv, KV, hs)
-        ArrayView<float> prefixV, // (Pv, KV, hs)
+        ArrayView<float> prefixK, // (D·Pv, KV, hs)
+        ArrayView<float> prefixV, // (D·Pv, KV, hs)
+        ArrayView<int> prefixOfRow, // (B) or empty
         Attention.Dimensions dims)
     {
         int rows = dims.B * dims.T * dims.H; // row = (b·T + i)·H + head
@@ -58,6 +62,7 @@ public sealed class AttentionPrefix
         if (first >= rows)
             return;
         int last = Math.Min(first + dims.RowsPerThread, rows);
+        long prefixSize = (long)dims.Prefix * dims.KV * dims.HeadSize;
         fixed (float* outputBase = &output[0])
         fixed (float* lseBase = &lse[0])
         fixed (float* qBase = &q[0])
@@ -65,7 +70,10 @@ public sealed class AttentionPrefix
         fixed (float* vBase = &prefixV[0])
         {
             for (int row = first; row < last; row++)
-                ForwardRow(outputBase, lseBase, qBase, kBase, vBase, dims, row);
+            {
+                long bank = prefixOfRow.Length > 0 ? prefixOfRow[row / (dims.H * dims.T)] * prefixSize : 0;
+                ForwardRow(outputBase, lseBase, qBase, kBase + bank, vBase + bank, dims, row);
+            }
         }
     }
 
@@ -234,8 +242,9 @@ public sealed class AttentionPrefix
         ArrayView<float> output,  // (B, T, H, hs)
         ArrayView<float> lse,     // (B, H, T)
         ArrayView<float> q,       // (B, T, H, hs)
-        ArrayView<float> prefixK, // (Pv, KV, hs)
-        ArrayView<float> prefixV, // (Pv, KV, hs)
+        ArrayView<float> prefixK, // (D·Pv, KV, hs)
+        ArrayView<float> prefixV, // (D·Pv, KV, hs)
+        ArrayView<int> prefixOfRow, // (B) or empty
         Attention.Dimensions dims)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize, prefix = dims.Prefix;
@@ -251,10 +260,11 @@ public sealed class AttentionPrefix
         int batch = batchPosition / t;
         int kvHead = head / (h / kv);
         long qOffset = (long)row * headSize;
+        long bank = prefixOfRow.Length > 0 ? (long)prefixOfRow[batch] * prefix * kv * headSize : 0;
         float max = float.NegativeInfinity, sum = 0;
         for (int j = thread; j < prefix; j += threads)
         {
-            float s = Attention.Score(q, qOffset, prefixK, ((long)j * kv + kvHead) * headSize, headSize, scale);
+            float s = Attention.Score(q, qOffset, prefixK, bank + ((long)j * kv + kvHead) * headSize, headSize, scale);
             if (s > max)
             {
                 sum = sum * XMath.Exp(max - s) + 1;
@@ -279,7 +289,7 @@ public sealed class AttentionPrefix
             int j = j0 + thread;
             float p = 0;
             if (j < prefix)
-                p = XMath.Exp(Attention.Score(q, qOffset, prefixK, ((long)j * kv + kvHead) * headSize, headSize, scale) - logSumExp);
+                p = XMath.Exp(Attention.Score(q, qOffset, prefixK, bank + ((long)j * kv + kvHead) * headSize, headSize, scale) - logSumExp);
             probabilities[thread] = p;
             Group.Barrier();
             int count = Math.Min(threads, prefix - j0);
@@ -287,7 +297,7 @@ public sealed class AttentionPrefix
             {
                 float acc = output[qOffset + d];
                 for (int jj = 0; jj < count; jj++)
-                    acc += probabilities[jj] * prefixV[((long)(j0 + jj) * kv + kvHead) * headSize + d];
+                    acc += probabilities[jj] * prefixV[bank + ((long)(j0 + jj) * kv + kvHead) * headSize + d];
                 output[qOffset + d] = acc;
             }
             Group.Barrier();
@@ -406,13 +416,14 @@ public sealed class AttentionPrefix
         }
     }
 
-    /// <summary>Writes the prefixes into slots [0, Pv) of every row of a KV cache (prefill of deep-prompt generation);
+    /// <summary>Writes each row's prefix into slots [0, Pv) of its row of a KV cache (prefill of deep-prompt generation);
     /// elementwise over a chunk of (B, Pv·KV·hs).</summary>
     internal static void FillCacheKernel(
         ArrayView<float> kCache,  // (B, Tmax, KV, hs)
         ArrayView<float> vCache,  // (B, Tmax, KV, hs)
-        ArrayView<float> prefixK, // (Pv, KV, hs)
-        ArrayView<float> prefixV, // (Pv, KV, hs)
+        ArrayView<float> prefixK, // (D·Pv, KV, hs)
+        ArrayView<float> prefixV, // (D·Pv, KV, hs)
+        ArrayView<int> prefixOfRow, // (B) or empty
         int b, int capacity, int prefixWidth, int width, int chunk)
     {
         long total = (long)b * prefixWidth;
@@ -423,8 +434,9 @@ public sealed class AttentionPrefix
             int batch = (int)(e / prefixWidth);
             int inner = (int)(e - (long)batch * prefixWidth);
             long target = (long)batch * capacity * width + inner;
-            kCache[target] = prefixK[inner];
-            vCache[target] = prefixV[inner];
+            long source = (prefixOfRow.Length > 0 ? (long)prefixOfRow[batch] * prefixWidth : 0) + inner;
+            kCache[target] = prefixK[source];
+            vCache[target] = prefixV[source];
         }
     }
 
@@ -433,25 +445,25 @@ public sealed class AttentionPrefix
     #region Launchers
 
     readonly KernelContext context;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Attention.Dimensions> forward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, Attention.Dimensions> forward;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, Attention.Dimensions> backwardQuery;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, Attention.Dimensions> backwardPrefix;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int> fillCache;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, int> fillCache;
 
     internal AttentionPrefix(KernelContext context)
     {
         this.context = context;
         var accelerator = context.Accelerator;
         bool cpu = context.Shape == KernelShape.Cpu;
-        forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Attention.Dimensions>(
+        forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, Attention.Dimensions>(
             cpu ? ForwardRowKernel : ForwardGroupKernel);
         backwardQuery = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, Attention.Dimensions>(cpu ? BackwardQueryRowKernel : BackwardQueryGroupKernel);
         backwardPrefix = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, ArrayView<float>, Attention.Dimensions>(cpu ? BackwardPrefixRowKernel : BackwardPrefixGroupKernel);
-        fillCache = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>(
+        fillCache = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, int>(
             FillCacheKernel);
     }
 
@@ -460,28 +472,40 @@ public sealed class AttentionPrefix
     /// <param name="output">(B, T, H, hs) the token-only attention output in, the whole attention output out.</param>
     /// <param name="lse">(B, H, T) the token-only log-sum-exp in (+∞ = no token key), the whole one out (always finite).</param>
     /// <param name="q">Queries (B, T, H, hs), already rotated.</param>
-    /// <param name="prefixK">Prefix keys (Pv, KV, hs), used as they are (as a KV cache holds them).</param>
-    /// <param name="prefixV">Prefix values (Pv, KV, hs).</param>
+    /// <param name="prefixK">Prefix keys (D·Pv, KV, hs): D ≥ 1 prefixes stacked, used as they are (as a KV cache holds them).</param>
+    /// <param name="prefixV">Prefix values (D·Pv, KV, hs).</param>
     /// <param name="b">Batch rows B.</param>
     /// <param name="t">Sequence length T.</param>
     /// <param name="h">Query heads H, a multiple of <paramref name="kv"/>.</param>
     /// <param name="kv">Key/value heads KV.</param>
     /// <param name="headSize">Channels per head hs.</param>
     /// <param name="prefix">Prefix keys per kv head Pv.</param>
+    /// <param name="prefixOfRow">(B) which of the D prefixes each row attends to, each in [0, D) (the caller vouches: the
+    /// launcher does not read device memory); empty: prefix 0 for every row.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, or H is not a multiple of KV.</exception>
     public void Forward(ArrayView<float> output, ArrayView<float> lse, ArrayView<float> q, ArrayView<float> prefixK, ArrayView<float> prefixV,
-        int b, int t, int h, int kv, int headSize, int prefix)
+        int b, int t, int h, int kv, int headSize, int prefix, ArrayView<int> prefixOfRow = default)
     {
         const string op = "AttentionPrefix.Forward";
         context.Enter(op);
         CheckDimensions(op, b, t, h, kv, headSize, prefix);
-        long queries = (long)b * t * h * headSize, prefixes = (long)prefix * kv * headSize;
+        long queries = (long)b * t * h * headSize;
         Check.Length(op, "out", output, queries, "B*T*H*hs");
         Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
         Check.Length(op, "q", q, queries, "B*T*H*hs");
-        Check.Length(op, "prefixK", prefixK, prefixes, "Pv*KV*hs");
-        Check.Length(op, "prefixV", prefixV, prefixes, "Pv*KV*hs");
-        forward(Config(b * t * h, out int perThread), output, lse, q, prefixK, prefixV, new Attention.Dimensions(b, t, h, kv, headSize, perThread, prefix));
+        CheckBank(op, prefixK, prefixV, prefixOfRow, b, kv, headSize, prefix);
+        forward(Config(b * t * h, out int perThread), output, lse, q, prefixK, prefixV, prefixOfRow, new Attention.Dimensions(b, t, h, kv, headSize, perThread, prefix));
+    }
+
+    /// <summary>A bank of D ≥ 1 prefixes (D·Pv, KV, hs) for keys and values alike, and a (B) choice per row or none.</summary>
+    static void CheckBank(string op, ArrayView<float> prefixK, ArrayView<float> prefixV, ArrayView<int> prefixOfRow, int b, int kv, int headSize, int prefix)
+    {
+        long prefixes = (long)prefix * kv * headSize;
+        if (prefixK.Length == 0 || prefixK.Length % prefixes != 0)
+            throw new KernelShapeException($"{op}: prefixK has {prefixK.Length} elements, expected a positive multiple D of Pv*KV*hs = {prefixes}.");
+        Check.Length(op, "prefixV", prefixV, prefixK.Length, "D*Pv*KV*hs (as prefixK)");
+        if (prefixOfRow.Length != 0)
+            Check.Length(op, "prefixOfRow", prefixOfRow, b, "B");
     }
 
     /// <summary>The prefix part of the attention backward, run after <see cref="Attention.Backward"/> on the merged
@@ -524,20 +548,21 @@ public sealed class AttentionPrefix
         backwardPrefix(prefixConfig, dPrefixK, dPrefixV, dOut, q, prefixK, prefixV, lse, delta, new Attention.Dimensions(b, t, h, kv, headSize, prefixesPerThread, prefix));
     }
 
-    /// <summary>Writes the prefixes into cache slots [0, Pv) of each of the first B rows, so cached generation attends
+    /// <summary>Writes each row's prefix into cache slots [0, Pv) of each of the first B rows, so cached generation attends
     /// to them like to any cached position (the input's positions then start at slot and position Pv).</summary>
     /// <param name="kCache">Key cache (B, Tmax, KV, hs).</param>
     /// <param name="vCache">Value cache (B, Tmax, KV, hs).</param>
-    /// <param name="prefixK">Prefix keys (Pv, KV, hs).</param>
-    /// <param name="prefixV">Prefix values (Pv, KV, hs).</param>
+    /// <param name="prefixK">Prefix keys (D·Pv, KV, hs), D ≥ 1 prefixes stacked.</param>
+    /// <param name="prefixV">Prefix values (D·Pv, KV, hs).</param>
     /// <param name="b">Batch rows B.</param>
     /// <param name="capacity">Cache capacity Tmax ≥ Pv.</param>
     /// <param name="kv">Key/value heads KV.</param>
     /// <param name="headSize">Channels per head hs.</param>
     /// <param name="prefix">Prefix keys per kv head Pv.</param>
+    /// <param name="prefixOfRow">(B) which prefix each row gets, each in [0, D); empty: prefix 0 for every row.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, or Pv exceeds Tmax.</exception>
     public void FillCache(ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> prefixK, ArrayView<float> prefixV,
-        int b, int capacity, int kv, int headSize, int prefix)
+        int b, int capacity, int kv, int headSize, int prefix, ArrayView<int> prefixOfRow = default)
     {
         const string op = "AttentionPrefix.FillCache";
         context.Enter(op);
@@ -547,10 +572,9 @@ public sealed class AttentionPrefix
         long cache = (long)b * capacity * kv * headSize, prefixes = (long)prefix * kv * headSize;
         Check.Length(op, "kCache", kCache, cache, "B*Tmax*KV*hs");
         Check.Length(op, "vCache", vCache, cache, "B*Tmax*KV*hs");
-        Check.Length(op, "prefixK", prefixK, prefixes, "Pv*KV*hs");
-        Check.Length(op, "prefixV", prefixV, prefixes, "Pv*KV*hs");
+        CheckBank(op, prefixK, prefixV, prefixOfRow, b, kv, headSize, prefix);
         long total = b * prefixes;
-        fillCache(context.ElementConfig(total, out int chunk), kCache, vCache, prefixK, prefixV, b, capacity, (int)prefixes, kv * headSize, chunk);
+        fillCache(context.ElementConfig(total, out int chunk), kCache, vCache, prefixK, prefixV, prefixOfRow, b, capacity, (int)prefixes, kv * headSize, chunk);
     }
 
     static void CheckDimensions(string op, int b, int t, int h, int kv, int headSize, int prefix)

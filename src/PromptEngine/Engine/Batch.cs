@@ -16,8 +16,10 @@ namespace PromptEngine.Engine;
 /// <param name="LossPositions">(S) flattened positions b·T + t whose logits are scored, distinct.</param>
 /// <param name="Targets">(S) the token each scored position should predict.</param>
 /// <param name="Verbalizer">Vocabulary rows the softmax is restricted to (e.g. " positive", " negative"), or null for the whole vocabulary.</param>
+/// <param name="DeepPromptOfRow">(B) which of an engine's deep prompts each row attends to (<see cref="EngineOptions.DeepPrompts"/>),
+/// or null: the first (the only one, usually).</param>
 public sealed record Batch(int Rows, int Length, int[] SourceMap, int[] KeyMask, int[] PositionIds,
-    int[] LossPositions, int[] Targets, int[]? Verbalizer = null)
+    int[] LossPositions, int[] Targets, int[]? Verbalizer = null, int[]? DeepPromptOfRow = null)
 {
     /// <summary>B·T.</summary>
     public int Positions => Rows * Length;
@@ -43,6 +45,12 @@ public sealed record Batch(int Rows, int Length, int[] SourceMap, int[] KeyMask,
                 throw new ArgumentException($"batch: the verbalizer's token ids [{string.Join(", ", words)}] are not distinct; two labels would be indistinguishable");
             foreach (var w in words)
                 if (w < 0 || w >= vocabSize) throw new ArgumentException($"batch: verbalizer token {w} is outside the vocabulary of {vocabSize}");
+        }
+        if (DeepPromptOfRow is { } chosen)
+        {
+            if (chosen.Length != Rows) throw new ArgumentException($"batch: {chosen.Length} deep-prompt choices for {Rows} rows");
+            for (var b = 0; b < Rows; b++)
+                if (chosen[b] < 0) throw new ArgumentException($"batch: row {b} chooses deep prompt {chosen[b]}");
         }
         if (Targets.Length != LossPositions.Length) throw new ArgumentException($"batch: {LossPositions.Length} loss positions but {Targets.Length} targets");
         var seen = new HashSet<int>();

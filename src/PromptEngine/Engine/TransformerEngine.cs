@@ -18,8 +18,10 @@ namespace PromptEngine.Engine;
 /// <param name="Recompute">Activation recomputation (training): keep only each block's input (the residual stream) and
 /// re-run the block's forward in the backward, just before differentiating it; the per-layer activations shrink to one
 /// layer's worth at the cost of a second forward through every block. Results are bit-identical to the normal path.</param>
+/// <param name="DeepPrompts">Deep prompts of Pv virtual tokens held at once, D (inference): each batch row attends to its
+/// own (<see cref="Batch.DeepPromptOfRow"/>), so rows of different tasks share one batch. Training holds one.</param>
 public sealed record EngineOptions(int MaxRows, int MaxLength, int PromptRows, bool Training = true, int? MaxLossPositions = null, int MaxVerbalizer = 16,
-    int PrefixTokens = 0, bool Recompute = false);
+    int PrefixTokens = 0, bool Recompute = false, int DeepPrompts = 1);
 
 /// <summary>Device memory by arena, in bytes. There is no weight-gradient or weight-optimizer arena:
 /// the frozen weights get neither.</summary>
@@ -87,9 +89,12 @@ public sealed class TransformerEngine : IDisposable
     readonly int dAttention, dQ, dK, dV, delta;         // (N, H*hs), (N, H*hs), (N, KV*hs), (N, KV*hs), (B, H, T)
     readonly int dActivated, dGate, dUp;                // (N, I)
     readonly int losses, meanLoss, logits;              // (S), (1), (S, V or R): logits, then dLogits in place
+    readonly int scoredAttention, scoredInput, dScored; // (S, H*hs), (S, C), (S, C): the last block at the scored rows only
 
     // Batch maps (handles into `indices`).
     readonly int sourceMap, keyMask, positionIds, lossPositions, targets, verbalizer, useOffsets, usePositions;
+    readonly int scoredRows; // (S) 0, 1, …, S−1: the loss's rows once the last block has compacted them
+    readonly int deepPromptOfRow; // (B) which of the D deep prompts each row attends to
 
     // Prompt arena. The deep prefix follows the prompt in each of the four (parameter, gradient, m, v), so the
     // optimizer sees prompt and prefix as one parameter vector (Arena.Joined).
@@ -117,6 +122,9 @@ public sealed class TransformerEngine : IDisposable
     }
 
     Batch? current;
+    // The current forward ran the last block after its attention, the final norm and the loss at the scored rows only
+    // (see ScoredRowsOnly); the backward and the loss follow it.
+    bool scoredOnly;
     int promptUseCount; // positions of the current batch that read a prompt row (length of usePositions)
     int decodeRows;
 
@@ -176,6 +184,9 @@ public sealed class TransformerEngine : IDisposable
         losses = scratch.Reserve("losses (S)", maxS);
         meanLoss = scratch.Reserve("mean loss (1)", 1);
         logits = scratch.Reserve("logits / dLogits (S, V)", (long)maxS * maxWidth);
+        scoredAttention = scratch.Reserve("scored rows' attention (S, H*hs)", (long)maxS * Q);
+        scoredInput = scratch.Reserve("scored rows' block input (S, C)", (long)maxS * C);
+        dScored = scratch.Reserve("dScored: the scored rows' residual gradient (S, C)", options.Training ? (long)maxS * C : 0);
 
         sourceMap = indices.Reserve("source map (N)", maxN);
         keyMask = indices.Reserve("key mask (N)", maxN);
@@ -185,8 +196,13 @@ public sealed class TransformerEngine : IDisposable
         verbalizer = indices.Reserve("verbalizer (R)", options.MaxVerbalizer);
         useOffsets = indices.Reserve("prompt use offsets (P+1)", options.PromptRows + 1);
         usePositions = indices.Reserve("prompt use positions (N)", maxN);
+        scoredRows = indices.Reserve("scored rows 0..S-1 (S)", maxS);
+        deepPromptOfRow = indices.Reserve("deep prompt of each row (B)", options.PrefixTokens > 0 ? options.MaxRows : 0);
 
         if (options.PrefixTokens < 0) throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens");
+        if (options.DeepPrompts < 1) throw new ArgumentException($"engine: {options.DeepPrompts} deep prompts; at least 1");
+        if (options.DeepPrompts > 1 && options.Training)
+            throw new ArgumentException($"engine: training holds one deep prompt, not {options.DeepPrompts}; several are for inference (EngineOptions.Training = false)");
         // Each batch checks its own Pv + positions against the model (Load); the cache's Pv + tokens against MaxLength (Prefill).
         if (options.PrefixTokens >= model.Config.MaxPositions)
             throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens leave no room in the model's {model.Config.MaxPositions} positions");
@@ -194,7 +210,7 @@ public sealed class TransformerEngine : IDisposable
         long prefixLength = PrefixLengthOf(config, options.PrefixTokens);
         long trainable = options.Training ? 1 : 0;
         prompt = promptArena.Reserve("prompt (P, C)", promptLength);
-        prefix = promptArena.Reserve("prefix (L, 2, Pv, KV*hs)", prefixLength);
+        prefix = promptArena.Reserve("prefix (L, 2, D·Pv, KV*hs)", prefixLength * options.DeepPrompts);
         dPrompt = promptArena.Reserve("dPrompt (P, C)", trainable * promptLength);
         dPrefix = promptArena.Reserve("dPrefix (L, 2, Pv, KV*hs)", trainable * prefixLength);
         adamM = promptArena.Reserve("AdamW m (P, C)", trainable * promptLength);
@@ -218,6 +234,7 @@ public sealed class TransformerEngine : IDisposable
             saved.Allocate(kernels.Accelerator);
             scratch.Allocate(kernels.Accelerator);
             indices.Allocate(kernels.Accelerator);
+            indices[scoredRows].CopyFromCPU(Enumerable.Range(0, maxS).ToArray());
             promptArena.Allocate(kernels.Accelerator);
             if (options.Training && promptLength + prefixLength > 0)
             {
@@ -286,6 +303,8 @@ public sealed class TransformerEngine : IDisposable
     /// attention uses them (no RoPE is applied) — and resets the gradient and AdamW state.</summary>
     public void SetPrefix(ReadOnlySpan<float> values)
     {
+        if (options.DeepPrompts > 1)
+            throw new InvalidOperationException($"prefix: the engine holds {options.DeepPrompts} deep prompts; give them all with SetDeepPrompts");
         if (values.Length != PrefixLength)
             throw new ArgumentException($"prefix: {values.Length} values given, the engine's deep prefix holds L·2·Pv·KV·hs = {PrefixLength}");
         if (PrefixLength == 0) return;
@@ -293,7 +312,29 @@ public sealed class TransformerEngine : IDisposable
         ResetOptimizer();
     }
 
-    /// <summary>The deep prefix (L, 2, Pv, KV·hs), copied to the host.</summary>
+    /// <summary>Replaces the engine's D deep prompts (<see cref="EngineOptions.DeepPrompts"/>), each (L, 2, Pv, KV·hs) as
+    /// <see cref="SetPrefix"/> takes one; batch rows choose among them by index (<see cref="Batch.DeepPromptOfRow"/>).</summary>
+    /// <exception cref="ArgumentException">Not D prompts, or one of the wrong length.</exception>
+    public void SetDeepPrompts(IReadOnlyList<float[]> prompts)
+    {
+        int D = options.DeepPrompts;
+        if (prompts.Count != D) throw new ArgumentException($"deep prompts: {prompts.Count} given, the engine holds D = {D}");
+        if (PrefixLength == 0) return;
+        // Engine layout of the bank: per layer, its keys (D·Pv, KV·hs), then its values, prompt d at rows d·Pv…
+        long part = (long)options.PrefixTokens * config.NumKvHeads * config.HeadDim;
+        var bank = new float[D * PrefixLength];
+        for (var d = 0; d < D; d++)
+        {
+            if (prompts[d].Length != PrefixLength)
+                throw new ArgumentException($"deep prompt {d}: {prompts[d].Length} values given, a deep prompt holds L·2·Pv·KV·hs = {PrefixLength}");
+            for (var slice = 0; slice < 2 * config.NumLayers; slice++)
+                Array.Copy(prompts[d], slice * part, bank, (slice * D + d) * part, part);
+        }
+        promptArena[prefix].CopyFromCPU(bank);
+    }
+
+    /// <summary>The deep prefix (L, 2, Pv, KV·hs), copied to the host (with several deep prompts: all of them, per layer
+    /// and keys/values stacked as <see cref="SetDeepPrompts"/> lays them out).</summary>
     public float[] GetPrefix() => PrefixLength == 0 ? [] : ToHost(promptArena[prefix]);
 
     /// <summary>dLoss/dPrefix (L, 2, Pv, KV·hs) accumulated since the last <see cref="ZeroPromptGradient"/>, copied to the host.</summary>
@@ -314,7 +355,8 @@ public sealed class TransformerEngine : IDisposable
     /// or its values when <paramref name="values"/>.</summary>
     ArrayView<float> PrefixSlice(int handle, int layer, bool values)
     {
-        long part = (long)options.PrefixTokens * config.NumKvHeads * config.HeadDim;
+        // The D deep prompts of a bank lie stacked in each layer's keys and values (D = 1 whenever there is a gradient).
+        long part = (long)options.DeepPrompts * options.PrefixTokens * config.NumKvHeads * config.HeadDim;
         return promptArena[handle].SubView((2L * layer + (values ? 1 : 0)) * part, part);
     }
 
@@ -356,9 +398,10 @@ public sealed class TransformerEngine : IDisposable
     {
         Load(batch);
         Forward(training: false);
-        var (n, s, r) = (current!.Positions, current.LossPositions.Length, current.Verbalizer?.Length ?? 0);
+        var (s, r) = (current!.LossPositions.Length, current.Verbalizer?.Length ?? 0);
+        var (n, rows) = LossRows();
         var view = View(scratch, logits, (long)s * (r > 0 ? r : config.VocabSize));
-        kernels.CrossEntropy.Logits(view, View(saved, finalNorm, (long)n * config.HiddenSize), View(indices, lossPositions, s),
+        kernels.CrossEntropy.Logits(view, View(saved, finalNorm, (long)n * config.HiddenSize), rows,
             weights.LmHead, View(indices, verbalizer, r), n, config.HiddenSize, s, config.VocabSize, r);
         return ToHost(view);
     }
@@ -408,7 +451,7 @@ public sealed class TransformerEngine : IDisposable
             long cache = (long)B * options.MaxLength * config.NumKvHeads * config.HeadDim;
             for (var l = 0; l < config.NumLayers; l++)
                 kernels.AttentionPrefix.FillCache(View(cacheArena, keyCache[l], cache), View(cacheArena, valueCache[l], cache),
-                    PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true), B, options.MaxLength, config.NumKvHeads, config.HeadDim, Pv);
+                    PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true), B, options.MaxLength, config.NumKvHeads, config.HeadDim, Pv, DeepPromptOfRow(B));
         }
         Forward(training: false, CacheMode.Fill);
         for (var b = 0; b < B; b++) lengths[b] += Pv;
@@ -533,6 +576,9 @@ public sealed class TransformerEngine : IDisposable
         cacheAllocated = true;
     }
 
+    /// <summary>Each row's choice among several deep prompts, or empty (one deep prompt, every row's).</summary>
+    ArrayView<int> DeepPromptOfRow(int rows) => options.DeepPrompts > 1 ? View(indices, deepPromptOfRow, rows) : default;
+
     /// <summary>Row <paramref name="row"/> (B) of the (5, B) step indices.</summary>
     ArrayView<int> StepIndices(int row, int b) => cacheIndices[stepIndices].SubView((long)row * b, b);
 
@@ -613,6 +659,14 @@ public sealed class TransformerEngine : IDisposable
             View(indices, targets, s).CopyFromCPU(batch.Targets);
         }
         if (batch.Verbalizer is { Length: > 0 } words) View(indices, verbalizer, words.Length).CopyFromCPU(words);
+        if (batch.DeepPromptOfRow is { } chosen)
+        {
+            if (options.PrefixTokens == 0) throw new ArgumentException("batch: it chooses a deep prompt per row, but the engine holds none");
+            foreach (var d in chosen)
+                if (d >= options.DeepPrompts) throw new ArgumentException($"batch: deep prompt {d} chosen, the engine holds {options.DeepPrompts}");
+        }
+        if (options.PrefixTokens > 0)
+            View(indices, deepPromptOfRow, batch.Rows).CopyFromCPU(batch.DeepPromptOfRow ?? new int[batch.Rows]);
         if (options.PromptRows > 0)
         {
             var uses = Embedding.BuildPromptUses(batch.SourceMap, config.VocabSize, options.PromptRows);
@@ -635,6 +689,7 @@ public sealed class TransformerEngine : IDisposable
         var map = decoding ? StepIndices(0, B) : View(indices, sourceMap, N);
         var positions = decoding ? StepIndices(1, B) : View(indices, positionIds, N);
         var promptBank = options.PromptRows > 0 ? promptArena[prompt] : default;
+        scoredOnly = ScoredRowsOnly(cacheMode);
 
         // Embedding: token rows and prompt rows in one kernel; GPT-2 adds learned positions.
         var x0 = View(saved, residual[0], nc);
@@ -645,14 +700,31 @@ public sealed class TransformerEngine : IDisposable
         for (int l = 0; l < config.NumLayers; l++)
             BlockForward(l, training && !options.Recompute ? l : 0, cacheMode);
 
-        var xL = View(saved, residual[config.NumLayers], nc);
-        if (gpt2) kernels.LayerNorm.Forward(View(saved, finalNorm, nc), xL, weights.FinalNorm, weights.FinalNormBias, View(saved, finalMean, N), View(saved, finalRstd, N), N, C, eps);
-        else kernels.RmsNorm.Forward(View(saved, finalNorm, nc), xL, weights.FinalNorm, View(saved, finalRstd, N), N, C, eps);
+        int R = scoredOnly ? current!.LossPositions.Length : N; // rows leaving the last block
+        long rc = (long)R * C;
+        var xL = View(saved, residual[config.NumLayers], rc);
+        if (gpt2) kernels.LayerNorm.Forward(View(saved, finalNorm, rc), xL, weights.FinalNorm, weights.FinalNormBias, View(saved, finalMean, R), View(saved, finalRstd, R), R, C, eps);
+        else kernels.RmsNorm.Forward(View(saved, finalNorm, rc), xL, weights.FinalNorm, View(saved, finalRstd, R), R, C, eps);
     }
+
+    /// <summary>Whether this forward runs the last block after its attention, the final norm and the loss at the scored
+    /// rows only. Nothing after the last block's attention mixes rows, and the loss reads only the scored rows, so
+    /// the other rows' work there changes nothing (a classifier scores one row of T; the last block's output projection
+    /// and MLP are then about 1/L of the FLOPs saved). Keys and values of the last block are still computed for every
+    /// row, since the scored rows attend to them. The generation paths keep every row: the KV cache and the decode
+    /// logits need them.</summary>
+    bool ScoredRowsOnly(CacheMode cacheMode) =>
+        !EveryRowEverywhere && cacheMode == CacheMode.None && current!.LossPositions.Length > 0 && current.LossPositions.Length < current.Positions;
+
+    /// <summary>Runs every row through every layer and differentiates everything below layer 0's attention, as the engine
+    /// did before it skipped the work the loss does not need; for the tests that check the shortcuts change nothing.</summary>
+    internal bool EveryRowEverywhere { get; set; }
 
     /// <summary>Block <paramref name="l"/>: residual[l] → residual[l+1], saving into per-layer slot <paramref name="s"/>.
     /// The forward runs it for every layer; with <see cref="EngineOptions.Recompute"/> the backward runs it again, from
-    /// the saved block input, into slot 0 just before differentiating the block.</summary>
+    /// the saved block input, into slot 0 just before differentiating the block. When the forward keeps only the scored
+    /// rows (<see cref="ScoredRowsOnly"/>), the last block gathers them after its attention and residual[L] holds them
+    /// compacted, (S, C).</summary>
     void BlockForward(int l, int s, CacheMode cacheMode)
     {
         bool decoding = cacheMode == CacheMode.Decode;
@@ -665,18 +737,14 @@ public sealed class TransformerEngine : IDisposable
         long nc = (long)N * C;
         var mask = View(indices, keyMask, N);
         var positions = decoding ? StepIndices(1, B) : View(indices, positionIds, N);
-        var lnOut = View(scratch, ln, nc);
-        var proj = View(scratch, projection, nc);
-        var act = View(scratch, activated, (long)N * I);
         var w = weights.Block(l);
         var x = View(saved, residual[l], nc);
-        var h = View(saved, mid[s], nc);
         var (lq, lk, lv) = (View(saved, q[s], (long)N * Q), View(saved, k[s], (long)N * KV), View(saved, v[s], (long)N * KV));
         var att = View(saved, attention[s], (long)N * Q);
-        var r1 = View(saved, rstd1[s], N);
-        var r2 = View(saved, rstd2[s], N);
 
         // Attention half: h = x + Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
+        var lnOut = View(scratch, ln, nc);
+        var r1 = View(saved, rstd1[s], N);
         if (gpt2) kernels.LayerNorm.Forward(lnOut, x, w.AttentionNorm, w.AttentionNormBias, View(saved, mean1[s], N), r1, N, C, eps);
         else kernels.RmsNorm.Forward(lnOut, x, w.AttentionNorm, r1, N, C, eps);
         kernels.Linear.Forward(lq, lnOut, w.Query, w.QueryBias, N, C, Q);
@@ -696,37 +764,65 @@ public sealed class TransformerEngine : IDisposable
         if (!decoding) kernels.Attention.Forward(att, View(saved, lse[s], (long)B * H * T), lq, lk, lv, mask, B, T, H, KVH, hs);
         if (!decoding && options.PrefixTokens > 0) // deep prompt: every query also attends to the layer's prefix keys
             kernels.AttentionPrefix.Forward(att, View(saved, lse[s], (long)B * H * T), lq, PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true),
-                B, T, H, KVH, hs, options.PrefixTokens);
-        kernels.Linear.Forward(proj, att, w.AttentionOutput, w.AttentionOutputBias, N, Q, C);
-        kernels.Residual.Forward(h, x, proj, nc);
+                B, T, H, KVH, hs, options.PrefixTokens, DeepPromptOfRow(B));
+
+        // From here on rows do not mix: the last block of a scored-rows-only forward continues with those R = S rows.
+        bool compact = scoredOnly && l == config.NumLayers - 1;
+        int R = compact ? current!.LossPositions.Length : N;
+        long rc = (long)R * C;
+        var (attRows, xRows) = (att, x);
+        if (compact)
+        {
+            var rows = View(indices, lossPositions, R);
+            attRows = View(scratch, scoredAttention, (long)R * Q);
+            xRows = View(scratch, scoredInput, rc);
+            kernels.RowGather.Forward(attRows, att, rows, N, R, Q);
+            kernels.RowGather.Forward(xRows, x, rows, N, R, C);
+        }
+        var proj = View(scratch, projection, rc);
+        var h = View(saved, mid[s], rc);
+        kernels.Linear.Forward(proj, attRows, w.AttentionOutput, w.AttentionOutputBias, R, Q, C);
+        kernels.Residual.Forward(h, xRows, proj, rc);
 
         // MLP half: x' = h + Wdown · act(norm(h))
-        var u = View(saved, up[s], (long)N * I);
+        var hNorm = View(scratch, ln, rc);
+        var r2 = View(saved, rstd2[s], R);
+        var u = View(saved, up[s], (long)R * I);
+        var act = View(scratch, activated, (long)R * I);
         if (gpt2)
         {
-            kernels.LayerNorm.Forward(lnOut, h, w.MlpNorm, w.MlpNormBias, View(saved, mean2[s], N), r2, N, C, eps);
-            kernels.Linear.Forward(u, lnOut, w.MlpUp, w.MlpUpBias, N, C, I);
-            kernels.Gelu.Forward(act, u, (long)N * I);
+            kernels.LayerNorm.Forward(hNorm, h, w.MlpNorm, w.MlpNormBias, View(saved, mean2[s], R), r2, R, C, eps);
+            kernels.Linear.Forward(u, hNorm, w.MlpUp, w.MlpUpBias, R, C, I);
+            kernels.Gelu.Forward(act, u, (long)R * I);
         }
         else
         {
-            var g = View(saved, gate[s], (long)N * I);
-            kernels.RmsNorm.Forward(lnOut, h, w.MlpNorm, r2, N, C, eps);
-            kernels.Linear.Forward(g, lnOut, w.MlpGate, default, N, C, I);
-            kernels.Linear.Forward(u, lnOut, w.MlpUp, default, N, C, I);
-            kernels.SwiGlu.Forward(act, g, u, N, I);
+            var g = View(saved, gate[s], (long)R * I);
+            kernels.RmsNorm.Forward(hNorm, h, w.MlpNorm, r2, R, C, eps);
+            kernels.Linear.Forward(g, hNorm, w.MlpGate, default, R, C, I);
+            kernels.Linear.Forward(u, hNorm, w.MlpUp, default, R, C, I);
+            kernels.SwiGlu.Forward(act, g, u, R, I);
         }
-        kernels.Linear.Forward(proj, act, w.MlpDown, w.MlpDownBias, N, I, C);
-        kernels.Residual.Forward(View(saved, residual[l + 1], nc), h, proj, nc);
+        kernels.Linear.Forward(proj, act, w.MlpDown, w.MlpDownBias, R, I, C);
+        kernels.Residual.Forward(View(saved, residual[l + 1], rc), h, proj, rc);
+    }
+
+    /// <summary>The final norm's rows the loss reads (all B·T, or the S scored ones compacted) and, for each scored
+    /// position, its row there.</summary>
+    (int Rows, ArrayView<int> Positions) LossRows()
+    {
+        int s = current!.LossPositions.Length;
+        return scoredOnly ? (s, View(indices, scoredRows, s)) : (current.Positions, View(indices, lossPositions, s));
     }
 
     float LossForward()
     {
         var batch = current!;
-        int n = batch.Positions, s = batch.LossPositions.Length, r = batch.Verbalizer?.Length ?? 0, C = config.HiddenSize;
+        int s = batch.LossPositions.Length, r = batch.Verbalizer?.Length ?? 0, C = config.HiddenSize;
         if (s == 0) throw new ArgumentException("batch has no scored positions: nothing to take a loss over");
+        var (n, rows) = LossRows();
         kernels.CrossEntropy.Forward(View(scratch, losses, s), scratch[meanLoss], View(scratch, logits, (long)s * (r > 0 ? r : config.VocabSize)),
-            View(saved, finalNorm, (long)n * C), View(indices, lossPositions, s), View(indices, targets, s), weights.LmHead,
+            View(saved, finalNorm, (long)n * C), rows, View(indices, targets, s), weights.LmHead,
             View(indices, verbalizer, r), n, C, s, config.VocabSize, r);
         return ToHost(scratch[meanLoss])[0]; // the one host read of a step
     }
@@ -734,16 +830,18 @@ public sealed class TransformerEngine : IDisposable
     void LossBackward()
     {
         var batch = current!;
-        int N = batch.Positions, s = batch.LossPositions.Length, r = batch.Verbalizer?.Length ?? 0, C = config.HiddenSize;
-        long nc = (long)N * C;
-        var dNorm = View(scratch, dLn, nc);
+        int s = batch.LossPositions.Length, r = batch.Verbalizer?.Length ?? 0, C = config.HiddenSize;
+        var (n, rows) = LossRows();
+        long rc = (long)n * C;
+        var dNorm = View(scratch, dLn, rc);
         kernels.CrossEntropy.Backward(dNorm, View(scratch, logits, (long)s * (r > 0 ? r : config.VocabSize)), weights.LmHead,
-            View(indices, lossPositions, s), View(indices, verbalizer, r), N, C, s, config.VocabSize, r);
-        var xL = View(saved, residual[config.NumLayers], nc);
+            rows, View(indices, verbalizer, r), n, C, s, config.VocabSize, r);
+        var xL = View(saved, residual[config.NumLayers], rc);
+        var dOut = View(scratch, scoredOnly ? dScored : dResidual, rc); // the last block's output gradient
         if (config.Family == ModelFamily.Gpt2)
-            kernels.LayerNorm.Backward(View(scratch, dResidual, nc), dNorm, xL, weights.FinalNorm, View(saved, finalMean, N), View(saved, finalRstd, N), N, C);
+            kernels.LayerNorm.Backward(dOut, dNorm, xL, weights.FinalNorm, View(saved, finalMean, n), View(saved, finalRstd, n), n, C);
         else
-            kernels.RmsNorm.Backward(View(scratch, dResidual, nc), dNorm, xL, weights.FinalNorm, View(saved, finalRstd, N), N, C);
+            kernels.RmsNorm.Backward(dOut, dNorm, xL, weights.FinalNorm, View(saved, finalRstd, n), n, C);
     }
 
     void Backward(int injectedRows = 0)
@@ -758,10 +856,6 @@ public sealed class TransformerEngine : IDisposable
         var mask = View(indices, keyMask, N);
         var positions = View(indices, positionIds, N);
         var dRes = View(scratch, dResidual, nc);   // gradient of the residual stream, carried down through the blocks
-        var dNorm = View(scratch, dLn, nc);
-        var dTmp = View(scratch, dTemp, nc);
-        var dAct = View(scratch, dActivated, (long)N * I);
-        var dU = View(scratch, dUp, (long)N * I);
         var dAtt = View(scratch, dAttention, (long)N * Q);
         var (dq, dk, dv) = (View(scratch, dQ, (long)N * Q), View(scratch, dK, (long)N * KV), View(scratch, dV, (long)N * KV));
 
@@ -772,37 +866,58 @@ public sealed class TransformerEngine : IDisposable
             if (options.Recompute) BlockForward(l, 0, CacheMode.None);
             var w = weights.Block(l);
             var x = View(saved, residual[l], nc);
-            var h = View(saved, mid[s], nc);
-            var u = View(saved, up[s], (long)N * I);
+
+            // The MLP half and the output projection run on the rows the forward kept: all N, or, in the last block of a
+            // scored-rows-only forward, the S scored rows, whose output gradient the loss left compacted in dScored.
+            bool compact = scoredOnly && l == config.NumLayers - 1;
+            int R = compact ? batch.LossPositions.Length : N;
+            long rc = (long)R * C;
+            var dOut = compact ? View(scratch, dScored, rc) : dRes;
+            var dNorm = View(scratch, dLn, rc);
+            var dTmp = View(scratch, dTemp, rc);
+            var dAct = View(scratch, dActivated, (long)R * I);
+            var dU = View(scratch, dUp, (long)R * I);
+            var h = View(saved, mid[s], rc);
+            var u = View(saved, up[s], (long)R * I);
 
             // MLP half, reversed: dh = dx' + norm'(Wdownᵀ-path)
-            kernels.Linear.Backward(dAct, dRes, w.MlpDown, N, I, C);
+            kernels.Linear.Backward(dAct, dOut, w.MlpDown, R, I, C);
             if (gpt2)
             {
-                kernels.Gelu.Backward(dU, dAct, u, (long)N * I);
-                kernels.Linear.Backward(dNorm, dU, w.MlpUp, N, C, I);
-                kernels.LayerNorm.Backward(dTmp, dNorm, h, w.MlpNorm, View(saved, mean2[s], N), View(saved, rstd2[s], N), N, C);
+                kernels.Gelu.Backward(dU, dAct, u, (long)R * I);
+                kernels.Linear.Backward(dNorm, dU, w.MlpUp, R, C, I);
+                kernels.LayerNorm.Backward(dTmp, dNorm, h, w.MlpNorm, View(saved, mean2[s], R), View(saved, rstd2[s], R), R, C);
             }
             else
             {
-                var g = View(saved, gate[s], (long)N * I);
-                var dG = View(scratch, dGate, (long)N * I);
-                kernels.SwiGlu.Backward(dG, dU, dAct, g, u, N, I);
-                kernels.Linear.Backward(dNorm, dG, w.MlpGate, N, C, I);
-                kernels.Linear.Backward(dNorm, dU, w.MlpUp, N, C, I, accumulate: true);
-                kernels.RmsNorm.Backward(dTmp, dNorm, h, w.MlpNorm, View(saved, rstd2[s], N), N, C);
+                var g = View(saved, gate[s], (long)R * I);
+                var dG = View(scratch, dGate, (long)R * I);
+                kernels.SwiGlu.Backward(dG, dU, dAct, g, u, R, I);
+                kernels.Linear.Backward(dNorm, dG, w.MlpGate, R, C, I);
+                kernels.Linear.Backward(dNorm, dU, w.MlpUp, R, C, I, accumulate: true);
+                kernels.RmsNorm.Backward(dTmp, dNorm, h, w.MlpNorm, View(saved, rstd2[s], R), R, C);
             }
-            kernels.Residual.Forward(dRes, dRes, dTmp, nc);
+            kernels.Residual.Forward(dOut, dOut, dTmp, rc);
 
             // Attention half, reversed: dx = dh + norm'(Wqᵀ dq + Wkᵀ dk + Wvᵀ dv)
             var (lq, lk, lv) = (View(saved, q[s], (long)N * Q), View(saved, k[s], (long)N * KV), View(saved, v[s], (long)N * KV));
-            kernels.Linear.Backward(dAtt, dRes, w.AttentionOutput, N, Q, C);
+            if (compact)
+            {
+                // dAttention is zero at the rows the forward dropped.
+                var dAttRows = View(scratch, scoredAttention, (long)R * Q);
+                kernels.Linear.Backward(dAttRows, dOut, w.AttentionOutput, R, Q, C);
+                dAtt.MemSetToZero();
+                kernels.RowGather.Backward(dAtt, dAttRows, View(indices, lossPositions, R), N, R, Q);
+            }
+            else kernels.Linear.Backward(dAtt, dRes, w.AttentionOutput, N, Q, C);
             kernels.Attention.Backward(dq, dk, dv, View(scratch, delta, (long)B * H * T), dAtt, lq, lk, lv, mask,
                 View(saved, attention[s], (long)N * Q), View(saved, lse[s], (long)B * H * T), B, T, H, KVH, hs);
             if (options.PrefixTokens > 0)
                 kernels.AttentionPrefix.Backward(dq, PrefixSlice(dPrefix, l, false), PrefixSlice(dPrefix, l, true), dAtt, lq,
                     PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true), View(saved, lse[s], (long)B * H * T), View(scratch, delta, (long)B * H * T),
                     B, T, H, KVH, hs, options.PrefixTokens);
+            if (l == 0 && options.PromptRows == 0 && !EveryRowEverywhere)
+                break; // a deep prompt's gradient entered at the prefix keys and values; nothing below layer 0's attention is trained
             if (injectedRows > 0) // PromptBackward: the keys and values also reach other rows (shared prompt KV)
             {
                 long part = (long)injectedRows * KV;
@@ -814,19 +929,22 @@ public sealed class TransformerEngine : IDisposable
                 kernels.Rope.Backward(dq, dq, positions, B, T, H, hs, theta);
                 kernels.Rope.Backward(dk, dk, positions, B, T, KVH, hs, theta);
             }
-            kernels.Linear.Backward(dNorm, dq, w.Query, N, C, Q);
-            kernels.Linear.Backward(dNorm, dk, w.Key, N, C, KV, accumulate: true);
-            kernels.Linear.Backward(dNorm, dv, w.Value, N, C, KV, accumulate: true);
-            if (gpt2) kernels.LayerNorm.Backward(dTmp, dNorm, x, w.AttentionNorm, View(saved, mean1[s], N), View(saved, rstd1[s], N), N, C);
-            else kernels.RmsNorm.Backward(dTmp, dNorm, x, w.AttentionNorm, View(saved, rstd1[s], N), N, C);
-            kernels.Residual.Forward(dRes, dRes, dTmp, nc);
+            var dxNorm = View(scratch, dLn, nc);
+            kernels.Linear.Backward(dxNorm, dq, w.Query, N, C, Q);
+            kernels.Linear.Backward(dxNorm, dk, w.Key, N, C, KV, accumulate: true);
+            kernels.Linear.Backward(dxNorm, dv, w.Value, N, C, KV, accumulate: true);
+            // The residual path: dRes carries dx' down (all rows), or, below a compacted block, only the scored rows' dh.
+            var dxAttention = compact ? dRes : View(scratch, dTemp, nc);
+            if (gpt2) kernels.LayerNorm.Backward(dxAttention, dxNorm, x, w.AttentionNorm, View(saved, mean1[s], N), View(saved, rstd1[s], N), N, C);
+            else kernels.RmsNorm.Backward(dxAttention, dxNorm, x, w.AttentionNorm, View(saved, rstd1[s], N), N, C);
+            if (compact) kernels.RowGather.Backward(dRes, dOut, View(indices, lossPositions, R), N, R, C);
+            else kernels.Residual.Forward(dRes, dRes, dxAttention, nc);
         }
 
         // Embedding, reversed: only the prompt rows receive gradient (positions and tokens are frozen).
         if (options.PromptRows > 0)
             kernels.Embedding.Backward(promptArena[dPrompt], dRes, indices[useOffsets], View(indices, usePositions, promptUseCount), N, C, options.PromptRows);
     }
-
 
     /// <inheritdoc/>
     public void Dispose()

@@ -43,6 +43,9 @@ public sealed class ClassificationEvaluator : IEvaluator
     /// <summary>The last evaluation's full metrics (per-class precision/recall, confusion matrix).</summary>
     public ClassificationMetrics? LastMetrics { get; private set; }
 
+    /// <summary>The last evaluation's predicted label index per example, in the examples' order (for paired tests).</summary>
+    public IReadOnlyList<int>? LastPredictions { get; private set; }
+
     /// <summary>Evaluates on <paramref name="examples"/> in batches of <paramref name="batchSize"/>.</summary>
     public ClassificationEvaluator(IReadOnlyList<EncodedExample> examples, Verbalizer verbalizer, int batchSize)
     {
@@ -57,19 +60,21 @@ public sealed class ClassificationEvaluator : IEvaluator
     public EvalReport Evaluate(TransformerEngine engine)
     {
         var R = verbalizer.TokenIds.Length;
-        var gold = new List<int>(examples.Count);
-        var predicted = new List<int>(examples.Count);
+        var gold = examples.Select(e => e.Label).ToArray();
+        var predicted = new int[examples.Count];
         double lossSum = 0;
+        // Batches of similar lengths (a stable sort, so the batches do not depend on anything but the examples): a batch is
+        // as long as its longest row, and every row pays for it.
+        var byLength = Enumerable.Range(0, examples.Count).OrderBy(i => examples[i].Length).ToArray();
         for (var start = 0; start < examples.Count; start += batchSize)
         {
-            var indices = Enumerable.Range(start, Math.Min(batchSize, examples.Count - start)).ToArray();
+            var indices = byLength.AsSpan(start, Math.Min(batchSize, examples.Count - start)).ToArray();
             var logits = engine.Logits(TemplateEncoder.BuildBatch(examples, indices, verbalizer));
             for (var s = 0; s < indices.Length; s++)
             {
                 var row = logits.AsSpan(s * R, R);
                 var label = examples[indices[s]].Label;
-                gold.Add(label);
-                predicted.Add(ClassificationMetrics.Predict(row, R)[0]);
+                predicted[indices[s]] = ClassificationMetrics.Predict(row, R)[0];
                 // Cross-entropy over the verbalizer, as training computes it.
                 double max = double.NegativeInfinity, sum = 0;
                 foreach (var l in row) max = Math.Max(max, l);
@@ -78,6 +83,7 @@ public sealed class ClassificationEvaluator : IEvaluator
             }
         }
         LastMetrics = ClassificationMetrics.FromIndices(verbalizer.Labels, gold, predicted);
+        LastPredictions = predicted;
         var details = new Dictionary<string, double> { ["macro_f1"] = LastMetrics.MacroF1 };
         foreach (var c in LastMetrics.PerClass)
         {

@@ -121,4 +121,60 @@ public sealed class AttentionPrefixTests(KernelShape shape) : KernelTestBase(sha
             Kernels.AttentionPrefix.Forward(buffer.View, buffer.View.SubView(0, 2 * 2 * 3), buffer.View, shortPrefix.View, shortPrefix.View, 2, 3, 2, 1, 4, 2));
         Assert.That(error!.Message, Does.Contain("prefixK"));
     }
+
+    /// <summary>A bank of D prefixes with a choice per row (several deep prompts in one batch): each row's output and lse
+    /// equal the reference run on that row alone with its own prefix, and the cache fill copies each row's prefix.</summary>
+    [Test]
+    public void EachRowAttendsToItsOwnPrefixOfTheBank()
+    {
+        const int b = 3, t = 6, h = 4, kv = 2, headSize = 5, prefix = 2, banks = 3;
+        int[] prefixOfRow = [2, 0, 1];
+        var random = new Random(77);
+        var q = RandomValues(random, b * t * h * headSize);
+        var k = RandomValues(random, b * t * kv * headSize);
+        var v = RandomValues(random, b * t * kv * headSize);
+        var bankK = RandomValues(random, banks * prefix * kv * headSize);
+        var bankV = RandomValues(random, banks * prefix * kv * headSize);
+        var mask = Mask(b, t);
+        int rowQ = t * h * headSize, rowK = t * kv * headSize, one = prefix * kv * headSize;
+        var expectedOut = new double[q.Length];
+        var expectedLse = new double[b * h * t];
+        for (int row = 0; row < b; row++)
+        {
+            var outRow = new double[rowQ];
+            var lseRow = new double[h * t];
+            AttentionPrefixReference.Forward(outRow, lseRow, q[(row * rowQ)..((row + 1) * rowQ)], k[(row * rowK)..((row + 1) * rowK)],
+                v[(row * rowK)..((row + 1) * rowK)], mask[(row * t)..((row + 1) * t)],
+                bankK[(prefixOfRow[row] * one)..((prefixOfRow[row] + 1) * one)], bankV[(prefixOfRow[row] * one)..((prefixOfRow[row] + 1) * one)],
+                1, t, h, kv, headSize, prefix);
+            outRow.CopyTo(expectedOut, row * rowQ);
+            lseRow.CopyTo(expectedLse, row * h * t);
+        }
+
+        using var qBuffer = Upload(q);
+        using var kBuffer = Upload(k);
+        using var vBuffer = Upload(v);
+        using var bankKBuffer = Upload(bankK);
+        using var bankVBuffer = Upload(bankV);
+        using var maskBuffer = Upload(mask);
+        using var choice = Upload(prefixOfRow);
+        using var outBuffer = Poisoned(q.Length);
+        using var lseBuffer = Poisoned(b * h * t);
+        Kernels.Attention.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, kBuffer.View, vBuffer.View, maskBuffer.View, b, t, h, kv, headSize);
+        Kernels.AttentionPrefix.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, bankKBuffer.View, bankVBuffer.View, b, t, h, kv, headSize, prefix, choice.View);
+        TensorAssert.Close($"AttentionPrefix.Forward bank out {Shape}", Download(outBuffer), expectedOut, ForwardAtol, Rtol);
+        TensorAssert.Close($"AttentionPrefix.Forward bank lse {Shape}", Download(lseBuffer), expectedLse, ForwardAtol, Rtol);
+
+        const int capacity = 4;
+        using var kCache = Poisoned(b * capacity * kv * headSize);
+        using var vCache = Poisoned(b * capacity * kv * headSize);
+        Kernels.AttentionPrefix.FillCache(kCache.View, vCache.View, bankKBuffer.View, bankVBuffer.View, b, capacity, kv, headSize, prefix, choice.View);
+        var (keys, values) = (Download(kCache), Download(vCache));
+        for (int row = 0; row < b; row++)
+            for (int i = 0; i < one; i++)
+            {
+                Assert.That(keys[row * capacity * kv * headSize + i], Is.EqualTo((float)bankK[prefixOfRow[row] * one + i]), $"key cache row {row} [{i}]");
+                Assert.That(values[row * capacity * kv * headSize + i], Is.EqualTo((float)bankV[prefixOfRow[row] * one + i]), $"value cache row {row} [{i}]");
+            }
+    }
 }
