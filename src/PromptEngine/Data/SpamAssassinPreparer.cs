@@ -39,6 +39,16 @@ public static class SpamAssassinPreparer
     /// <summary>Label names, in class-index order.</summary>
     public static readonly IReadOnlyList<string> Labels = ["ham", "spam"];
 
+    /// <summary>The row template the spam task uses: the texts already begin with "Subject:", so the
+    /// template names the whole as an e-mail and asks the question the label words answer.</summary>
+    public const string Template = "{prompt}Email: {text}\nIs this email spam?{answer}";
+
+    /// <summary>The label word of each label in <see cref="Labels"/> order: " no" for ham, " yes" for spam.
+    /// The verbalizer scores one token per label, and " spam" is not one token in stories15M's 32,000-piece
+    /// vocabulary (it splits into "▁sp" "am", so its scored token would be "▁sp"); " yes" and " no" are
+    /// single, frequent tokens the model has seen answer questions in its stories.</summary>
+    public static readonly IReadOnlyList<string> LabelWords = [" no", " yes"];
+
     /// <summary>The default cap on a row's text. stories15M's tokenizer spends about 3.2 characters per
     /// token on these texts (train split: median 138 tokens, 90th percentile 173), so a row fits in 192
     /// positions with a template around it; most rows reach the cap.</summary>
