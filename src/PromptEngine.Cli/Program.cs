@@ -14,6 +14,7 @@ public static class Program
         root.Subcommands.Add(FetchAssetsCommand.Create());
         root.Subcommands.Add(ImportLlama2cCommand.Create());
         root.Subcommands.Add(PrepareImdbCommand.Create());
+        root.Subcommands.Add(PrepareSpamCommand.Create());
         root.Subcommands.Add(InspectCommand.Create());
         root.Subcommands.Add(LossCommand.Create());
         root.Subcommands.Add(GenerateCommand.Create());

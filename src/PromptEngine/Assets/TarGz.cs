@@ -8,10 +8,11 @@ namespace PromptEngine.Assets;
 /// as a whole rather than half-installed.</summary>
 internal static class TarGz
 {
-    /// <summary>Extracts the regular-file entries whose names are in <paramref name="wanted"/> into
-    /// <paramref name="destination"/>, keeping their relative paths. Throws <see cref="AssetException"/>
-    /// for an unsafe entry, a damaged archive, or a wanted entry that is absent.</summary>
-    public static void Extract(string tgz, string destination, IReadOnlyCollection<string> wanted, string package)
+    /// <summary>Extracts the regular-file entries whose names are in <paramref name="wanted"/>, or which
+    /// <paramref name="alsoWanted"/> accepts, into <paramref name="destination"/>, keeping their relative
+    /// paths. Throws <see cref="AssetException"/> for an unsafe entry, a damaged archive, or an entry of
+    /// <paramref name="wanted"/> that is absent.</summary>
+    public static void Extract(string tgz, string destination, IReadOnlyCollection<string> wanted, string package, Func<string, bool>? alsoWanted = null)
     {
         var root = Path.GetFullPath(destination);
         var rootWithSeparator = root.EndsWith(Path.DirectorySeparatorChar) ? root : root + Path.DirectorySeparatorChar;
@@ -33,7 +34,7 @@ internal static class TarGz
                     default:
                         throw new AssetException(package, $"tar entry '{entry.Name}' is a {entry.EntryType}; only regular files and folders are accepted");
                 }
-                if (!wanted.Contains(entry.Name)) continue;
+                if (!wanted.Contains(entry.Name) && alsoWanted?.Invoke(entry.Name) != true) continue;
                 if (!found.Add(entry.Name)) throw new AssetException(package, $"tar entry '{entry.Name}' appears twice");
                 Directory.CreateDirectory(Path.GetDirectoryName(target)!);
                 using var output = new FileStream(target, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);

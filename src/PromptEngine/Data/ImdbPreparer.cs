@@ -1,4 +1,3 @@
-using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 
@@ -52,7 +51,7 @@ public static partial class ImdbPreparer
             WriteSplit(Path.Combine(folder, "train.jsonl"), reviews, trainRows),
             WriteSplit(Path.Combine(folder, "validation.jsonl"), reviews, validationRows),
             WriteSplit(Path.Combine(folder, "test.jsonl"), reviews, testRows));
-        WriteAtomically(splitJson, stream => WriteSummary(stream, summary, Path.GetFileName(reviewsJson), reviews.Count));
+        SplitFiles.WriteAtomically(splitJson, stream => WriteSummary(stream, summary, Path.GetFileName(reviewsJson), reviews.Count));
         return summary;
     }
 
@@ -143,66 +142,13 @@ public static partial class ImdbPreparer
     [GeneratedRegex(@"\n{3,}")]
     private static partial Regex ThreeOrMoreNewlines();
 
-    /// <summary>Row indices of each split. Each class is shuffled on its own, the first rows of each go to
-    /// validation then test in proportion to the class's share of the source, the rest to train; each
-    /// split is then shuffled so its classes interleave.</summary>
-    internal static (int[] Train, int[] Validation, int[] Test) Split(IReadOnlyList<int> labels, int seed, int validation, int test)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(validation);
-        ArgumentOutOfRangeException.ThrowIfNegative(test);
-        var total = labels.Count;
-        if ((long)validation + test > total)
-            throw new ArgumentOutOfRangeException(nameof(validation), $"validation ({validation}) + test ({test}) exceed the {total} rows available");
-
-        var rng = new SplitMix64(unchecked((ulong)seed));
-        var byClass = new[] { new List<int>(), new List<int>() };
-        for (var i = 0; i < labels.Count; i++) byClass[labels[i]].Add(i);
-        var train = new List<int>();
-        var validationRows = new List<int>();
-        var testRows = new List<int>();
-        var validationTaken = 0;
-        var testTaken = 0;
-        for (var label = 0; label < 2; label++)
-        {
-            var rows = byClass[label];
-            rng.Shuffle(rows);
-            // Round each class's share to nearest; the last class takes what is left, so the totals are exact.
-            var v = label == 1 ? validation - validationTaken : (int)Math.Round((double)validation * rows.Count / Math.Max(total, 1), MidpointRounding.ToEven);
-            var t = label == 1 ? test - testTaken : (int)Math.Round((double)test * rows.Count / Math.Max(total, 1), MidpointRounding.ToEven);
-            if (v + t > rows.Count)
-                throw new ArgumentOutOfRangeException(nameof(validation), $"the {Labels[label]} class has {rows.Count} rows, fewer than its {v} validation + {t} test");
-            validationRows.AddRange(rows.Take(v));
-            testRows.AddRange(rows.Skip(v).Take(t));
-            train.AddRange(rows.Skip(v + t));
-            validationTaken += v;
-            testTaken += t;
-        }
-        rng.Shuffle(train);
-        rng.Shuffle(validationRows);
-        rng.Shuffle(testRows);
-        return (train.ToArray(), validationRows.ToArray(), testRows.ToArray());
-    }
-
-    static readonly JsonWriterOptions LineOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+    /// <summary>Row indices of each split (<see cref="StratifiedSplit"/>, classes in <see cref="Labels"/> order).</summary>
+    internal static (int[] Train, int[] Validation, int[] Test) Split(IReadOnlyList<int> labels, int seed, int validation, int test) =>
+        StratifiedSplit.Split(labels, Labels, seed, validation, test);
 
     static ImdbSplitCounts WriteSplit(string path, List<Review> reviews, int[] rows)
     {
-        WriteAtomically(path, stream =>
-        {
-            // Relaxed escaping keeps non-ASCII text readable; quotes, backslashes and control
-            // characters are still escaped, so every line is one valid JSON object.
-            using var json = new Utf8JsonWriter(stream, LineOptions);
-            foreach (var row in rows)
-            {
-                json.WriteStartObject();
-                json.WriteString("text", reviews[row].Text);
-                json.WriteString("label", Labels[reviews[row].Label]);
-                json.WriteEndObject();
-                json.Flush();
-                stream.WriteByte((byte)'\n');
-                json.Reset();
-            }
-        });
+        SplitFiles.WriteJsonl(path, rows.Select(row => (reviews[row].Text, Labels[reviews[row].Label])));
         var positive = rows.Count(r => reviews[r].Label == 1);
         return new ImdbSplitCounts(rows.Length, positive, rows.Length - positive);
     }
@@ -227,24 +173,5 @@ public static partial class ImdbPreparer
         }
         json.WriteEndObject();
         json.WriteEndObject();
-    }
-
-    static void WriteAtomically(string path, Action<Stream> write)
-    {
-        var temp = Path.Combine(Path.GetDirectoryName(path)!, $".{Path.GetFileName(path)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
-            {
-                write(stream);
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(temp, path, overwrite: true);
-        }
-        catch
-        {
-            File.Delete(temp);
-            throw;
-        }
     }
 }

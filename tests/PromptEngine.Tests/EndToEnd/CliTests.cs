@@ -84,6 +84,38 @@ public class CliTests : CliTestBase
     }
 
     [Test]
+    public void PrepareSpamSplitsATarAndNamesABadOne()
+    {
+        var tar = Path.Combine(scratch, "messages.tar");
+        using (var file = File.Create(tar))
+        using (var writer = new System.Formats.Tar.TarWriter(file, System.Formats.Tar.TarEntryFormat.Ustar))
+            for (var i = 0; i < 8; i++)
+                writer.WriteEntry(new System.Formats.Tar.UstarTarEntry(System.Formats.Tar.TarEntryType.RegularFile, $"{(i < 4 ? "easy-ham-1" : "spam-2")}/{i:D5}.x.txt")
+                {
+                    DataStream = new MemoryStream(System.Text.Encoding.ASCII.GetBytes($"Subject: mail {i}\n\nbody {i}\n")),
+                });
+        var (code, output, err) = Run("prepare-spam", tar, "--out", Path.Combine(scratch, "spam"), "--validation", "2", "--test", "2");
+        Assert.That(code, Is.EqualTo(0), err);
+        Assert.That(output, Does.Contain("validation").And.Contain("ham").And.Contain("spam"));
+        Assert.That(File.ReadAllLines(Path.Combine(scratch, "spam", "validation.jsonl")), Has.Length.EqualTo(2));
+
+        var tooMany = Run("prepare-spam", tar, "--out", Path.Combine(scratch, "spam2"), "--validation", "6", "--test", "6");
+        Assert.That(tooMany.Code, Is.EqualTo(2));
+        Assert.That(tooMany.Err, Does.StartWith("error: ").And.Contain("exceed the 8 rows"));
+        Assert.That(tooMany.Err.Trim().Split('\n'), Has.Length.EqualTo(1));
+
+        var notTar = Path.Combine(scratch, "not.tar");
+        File.WriteAllText(notTar, new string('x', 2048));
+        var bad = Run("prepare-spam", notTar, "--out", Path.Combine(scratch, "spam3"));
+        Assert.That(bad.Code, Is.EqualTo(2));
+        Assert.That(bad.Err, Does.StartWith("error: ").And.Contain(notTar));
+
+        var flag = Run("prepare-spam", tar, "--out", Path.Combine(scratch, "spam4"), "--max-chars", "0");
+        Assert.That(flag.Code, Is.EqualTo(1));
+        Assert.That(flag.Err, Does.Contain("--max-chars must be positive"));
+    }
+
+    [Test]
     public void ImportsStories15MAndInspectsTheFolder()
     {
         var output = Path.Combine(scratch, "stories15M");
@@ -286,6 +318,26 @@ public class CliTrainingTests : CliTestBase
         Assert.That(confusion.EnumerateArray().SelectMany(r => r.EnumerateArray()).Sum(c => c.GetInt64()), Is.EqualTo(6));
         var correct = confusion[0][0].GetInt64() + confusion[1][1].GetInt64();
         Assert.That(accuracy, Is.EqualTo(correct / 6.0).Within(1e-12));
+    }
+
+    [Test]
+    public void TrainAndEvalRunOnTheSpamSplitWithItsTemplateAndLabelWords()
+    {
+        string[] task = ["--model", TestAssets.Stories15MFolder, "--template", PromptEngine.Data.SpamAssassinPreparer.Template,
+            "--labels", "ham", "spam", "--label-words", " no", " yes", "--max-length", "40"];
+        var output = Path.Combine(scratch, "spam");
+        var train = Run([
+            "train", .. task, "--train", Path.Combine(TestAssets.SpamSplitFolder, "train.jsonl"),
+            "--validation", Path.Combine(TestAssets.SpamSplitFolder, "validation.jsonl"), "--out", output,
+            "--steps", "2", "--warmup", "1", "--batch-size", "2", "--prompt-tokens", "3", "--train-examples", "20", "--eval-examples", "4", "--eval-every", "2",
+        ]);
+        Assert.That(train.Code, Is.EqualTo(0), train.Err);
+        var eval = Run(["eval", .. task, "--data", Path.Combine(TestAssets.SpamSplitFolder, "validation.jsonl"),
+            "--prompt", Path.Combine(output, "best_prompt.safetensors"), "--examples", "6", "--json"]);
+        Assert.That(eval.Code, Is.EqualTo(0), eval.Err);
+        using var json = System.Text.Json.JsonDocument.Parse(eval.Out);
+        Assert.That(json.RootElement.GetProperty("examples").GetInt32(), Is.EqualTo(6));
+        Assert.That(json.RootElement.GetProperty("confusion").EnumerateArray().SelectMany(r => r.EnumerateArray()).Sum(c => c.GetInt64()), Is.EqualTo(6));
     }
 
     [Test]

@@ -112,6 +112,20 @@ public class TemplateEncoderTests
     }
 
     [Test]
+    public void SpamLabelWordsAreOneTokenEachWhileTheLabelSpamIsNot()
+    {
+        var template = PromptTemplate.Parse(SpamAssassinPreparer.Template);
+        var verbalizer = Verbalizer.Create(Stories, template, SpamAssassinPreparer.Labels, SpamAssassinPreparer.LabelWords);
+        Assert.That(verbalizer.WordTokens.Select(t => t.Count), Is.EqualTo(new[] { 1, 1 }));
+        Assert.That(Pieces(verbalizer.TokenIds), Is.EqualTo(new[] { "\u2581no", "\u2581yes" }));
+
+        // The labels' own names as words: " ham" is one token, " spam" is not, so it would be scored by a fragment.
+        var byName = Verbalizer.Create(Stories, template, SpamAssassinPreparer.Labels);
+        Assert.That(Pieces(byName.WordTokens[0]), Is.EqualTo(new[] { "\u2581ham" }));
+        Assert.That(Pieces(byName.WordTokens[1]), Is.EqualTo(new[] { "\u2581sp", "am" }));
+    }
+
+    [Test]
     public void ALabelOutsideTheVerbalizerNamesFileAndLine()
     {
         var template = PromptTemplate.Parse("{prompt}Review: {text} Sentiment:{answer}");
