@@ -6,7 +6,8 @@
 # accuracy on the first 1,000 held-out test reviews. Prints one markdown row per run and keeps every run's folder.
 #
 # usage: benchmarks/scripts/imdb-methods.sh [OUT_DIR] [RUN ...]
-#   runs (default: all but plain20-lr0.3): zeroshot plain20 prefix20 plain24 prefix2 prefix20-mlp512 plain20-lr0.3
+#   runs (default: all but plain20-lr0.3 and the -head ones): zeroshot plain20 prefix20 plain24 prefix2 prefix20-mlp512 plain20-lr0.3
+#   plain20-head prefix2-head prefix20-head
 # Needs a Release build (dotnet build PromptEngine.sln -c Release) and the assets (promptengine fetch-assets).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -52,6 +53,9 @@ for r in "${runs[@]}"; do
     prefix2) run prefix2 prefix 2 0.03 ;;           # 2·6·2·288 = 6,912 values
     prefix20-mlp512) run prefix20-mlp512 prefix 20 0.0003 --prefix-projection 512 ;;
     plain20-lr0.3) run plain20-lr0.3 prompt 20 0.3 ;;
+    plain20-head) run plain20-head prompt 20 0.03 --head linear ;;   # + the linear classifier head (--head-lr 0.001)
+    prefix2-head) run prefix2-head prefix 2 0.03 --head linear ;;
+    prefix20-head) run prefix20-head prefix 20 0.03 --head linear ;;
     *) echo "unknown run '$r'" >&2; exit 2 ;;
   esac
 done

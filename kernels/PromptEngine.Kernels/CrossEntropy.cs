@@ -13,6 +13,11 @@ namespace PromptEngine.Kernels;
 /// row not selected. Shapes: hidden, dHidden (N, C); rows, targets, losses (S); W (V, C), the tied embedding
 /// or lm_head; allowed (R), or empty with R = 0 for the whole vocabulary; logits, dLogits (S, V) or (S, R);
 /// meanLoss (1). Targets are vocabulary ids and must lie in the allowed set. Everything is overwritten.
+/// <para>A trainable linear classifier head is the same computation with W its (R, C) weight and no allowed subset
+/// (V = R, R = 0, targets are class indices), plus an optional bias (R) added to every row of logits
+/// (<c>logits[s, j] += b[j]</c>). Its gradient, unlike the frozen LM head's, is wanted: <see cref="HeadGradient"/> ADDS
+/// <c>dW[j] += Σ_s dLogits[s, j] · hidden[rows[s]]</c> and <c>db[j] += Σ_s dLogits[s, j]</c> (it accumulates over a
+/// step's batches, as dPrompt does).</para>
 /// </summary>
 /// <remarks>
 /// <para>The head is evaluated at the S selected rows only, never (N, V). <see cref="Forward"/> writes the logits
@@ -335,6 +340,56 @@ public sealed class CrossEntropy
         }
     }
 
+    /// <summary>Adds a classifier head's bias (width) to every selected row of logits; one thread per element
+    /// (both shapes: S·width is tiny next to the products around it).</summary>
+    internal static void AddBiasKernel(
+        ArrayView<float> logits, // (S, width)
+        ArrayView<float> bias,   // (width)
+        int s, int width)
+    {
+        int index = Grid.GlobalIndex.X;
+        if (index >= s * width)
+            return;
+        logits[index] += bias[index % width];
+    }
+
+    /// <summary>A classifier head's weight and bias gradients, ADDED into dWeight and dBias: one thread per (class, channel)
+    /// of dW, then one per class of db, each summing over the S selected rows in order (deterministic). Both shapes use
+    /// it: R·(C + 1) threads over a handful of rows is far below the cost of the products around it.</summary>
+    internal static void HeadGradientKernel(
+        ArrayView<float> dWeight, // (R, C)
+        ArrayView<float> dBias,   // (R) or empty
+        ArrayView<float> dLogits, // (S, R)
+        ArrayView<float> hidden,  // (N, C)
+        ArrayView<int> rows,      // (S)
+        int n, int c, int s, int r)
+    {
+        int index = Grid.GlobalIndex.X;
+        int weights = r * c;
+        if (index >= weights + r)
+            return;
+        if (index < weights)
+        {
+            int column = index / c, channel = index % c;
+            float sum = 0;
+            for (int i = 0; i < s; i++)
+            {
+                int row = rows[i];
+                float h = row >= 0 && row < n ? hidden[(long)row * c + channel] : float.NaN;
+                sum += dLogits[(long)i * r + column] * h;
+            }
+            dWeight[index] += sum;
+        }
+        else if (dBias.Length > 0)
+        {
+            int column = index - weights;
+            float sum = 0;
+            for (int i = 0; i < s; i++)
+                sum += dLogits[(long)i * r + column];
+            dBias[column] += sum;
+        }
+    }
+
     #endregion
 
     #region Launchers
@@ -344,6 +399,8 @@ public sealed class CrossEntropy
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int> loss;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int> mean;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int, int, int> backward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> addBias;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int> headGradient;
 
     internal CrossEntropy(KernelContext context)
     {
@@ -357,6 +414,8 @@ public sealed class CrossEntropy
         mean = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(MeanKernel);
         backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int, int, int>(
             cpu ? BackwardChannelsKernel : BackwardTiledKernel);
+        addBias = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(AddBiasKernel);
+        headGradient = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int>(HeadGradientKernel);
     }
 
     /// <summary>Logits at the selected rows only, for inference.</summary>
@@ -370,16 +429,18 @@ public sealed class CrossEntropy
     /// <param name="s">Selected rows S.</param>
     /// <param name="v">Vocabulary rows V of the weight.</param>
     /// <param name="r">Allowed rows R; 0 for the whole vocabulary.</param>
+    /// <param name="bias">A classifier head's bias (V or R columns) added to every row, or an empty view for none.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match the dimensions.</exception>
     public void Logits(ArrayView<float> logits, ArrayView<float> hidden, ArrayView<int> rows, ArrayView<float> weight, ArrayView<int> allowed,
-        int n, int c, int s, int v, int r)
+        int n, int c, int s, int v, int r, ArrayView<float> bias = default)
     {
         const string op = "CrossEntropy.Logits";
         context.Enter(op);
         CheckDimensions(op, n, c, s, v, r);
         Check.Length(op, "logits", logits, (long)s * Width(v, r), r > 0 ? "S*R" : "S*V");
         CheckInputs(op, hidden, rows, weight, allowed, n, c, s, v, r);
-        LaunchLogits(logits, hidden, rows, weight, allowed, n, c, s, v, r);
+        CheckBias(op, bias, v, r);
+        LaunchLogits(logits, hidden, rows, weight, allowed, n, c, s, v, r, bias);
     }
 
     /// <summary>Per-row losses and their mean; leaves dLogits in the scratch for <see cref="Backward"/>.</summary>
@@ -396,9 +457,11 @@ public sealed class CrossEntropy
     /// <param name="s">Selected rows S.</param>
     /// <param name="v">Vocabulary rows V of the weight.</param>
     /// <param name="r">Allowed rows R; 0 for the whole vocabulary.</param>
+    /// <param name="bias">A classifier head's bias (V or R columns) added to every row, or an empty view for none.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match the dimensions.</exception>
     public void Forward(ArrayView<float> losses, ArrayView<float> meanLoss, ArrayView<float> dLogits, ArrayView<float> hidden,
-        ArrayView<int> rows, ArrayView<int> targets, ArrayView<float> weight, ArrayView<int> allowed, int n, int c, int s, int v, int r)
+        ArrayView<int> rows, ArrayView<int> targets, ArrayView<float> weight, ArrayView<int> allowed, int n, int c, int s, int v, int r,
+        ArrayView<float> bias = default)
     {
         const string op = "CrossEntropy.Forward";
         context.Enter(op);
@@ -408,7 +471,8 @@ public sealed class CrossEntropy
         Check.Length(op, "dLogits", dLogits, (long)s * Width(v, r), r > 0 ? "S*R" : "S*V");
         CheckInputs(op, hidden, rows, weight, allowed, n, c, s, v, r);
         Check.Length(op, "targets", targets, s, "S");
-        LaunchLogits(dLogits, hidden, rows, weight, allowed, n, c, s, v, r);
+        CheckBias(op, bias, v, r);
+        LaunchLogits(dLogits, hidden, rows, weight, allowed, n, c, s, v, r, bias);
         var rowConfig = context.Shape == KernelShape.Cpu
             ? new KernelConfig(s, 1)
             : new KernelConfig(s, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(context.GroupSize));
@@ -444,6 +508,34 @@ public sealed class CrossEntropy
             ? new KernelConfig(s * ((c + ChannelBlock - 1) / ChannelBlock), 1)
             : ProductConfig(s, c);
         backward(config, dHidden, dLogits, weight, rows, allowed, n, c, s, v, r);
+    }
+
+    /// <summary>A classifier head's gradients from the dLogits <see cref="Forward"/> left: ADDS
+    /// <c>dWeight[j] += Σ_s dLogits[s, j] · hidden[rows[s]]</c> and <c>dBias[j] += Σ_s dLogits[s, j]</c>.</summary>
+    /// <param name="dWeight">(R, C) gradient of the head's weight, accumulated into.</param>
+    /// <param name="dBias">(R) gradient of its bias, accumulated into; an empty view for a head without one.</param>
+    /// <param name="dLogits">(S, R) as left by <see cref="Forward"/> with the head as the weight (V = R, no allowed subset).</param>
+    /// <param name="hidden">Final-normed activations (N, C).</param>
+    /// <param name="rows">Selected hidden rows (S).</param>
+    /// <param name="n">Hidden rows N.</param>
+    /// <param name="c">Channels C.</param>
+    /// <param name="s">Selected rows S.</param>
+    /// <param name="r">Classes R (the head's rows).</param>
+    /// <exception cref="KernelShapeException">A tensor's length does not match the dimensions.</exception>
+    public void HeadGradient(ArrayView<float> dWeight, ArrayView<float> dBias, ArrayView<float> dLogits, ArrayView<float> hidden, ArrayView<int> rows,
+        int n, int c, int s, int r)
+    {
+        const string op = "CrossEntropy.HeadGradient";
+        context.Enter(op);
+        Check.Positive(op, ("N", n), ("C", c), ("S", s), ("R", r));
+        if ((long)r * (c + 1) > int.MaxValue || (long)s * r > int.MaxValue)
+            throw new KernelShapeException($"{op}: R = {r} classes by C = {c} channels exceed the launch limit.");
+        Check.Length(op, "dWeight", dWeight, (long)r * c, "R*C");
+        if (dBias.Length != 0) Check.Length(op, "dBias", dBias, r, "R");
+        Check.Length(op, "dLogits", dLogits, (long)s * r, "S*R");
+        Check.Length(op, "hidden", hidden, (long)n * c, "N*C");
+        Check.Length(op, "rows", rows, s, "S");
+        headGradient(ElementConfig(r * (c + 1)), dWeight, dBias, dLogits, hidden, rows, n, c, s, r);
     }
 
     /// <summary>Validates a selection on the host: rows distinct and in [0, N); targets −1 or a vocabulary id in
@@ -505,12 +597,25 @@ public sealed class CrossEntropy
         return Width(v, r);
     }
 
+    // An instance method: the PTX tests take every static void method with a view argument for a kernel.
+    void CheckBias(string op, ArrayView<float> bias, int v, int r)
+    {
+        if (bias.Length != 0) Check.Length(op, "bias", bias, Width(v, r), r > 0 ? "R" : "V");
+    }
+
     void LaunchLogits(ArrayView<float> output, ArrayView<float> hidden, ArrayView<int> rows, ArrayView<float> weight, ArrayView<int> allowed,
-        int n, int c, int s, int v, int r)
+        int n, int c, int s, int v, int r, ArrayView<float> bias)
     {
         var config = context.Shape == KernelShape.Cpu ? new KernelConfig(Width(v, r), 1) : ProductConfig(s, Width(v, r));
         logits(config, output, hidden, rows, weight, allowed, n, c, s, v, r);
+        if (bias.Length > 0) addBias(ElementConfig(s * Width(v, r)), output, bias, s, Width(v, r));
     }
+
+    /// <summary>One thread per element: groups of one on the CPU (a thread per group is the CPU accelerator's shape), of
+    /// <see cref="KernelContext.GroupSize"/> on a GPU.</summary>
+    KernelConfig ElementConfig(int count) => context.Shape == KernelShape.Cpu
+        ? new KernelConfig(count, 1)
+        : new KernelConfig((count + context.GroupSize - 1) / context.GroupSize, context.GroupSize);
 
     /// <summary>Launch shape of a GPU-shaped tiled product with an (<paramref name="outputRows"/>, <paramref name="outputColumns"/>) result.</summary>
     KernelConfig ProductConfig(int outputRows, int outputColumns)

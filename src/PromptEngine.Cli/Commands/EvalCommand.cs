@@ -44,15 +44,17 @@ internal static class EvalCommand
             var dataset = task.Load(parse, parse.GetValue(data)!);
             var (_, verbalizer, encoder) = task.Build(parse, model, dataset, soft?.VirtualTokens ?? 0);
             var encoded = TaskOptions.Encode(encoder, dataset, parse.GetValue(examples));
+            // A prompt trained with --head linear carries its classifier, which then scores the answer instead of the verbalizer.
+            var head = parse.GetValue(prompt) is { } promptPath ? LoadHead(promptPath, model.Config.HiddenSize, verbalizer.Labels) : null;
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var report = Evaluate(model, soft, verbalizer, encoded, parse.GetValue(batch), out var metrics, deepPrompt);
+            var report = Evaluate(model, soft, verbalizer, encoded, parse.GetValue(batch), out var metrics, deepPrompt, head);
             if (parse.GetValue(json))
             {
                 CliRunner.Out.Profile.Width = int.MaxValue;
                 CliRunner.Out.Write(new Text(JsonSerializer.Serialize(new
                 {
                     accuracy = report.Metric, loss = report.Loss, examples = encoded.Count, prompt_tokens = soft?.VirtualTokens ?? deepPrompt?.VirtualTokens ?? 0,
-                    method = deep ? "prefix" : "prompt", details = report.Details,
+                    method = deep ? "prefix" : "prompt", head = head is null ? HeadOption.None : HeadOption.Linear, details = report.Details,
                     labels = metrics.Labels,
                     confusion = Enumerable.Range(0, metrics.Labels.Count).Select(g => Enumerable.Range(0, metrics.Labels.Count).Select(p => metrics.Confusion[g, p]).ToArray()).ToArray(),
                     seconds = clock.Elapsed.TotalSeconds,
@@ -61,7 +63,7 @@ internal static class EvalCommand
             else
             {
                 CliRunner.Out.Write(new Text(string.Create(CultureInfo.InvariantCulture,
-                    $"{encoded.Count} examples, {(deep ? "deep prompt" : "prompt")} {soft?.VirtualTokens ?? deepPrompt?.VirtualTokens ?? 0} virtual tokens, loss {report.Loss:F4}, {clock.Elapsed.TotalSeconds:F1} s") + Environment.NewLine));
+                    $"{encoded.Count} examples, {(deep ? "deep prompt" : "prompt")} {soft?.VirtualTokens ?? deepPrompt?.VirtualTokens ?? 0} virtual tokens{(head is null ? "" : ", linear head")}, loss {report.Loss:F4}, {clock.Elapsed.TotalSeconds:F1} s") + Environment.NewLine));
                 CliRunner.Out.Write(new Text(metrics.ToTable() + Environment.NewLine));
             }
             return 0;
@@ -69,9 +71,16 @@ internal static class EvalCommand
         return command;
     }
 
-    /// <summary>Builds an inference engine sized for the examples and evaluates them.</summary>
+    /// <summary>The classifier head a prompt file or PEFT adapter folder carries, or null (none, or a bank entry).</summary>
+    /// <exception cref="PromptEngineException">A head that does not fit the model's width or the task's labels, named by file and tensor.</exception>
+    public static ClassifierHeadWeights? LoadHead(string promptPath, int width, IReadOnlyList<string> labels) =>
+        Directory.Exists(promptPath) ? PeftAdapter.LoadHead(promptPath, width, labels)
+        : File.Exists(promptPath) ? ClassifierHeadWeights.Read(promptPath, width, labels) : null;
+
+    /// <summary>Builds an inference engine sized for the examples and evaluates them (through <paramref name="head"/> when given).</summary>
     public static EvalReport Evaluate(ModelFolder model, SoftPrompt? prompt, Training.Data.Verbalizer verbalizer,
-        IReadOnlyList<Training.Data.EncodedExample> examples, int batchSize, out Training.Metrics.ClassificationMetrics metrics, DeepPrompt? deepPrompt = null)
+        IReadOnlyList<Training.Data.EncodedExample> examples, int batchSize, out Training.Metrics.ClassificationMetrics metrics, DeepPrompt? deepPrompt = null,
+        ClassifierHeadWeights? head = null)
     {
         if (examples.Count == 0) throw new PromptEngineException("no examples to evaluate");
         using var kernels = KernelContext.Create(KernelBackend.Auto);
@@ -79,6 +88,12 @@ internal static class EvalCommand
             Training: false, MaxVerbalizer: Math.Max(16, verbalizer.TokenIds.Length), PrefixTokens: deepPrompt?.VirtualTokens ?? 0));
         if (prompt is not null) engine.SetPrompt(prompt.Values);
         if (deepPrompt is not null) engine.SetPrefix(deepPrompt.ToEngineLayout());
+        using var classifier = head is null ? null : new ClassifierHead(kernels, model.Config.HiddenSize, head.Labels);
+        if (classifier is not null)
+        {
+            classifier.SetParameters([.. head!.Weight, .. head.Bias]);
+            engine.AttachHead(classifier);
+        }
         var evaluator = new ClassificationEvaluator(examples, verbalizer, batchSize);
         var report = evaluator.Evaluate(engine);
         metrics = evaluator.LastMetrics!;

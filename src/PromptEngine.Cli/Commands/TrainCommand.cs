@@ -18,7 +18,21 @@ internal sealed record TrainSettings(
     string OutputDirectory, int PromptTokens, string Init, string? InitText, string? InitFile, int Steps, int BatchSize, int Accumulation,
     float LearningRate, string Schedule, int WarmupSteps, float WeightDecay, float MaxGradNorm, int EvalEvery, int EvalExamples,
     int Patience, int CheckpointEvery, ulong Seed, int TrainExamples, MetricsFormat Metrics, bool Resume, bool AllowModelMismatch, int StopAfter = 0,
-    PromptMethod Method = PromptMethod.Prompt, int PrefixProjection = 0);
+    PromptMethod Method = PromptMethod.Prompt, int PrefixProjection = 0, string Head = HeadOption.None, float HeadLearningRate = HeadOption.DefaultLearningRate);
+
+/// <summary>The <c>--head</c> and <c>--head-lr</c> options of train.</summary>
+internal static class HeadOption
+{
+    /// <summary>No head: the LM head's verbalizer rows score the answer.</summary>
+    public const string None = "none";
+    /// <summary>A linear classifier on the final normed hidden state at the answer position, trained with the prompt.</summary>
+    public const string Linear = "linear";
+    /// <summary>The head's default peak learning rate. The head starts at the label words' LM-head rows, and an AdamW step
+    /// moves every one of its C weights by about the rate, so a logit moves by up to C·rate·|h| per step: at the prompt's
+    /// 0.03 that is several nats on stories15M (C = 288) and the head forgets its start in a step; 0.001 moves it by a
+    /// fraction of a nat.</summary>
+    public const float DefaultLearningRate = 1e-3f;
+}
 
 /// <summary>What a training run produced.</summary>
 internal sealed record TrainOutcome(RunSummary Summary, double? AccuracyBefore, EvalReport? Final, string? MetricsTable, string PromptPath, string AdapterPath,
@@ -61,6 +75,14 @@ internal static class TrainCommand
                 + "(PEFT prefix_projection, encoder_hidden_size); the saved prompt and adapter hold its output as a plain deep prompt. 0: off.",
             DefaultValueFactory = _ => 0,
         };
+        var headOption = new Option<string>("--head")
+        {
+            Description = "none, or linear: a linear classifier (one row per label, with a bias) on the final hidden state at the answer position, trained "
+                + "with the prompt; it starts at the label words' LM-head rows (step 0 is the zero-shot verbalizer) and is saved in the prompt file "
+                + "(head.weight, head.bias) and the PEFT adapter (SEQ_CLS, score).",
+            DefaultValueFactory = _ => HeadOption.None,
+        };
+        var headLr = new Option<float>("--head-lr") { Description = "Peak learning rate of the --head linear classifier (same schedule as --lr).", DefaultValueFactory = _ => HeadOption.DefaultLearningRate };
         var stopAfter = new Option<int>("--stop-after") { Description = "Stop after this many steps of this invocation, saving a checkpoint (continue later with --resume).", DefaultValueFactory = _ => 0 };
         var command = new Command("train", """
             Tune a soft prompt for classification with a verbalizer, or for generation targets (--task Generation); only the prompt is trained.
@@ -69,12 +91,14 @@ internal static class TrainCommand
         task.AddTo(command);
         foreach (var option in new Option[] { train, validation, output, promptTokens, init, initText, initFile, steps, batch, accumulation, lr, schedule, warmup,
                      weightDecay, clip, evalEvery, evalExamples, patience, checkpointEvery, seed, trainExamples, metrics, resume, allow, stopAfter, methodOption,
-                     prefixProjection })
+                     prefixProjection, headOption, headLr })
             command.Options.Add(option);
         // Range checks on the options a user gives (defaults are valid by construction).
         foreach (var o in new[] { promptTokens, steps, batch, accumulation }) OptionChecks.Positive(o);
         foreach (var o in new[] { warmup, evalEvery, evalExamples, patience, checkpointEvery, trainExamples, stopAfter, prefixProjection }) OptionChecks.NonNegative(o);
         OptionChecks.Require(lr, v => v > 0, "must be positive");
+        OptionChecks.Require(headLr, v => v > 0, "must be positive");
+        OptionChecks.Require(headOption, v => v is HeadOption.None or HeadOption.Linear, "must be none or linear");
         OptionChecks.Require(clip, v => v >= 0, "must not be negative");
         OptionChecks.Require(schedule, v => v is "constant" or "linear" or "cosine", "must be constant, linear or cosine");
         OptionChecks.Require(init, v => PromptInit.TryParseMethod(v, out _), "must be random, vocab, text or file");
@@ -99,7 +123,8 @@ internal static class TrainCommand
                 parse.GetValue(steps), parse.GetValue(batch), parse.GetValue(accumulation), parse.GetValue(lr), parse.GetValue(schedule)!, parse.GetValue(warmup),
                 parse.GetValue(weightDecay), parse.GetValue(clip), parse.GetValue(evalEvery), parse.GetValue(evalExamples), parse.GetValue(patience),
                 parse.GetValue(checkpointEvery), parse.GetValue(seed), parse.GetValue(trainExamples), parse.GetValue(metrics), parse.GetValue(resume), parse.GetValue(allow),
-                parse.GetValue(stopAfter), MethodOption.Parse(parse.GetValue(methodOption)), parse.GetValue(prefixProjection));
+                parse.GetValue(stopAfter), MethodOption.Parse(parse.GetValue(methodOption)), parse.GetValue(prefixProjection), parse.GetValue(headOption)!,
+                parse.GetValue(headLr));
             var outcome = Run(parse, task, parse.GetValue(train)!, parse.GetValue(validation)!, settings, measureBefore: false);
             Report(outcome);
             // Ctrl-C exits 130 like any interrupted program; --stop-after is a planned pause.
@@ -119,6 +144,8 @@ internal static class TrainCommand
         // A deep prompt lives in the attention layers, so the rows hold no prompt slots.
         var deep = s.Method == PromptMethod.Prefix;
         var (template, verbalizer, encoder) = task.BuildAny(parse, model, trainData, deep ? 0 : s.PromptTokens);
+        var withHead = s.Head == HeadOption.Linear;
+        if (withHead && verbalizer is null) throw new PromptEngineException("--head linear classifies: it needs a classification task (labels), not --task Generation");
         var trainExamples = TaskOptions.Encode(encoder, trainData, s.TrainExamples);
         var evalExamples = TaskOptions.Encode(encoder, validationData, s.EvalExamples);
         foreach (var (name, report) in new[] { (trainPath, trainData.Report), (validationPath, validationData.Report) })
@@ -154,6 +181,9 @@ internal static class TrainCommand
         if (projection is not null) projection.Forward(engine);
         else if (deep) engine.SetPrefix(deepPrompt!.ToEngineLayout());
         else engine.SetPrompt(prompt!.Values);
+        // The head starts as the zero-shot verbalizer (the label words' LM-head rows, bias 0); see ClassifierHead.
+        using var head = withHead ? ClassifierHead.FromLabelWords(engine, verbalizer!.Labels, verbalizer.TokenIds) : null;
+        engine.AttachHead(head);
         var classification = verbalizer is null ? null : new ClassificationEvaluator(evalExamples, verbalizer, s.BatchSize);
         IEvaluator evaluator = classification ?? (IEvaluator)new LossEvaluator(evalExamples, s.BatchSize);
         double? before = null;
@@ -176,7 +206,9 @@ internal static class TrainCommand
             labels = verbalizer?.Labels, maxLength = parse.GetValue(task.MaxLength), trainPath = Path.GetFullPath(trainPath), validationPath = Path.GetFullPath(validationPath),
             model = ModelFingerprint.Compute(model),
             // The projection joins the method's name rather than a field of its own, so runs without it keep their fingerprint.
-            method = projected ? string.Create(CultureInfo.InvariantCulture, $"{s.Method} mlp {s.PrefixProjection}") : s.Method.ToString() };
+            method = (projected ? string.Create(CultureInfo.InvariantCulture, $"{s.Method} mlp {s.PrefixProjection}") : s.Method.ToString())
+                + (withHead ? string.Create(CultureInfo.InvariantCulture, $" head linear lr {s.HeadLearningRate:R}") : "") };
+        var headSchedule = LearningRateSchedule.Create(s.Schedule, s.HeadLearningRate, s.WarmupSteps);
         var options = new TrainerOptions
         {
             Steps = s.Steps,
@@ -190,6 +222,7 @@ internal static class TrainCommand
             OutputDirectory = s.OutputDirectory,
             RunFingerprint = Checkpoint.Fingerprint(runSettings),
             PromptMetadata = promptMetadata,
+            HeadLearningRate = withHead ? step => (float)headSchedule.At(step, s.Steps) : null,
         };
         var batches = new SampledBatches(trainExamples, new BatchSamplerOptions(s.BatchSize, s.Seed, Shuffle: true, BucketWindowBatches: 20), verbalizer);
         var trainer = new Trainer(engine, batches, evaluator, options, projection);
@@ -251,21 +284,23 @@ internal static class TrainCommand
         var bestPath = summary.BestPromptPath ?? Path.Combine(s.OutputDirectory, Trainer.BestPromptFile);
         if (summary.BestPromptPath is null)
         {
-            if (deep) DeepPromptFile.Save(bestPath, DeepPrompt.FromEngineLayout(engine.GetPrefix(), s.PromptTokens, model.Config, promptMetadata));
-            else PromptFile.Save(bestPath, engine.GetPrompt(), engine.PromptRows, engine.Config.HiddenSize, promptMetadata);
+            if (deep) DeepPromptFile.Save(bestPath, DeepPrompt.FromEngineLayout(engine.GetPrefix(), s.PromptTokens, model.Config, promptMetadata), head: head?.GetWeights());
+            else PromptFile.Save(bestPath, engine.GetPrompt(), engine.PromptRows, engine.Config.HiddenSize, promptMetadata, head: head?.GetWeights());
         }
+        var bestHead = withHead ? ClassifierHeadWeights.Read(bestPath, model.Config.HiddenSize, verbalizer!.Labels)
+            ?? throw new PromptEngineException($"{bestPath}: the best prompt was saved without its classifier head") : null;
         var adapterPath = Path.Combine(s.OutputDirectory, "adapter");
         SoftPrompt? best = null;
         DeepPrompt? bestDeep = null;
         if (deep)
         {
             bestDeep = DeepPromptFile.Load(bestPath, model.Config);
-            PeftAdapter.SavePrefix(adapterPath, bestDeep, model);
+            PeftAdapter.SavePrefix(adapterPath, bestDeep, model, bestHead);
         }
         else
         {
             best = PromptFile.Load(bestPath, model.Config.HiddenSize);
-            PeftAdapter.Save(adapterPath, best, model, method, s.InitText);
+            PeftAdapter.Save(adapterPath, best, model, method, s.InitText, bestHead);
         }
         EvalReport? final = null;
         string? table = null;
@@ -273,6 +308,7 @@ internal static class TrainCommand
         {
             if (deep) engine.SetPrefix(bestDeep!.ToEngineLayout());
             else engine.SetPrompt(best!.Values);
+            if (bestHead is not null) head!.SetParameters([.. bestHead.Weight, .. bestHead.Bias]);
             final = evaluator.Evaluate(engine);
             table = classification?.LastMetrics?.ToTable();
             File.WriteAllText(Path.Combine(s.OutputDirectory, "eval.json"), JsonSerializer.Serialize(new
@@ -283,7 +319,7 @@ internal static class TrainCommand
             }, new JsonSerializerOptions { WriteIndented = true }));
         }
         var plotPath = Path.Combine(s.OutputDirectory, "curves.png");
-        CurvePlot.Save(plotPath, losses, evals, verbalizer is null ? "-loss" : "accuracy", $"{(deep ? "prefix" : "prompt")} tuning{(projected ? $" (MLP {s.PrefixProjection})" : "")}: {s.PromptTokens} virtual tokens, lr {s.LearningRate}");
+        CurvePlot.Save(plotPath, losses, evals, verbalizer is null ? "-loss" : "accuracy", $"{(deep ? "prefix" : "prompt")} tuning{(projected ? $" (MLP {s.PrefixProjection})" : "")}{(withHead ? " + linear head" : "")}: {s.PromptTokens} virtual tokens, lr {s.LearningRate}");
         var secondsPerStep = last is null ? 0 : last.Elapsed.TotalSeconds / Math.Max(1, last.Step - (resumeStep ?? 0));
         return new TrainOutcome(summary, before, final, table, bestPath, adapterPath, plotPath, metricsPath, new FileInfo(bestPath).Length,
             secondsPerStep, last?.TokensPerSecond ?? 0, stoppedAsPlanned);

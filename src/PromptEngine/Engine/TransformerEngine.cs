@@ -2,6 +2,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using PromptEngine.Kernels;
 using PromptEngine.Models;
+using PromptEngine.Prompts;
 
 namespace PromptEngine.Engine;
 
@@ -95,6 +96,8 @@ public sealed class TransformerEngine : IDisposable
     readonly int sourceMap, keyMask, positionIds, lossPositions, targets, verbalizer, useOffsets, usePositions;
     readonly int scoredRows; // (S) 0, 1, …, S−1: the loss's rows once the last block has compacted them
     readonly int deepPromptOfRow; // (B) which of the D deep prompts each row attends to
+    readonly int headTargets; // (S) class index of each scored position's target, −1 to ignore (a classifier head's targets)
+    ClassifierHead? head;     // when attached, replaces the LM head's verbalizer rows in the loss and the logits
 
     // Prompt arena. The deep prefix follows the prompt in each of the four (parameter, gradient, m, v), so the
     // optimizer sees prompt and prefix as one parameter vector (Arena.Joined).
@@ -198,6 +201,7 @@ public sealed class TransformerEngine : IDisposable
         usePositions = indices.Reserve("prompt use positions (N)", maxN);
         scoredRows = indices.Reserve("scored rows 0..S-1 (S)", maxS);
         deepPromptOfRow = indices.Reserve("deep prompt of each row (B)", options.PrefixTokens > 0 ? options.MaxRows : 0);
+        headTargets = indices.Reserve("head targets (S)", maxS);
 
         if (options.PrefixTokens < 0) throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens");
         if (options.DeepPrompts < 1) throw new ArgumentException($"engine: {options.DeepPrompts} deep prompts; at least 1");
@@ -393,17 +397,72 @@ public sealed class TransformerEngine : IDisposable
         return LossForward();
     }
 
-    /// <summary>Logits (S, V), or (S, R) over the batch's verbalizer, at the batch's scored positions only.</summary>
+    /// <summary>Logits (S, V), or (S, R) over the batch's verbalizer, at the batch's scored positions only; with a
+    /// <see cref="Head"/>, the head's (S, R) logits (one column per class, the verbalizer's order).</summary>
     public float[] Logits(Batch batch)
     {
         Load(batch);
         Forward(training: false);
         var (s, r) = (current!.LossPositions.Length, current.Verbalizer?.Length ?? 0);
         var (n, rows) = LossRows();
+        if (head is not null)
+        {
+            HeadTargets(current); // checks the batch against the head
+            var headLogits = View(scratch, logits, (long)s * head.Classes);
+            kernels.CrossEntropy.Logits(headLogits, View(saved, finalNorm, (long)n * config.HiddenSize), rows,
+                head.WeightView, default, n, config.HiddenSize, s, head.Classes, 0, head.BiasView);
+            return ToHost(headLogits);
+        }
         var view = View(scratch, logits, (long)s * (r > 0 ? r : config.VocabSize));
         kernels.CrossEntropy.Logits(view, View(saved, finalNorm, (long)n * config.HiddenSize), rows,
             weights.LmHead, View(indices, verbalizer, r), n, config.HiddenSize, s, config.VocabSize, r);
         return ToHost(view);
+    }
+
+    /// <summary>The classifier head attached with <see cref="AttachHead"/>, or null: the LM head (restricted to a batch's
+    /// verbalizer) scores the answer position.</summary>
+    public ClassifierHead? Head => head;
+
+    /// <summary>Attaches a linear classifier head (or detaches it with null): from now on the loss and <see cref="Logits"/>
+    /// score a batch's answer positions with it instead of the LM head's verbalizer rows, and a training engine's backward
+    /// ADDS the head's gradient into it (clear it with <see cref="ClassifierHead.ZeroGradient"/>). The head is not owned:
+    /// dispose it yourself. Batches must then carry a verbalizer of the head's R words, in its label order.</summary>
+    /// <exception cref="ArgumentException">The head runs on another kernel context or reads another width.</exception>
+    public void AttachHead(ClassifierHead? head)
+    {
+        if (head is not null)
+        {
+            if (!ReferenceEquals(head.Kernels, kernels))
+                throw new ArgumentException("classifier head: it lives on another kernel context; build it on the engine's", nameof(head));
+            if (head.Width != config.HiddenSize)
+                throw new ArgumentException($"classifier head: it reads width {head.Width}, the model's hidden size is {config.HiddenSize}", nameof(head));
+            if (head.Classes > maxWidth)
+                throw new ArgumentException($"classifier head: {head.Classes} classes exceed the engine's logits scratch of {maxWidth} columns", nameof(head));
+        }
+        this.head = head;
+    }
+
+    /// <summary>The LM head's rows of <paramref name="tokenIds"/> (count, C), copied to the host (a head's initial weight).</summary>
+    /// <exception cref="ArgumentException">An id outside the vocabulary.</exception>
+    internal float[] LmHeadRows(IReadOnlyList<int> tokenIds)
+    {
+        int C = config.HiddenSize;
+        var result = new float[(long)tokenIds.Count * C];
+        for (var i = 0; i < tokenIds.Count; i++)
+        {
+            if (tokenIds[i] < 0 || tokenIds[i] >= config.VocabSize)
+                throw new ArgumentException($"LM head rows: token {tokenIds[i]} is outside the vocabulary of {config.VocabSize}");
+            ToHost(weights.LmHead.SubView((long)tokenIds[i] * C, C)).CopyTo(result, (long)i * C);
+        }
+        return result;
+    }
+
+    /// <summary>Each scored position's target as a class index (its column in the batch's verbalizer), −1 kept.</summary>
+    int[] HeadTargets(Batch batch)
+    {
+        if (batch.Verbalizer is not { } words || words.Length != head!.Classes)
+            throw new ArgumentException($"classifier head of {head!.Classes} classes: the batch needs a verbalizer of {head.Classes} label words (has {batch.Verbalizer?.Length ?? 0})");
+        return batch.Targets.Select(t => t < 0 ? -1 : Array.IndexOf(words, t)).ToArray();
     }
 
     /// <summary>Starts cached generation: runs the forward over <paramref name="batch"/> (each row its prompt rows and
@@ -821,6 +880,16 @@ public sealed class TransformerEngine : IDisposable
         int s = batch.LossPositions.Length, r = batch.Verbalizer?.Length ?? 0, C = config.HiddenSize;
         if (s == 0) throw new ArgumentException("batch has no scored positions: nothing to take a loss over");
         var (n, rows) = LossRows();
+        if (head is not null)
+        {
+            // The head's rows are the classes: the same fused loss with W = head (R, C), V = R and class-index targets.
+            var classTargets = HeadTargets(batch);
+            View(indices, headTargets, s).CopyFromCPU(classTargets);
+            kernels.CrossEntropy.Forward(View(scratch, losses, s), scratch[meanLoss], View(scratch, logits, (long)s * head.Classes),
+                View(saved, finalNorm, (long)n * C), rows, View(indices, headTargets, s), head.WeightView,
+                default, n, C, s, head.Classes, 0, head.BiasView);
+            return ToHost(scratch[meanLoss])[0];
+        }
         kernels.CrossEntropy.Forward(View(scratch, losses, s), scratch[meanLoss], View(scratch, logits, (long)s * (r > 0 ? r : config.VocabSize)),
             View(saved, finalNorm, (long)n * C), rows, View(indices, targets, s), weights.LmHead,
             View(indices, verbalizer, r), n, C, s, config.VocabSize, r);
@@ -834,8 +903,17 @@ public sealed class TransformerEngine : IDisposable
         var (n, rows) = LossRows();
         long rc = (long)n * C;
         var dNorm = View(scratch, dLn, rc);
-        kernels.CrossEntropy.Backward(dNorm, View(scratch, logits, (long)s * (r > 0 ? r : config.VocabSize)), weights.LmHead,
-            rows, View(indices, verbalizer, r), n, C, s, config.VocabSize, r);
+        if (head is not null)
+        {
+            // dHidden through the head, then the head's own gradient (a small trainable module: allowed, and accumulated).
+            var dHeadLogits = View(scratch, logits, (long)s * head.Classes);
+            kernels.CrossEntropy.Backward(dNorm, dHeadLogits, head.WeightView, rows, default, n, C, s, head.Classes, 0);
+            kernels.CrossEntropy.HeadGradient(head.WeightGradientView, head.BiasGradientView, dHeadLogits, View(saved, finalNorm, rc),
+                rows, n, C, s, head.Classes);
+        }
+        else
+            kernels.CrossEntropy.Backward(dNorm, View(scratch, logits, (long)s * (r > 0 ? r : config.VocabSize)), weights.LmHead,
+                rows, View(indices, verbalizer, r), n, C, s, config.VocabSize, r);
         var xL = View(saved, residual[config.NumLayers], rc);
         var dOut = View(scratch, scoredOnly ? dScored : dResidual, rc); // the last block's output gradient
         if (config.Family == ModelFamily.Gpt2)

@@ -117,7 +117,8 @@ public static class DeepPromptFile
     /// the model's description (<see cref="PromptMetadata.ForModel"/>).</summary>
     /// <exception cref="PromptFormatException">Malformed or non-finite (the old file is left as it was).</exception>
     /// <exception cref="PromptCompatibilityException">The prompt does not fit <paramref name="model"/>.</exception>
-    public static void Save(string path, DeepPrompt prompt, ModelFolder? model = null)
+    /// <param name="head">A classifier head trained with the prompt, saved beside it as in <see cref="PromptFile.Save(string, float[], int, int, IReadOnlyDictionary{string, string}?, bool, ClassifierHeadWeights?)"/>.</param>
+    public static void Save(string path, DeepPrompt prompt, ModelFolder? model = null, ClassifierHeadWeights? head = null)
     {
         ArgumentNullException.ThrowIfNull(prompt);
         (prompt with { Source = path }).Validate();
@@ -134,7 +135,16 @@ public static class DeepPromptFile
         metadata[PromptMetadata.NumKeyValueHeads] = PromptMetadata.Invariant(prompt.KvHeads);
         metadata[PromptMetadata.HeadDim] = PromptMetadata.Invariant(prompt.HeadDim);
         metadata["format"] = "pt";
-        SafetensorsWriter.Write(path, [TensorToWrite.F32(PromptFile.TensorName, [prompt.VirtualTokens, prompt.Width], prompt.Values)], metadata);
+        List<TensorToWrite> tensors = [TensorToWrite.F32(PromptFile.TensorName, [prompt.VirtualTokens, prompt.Width], prompt.Values)];
+        if (head is not null)
+        {
+            head.Validate(path);
+            if (model is not null && head.Width != model.Config.HiddenSize)
+                throw new PromptCompatibilityException(path, $"'{ClassifierHeadWeights.WeightTensor}' reads width {head.Width}, the model's hidden size is {model.Config.HiddenSize}");
+            head.AddMetadata(metadata);
+            tensors.AddRange(head.Tensors());
+        }
+        SafetensorsWriter.Write(path, tensors, metadata);
     }
 
     /// <summary>The method a prompt file's metadata declares: <see cref="PromptMethod.Prefix"/> for "prefix", else

@@ -33,8 +33,11 @@ public static class PeftAdapter
     /// <param name="initText">prompt_tuning_init_text for Text (by default the prompt's recorded <see cref="PromptMetadata.InitText"/>); ignored otherwise.</param>
     /// <exception cref="PromptCompatibilityException">The prompt's width is not the model's.</exception>
     /// <exception cref="PromptFormatException">The prompt is malformed, or <paramref name="folder"/> is a file.</exception>
+    /// <param name="head">A classifier head trained with the prompt: the adapter becomes a sequence-classification one
+    /// (<see cref="WithHead"/>).</param>
     /// <exception cref="ArgumentException">Text initialisation without a text.</exception>
-    public static void Save(string folder, SoftPrompt prompt, ModelFolder model, PromptInitMethod? initMethod = null, string? initText = null)
+    public static void Save(string folder, SoftPrompt prompt, ModelFolder model, PromptInitMethod? initMethod = null, string? initText = null,
+        ClassifierHeadWeights? head = null)
     {
         ArgumentNullException.ThrowIfNull(folder);
         ArgumentNullException.ThrowIfNull(prompt);
@@ -51,13 +54,15 @@ public static class PeftAdapter
 
         var modelMetadata = PromptMetadata.ForModel(model);
         var nameOrPath = modelMetadata[PromptMetadata.BaseModelNameOrPath];
-        var config = ConfigJson(prompt.VirtualTokens, model.Config, nameOrPath, method, text);
+        var config = ConfigJson(prompt.VirtualTokens, model.Config, nameOrPath, method, text, head);
 
         var metadata = new Dictionary<string, string>(prompt.Metadata, StringComparer.Ordinal);
         metadata.Remove(PromptMetadata.Content);
         foreach (var (key, value) in modelMetadata) metadata[key] = value;
         metadata[PromptMetadata.VirtualTokens] = PromptMetadata.Invariant(prompt.VirtualTokens);
         metadata["format"] = "pt";
+        List<TensorToWrite> tensors = [TensorToWrite.F32(PromptFile.TensorName, [prompt.VirtualTokens, prompt.Width], prompt.Values)];
+        AddHead(folder, tensors, metadata, head, model.Config.HiddenSize);
 
         Directory.CreateDirectory(folder);
         var stamp = $"{Environment.ProcessId}.{Guid.NewGuid():N}";
@@ -65,7 +70,7 @@ public static class PeftAdapter
         var configTemp = Path.Combine(folder, $".{ConfigFileName}.{stamp}.tmp");
         try
         {
-            SafetensorsWriter.Write(weightsTemp, [TensorToWrite.F32(PromptFile.TensorName, [prompt.VirtualTokens, prompt.Width], prompt.Values)], metadata);
+            SafetensorsWriter.Write(weightsTemp, tensors, metadata);
             using (var stream = new FileStream(configTemp, FileMode.CreateNew, FileAccess.Write))
             {
                 stream.Write(config);
@@ -93,7 +98,7 @@ public static class PeftAdapter
 
     /// <summary>adapter_config.json as PEFT's <c>save_pretrained</c> writes it: all fields of
     /// PromptTuningConfig, keys sorted, two-space indent.</summary>
-    static byte[] ConfigJson(int virtualTokens, TransformerConfig c, string nameOrPath, PromptInitMethod method, string? text)
+    static byte[] ConfigJson(int virtualTokens, TransformerConfig c, string nameOrPath, PromptInitMethod method, string? text, ClassifierHeadWeights? head)
     {
         var fields = new SortedDictionary<string, object?>(StringComparer.Ordinal)
         {
@@ -115,6 +120,7 @@ public static class PeftAdapter
             // PEFT needs the tokenizer only to turn the TEXT into ids; the base model's folder holds it.
             ["tokenizer_name_or_path"] = method == PromptInitMethod.Text ? nameOrPath : null,
         };
+        WithHead(fields, head);
         return JsonBytes(fields);
     }
 
@@ -212,7 +218,9 @@ public static class PeftAdapter
     /// (PEFT itself saves the projection's output). Atomic like <see cref="Save"/>.</summary>
     /// <exception cref="PromptCompatibilityException">The prompt does not fit <paramref name="model"/>.</exception>
     /// <exception cref="PromptFormatException">The prompt is malformed, or <paramref name="folder"/> is a file.</exception>
-    public static void SavePrefix(string folder, DeepPrompt prompt, ModelFolder model)
+    /// <param name="head">A classifier head trained with the prompt: the adapter becomes a sequence-classification one
+    /// (<see cref="WithHead"/>).</param>
+    public static void SavePrefix(string folder, DeepPrompt prompt, ModelFolder model, ClassifierHeadWeights? head = null)
     {
         ArgumentNullException.ThrowIfNull(folder);
         ArgumentNullException.ThrowIfNull(prompt);
@@ -246,7 +254,10 @@ public static class PeftAdapter
         metadata[PromptMetadata.NumKeyValueHeads] = PromptMetadata.Invariant(prompt.KvHeads);
         metadata[PromptMetadata.HeadDim] = PromptMetadata.Invariant(prompt.HeadDim);
         metadata["format"] = "pt";
-        WriteAdapter(folder, [TensorToWrite.F32(PromptFile.TensorName, [prompt.VirtualTokens, prompt.Width], prompt.Values)], metadata, JsonBytes(fields));
+        List<TensorToWrite> tensors = [TensorToWrite.F32(PromptFile.TensorName, [prompt.VirtualTokens, prompt.Width], prompt.Values)];
+        AddHead(folder, tensors, metadata, head, model.Config.HiddenSize);
+        WithHead(fields, head);
+        WriteAdapter(folder, tensors, metadata, JsonBytes(fields));
     }
 
     /// <summary>Reads a PEFT PREFIX_TUNING adapter folder into a deep prompt for a model of <paramref name="config"/>.
@@ -299,6 +310,45 @@ public static class PeftAdapter
         return new DeepPrompt(flat.Values, virtualTokens, layers, config.NumKvHeads, config.HeadDim, metadata) { Source = folder };
     }
 
+    /// <summary>PEFT's modules_to_save for a sequence-classification model: PeftModelForSequenceClassification adds these two
+    /// names (peft v0.20.0, src/peft/peft_model.py) to whatever the config lists, and wraps the model's classifier layer.</summary>
+    static readonly string[] SequenceClassificationModules = ["classifier", "score"];
+
+    /// <summary>A classifier head turns an adapter into PEFT's sequence-classification kind: task_type SEQ_CLS, modules_to_save
+    /// ["classifier", "score"], and the head's W and b under the names get_peft_model_state_dict gives a decoder's
+    /// <c>score</c> layer (<see cref="ClassifierHeadWeights.PeftWeightTensor"/>, <see cref="ClassifierHeadWeights.PeftBiasTensor"/>).
+    /// transformers' decoder classifiers (Llama, Mistral, Qwen2, GPT-2) build <c>score</c> without a bias, so PEFT loads
+    /// W there and leaves out b; PromptEngine reads both (<see cref="LoadHead"/>).</summary>
+    static void WithHead(SortedDictionary<string, object?> fields, ClassifierHeadWeights? head)
+    {
+        if (head is null) return;
+        fields["task_type"] = "SEQ_CLS";
+        fields["modules_to_save"] = SequenceClassificationModules;
+    }
+
+    static void AddHead(string folder, List<TensorToWrite> tensors, Dictionary<string, string> metadata, ClassifierHeadWeights? head, int width)
+    {
+        if (head is null) return;
+        head.Validate(folder);
+        if (head.Width != width)
+            throw new PromptCompatibilityException(folder, $"'{ClassifierHeadWeights.PeftWeightTensor}' reads width {head.Width}, the model's hidden size is {width}");
+        head.AddMetadata(metadata);
+        tensors.AddRange(head.Tensors(ClassifierHeadWeights.PeftWeightTensor, ClassifierHeadWeights.PeftBiasTensor));
+    }
+
+    /// <summary>The classifier head of a SEQ_CLS adapter folder (<see cref="ClassifierHeadWeights.PeftWeightTensor"/> and
+    /// <see cref="ClassifierHeadWeights.PeftBiasTensor"/> in adapter_model.safetensors, labels in its metadata), or null when
+    /// it holds none.</summary>
+    /// <exception cref="PromptFormatException">A malformed head; the message names the file and the tensor.</exception>
+    /// <exception cref="PromptCompatibilityException">A head of another width or label set.</exception>
+    public static ClassifierHeadWeights? LoadHead(string folder, int expectedWidth, IReadOnlyList<string>? expectedLabels)
+    {
+        var (_, _, weightsPath) = ReadConfig(folder);
+        if (!File.Exists(weightsPath)) throw new PromptFormatException(weightsPath, null, "missing; a PEFT adapter folder holds adapter_model.safetensors");
+        using var file = SafetensorsFile.Open(weightsPath);
+        return ClassifierHeadWeights.Read(file, weightsPath, expectedWidth, expectedLabels, ClassifierHeadWeights.PeftWeightTensor, ClassifierHeadWeights.PeftBiasTensor);
+    }
+
     /// <summary>The peft_type of an adapter folder's config, or null when it has none.</summary>
     /// <exception cref="PromptFormatException">No such folder or an unreadable config.</exception>
     public static string? PeftType(string folder) { var (root, configPath, _) = ReadConfig(folder); return String(root, "peft_type", configPath); }
@@ -335,6 +385,11 @@ public static class PeftAdapter
                     case bool b: writer.WriteBoolean(key, b); break;
                     case int i: writer.WriteNumber(key, i); break;
                     case string text: writer.WriteString(key, text); break;
+                    case string[] list:
+                        writer.WriteStartArray(key);
+                        foreach (var item in list) writer.WriteStringValue(item);
+                        writer.WriteEndArray();
+                        break;
                 }
             }
             writer.WriteEndObject();

@@ -37,7 +37,10 @@ public static class PromptFile
     /// A prompt (not a gradient) with a non-finite value is refused and the old file left as it was.</summary>
     /// <exception cref="ArgumentException">The values do not make (virtualTokens, width).</exception>
     /// <exception cref="PromptFormatException">A prompt value is NaN or infinite.</exception>
-    public static void Save(string path, float[] values, int virtualTokens, int width, IReadOnlyDictionary<string, string>? metadata = null, bool isGradient = false)
+    /// <param name="head">A classifier head trained with the prompt, saved beside it (<see cref="ClassifierHeadWeights.WeightTensor"/>,
+    /// <see cref="ClassifierHeadWeights.BiasTensor"/>, labels in the metadata); read it back with <see cref="ClassifierHeadWeights.Read(string, int, IReadOnlyList{string}?)"/>.</param>
+    public static void Save(string path, float[] values, int virtualTokens, int width, IReadOnlyDictionary<string, string>? metadata = null, bool isGradient = false,
+        ClassifierHeadWeights? head = null)
     {
         if (values.Length != (long)virtualTokens * width)
             throw new ArgumentException($"{values.Length} values do not make ({virtualTokens}, {width})");
@@ -45,7 +48,15 @@ public static class PromptFile
         var meta = new Dictionary<string, string>(metadata ?? new Dictionary<string, string>()) { ["format"] = "pt" };
         if (isGradient) meta[PromptMetadata.Content] = "gradient";
         else meta.Remove(PromptMetadata.Content);
-        SafetensorsWriter.Write(path, [TensorToWrite.F32(TensorName, [virtualTokens, width], values)], meta);
+        List<TensorToWrite> tensors = [TensorToWrite.F32(TensorName, [virtualTokens, width], values)];
+        if (head is not null)
+        {
+            head.Validate(path);
+            if (head.Width != width) throw new PromptCompatibilityException(path, $"'{ClassifierHeadWeights.WeightTensor}' reads width {head.Width}, the prompt is {width} wide");
+            head.AddMetadata(meta);
+            tensors.AddRange(head.Tensors());
+        }
+        SafetensorsWriter.Write(path, tensors, meta);
     }
 
     /// <summary>Writes <paramref name="prompt"/> atomically with its metadata; with <paramref name="model"/>,

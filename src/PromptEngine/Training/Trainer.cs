@@ -60,6 +60,8 @@ public sealed record TrainerOptions
     public string RunFingerprint { get; init; } = "";
     /// <summary>Metadata written into saved prompts (base-model fingerprint, init method, ...).</summary>
     public IReadOnlyDictionary<string, string>? PromptMetadata { get; init; }
+    /// <summary>Learning rate of the engine's classifier head (<see cref="TransformerEngine.Head"/>) at each step; null: the prompt's.</summary>
+    public Func<int, float>? HeadLearningRate { get; init; }
 }
 
 /// <summary>One optimizer step's figures.</summary>
@@ -83,7 +85,11 @@ public sealed class NonFiniteLossException(string message) : PromptEngineExcepti
 /// <remarks>With a <see cref="PrefixProjection"/> (prefix tuning's reparameterisation MLP), the trainables are the MLP's
 /// parameters instead: each step runs the MLP's backward from the engine's accumulated dPrefix, its optimizer step, and
 /// its forward into the engine's prefix; checkpoints hold the MLP's parameters and moments; saved prompts hold the
-/// engine's prefix, which is the MLP's output folded into a plain deep prompt.</remarks>
+/// engine's prefix, which is the MLP's output folded into a plain deep prompt.
+/// <para>With a classifier head attached to the engine (<see cref="TransformerEngine.AttachHead"/>), the head is trained
+/// jointly: the engine accumulates its gradient beside the prompt's, it takes its own AdamW step (its own moments and
+/// clipping, at <see cref="TrainerOptions.HeadLearningRate"/>) after the prompt's, checkpoints hold it and its moments, and
+/// saved prompts carry it (<see cref="ClassifierHeadWeights"/>).</para></remarks>
 public sealed class Trainer
 {
     /// <summary>File name of the rolling checkpoint in the output directory.</summary>
@@ -145,6 +151,13 @@ public sealed class Trainer
             if (state.RunFingerprint != options.RunFingerprint)
                 throw new PromptEngineException($"{CheckpointPath}: the checkpoint belongs to a run with other settings (fingerprint {state.RunFingerprint}, this run {options.RunFingerprint}); resume with the same flags or use a new --out");
             SetTrainables(state.Prompt);
+            if (engine.Head is { } head)
+            {
+                if (state.Head is null || state.Head.LongLength != head.Parameters || state.HeadM is null || state.HeadV is null)
+                    throw new PromptEngineException($"{CheckpointPath}: the checkpoint holds {(state.Head is null ? "no classifier head" : $"a classifier head of {state.Head.Length} values")}, this run trains one of {head.Parameters}");
+                head.SetParameters(state.Head);
+                head.SetOptimizerState(state.HeadM, state.HeadV, state.HeadOptimizerStep);
+            }
             if (projection is not null) projection.SetOptimizerState(state.AdamM, state.AdamV, state.OptimizerStep);
             else engine.SetOptimizerState(state.AdamM, state.AdamV, state.OptimizerStep);
             batches.RestoreState(state.DataState);
@@ -159,6 +172,7 @@ public sealed class Trainer
         {
             if (cancel.IsCancellationRequested) { outcome = RunOutcome.Interrupted; break; }
             engine.ZeroPromptGradient();
+            engine.Head?.ZeroGradient();
             float loss = 0;
             long stepTokens = 0;
             for (var micro = 0; micro < options.GradientAccumulation; micro++)
@@ -183,6 +197,8 @@ public sealed class Trainer
                     norm = projection.OptimizerStep(lr, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, options.MaxGradNorm, options.GradientAccumulation);
                     projection.Forward(engine);
                 }
+                engine.Head?.OptimizerStep(options.HeadLearningRate?.Invoke(step + 1) ?? lr, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay,
+                    options.MaxGradNorm, options.GradientAccumulation);
             }
             catch (NonFiniteGradientException e)
             {
@@ -241,8 +257,13 @@ public sealed class Trainer
         var (rows, width) = projection is not null ? (1, values.Length)
             : engine.PrefixTokens == 0 ? (engine.PromptRows, engine.Config.HiddenSize)
             : engine.PromptRows == 0 ? (engine.PrefixTokens, (int)(engine.PrefixLength / engine.PrefixTokens)) : (1, values.Length);
-        Checkpoint.Save(CheckpointPath, new CheckpointState(step, values, m, v, optimizerStep, batches.SaveState(), best, bestStep, stale,
-            rows, width, options.RunFingerprint));
+        var state = new CheckpointState(step, values, m, v, optimizerStep, batches.SaveState(), best, bestStep, stale, rows, width, options.RunFingerprint);
+        if (engine.Head is { } head)
+        {
+            var (headM, headV, headStep) = head.GetOptimizerState();
+            state = state with { Head = head.GetParameters(), HeadM = headM, HeadV = headV, HeadOptimizerStep = headStep };
+        }
+        Checkpoint.Save(CheckpointPath, state);
     }
 
     void SavePrompt(string path, int step, EvalReport report)
@@ -254,9 +275,10 @@ public sealed class Trainer
         };
         // The engine's prefix is the projection's output: the file holds it folded, and says how it was made.
         if (projection is not null) metadata[Prompts.PromptMetadata.Reparameterisation] = projection.Reparameterisation;
+        var head = engine.Head?.GetWeights();
         if (engine.PrefixTokens > 0)
-            DeepPromptFile.Save(path, DeepPrompt.FromEngineLayout(engine.GetPrefix(), engine.PrefixTokens, engine.Config, metadata));
+            DeepPromptFile.Save(path, DeepPrompt.FromEngineLayout(engine.GetPrefix(), engine.PrefixTokens, engine.Config, metadata), head: head);
         else
-            PromptFile.Save(path, engine.GetPrompt(), engine.PromptRows, engine.Config.HiddenSize, metadata);
+            PromptFile.Save(path, engine.GetPrompt(), engine.PromptRows, engine.Config.HiddenSize, metadata, head: head);
     }
 }
