@@ -92,6 +92,7 @@ public sealed class KernelContext : IDisposable
     readonly Lazy<ResidualRmsNorm> residualRmsNorm;
     readonly Lazy<Tanh> tanh;
     readonly Lazy<PrefixLayout> prefixLayout;
+    readonly Lazy<RandomFill> randomFill;
 
     KernelContext(Context context, Accelerator accelerator, KernelShape shape)
     {
@@ -126,6 +127,7 @@ public sealed class KernelContext : IDisposable
         residualRmsNorm = new(() => new ResidualRmsNorm(this));
         tanh = new(() => new Tanh(this));
         prefixLayout = new(() => new PrefixLayout(this));
+        randomFill = new(() => new RandomFill(this));
     }
 
     /// <summary>The ILGPU context (algorithms enabled, so <c>XMath</c> works in kernels).</summary>
@@ -207,6 +209,9 @@ public sealed class KernelContext : IDisposable
 
     /// <summary>A deep prompt's PEFT layout (Pv, L·2, d) to the engine's (L·2, Pv, d), and back for gradients.</summary>
     public PrefixLayout PrefixLayout => prefixLayout.Value;
+
+    /// <summary>Seeded uniform values written on the device in any <see cref="WeightFormat"/> (weights generated where they live).</summary>
+    public RandomFill RandomFill => randomFill.Value;
 
     /// <summary>Creates a context on the requested accelerator.</summary>
     /// <param name="backend">Where to run; <see cref="KernelBackend.Auto"/> prefers CUDA.</param>

@@ -18,8 +18,10 @@ namespace PromptEngine.Engine;
 /// <param name="Recompute">Activation recomputation (training): keep only each block's input (the residual stream) and
 /// re-run the block's forward in the backward, just before differentiating it; the per-layer activations shrink to one
 /// layer's worth at the cost of a second forward through every block. Results are bit-identical to the normal path.</param>
+/// <param name="WeightFormat">How the frozen block projections are stored on the device: float32, or half / bfloat16 for
+/// half the memory (widened as read, accumulated in float32; see <see cref="DeviceWeights"/>).</param>
 public sealed record EngineOptions(int MaxRows, int MaxLength, int PromptRows, bool Training = true, int? MaxLossPositions = null, int MaxVerbalizer = 16,
-    int PrefixTokens = 0, bool Recompute = false);
+    int PrefixTokens = 0, bool Recompute = false, WeightFormat WeightFormat = WeightFormat.F32);
 
 /// <summary>Device memory by arena, in bytes. There is no weight-gradient or weight-optimizer arena:
 /// the frozen weights get neither.</summary>
@@ -60,6 +62,7 @@ public sealed class TransformerEngine : IDisposable
     readonly KernelContext kernels;
     readonly TransformerConfig config;
     readonly DeviceWeights weights;
+    readonly long weightBytes;
     readonly EngineOptions options;
     readonly Arena<float> saved = new("activations");
     readonly Arena<float> scratch = new("gradients and scratch");
@@ -123,15 +126,39 @@ public sealed class TransformerEngine : IDisposable
     /// <summary>The model's configuration.</summary>
     public TransformerConfig Config => config;
 
-    /// <summary>Builds the engine: uploads the frozen weights once and plans every arena for <paramref name="options"/>.</summary>
+    /// <summary>Builds the engine: uploads the frozen weights once (block projections in
+    /// <see cref="EngineOptions.WeightFormat"/>) and plans every arena for <paramref name="options"/>.</summary>
     public TransformerEngine(KernelContext kernels, ModelFolder model, EngineOptions options)
+        : this(kernels, model.Config, () => DeviceWeights.Upload(kernels, model, options.WeightFormat), options)
+    {
+    }
+
+    /// <summary>Builds the engine on weights already on the device (e.g. <see cref="DeviceWeights.Generate"/>), which
+    /// it then owns and disposes; their format is the one that counts, whatever <paramref name="options"/> says.</summary>
+    public TransformerEngine(KernelContext kernels, DeviceWeights weights, EngineOptions options)
+        : this(kernels, weights.Config, () => weights, options with { WeightFormat = weights.Format })
+    {
+    }
+
+    /// <summary>The device memory an engine for <paramref name="config"/> and <paramref name="options"/> takes, by arena,
+    /// computed from the same plan the constructor allocates, without a device (the KV cache is not counted: it is
+    /// allocated by the first <see cref="Prefill"/> only).</summary>
+    public static MemoryReport PlanMemory(TransformerConfig config, EngineOptions options)
+    {
+        using var plan = new TransformerEngine(null, config, null, options);
+        return plan.Memory;
+    }
+
+    /// <summary>Plans every arena; with a <paramref name="kernels"/> context, also places the weights
+    /// (<paramref name="placeWeights"/>) and allocates the arenas; without one, only plans (<see cref="PlanMemory"/>).</summary>
+    TransformerEngine(KernelContext? kernels, TransformerConfig modelConfig, Func<DeviceWeights>? placeWeights, EngineOptions options)
     {
         if (options.MaxRows <= 0 || options.MaxLength <= 0) throw new ArgumentException($"engine: batch {options.MaxRows}×{options.MaxLength} must be positive");
-        if (options.MaxLength > model.Config.MaxPositions)
-            throw new ArgumentException($"engine: sequence length {options.MaxLength} exceeds the model's {model.Config.MaxPositions} positions");
-        this.kernels = kernels;
+        if (options.MaxLength > modelConfig.MaxPositions)
+            throw new ArgumentException($"engine: sequence length {options.MaxLength} exceeds the model's {modelConfig.MaxPositions} positions");
+        this.kernels = kernels!;
         this.options = options;
-        config = model.Config;
+        config = modelConfig;
         int L = config.NumLayers, C = config.HiddenSize, Q = config.NumHeads * config.HeadDim, KV = config.NumKvHeads * config.HeadDim, I = config.IntermediateSize;
         maxN = options.MaxRows * options.MaxLength;
         maxS = options.MaxLossPositions ?? maxN;
@@ -188,8 +215,8 @@ public sealed class TransformerEngine : IDisposable
 
         if (options.PrefixTokens < 0) throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens");
         // Each batch checks its own Pv + positions against the model (Load); the cache's Pv + tokens against MaxLength (Prefill).
-        if (options.PrefixTokens >= model.Config.MaxPositions)
-            throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens leave no room in the model's {model.Config.MaxPositions} positions");
+        if (options.PrefixTokens >= config.MaxPositions)
+            throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens leave no room in the model's {config.MaxPositions} positions");
         long promptLength = (long)options.PromptRows * C;
         long prefixLength = PrefixLengthOf(config, options.PrefixTokens);
         long trainable = options.Training ? 1 : 0;
@@ -212,7 +239,14 @@ public sealed class TransformerEngine : IDisposable
         stepIndices = cacheIndices.Reserve("step indices (5, B)", 5L * options.MaxRows);
         injected = injectArena.Reserve("dKeys, dValues (L, 2, Tmax, KV*hs)", 2L * L * options.MaxLength * KV);
 
-        weights = DeviceWeights.Upload(kernels, model);
+        if (kernels is null || placeWeights is null)
+        {
+            weights = null!;
+            weightBytes = DeviceWeights.PlannedBytes(config, options.WeightFormat);
+            return;
+        }
+        weights = placeWeights();
+        weightBytes = weights.Bytes;
         try
         {
             saved.Allocate(kernels.Accelerator);
@@ -234,7 +268,7 @@ public sealed class TransformerEngine : IDisposable
     }
 
     /// <summary>Device memory by arena (the key/value gradients of <see cref="PromptBackward"/>, once allocated, count as scratch).</summary>
-    public MemoryReport Memory => new(weights.Bytes, saved.Bytes, scratch.Bytes + (injectAllocated ? injectArena.Bytes : 0), indices.Bytes, promptArena.Bytes,
+    public MemoryReport Memory => new(weightBytes, saved.Bytes, scratch.Bytes + (injectAllocated ? injectArena.Bytes : 0), indices.Bytes, promptArena.Bytes,
         cacheAllocated ? cacheArena.Bytes + cacheIndices.Bytes : 0);
 
     /// <summary>Rows P of the prompt bank.</summary>
