@@ -136,7 +136,7 @@ public sealed class TransformerEngine : IDisposable
     /// <summary>Builds the engine on weights already on the device (e.g. <see cref="DeviceWeights.Generate"/>), which
     /// it then owns and disposes; their format is the one that counts, whatever <paramref name="options"/> says.</summary>
     public TransformerEngine(KernelContext kernels, DeviceWeights weights, EngineOptions options)
-        : this(kernels, weights.Config, () => weights, options with { WeightFormat = weights.Format })
+        : this(kernels, weights.Config, () => weights, options with { WeightFormat = weights.Format }, given: weights)
     {
     }
 
@@ -150,12 +150,16 @@ public sealed class TransformerEngine : IDisposable
     }
 
     /// <summary>Plans every arena; with a <paramref name="kernels"/> context, also places the weights
-    /// (<paramref name="placeWeights"/>) and allocates the arenas; without one, only plans (<see cref="PlanMemory"/>).</summary>
-    TransformerEngine(KernelContext? kernels, TransformerConfig modelConfig, Func<DeviceWeights>? placeWeights, EngineOptions options)
+    /// (<paramref name="placeWeights"/>) and allocates the arenas; without one, only plans (<see cref="PlanMemory"/>).
+    /// Weights <paramref name="given"/> by the caller are disposed when the options are refused, as the engine owns them.</summary>
+    TransformerEngine(KernelContext? kernels, TransformerConfig modelConfig, Func<DeviceWeights>? placeWeights, EngineOptions options, DeviceWeights? given = null)
     {
-        if (options.MaxRows <= 0 || options.MaxLength <= 0) throw new ArgumentException($"engine: batch {options.MaxRows}×{options.MaxLength} must be positive");
-        if (options.MaxLength > modelConfig.MaxPositions)
-            throw new ArgumentException($"engine: sequence length {options.MaxLength} exceeds the model's {modelConfig.MaxPositions} positions");
+        try { CheckOptions(modelConfig, options); }
+        catch
+        {
+            given?.Dispose();
+            throw;
+        }
         this.kernels = kernels!;
         this.options = options;
         config = modelConfig;
@@ -213,10 +217,6 @@ public sealed class TransformerEngine : IDisposable
         useOffsets = indices.Reserve("prompt use offsets (P+1)", options.PromptRows + 1);
         usePositions = indices.Reserve("prompt use positions (N)", maxN);
 
-        if (options.PrefixTokens < 0) throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens");
-        // Each batch checks its own Pv + positions against the model (Load); the cache's Pv + tokens against MaxLength (Prefill).
-        if (options.PrefixTokens >= config.MaxPositions)
-            throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens leave no room in the model's {config.MaxPositions} positions");
         long promptLength = (long)options.PromptRows * C;
         long prefixLength = PrefixLengthOf(config, options.PrefixTokens);
         long trainable = options.Training ? 1 : 0;
@@ -265,6 +265,17 @@ public sealed class TransformerEngine : IDisposable
             Dispose();
             throw;
         }
+    }
+
+    static void CheckOptions(TransformerConfig config, EngineOptions options)
+    {
+        if (options.MaxRows <= 0 || options.MaxLength <= 0) throw new ArgumentException($"engine: batch {options.MaxRows}×{options.MaxLength} must be positive");
+        if (options.MaxLength > config.MaxPositions)
+            throw new ArgumentException($"engine: sequence length {options.MaxLength} exceeds the model's {config.MaxPositions} positions");
+        if (options.PrefixTokens < 0) throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens");
+        // Each batch checks its own Pv + positions against the model (Load); the cache's Pv + tokens against MaxLength (Prefill).
+        if (options.PrefixTokens >= config.MaxPositions)
+            throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens leave no room in the model's {config.MaxPositions} positions");
     }
 
     /// <summary>Device memory by arena (the key/value gradients of <see cref="PromptBackward"/>, once allocated, count as scratch).</summary>
