@@ -47,13 +47,12 @@ def load_model(folder, torch, dtype, generated):
     from transformers import AutoConfig, AutoModelForCausalLM
     if generated:
         config = AutoConfig.from_pretrained(folder)
-        config._attn_implementation = "sdpa"
         torch.manual_seed(0)
         with torch.device("cuda"):  # initialise on the GPU: a 7B model's CPU init alone would eat the budget
             try:
-                return AutoModelForCausalLM.from_config(config, dtype=dtype)
+                return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
             except TypeError:  # transformers < 4.56 spells it torch_dtype
-                return AutoModelForCausalLM.from_config(config, torch_dtype=dtype)
+                return AutoModelForCausalLM.from_config(config, torch_dtype=dtype, attn_implementation="sdpa")
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
     except TypeError:  # transformers < 4.56 spells it torch_dtype
