@@ -49,10 +49,14 @@ def load_model(folder, torch, dtype, generated):
         config = AutoConfig.from_pretrained(folder)
         torch.manual_seed(0)
         with torch.device("cuda"):  # initialise on the GPU: a 7B model's CPU init alone would eat the budget
-            try:
-                return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
-            except TypeError:  # transformers < 4.56 spells it torch_dtype
-                return AutoModelForCausalLM.from_config(config, torch_dtype=dtype, attn_implementation="sdpa")
+            # Keyword spellings differ across transformers versions (dtype since 4.56, torch_dtype before); the last
+            # resort builds with the defaults and casts.
+            for kwargs in ({"dtype": dtype, "attn_implementation": "sdpa"}, {"torch_dtype": dtype, "attn_implementation": "sdpa"}, {}):
+                try:
+                    return AutoModelForCausalLM.from_config(config, **kwargs).to(dtype)
+                except TypeError as error:
+                    log(f"from_config({', '.join(kwargs)}) refused: {error}")
+            raise RuntimeError("AutoModelForCausalLM.from_config refused every keyword spelling")
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
     except TypeError:  # transformers < 4.56 spells it torch_dtype
