@@ -15,11 +15,12 @@ public class RealModelShapeTests
 {
     static IEnumerable<TestCaseData> Shapes()
     {
-        // Llama-2-7B with every width divided by 16 (d 256, 2 of 32 heads' width kept per head: hs 128 → 16 heads of 16)
-        // and 4 of its 32 layers; the vocabulary and the batch shape B2 × T64 stay real-sized in kind.
+        // Llama-2-7B's widths divided by 16 (d 256, FFN 688; 16 heads of 16, no GQA), 4 of its 32 layers, its
+        // vocabulary of 32000 and untied head as they are; B2 × T64 with 8 prompt rows.
         yield return new TestCaseData(new BenchmarkShape("llama2-7b/16", BenchmarkShapes.Llama(256, 4, 16, 16, 32000, 688, 128), 2, 64, 8, 2,
             Generated: true, Weights: WeightFormat.Bf16)).SetName("Llama2_7BLayoutScaledDown");
-        // Qwen2-0.5B with width divided by 8 (d 112, 14 query heads of 8 over 2 kv heads) and 4 of its 24 layers.
+        // Qwen2-0.5B's widths divided by 8 (d 112, FFN 608; 14 query heads of 8 over 2 kv heads, GQA 7:1 as in the
+        // model), 4 of its 24 layers, its vocabulary of 151936, tied head and q/k/v biases as they are.
         yield return new TestCaseData(new BenchmarkShape("qwen2-0.5b/8", BenchmarkShapes.Llama(112, 4, 14, 2, 151936, 608, 128, "Qwen2ForCausalLM",
             ropeTheta: 1000000.0, eps: 1e-6, tied: true), 2, 64, 8, 2, Generated: true, Weights: WeightFormat.Bf16)).SetName("Qwen2GqaLayoutScaledDown");
     }
