@@ -129,17 +129,18 @@ public static class Program
     public static void Log(string line) => Console.WriteLine($"[{DateTime.UtcNow:HH:mm:ss}] {line}");
 }
 
-/// <summary>Command line: <c>[--cpu] [--out DIR] [--work DIR] [--skip ptx,checks,train,matmul] [--isa 85] [--budget SECONDS]</c>.
-/// <c>--isa</c> pins the PTX ISA the probe uses (no fallback to others); <c>--budget</c>: train shapes whose turn comes
-/// later are skipped (default 150 s on CUDA).</summary>
-public sealed record RunOptions(bool Cpu, string Out, string Work, HashSet<string> Skip, CudaInstructionSet? PinnedIsa, int BudgetSeconds = 150)
+/// <summary>Command line: <c>[--cpu] [--small] [--out DIR] [--work DIR] [--skip ptx,checks,train,matmul] [--isa 85] [--budget SECONDS]</c>.
+/// <c>--small</c>: the toy train shapes of the CPU mode, on CUDA too (a quick smoke run); <c>--isa</c> pins the PTX ISA
+/// the probe uses (no fallback to others); <c>--budget</c>: train shapes whose turn comes later are skipped (default 150 s).</summary>
+public sealed record RunOptions(bool Cpu, string Out, string Work, HashSet<string> Skip, CudaInstructionSet? PinnedIsa, int BudgetSeconds = 150,
+    bool Small = false)
 {
-    /// <summary>The train-step shapes of this mode.</summary>
-    public BenchmarkShape[] Shapes => Cpu ? BenchmarkShapes.Cpu : BenchmarkShapes.Device;
+    /// <summary>The train-step shapes of this run.</summary>
+    public BenchmarkShape[] Shapes => Cpu || Small ? BenchmarkShapes.Cpu : BenchmarkShapes.Device;
 
     public static RunOptions Parse(string[] args)
     {
-        bool cpu = false;
+        bool cpu = false, small = false;
         string output = Environment.GetEnvironmentVariable("OUT") is { Length: > 0 } o ? o : "devicekit-out";
         string work = Path.Combine(Path.GetTempPath(), "pe-devicekit");
         var skip = new HashSet<string>();
@@ -151,6 +152,7 @@ public sealed record RunOptions(bool Cpu, string Out, string Work, HashSet<strin
             switch (args[i])
             {
                 case "--cpu": cpu = true; break;
+                case "--small": small = true; break;
                 case "--out": output = Next(); break;
                 case "--work": work = Next(); break;
                 case "--skip": skip.UnionWith(Next().Split(',', StringSplitOptions.RemoveEmptyEntries)); break;
@@ -166,10 +168,10 @@ public sealed record RunOptions(bool Cpu, string Out, string Work, HashSet<strin
                     budget = int.TryParse(text, out var seconds) && seconds > 0 ? seconds
                         : throw new ArgumentException($"--budget: '{text}' is not a positive number of seconds");
                     break;
-                default: throw new ArgumentException($"unknown option {args[i]}; expected --cpu, --out DIR, --work DIR, --skip LIST, --isa NN, --budget SECONDS");
+                default: throw new ArgumentException($"unknown option {args[i]}; expected --cpu, --small, --out DIR, --work DIR, --skip LIST, --isa NN, --budget SECONDS");
             }
         }
-        return new RunOptions(cpu, output, work, skip, isa, budget);
+        return new RunOptions(cpu, output, work, skip, isa, budget, small);
     }
 }
 

@@ -59,6 +59,34 @@ public class DeviceKitTests
         finally { Directory.Delete(root, recursive: true); }
     }
 
+    /// <summary>CUDA mode on this machine, which has no GPU: the probe fails (exit code 2), but the memory plans and the
+    /// folders torch_baseline.py reads were written before it, the driver libraries' load attempts are logged under
+    /// both names, and ILGPU's Trace output goes to the console. --small keeps the folders tiny.</summary>
+    [Test]
+    public void FoldersAndPlansComeBeforeTheCudaProbe()
+    {
+        var root = Directory.CreateTempSubdirectory("pe-kit-").FullName;
+        try
+        {
+            string output = Path.Combine(root, "out"), work = Path.Combine(root, "work");
+            int code = DeviceRunnerProgram.Main(["--small", "--out", output, "--work", work, "--skip", "ptx"]);
+            if (code == 0)
+                Assert.Ignore("a CUDA device answered here; this test is about a machine without one");
+            Assert.That(code, Is.EqualTo(2));
+            using var engine = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "engine.json")));
+            var probe = engine.RootElement.GetProperty("Probe").EnumerateArray().Select(p => p.GetString()).ToList();
+            Assert.That(probe, Has.Some.StartsWith("NativeLibrary.TryLoad(\"libcuda.so\")"));
+            Assert.That(probe, Has.Some.StartsWith("NativeLibrary.TryLoad(\"libcuda.so.1\")"));
+            Assert.That(probe, Has.Some.Contains("FAILED"));
+            Assert.That(engine.RootElement.GetProperty("Plans").GetArrayLength(), Is.EqualTo(BenchmarkShapes.Device.Length));
+            Assert.That(File.Exists(Path.Combine(work, "shapes.json")));
+            foreach (var shape in BenchmarkShapes.Cpu)
+                Assert.That(File.Exists(Path.Combine(work, shape.Name, "batch.json")), shape.Name);
+            Assert.That(System.Diagnostics.Trace.Listeners.OfType<System.Diagnostics.ConsoleTraceListener>(), Is.Not.Empty);
+        }
+        finally { Directory.Delete(root, recursive: true); }
+    }
+
     [TestCase("--budget", "soon", "--budget: 'soon' is not a positive number of seconds")]
     [TestCase("--isa", "99", "--isa: ISA_99 is not an ILGPU CudaInstructionSet")]
     [TestCase("--speed", "max", "unknown option --speed")]
