@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
@@ -12,8 +13,11 @@ public static class Probe
 {
     static void FillKernel(Index1D i, ArrayView<int> values) => values[i] = 3 * i + 1;
 
-    public static KernelContext? OpenCuda(Results results)
+    /// <summary>Opens the CUDA accelerator: with <paramref name="pinnedIsa"/> only that PTX ISA is tried, else ILGPU's
+    /// default and then the pinned fallbacks.</summary>
+    public static KernelContext? OpenCuda(Results results, CudaInstructionSet? pinnedIsa = null)
     {
+        LogDriverLibraries(results);
         try
         {
             // What ILGPU's driver binding reads, before any device enumeration can hide a failure.
@@ -24,7 +28,8 @@ public static class Probe
         {
             Report(results, $"libcuda driver API: unavailable ({error.GetType().Name}: {error.Message})");
         }
-        CudaInstructionSet?[] attempts = [null, CudaInstructionSet.ISA_85, CudaInstructionSet.ISA_83, CudaInstructionSet.ISA_80, CudaInstructionSet.ISA_78];
+        CudaInstructionSet?[] attempts = pinnedIsa is { } forced ? [forced]
+            : [null, CudaInstructionSet.ISA_85, CudaInstructionSet.ISA_83, CudaInstructionSet.ISA_80, CudaInstructionSet.ISA_78];
         foreach (var isa in attempts)
         {
             string label = isa is null ? "ILGPU's default ISA" : $"pinned {isa}";
@@ -56,6 +61,19 @@ public static class Probe
             }
         }
         return null;
+    }
+
+    /// <summary>ILGPU P/Invokes the library <c>cuda</c>, which .NET resolves as <c>libcuda.so</c> and never as the
+    /// driver's <c>libcuda.so.1</c>, and swallows the load failure ("no CUDA device"). run_on_device.sh links the real
+    /// libcuda.so.1 as libcuda.so in a folder on LD_LIBRARY_PATH; this says whether each name loads.</summary>
+    public static void LogDriverLibraries(Results results)
+    {
+        Report(results, $"LD_LIBRARY_PATH={Environment.GetEnvironmentVariable("LD_LIBRARY_PATH")}");
+        foreach (var name in new[] { "libcuda.so", "libcuda.so.1" })
+        {
+            bool loaded = NativeLibrary.TryLoad(name, out _); // left loaded: ILGPU is about to use it
+            Report(results, $"NativeLibrary.TryLoad(\"{name}\"): {(loaded ? "loaded" : "not found")}");
+        }
     }
 
     static void Report(Results results, string line)

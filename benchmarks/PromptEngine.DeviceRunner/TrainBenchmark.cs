@@ -14,33 +14,57 @@ namespace PromptEngine.DeviceRunner;
 /// weights, tokens and prompt and its first loss can be compared with the engine's.</summary>
 public static class TrainBenchmark
 {
-    /// <summary>A benchmark shape: the model, its batch and how many steps to time.</summary>
-    sealed record Shape(string Name, string ConfigJson, int Batch, int Length, int PromptRows, int Repeats);
+    /// <summary>Tiny models for the whole-engine check: (report name, folder name, config.json).</summary>
+    static readonly (string Name, string Folder, string Config)[] CheckModels =
+    [
+        ("tiny Llama (GQA)", "check-llama", BenchmarkShapes.Llama(64, 2, 4, 2, 301, 96, 64)),
+        ("tiny GPT-2", "check-gpt2", BenchmarkShapes.Gpt2(64, 2, 4, 307, 64)),
+    ];
 
-    static string Llama(int hidden, int layers, int heads, int kvHeads, int vocab, int intermediate, int positions) => $$"""
-        { "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": {{hidden}}, "intermediate_size": {{intermediate}},
-          "num_hidden_layers": {{layers}}, "num_attention_heads": {{heads}}, "num_key_value_heads": {{kvHeads}},
-          "vocab_size": {{vocab}}, "max_position_embeddings": {{positions}}, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-          "hidden_act": "silu", "attention_bias": false, "tie_word_embeddings": false, "torch_dtype": "float32" }
-        """;
+    const int BatchSeed = 12, PromptSeed = 13, WeightSeed = 11;
 
-    static string Gpt2(int hidden, int layers, int heads, int vocab, int positions) => $$"""
-        { "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": {{hidden}}, "n_head": {{heads}}, "n_layer": {{layers}},
-          "vocab_size": {{vocab}}, "n_positions": {{positions}}, "n_ctx": {{positions}}, "layer_norm_epsilon": 1e-5,
-          "activation_function": "gelu_new", "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "torch_dtype": "float32" }
-        """;
-
-    public static void Run(KernelContext device, KernelContext reference, Results results, RunOptions options)
+    /// <summary>Step 0, before any CUDA call: every folder the later steps and torch_baseline.py read (config.json,
+    /// model.safetensors unless the weights are generated on the device, batch.json, prompt.f32), so the PyTorch half
+    /// runs even when the CUDA accelerator never comes up.</summary>
+    public static void WriteFolders(RunOptions options, Results results)
     {
-        // Tiny models: the device engine against the CPU engine, every kernel of a training step at once.
-        foreach (var (name, config) in new[]
+        foreach (var (_, folderName, config) in CheckModels)
+            WriteModel(Path.Combine(options.Work, folderName), config, seed: 5);
+        // torch_baseline.py's list of shapes, in the runner's order (cheapest first).
+        File.WriteAllText(Path.Combine(options.Work, "shapes.json"),
+            JsonSerializer.Serialize(options.Shapes.Select(shape => new { name = shape.Name, repeats = shape.Repeats })));
+        foreach (var shape in options.Shapes)
         {
-            ("tiny Llama (GQA)", Llama(64, 2, 4, 2, 301, 96, 64)),
-            ("tiny GPT-2", Gpt2(64, 2, 4, 307, 64)),
-        })
+            var watch = Stopwatch.StartNew();
+            var folder = Path.Combine(options.Work, shape.Name);
+            if (shape.Generated)
+            {
+                Directory.CreateDirectory(folder);
+                File.WriteAllText(Path.Combine(folder, "config.json"), shape.ConfigJson);
+                File.Delete(Path.Combine(folder, "model.safetensors")); // a stale file of an earlier kit must not pass for these weights
+            }
+            else
+                WriteModel(folder, shape.ConfigJson, WeightSeed);
+            var config = shape.Config;
+            LanguageModelBatch(shape.Batch, shape.Length, shape.PromptRows, config.VocabSize, BatchSeed, out var tokens);
+            var prompt = RandomPrompt(shape.PromptRows * config.HiddenSize, PromptSeed);
+            File.WriteAllText(Path.Combine(folder, "batch.json"), JsonSerializer.Serialize(new
+            {
+                rows = shape.Batch, prompt_rows = shape.PromptRows, input_ids = tokens,
+                generated = shape.Generated, weights = shape.Weights.ToString().ToLowerInvariant(),
+            }));
+            File.WriteAllBytes(Path.Combine(folder, "prompt.f32"), prompt.SelectMany(BitConverter.GetBytes).ToArray());
+            Program.Log($"{shape.Name}: wrote {folder}{(shape.Generated ? " (config, batch and prompt; weights are generated on the device)" : "")} in {watch.Elapsed.TotalSeconds:F1} s");
+        }
+    }
+
+    /// <summary>The engine on the device against the CPU engine on tiny models, then the train step of each shape; saves
+    /// the results after each shape (<paramref name="save"/>), and skips the shapes whose turn comes past the budget.</summary>
+    public static void Run(KernelContext device, KernelContext reference, Results results, RunOptions options, Action save, Stopwatch clock)
+    {
+        foreach (var (name, folderName, _) in CheckModels)
         {
-            var folder = WriteModel(Path.Combine(options.Work, "check-" + (name.Contains("GPT") ? "gpt2" : "llama")), config, seed: 5);
-            using var model = ModelFolder.Open(folder);
+            using var model = ModelFolder.Open(Path.Combine(options.Work, folderName));
             // GPU-shaped kernels on the CPU device run every group's threads as OS threads: keep --cpu mode small.
             var (rows, length, promptRows) = options.Cpu ? (2, 12, 3) : (3, 40, 6);
             var batch = LanguageModelBatch(rows, length, promptRows, model.Config.VocabSize, seed: 6, out _);
@@ -62,28 +86,55 @@ public static class TrainBenchmark
             results.Checks.Add(new CheckResult($"engine {name} dPrompt", gradientError, maxAbs, 1e-4, finite && gradientError <= 1e-4));
             Program.Log($"engine {name}: loss {deviceLoss:F6} vs CPU {cpuLoss:F6} (rel {lossError:E2}); dPrompt rel {gradientError:E2}");
         }
+        save();
 
-        var shapes = options.Cpu
-            ? new[] { new Shape("tiny-llama", Llama(64, 2, 4, 4, 512, 172, 64), 1, 16, 4, 1) }
-            : new[]
-            {
-                new Shape("stories15M", Llama(288, 6, 6, 6, 32000, 768, 256), 32, 256, 20, 5),
-                new Shape("gpt2-124M", Gpt2(768, 12, 12, 50257, 1024), 8, 512, 20, 3),
-            };
-        foreach (var shape in shapes)
+        // On the CPU accelerator the GPU-shaped kernels cost seconds per toy step (every group's threads are OS threads)
+        // and were just checked above; the --cpu dry run times its shapes with the CPU-shaped kernels.
+        var stepKernels = options.Cpu ? reference : device;
+        foreach (var shape in options.Shapes)
         {
-            var watch = Stopwatch.StartNew();
-            var folder = WriteModel(Path.Combine(options.Work, shape.Name), shape.ConfigJson, seed: 11);
-            using var model = ModelFolder.Open(folder);
-            int c = model.Config.HiddenSize;
-            var batch = LanguageModelBatch(shape.Batch, shape.Length, shape.PromptRows, model.Config.VocabSize, seed: 12, out var tokens);
-            var prompt = RandomPrompt(shape.PromptRows * c, seed: 13);
-            File.WriteAllText(Path.Combine(folder, "batch.json"), JsonSerializer.Serialize(new { rows = shape.Batch, prompt_rows = shape.PromptRows, input_ids = tokens }));
-            File.WriteAllBytes(Path.Combine(folder, "prompt.f32"), prompt.SelectMany(BitConverter.GetBytes).ToArray());
-            Program.Log($"{shape.Name}: wrote {folder} ({model.ParameterCount / 1e6:F1} M parameters) in {watch.Elapsed.TotalSeconds:F1} s");
+            if (clock.Elapsed.TotalSeconds > options.BudgetSeconds)
+            {
+                results.Errors.Add($"{shape.Name}: skipped, the runner is past its {options.BudgetSeconds} s budget");
+                Program.Log($"{shape.Name}: skipped (past the {options.BudgetSeconds} s budget)");
+                continue;
+            }
+            try
+            {
+                results.Train.Add(TimeShape(stepKernels, shape, options));
+            }
+            catch (Exception error)
+            {
+                // One shape failing (out of memory at 7B, say) must not cost the others.
+                results.Errors.Add($"{shape.Name}: {error.GetType().Name}: {error.Message}");
+                Program.Log($"!! {shape.Name} failed: {error}");
+            }
+            save();
+        }
+    }
 
-            using var engine = new TransformerEngine(device, model, new EngineOptions(batch.Rows, batch.Length, shape.PromptRows,
-                MaxLossPositions: batch.LossPositions.Length));
+    /// <summary>One shape's train step: first loss, then tokens/s over forward + prompt-only backward + AdamW.</summary>
+    static TrainResult TimeShape(KernelContext device, BenchmarkShape shape, RunOptions options)
+    {
+        var watch = Stopwatch.StartNew();
+        var config = shape.Config;
+        var folder = Path.Combine(options.Work, shape.Name);
+        var batch = LanguageModelBatch(shape.Batch, shape.Length, shape.PromptRows, config.VocabSize, BatchSeed, out _);
+        var prompt = RandomPrompt(shape.PromptRows * config.HiddenSize, PromptSeed);
+        Program.Log($"plan: {shape.DescribePlan()}");
+        ModelFolder? model = null;
+        try
+        {
+            TransformerEngine engine;
+            if (shape.Generated)
+                engine = new TransformerEngine(device, DeviceWeights.Generate(device, config, shape.Weights, WeightSeed), shape.Options);
+            else
+            {
+                model = ModelFolder.Open(folder);
+                engine = new TransformerEngine(device, model, shape.Options);
+            }
+            using var _ = engine;
+            Program.Log($"{shape.Name}: weights on the device in {watch.Elapsed.TotalSeconds:F1} s");
             engine.SetPrompt(prompt);
             float firstLoss = engine.LossAndPromptGradient(batch); // also the warm-up: kernels compile here
             engine.OptimizerStep(1e-3f);
@@ -97,15 +148,19 @@ public static class TrainBenchmark
             device.Synchronize();
             double stepMs = step.Elapsed.TotalMilliseconds / shape.Repeats;
             var forward = Stopwatch.StartNew();
-            for (int i = 0; i < shape.Repeats; i++)
-                engine.Loss(batch);
+            engine.Loss(batch);
             device.Synchronize();
-            double forwardMs = forward.Elapsed.TotalMilliseconds / shape.Repeats;
+            double forwardMs = forward.Elapsed.TotalMilliseconds;
             var result = new TrainResult(shape.Name, shape.Batch, shape.Length, shape.PromptRows, stepMs, batch.Positions / (stepMs / 1000),
-                forwardMs, firstLoss, engine.Memory.Total);
-            results.Train.Add(result);
-            Program.Log($"{shape.Name}: B{shape.Batch} T{shape.Length} (prompt {shape.PromptRows}): first loss {firstLoss:F5}, train step {stepMs:F1} ms " +
-                $"= {result.TokensPerSecond:F0} tokens/s, forward {forwardMs:F1} ms, device memory {engine.Memory.Total / 1e9:F2} GB");
+                forwardMs, firstLoss, engine.Memory.Total, shape.Weights.ToString(), shape.Generated, engine.Memory.FrozenWeights);
+            Program.Log($"{shape.Name}: B{shape.Batch} T{shape.Length} (prompt {shape.PromptRows}, {shape.Weights} projections): first loss {firstLoss:F5}, " +
+                $"train step {stepMs:F1} ms = {result.TokensPerSecond:F0} tokens/s, forward {forwardMs:F1} ms, device memory {engine.Memory.Total / 1e9:F2} GB " +
+                $"(weights {engine.Memory.FrozenWeights / 1e9:F2} GB); {watch.Elapsed.TotalSeconds:F0} s in all");
+            return result;
+        }
+        finally
+        {
+            model?.Dispose();
         }
     }
 
@@ -118,15 +173,18 @@ public static class TrainBenchmark
         return (loss, engine.GetPromptGradient());
     }
 
-    static float[] RandomPrompt(int length, int seed)
+    /// <summary>The initial prompt: uniform in ±0.1, seeded.</summary>
+    public static float[] RandomPrompt(int length, int seed)
     {
         var random = new Random(seed);
         return Enumerable.Range(0, length).Select(_ => (float)(0.1 * (2 * random.NextDouble() - 1))).ToArray();
     }
 
-    /// <summary>B rows of P prompt rows then T − P random tokens, each token (but the last) predicting the next: the
-    /// loss PEFT's prompt tuning computes with labels = input_ids.</summary>
-    static Batch LanguageModelBatch(int rows, int length, int promptRows, int vocab, int seed, out int[][] tokens)
+    /// <summary>B rows of P prompt rows then T − P random tokens, each token but the last predicting the next: the loss
+    /// PEFT's prompt tuning computes with labels = input_ids once labels[:, 0] = −100 (PEFT prepends P labels of −100
+    /// and Hugging Face shifts labels by one, so without that the last prompt row would be scored on input_ids[0],
+    /// which this batch does not score; PeftLabellingTests proves the equality on the CPU).</summary>
+    public static Batch LanguageModelBatch(int rows, int length, int promptRows, int vocab, int seed, out int[][] tokens)
     {
         var random = new Random(seed);
         tokens = new int[rows][];

@@ -93,6 +93,7 @@ public sealed class KernelContext : IDisposable
     readonly Lazy<Tanh> tanh;
     readonly Lazy<PrefixLayout> prefixLayout;
     readonly Lazy<RowGather> rowGather;
+    readonly Lazy<RandomFill> randomFill;
 
     KernelContext(Context context, Accelerator accelerator, KernelShape shape)
     {
@@ -128,6 +129,7 @@ public sealed class KernelContext : IDisposable
         tanh = new(() => new Tanh(this));
         prefixLayout = new(() => new PrefixLayout(this));
         rowGather = new(() => new RowGather(this));
+        randomFill = new(() => new RandomFill(this));
     }
 
     /// <summary>The ILGPU context (algorithms enabled, so <c>XMath</c> works in kernels).</summary>
@@ -212,6 +214,9 @@ public sealed class KernelContext : IDisposable
 
     /// <summary>Gathers listed rows into a compact tensor, and adds a compact gradient back at those rows.</summary>
     public RowGather RowGather => rowGather.Value;
+
+    /// <summary>Seeded uniform values written on the device in any <see cref="WeightFormat"/> (weights generated where they live).</summary>
+    public RandomFill RandomFill => randomFill.Value;
 
     /// <summary>Creates a context on the requested accelerator.</summary>
     /// <param name="backend">Where to run; <see cref="KernelBackend.Auto"/> prefers CUDA.</param>

@@ -1,5 +1,6 @@
 using ILGPU;
 using ILGPU.Runtime;
+using Half = ILGPU.Half;
 
 namespace PromptEngine.Kernels;
 
@@ -53,7 +54,7 @@ public sealed class Linear
         fixed (float* biasBase = &(hasBias ? ref bias[0] : ref w[0]))
         {
             for (int block = first; block < last; block++)
-                ForwardMicroTile(yBase, xBase, wBase, biasBase, hasBias, block / blocksM * MicroTile, block % blocksM * MicroTile, n, k, m);
+                ForwardMicroTile<float, LinearBlocked.F32>(yBase, xBase, wBase, biasBase, hasBias, block / blocksM * MicroTile, block % blocksM * MicroTile, n, k, m);
         }
     }
 
@@ -61,28 +62,33 @@ public sealed class Linear
     /// <see cref="ArrayView{T}"/> access, so that RyuJIT, which compiles it apart from the kernel, keeps all sixteen
     /// accumulators in registers: inlined view accessors (each with a bounds assertion) push a kernel past the
     /// JIT's count of tracked locals, and untracked locals live in memory.</summary>
-    static unsafe void ForwardMicroTile(float* y, float* x, float* w, float* bias, bool hasBias, int n0, int m0, int n, int k, int m)
+    /// <remarks>Generic over the weights' storage (<see cref="WeightFormat"/>): each weight is widened by
+    /// <typeparamref name="TFormat"/> as it is read, a no-op for float32 that the JIT specialises away.</remarks>
+    static unsafe void ForwardMicroTile<TWeight, TFormat>(float* y, float* x, TWeight* w, float* bias, bool hasBias, int n0, int m0, int n, int k, int m)
+        where TWeight : unmanaged
+        where TFormat : struct, LinearBlocked.IWeightFormat<TWeight>
     {
+        var format = default(TFormat);
         // Rows past the edge are clamped to the last row: loaded, computed, never stored.
         float* x0 = x + (long)Math.Min(n0, n - 1) * k, x1 = x + (long)Math.Min(n0 + 1, n - 1) * k;
         float* x2 = x + (long)Math.Min(n0 + 2, n - 1) * k, x3 = x + (long)Math.Min(n0 + 3, n - 1) * k;
-        float* w0 = w + (long)Math.Min(m0, m - 1) * k, w1 = w + (long)Math.Min(m0 + 1, m - 1) * k;
-        float* w2 = w + (long)Math.Min(m0 + 2, m - 1) * k, w3 = w + (long)Math.Min(m0 + 3, m - 1) * k;
+        TWeight* w0 = w + (long)Math.Min(m0, m - 1) * k, w1 = w + (long)Math.Min(m0 + 1, m - 1) * k;
+        TWeight* w2 = w + (long)Math.Min(m0 + 2, m - 1) * k, w3 = w + (long)Math.Min(m0 + 3, m - 1) * k;
         float a00 = 0, a01 = 0, a02 = 0, a03 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0;
         float a20 = 0, a21 = 0, a22 = 0, a23 = 0, a30 = 0, a31 = 0, a32 = 0, a33 = 0;
         for (int i = 0; i < k; i++)
         {
             float xv0 = x0[i], xv1 = x1[i], xv2 = x2[i], xv3 = x3[i];
-            float wv = w0[i];
+            float wv = format.Widen(w0[i]);
             a00 = MathF.FusedMultiplyAdd(xv0, wv, a00); a10 = MathF.FusedMultiplyAdd(xv1, wv, a10);
             a20 = MathF.FusedMultiplyAdd(xv2, wv, a20); a30 = MathF.FusedMultiplyAdd(xv3, wv, a30);
-            wv = w1[i];
+            wv = format.Widen(w1[i]);
             a01 = MathF.FusedMultiplyAdd(xv0, wv, a01); a11 = MathF.FusedMultiplyAdd(xv1, wv, a11);
             a21 = MathF.FusedMultiplyAdd(xv2, wv, a21); a31 = MathF.FusedMultiplyAdd(xv3, wv, a31);
-            wv = w2[i];
+            wv = format.Widen(w2[i]);
             a02 = MathF.FusedMultiplyAdd(xv0, wv, a02); a12 = MathF.FusedMultiplyAdd(xv1, wv, a12);
             a22 = MathF.FusedMultiplyAdd(xv2, wv, a22); a32 = MathF.FusedMultiplyAdd(xv3, wv, a32);
-            wv = w3[i];
+            wv = format.Widen(w3[i]);
             a03 = MathF.FusedMultiplyAdd(xv0, wv, a03); a13 = MathF.FusedMultiplyAdd(xv1, wv, a13);
             a23 = MathF.FusedMultiplyAdd(xv2, wv, a23); a33 = MathF.FusedMultiplyAdd(xv3, wv, a33);
         }
@@ -119,32 +125,35 @@ public sealed class Linear
         fixed (float* wBase = &w[0])
         {
             for (int block = first; block < last; block++)
-                BackwardMicroTile(dXBase, dYBase, wBase, accumulate != 0, block / blocksK * MicroTile, block % blocksK * MicroTile, n, k, m);
+                BackwardMicroTile<float, LinearBlocked.F32>(dXBase, dYBase, wBase, accumulate != 0, block / blocksK * MicroTile, block % blocksK * MicroTile, n, k, m);
         }
     }
 
     /// <summary>The backward's 4×4 block of dX at (n0, k0), through pointers only (see <see cref="ForwardMicroTile"/>).</summary>
-    static unsafe void BackwardMicroTile(float* dX, float* dY, float* w, bool accumulate, int n0, int k0, int n, int k, int m)
+    static unsafe void BackwardMicroTile<TWeight, TFormat>(float* dX, float* dY, TWeight* w, bool accumulate, int n0, int k0, int n, int k, int m)
+        where TWeight : unmanaged
+        where TFormat : struct, LinearBlocked.IWeightFormat<TWeight>
     {
+        var format = default(TFormat);
         float* d0 = dY + (long)Math.Min(n0, n - 1) * m, d1 = dY + (long)Math.Min(n0 + 1, n - 1) * m;
         float* d2 = dY + (long)Math.Min(n0 + 2, n - 1) * m, d3 = dY + (long)Math.Min(n0 + 3, n - 1) * m;
         int c1 = Math.Min(k0 + 1, k - 1) - k0, c2 = Math.Min(k0 + 2, k - 1) - k0, c3 = Math.Min(k0 + 3, k - 1) - k0;
         float a00 = 0, a01 = 0, a02 = 0, a03 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0;
         float a20 = 0, a21 = 0, a22 = 0, a23 = 0, a30 = 0, a31 = 0, a32 = 0, a33 = 0;
-        float* column = w + k0; // W[j, k0..k0+3] as j walks down the rows
+        TWeight* column = w + k0; // W[j, k0..k0+3] as j walks down the rows
         for (int j = 0; j < m; j++, column += k)
         {
             float dv0 = d0[j], dv1 = d1[j], dv2 = d2[j], dv3 = d3[j];
-            float wv = column[0];
+            float wv = format.Widen(column[0]);
             a00 = MathF.FusedMultiplyAdd(dv0, wv, a00); a10 = MathF.FusedMultiplyAdd(dv1, wv, a10);
             a20 = MathF.FusedMultiplyAdd(dv2, wv, a20); a30 = MathF.FusedMultiplyAdd(dv3, wv, a30);
-            wv = column[c1];
+            wv = format.Widen(column[c1]);
             a01 = MathF.FusedMultiplyAdd(dv0, wv, a01); a11 = MathF.FusedMultiplyAdd(dv1, wv, a11);
             a21 = MathF.FusedMultiplyAdd(dv2, wv, a21); a31 = MathF.FusedMultiplyAdd(dv3, wv, a31);
-            wv = column[c2];
+            wv = format.Widen(column[c2]);
             a02 = MathF.FusedMultiplyAdd(dv0, wv, a02); a12 = MathF.FusedMultiplyAdd(dv1, wv, a12);
             a22 = MathF.FusedMultiplyAdd(dv2, wv, a22); a32 = MathF.FusedMultiplyAdd(dv3, wv, a32);
-            wv = column[c3];
+            wv = format.Widen(column[c3]);
             a03 = MathF.FusedMultiplyAdd(dv0, wv, a03); a13 = MathF.FusedMultiplyAdd(dv1, wv, a13);
             a23 = MathF.FusedMultiplyAdd(dv2, wv, a23); a33 = MathF.FusedMultiplyAdd(dv3, wv, a33);
         }
@@ -153,6 +162,69 @@ public sealed class Linear
         StoreRow(dX, accumulate, n0 + 2, k0, n, k, a20, a21, a22, a23);
         StoreRow(dX, accumulate, n0 + 3, k0, n, k, a30, a31, a32, a33);
     }
+
+    /// <summary>CPU-shaped forward and backward with 16-bit weights: the same runs of 4×4 blocks as
+    /// <see cref="ForwardMicroTileKernel"/> and <see cref="BackwardMicroTileKernel"/>, each weight widened to float32
+    /// as the micro-tile reads it. The float32 entries keep their own copy of these few lines so that their code is
+    /// not routed through a generic shell.</summary>
+    static unsafe void ForwardMicroTileRun<TWeight, TFormat>(ArrayView<float> y, ArrayView<float> x, ArrayView<TWeight> w, ArrayView<float> bias,
+        int n, int k, int m, int blocksPerThread)
+        where TWeight : unmanaged
+        where TFormat : struct, LinearBlocked.IWeightFormat<TWeight>
+    {
+        int blocksM = (m + MicroTile - 1) / MicroTile;
+        int blocks = blocksM * ((n + MicroTile - 1) / MicroTile);
+        int first = Grid.GlobalIndex.X * blocksPerThread;
+        if (first >= blocks)
+            return;
+        int last = Math.Min(first + blocksPerThread, blocks);
+        bool hasBias = bias.Length > 0;
+        fixed (float* yBase = &y[0])
+        fixed (float* xBase = &x[0])
+        fixed (TWeight* wBase = &w[0])
+        fixed (float* biasBase = &(hasBias ? ref bias[0] : ref y[0]))
+        {
+            for (int block = first; block < last; block++)
+                ForwardMicroTile<TWeight, TFormat>(yBase, xBase, wBase, biasBase, hasBias, block / blocksM * MicroTile, block % blocksM * MicroTile, n, k, m);
+        }
+    }
+
+    /// <inheritdoc cref="ForwardMicroTileRun"/>
+    static unsafe void BackwardMicroTileRun<TWeight, TFormat>(ArrayView<float> dX, ArrayView<float> dY, ArrayView<TWeight> w,
+        int n, int k, int m, int accumulate, int blocksPerThread)
+        where TWeight : unmanaged
+        where TFormat : struct, LinearBlocked.IWeightFormat<TWeight>
+    {
+        int blocksK = (k + MicroTile - 1) / MicroTile;
+        int blocks = blocksK * ((n + MicroTile - 1) / MicroTile);
+        int first = Grid.GlobalIndex.X * blocksPerThread;
+        if (first >= blocks)
+            return;
+        int last = Math.Min(first + blocksPerThread, blocks);
+        fixed (float* dXBase = &dX[0])
+        fixed (float* dYBase = &dY[0])
+        fixed (TWeight* wBase = &w[0])
+        {
+            for (int block = first; block < last; block++)
+                BackwardMicroTile<TWeight, TFormat>(dXBase, dYBase, wBase, accumulate != 0, block / blocksK * MicroTile, block % blocksK * MicroTile, n, k, m);
+        }
+    }
+
+    /// <summary>CPU-shaped forward, half weights.</summary>
+    internal static void ForwardMicroTileF16Kernel(ArrayView<float> y, ArrayView<float> x, ArrayView<Half> w, ArrayView<float> bias,
+        int n, int k, int m, int blocksPerThread) => ForwardMicroTileRun<Half, LinearBlocked.F16>(y, x, w, bias, n, k, m, blocksPerThread);
+
+    /// <summary>CPU-shaped forward, bfloat16 weights as raw words.</summary>
+    internal static void ForwardMicroTileBf16Kernel(ArrayView<float> y, ArrayView<float> x, ArrayView<ushort> w, ArrayView<float> bias,
+        int n, int k, int m, int blocksPerThread) => ForwardMicroTileRun<ushort, LinearBlocked.Bf16>(y, x, w, bias, n, k, m, blocksPerThread);
+
+    /// <summary>CPU-shaped backward to the data, half weights.</summary>
+    internal static void BackwardMicroTileF16Kernel(ArrayView<float> dX, ArrayView<float> dY, ArrayView<Half> w,
+        int n, int k, int m, int accumulate, int blocksPerThread) => BackwardMicroTileRun<Half, LinearBlocked.F16>(dX, dY, w, n, k, m, accumulate, blocksPerThread);
+
+    /// <summary>CPU-shaped backward to the data, bfloat16 weights as raw words.</summary>
+    internal static void BackwardMicroTileBf16Kernel(ArrayView<float> dX, ArrayView<float> dY, ArrayView<ushort> w,
+        int n, int k, int m, int accumulate, int blocksPerThread) => BackwardMicroTileRun<ushort, LinearBlocked.Bf16>(dX, dY, w, n, k, m, accumulate, blocksPerThread);
 
     /// <summary>Weight and bias gradient over a chunk of their elements, one thread per run: element i &lt; M·K is
     /// dW[i / K, i % K] = Σₙ dY[n, i / K]·X[n, i % K]; element M·K + j (with a bias) is db[j] = Σₙ dY[n, j]. The sums
@@ -219,6 +291,11 @@ public sealed class Linear
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>? microTileForward;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>? microTileBackward;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, long, int> backwardWeights;
+    // CPU shape, 16-bit weights: loaded on first use, so a float32 model never compiles them.
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<Half>, ArrayView<float>, int, int, int, int>? microTileForwardF16;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, int, int, int, int>? microTileForwardBf16;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<Half>, int, int, int, int, int>? microTileBackwardF16;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int, int, int>? microTileBackwardBf16;
 
     internal Linear(KernelContext context)
     {
@@ -287,7 +364,78 @@ public sealed class Linear
             context.LinearBlocked.Backward(dX, dY, w, n, k, m, accumulate); // register-blocked tiles (LinearBlocked.cs)
     }
 
-    /// <summary>dW = dYᵀ·X and db = Σₙ dY (the gradient of <see cref="Forward"/> with respect to its weight and bias),
+    /// <summary>Y = X·Wᵀ + b with W in any <see cref="WeightFormat"/>: float32 goes to the float32 kernels above, 16-bit
+    /// weights are widened to float32 as they are read and every product is accumulated in float32.</summary>
+    /// <inheritdoc cref="Forward(ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, int, int, int)"/>
+    public void Forward(ArrayView<float> y, ArrayView<float> x, WeightView w, ArrayView<float> bias, int n, int k, int m)
+    {
+        if (w.Format == WeightFormat.F32)
+        {
+            Forward(y, x, w.F32, bias, n, k, m);
+            return;
+        }
+        string op = w.Format == WeightFormat.F16 ? "Linear.ForwardF16" : "Linear.ForwardBf16";
+        if (context.Shape == KernelShape.Gpu)
+        {
+            context.Enter(op);
+            if (w.Format == WeightFormat.F16) context.LinearBlocked.ForwardF16(y, x, w.F16, bias, n, k, m);
+            else context.LinearBlocked.ForwardBf16(y, x, w.Bf16, bias, n, k, m);
+            return;
+        }
+        context.Enter(op);
+        Check.Positive(op, ("N", n), ("K", k), ("M", m));
+        Check.Length(op, "Y", y, (long)n * m, "N*M");
+        Check.Length(op, "X", x, (long)n * k, "N*K");
+        if (w.Length != (long)m * k)
+            throw new KernelShapeException($"{op}: W has {w.Length} elements, expected M*K = {(long)m * k}.");
+        if (bias.Length != 0)
+            Check.Length(op, "b", bias, m, "M");
+        var accelerator = context.Accelerator;
+        int perThread = context.ElementChunk(MicroTileBlocks(n, m));
+        var config = context.FlatConfig((MicroTileBlocks(n, m) + perThread - 1) / perThread);
+        if (w.Format == WeightFormat.F16)
+            (microTileForwardF16 ??= accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<Half>, ArrayView<float>, int, int, int, int>(ForwardMicroTileF16Kernel))
+                (config, y, x, w.F16, bias, n, k, m, perThread);
+        else
+            (microTileForwardBf16 ??= accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, int, int, int, int>(ForwardMicroTileBf16Kernel))
+                (config, y, x, w.Bf16, bias, n, k, m, perThread);
+    }
+
+    /// <summary>dX = dY·W (or +=) with W in any <see cref="WeightFormat"/>, accumulated in float32.</summary>
+    /// <inheritdoc cref="Backward(ArrayView{float}, ArrayView{float}, ArrayView{float}, int, int, int, bool)"/>
+    public void Backward(ArrayView<float> dX, ArrayView<float> dY, WeightView w, int n, int k, int m, bool accumulate = false)
+    {
+        if (w.Format == WeightFormat.F32)
+        {
+            Backward(dX, dY, w.F32, n, k, m, accumulate);
+            return;
+        }
+        string op = w.Format == WeightFormat.F16 ? "Linear.BackwardF16" : "Linear.BackwardBf16";
+        if (context.Shape == KernelShape.Gpu)
+        {
+            context.Enter(op);
+            if (w.Format == WeightFormat.F16) context.LinearBlocked.BackwardF16(dX, dY, w.F16, n, k, m, accumulate);
+            else context.LinearBlocked.BackwardBf16(dX, dY, w.Bf16, n, k, m, accumulate);
+            return;
+        }
+        context.Enter(op);
+        Check.Positive(op, ("N", n), ("K", k), ("M", m));
+        Check.Length(op, "dX", dX, (long)n * k, "N*K");
+        Check.Length(op, "dY", dY, (long)n * m, "N*M");
+        if (w.Length != (long)m * k)
+            throw new KernelShapeException($"{op}: W has {w.Length} elements, expected M*K = {(long)m * k}.");
+        var accelerator = context.Accelerator;
+        int perThread = context.ElementChunk(MicroTileBlocks(n, k));
+        var config = context.FlatConfig((MicroTileBlocks(n, k) + perThread - 1) / perThread);
+        if (w.Format == WeightFormat.F16)
+            (microTileBackwardF16 ??= accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<Half>, int, int, int, int, int>(BackwardMicroTileF16Kernel))
+                (config, dX, dY, w.F16, n, k, m, accumulate ? 1 : 0, perThread);
+        else
+            (microTileBackwardBf16 ??= accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int, int, int>(BackwardMicroTileBf16Kernel))
+                (config, dX, dY, w.Bf16, n, k, m, accumulate ? 1 : 0, perThread);
+    }
+
+    /// <summary>dW = dYᵀ·X and db = Σₙ dY (the gradient of <see cref="Forward(ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}, int, int, int)"/> with respect to its weight and bias),
     /// OVERWRITING both: unlike dX, nothing is accumulated. For the small trainable layers of prefix tuning's
     /// reparameterisation MLP; the engine's frozen layers never call it.</summary>
     /// <param name="dW">Weight gradient (M, K), overwritten.</param>

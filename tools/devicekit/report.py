@@ -28,6 +28,8 @@ def main():
     lines = [f"Engine device: {engine.get('Device', '?')}",
              f"Torch: {torch.get('torch', '?')} on {torch.get('device', '?')}, peft {torch.get('peft', '?')}, transformers {torch.get('transformers', '?')}",
              ""]
+    for plan in engine.get("Plans", []):
+        lines.append(f"- memory plan: {plan}")
     for probe in engine.get("Probe", []):
         lines.append(f"- {probe}")
     checks = engine.get("Checks", [])
@@ -49,11 +51,17 @@ def main():
             cells.append(number(t['tokens_per_second']) if t else "–")
         eager = torch_train.get((model, "fp32 eager"))
         ratio = f"{run['TokensPerSecond'] / eager['tokens_per_second']:.2f}×" if eager else "–"
-        lines.append(f"| {model} train step tokens/s (B{run['Batch']} T{run['Length']}, prompt {run['PromptRows']}) | "
-                     f"{number(run['TokensPerSecond'])} | {' | '.join(cells)} | {ratio} |")
-        if eager:
+        weights = run.get("Weights", "F32")
+        lines.append(f"| {model} train step tokens/s (B{run['Batch']} T{run['Length']}, prompt {run['PromptRows']}, engine {weights} weights, "
+                     f"{run['DeviceBytes'] / 1e9:.1f} GB) | {number(run['TokensPerSecond'])} | {' | '.join(cells)} | {ratio} |")
+        # Generated shapes: the engine's weights are its own, PyTorch's its own random init; losses do not compare.
+        if eager and not run.get("Generated", False):
             lines.append(f"| {model} first loss (same weights, tokens, prompt) | {run['FirstLoss']:.5f} | {eager['first_loss']:.5f} | | | "
                          f"Δ {abs(run['FirstLoss'] - eager['first_loss']):.1e} |")
+    engine_models = {run["Model"] for run in engine.get("Train", [])}
+    for t in torch.get("train", []):
+        if t["model"] not in engine_models:
+            lines.append(f"| {t['model']} train step tokens/s (torch only: the engine did not run it) | – | {t['variant']}: {number(t['tokens_per_second'])} | | | |")
     torch_matmul = {(m["n"], m["k"], m["m"], m["precision"]): m for m in torch.get("matmul", [])}
     for mm in engine.get("Matmul", []):
         key = (mm["N"], mm["K"], mm["M"])

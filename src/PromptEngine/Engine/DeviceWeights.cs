@@ -2,6 +2,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using PromptEngine.Kernels;
 using PromptEngine.Models;
+using Half = ILGPU.Half;
 
 namespace PromptEngine.Engine;
 
@@ -11,31 +12,35 @@ namespace PromptEngine.Engine;
 public readonly record struct BlockWeights(
     ArrayView<float> AttentionNorm,     // (C)
     ArrayView<float> AttentionNormBias, // (C) or empty
-    ArrayView<float> Query,             // (H*hs, C)
-    ArrayView<float> Key,               // (KV*hs, C)
-    ArrayView<float> Value,             // (KV*hs, C)
+    WeightView Query,             // (H*hs, C)
+    WeightView Key,               // (KV*hs, C)
+    WeightView Value,             // (KV*hs, C)
     ArrayView<float> QueryBias,         // (H*hs) or empty
     ArrayView<float> KeyBias,           // (KV*hs) or empty
     ArrayView<float> ValueBias,         // (KV*hs) or empty
-    ArrayView<float> AttentionOutput,   // (C, H*hs)
+    WeightView AttentionOutput,   // (C, H*hs)
     ArrayView<float> AttentionOutputBias, // (C) or empty
     ArrayView<float> MlpNorm,           // (C)
     ArrayView<float> MlpNormBias,       // (C) or empty
-    ArrayView<float> MlpGate,           // (I, C) or empty (GPT-2)
-    ArrayView<float> MlpUp,             // (I, C)
+    WeightView MlpGate,           // (I, C) or empty (GPT-2)
+    WeightView MlpUp,             // (I, C)
     ArrayView<float> MlpUpBias,         // (I) or empty
-    ArrayView<float> MlpDown,           // (C, I)
+    WeightView MlpDown,           // (C, I)
     ArrayView<float> MlpDownBias);      // (C) or empty
 
-/// <summary>The frozen-weights arena: every weight of the model uploaded once, as float32, into one
-/// device buffer, with named views per block. Nothing here is ever written after upload, and no
-/// gradient or optimizer state exists for it.</summary>
+/// <summary>The frozen-weights arena: every weight of the model placed once on the device, with named views per block.
+/// Nothing here is ever written after upload, and no gradient or optimizer state exists for it.</summary>
 /// <remarks>GPT-2's Conv1D weights are stored (in, out); they are transposed once at upload so both
 /// families run the same Linear kernels. GPT-2's fused c_attn becomes three row ranges (q, k, v) of
-/// one (3C, C) matrix, so both families also share the attention code path.</remarks>
+/// one (3C, C) matrix, so both families also share the attention code path.
+/// <para>The block projections (q, k, v, o, gate, up, down: all but a few percent of a large model) are stored in the
+/// chosen <see cref="WeightFormat"/>, in a second arena when that is 16-bit; embeddings, norms, biases and the LM head
+/// stay float32 (their kernels read float32 only). The Linear kernels widen 16-bit weights as they read them and
+/// accumulate in float32.</para></remarks>
 public sealed class DeviceWeights : IDisposable
 {
     readonly MemoryBuffer1D<float, Stride1D.Dense> arena;
+    readonly MemoryBuffer? projections; // the 16-bit arena; null when the projections are float32 (then in `arena`)
     readonly BlockWeights[] blocks;
 
     /// <summary>Token embedding table (V, C).</summary>
@@ -50,17 +55,48 @@ public sealed class DeviceWeights : IDisposable
     public ArrayView<float> LmHead { get; }
     /// <summary>The configuration the weights follow.</summary>
     public TransformerConfig Config { get; }
-    /// <summary>Bytes held on the device.</summary>
-    public long Bytes => arena.LengthInBytes;
+    /// <summary>How the block projections are stored.</summary>
+    public WeightFormat Format { get; }
+    /// <summary>Bytes held on the device (both arenas).</summary>
+    public long Bytes => arena.LengthInBytes + (projections?.LengthInBytes ?? 0);
 
     /// <summary>The weights of block <paramref name="layer"/>.</summary>
     public BlockWeights Block(int layer) => blocks[layer];
 
-    DeviceWeights(MemoryBuffer1D<float, Stride1D.Dense> arena, TransformerConfig config, Dictionary<(WeightRole, int), ArrayView<float>> views)
+    /// <summary>Whether a weight of this role is a block projection, stored in the chosen <see cref="WeightFormat"/>.</summary>
+    public static bool IsProjection(WeightRole role) => role is WeightRole.Query or WeightRole.Key or WeightRole.Value
+        or WeightRole.QkvFused or WeightRole.AttentionOutput or WeightRole.MlpGate or WeightRole.MlpUp or WeightRole.MlpDown;
+
+    /// <summary>Bytes the weights of <paramref name="config"/> take on the device with projections in
+    /// <paramref name="format"/>: what <see cref="Bytes"/> will say, computed without a device.</summary>
+    public static long PlannedBytes(TransformerConfig config, WeightFormat format)
+    {
+        var (floats, projectionWeights) = Counts(WeightMap.For(config), format);
+        return floats * sizeof(float) + projectionWeights * WeightView.BytesPerWeight(format);
+    }
+
+    /// <summary>Elements of the float32 arena and of the 16-bit one (0 when <paramref name="format"/> is float32).</summary>
+    static (long Floats, long Projections) Counts(WeightMap map, WeightFormat format)
+    {
+        long floats = 0, projectionWeights = 0;
+        foreach (var w in map.Weights)
+        {
+            long count = w.Shape.Aggregate(1L, (a, d) => a * d);
+            if (format != WeightFormat.F32 && IsProjection(w.Role)) projectionWeights += count;
+            else floats += count;
+        }
+        return (floats, projectionWeights);
+    }
+
+    DeviceWeights(MemoryBuffer1D<float, Stride1D.Dense> arena, MemoryBuffer? projections, TransformerConfig config, WeightFormat format,
+        Dictionary<(WeightRole, int), WeightView> views)
     {
         this.arena = arena;
+        this.projections = projections;
         Config = config;
-        ArrayView<float> Get(WeightRole role, int layer = -1) => views.TryGetValue((role, layer), out var v) ? v : default;
+        Format = format;
+        WeightView Matrix(WeightRole role, int layer = -1) => views.TryGetValue((role, layer), out var v) ? v : default(ArrayView<float>);
+        ArrayView<float> Get(WeightRole role, int layer = -1) => views.TryGetValue((role, layer), out var v) ? v.F32 : default;
         TokenEmbedding = Get(WeightRole.TokenEmbedding);
         PositionEmbedding = Get(WeightRole.PositionEmbedding);
         FinalNorm = Get(WeightRole.FinalNorm);
@@ -72,60 +108,118 @@ public sealed class DeviceWeights : IDisposable
         {
             if (config.Family == ModelFamily.Gpt2)
             {
-                var qkv = Get(WeightRole.QkvFused, i);     // (3C, C) after the transpose
+                var qkv = Matrix(WeightRole.QkvFused, i);   // (3C, C) after the transpose
                 var qkvBias = Get(WeightRole.QkvFusedBias, i); // (3C)
                 blocks[i] = new BlockWeights(
                     Get(WeightRole.AttentionNorm, i), Get(WeightRole.AttentionNormBias, i),
                     qkv.SubView(0, (long)c * c), qkv.SubView((long)c * c, (long)c * c), qkv.SubView(2L * c * c, (long)c * c),
                     qkvBias.SubView(0, c), qkvBias.SubView(c, c), qkvBias.SubView(2 * c, c),
-                    Get(WeightRole.AttentionOutput, i), Get(WeightRole.AttentionOutputBias, i),
+                    Matrix(WeightRole.AttentionOutput, i), Get(WeightRole.AttentionOutputBias, i),
                     Get(WeightRole.MlpNorm, i), Get(WeightRole.MlpNormBias, i),
-                    default, Get(WeightRole.MlpUp, i), Get(WeightRole.MlpUpBias, i),
-                    Get(WeightRole.MlpDown, i), Get(WeightRole.MlpDownBias, i));
+                    default(ArrayView<float>), Matrix(WeightRole.MlpUp, i), Get(WeightRole.MlpUpBias, i),
+                    Matrix(WeightRole.MlpDown, i), Get(WeightRole.MlpDownBias, i));
             }
             else
             {
                 blocks[i] = new BlockWeights(
                     Get(WeightRole.AttentionNorm, i), default,
-                    Get(WeightRole.Query, i), Get(WeightRole.Key, i), Get(WeightRole.Value, i),
+                    Matrix(WeightRole.Query, i), Matrix(WeightRole.Key, i), Matrix(WeightRole.Value, i),
                     Get(WeightRole.QueryBias, i), Get(WeightRole.KeyBias, i), Get(WeightRole.ValueBias, i),
-                    Get(WeightRole.AttentionOutput, i), default,
+                    Matrix(WeightRole.AttentionOutput, i), default,
                     Get(WeightRole.MlpNorm, i), default,
-                    Get(WeightRole.MlpGate, i), Get(WeightRole.MlpUp, i), default,
-                    Get(WeightRole.MlpDown, i), default);
+                    Matrix(WeightRole.MlpGate, i), Matrix(WeightRole.MlpUp, i), default,
+                    Matrix(WeightRole.MlpDown, i), default);
             }
         }
     }
 
-    /// <summary>Uploads every weight of <paramref name="model"/> (F32, or F16/BF16 widened) into one arena.</summary>
-    public static DeviceWeights Upload(KernelContext kernels, ModelFolder model)
+    /// <summary>Allocates both arenas for <paramref name="map"/> and hands each weight its view, in map order; then
+    /// <paramref name="fill"/> writes every weight (index in the map, its description, its view).</summary>
+    static DeviceWeights Place(KernelContext kernels, WeightMap map, WeightFormat format, Action<int, ExpectedWeight, WeightView> fill)
     {
-        var map = model.Weights;
-        long total = map.Weights.Sum(w => w.Shape.Aggregate(1L, (a, d) => a * d));
-        var arena = kernels.Accelerator.Allocate1D<float>(total);
+        var (floats, projectionWeights) = Counts(map, format);
+        var accelerator = kernels.Accelerator;
+        var arena = accelerator.Allocate1D<float>(Math.Max(1, floats));
+        MemoryBuffer? projections = null;
         try
         {
-            var views = new Dictionary<(WeightRole, int), ArrayView<float>>();
-            long offset = 0;
-            foreach (var w in map.Weights)
+            MemoryBuffer1D<Half, Stride1D.Dense>? half = null;
+            MemoryBuffer1D<ushort, Stride1D.Dense>? bf16 = null;
+            if (format == WeightFormat.F16) projections = half = accelerator.Allocate1D<Half>(Math.Max(1, projectionWeights));
+            if (format == WeightFormat.Bf16) projections = bf16 = accelerator.Allocate1D<ushort>(Math.Max(1, projectionWeights));
+            var views = new Dictionary<(WeightRole, int), WeightView>();
+            long floatOffset = 0, projectionOffset = 0;
+            for (var index = 0; index < map.Weights.Count; index++)
             {
+                var w = map.Weights[index];
                 long count = w.Shape.Aggregate(1L, (a, d) => a * d);
-                var host = model.Tensors.ReadF32(w.Name);
-                // Conv1D stores (in, out); the engine wants (out, in).
-                if (w.StoredTransposed) host = Transpose(host, (int)w.Shape[0], (int)w.Shape[1]);
-                var view = arena.View.SubView(offset, count);
-                view.CopyFromCPU(host);
+                WeightView view;
+                if (format != WeightFormat.F32 && IsProjection(w.Role))
+                {
+                    view = half is not null ? WeightView.Of(half.View.SubView(projectionOffset, count)) : WeightView.OfBf16(bf16!.View.SubView(projectionOffset, count));
+                    projectionOffset += count;
+                }
+                else
+                {
+                    view = WeightView.Of(arena.View.SubView(floatOffset, count));
+                    floatOffset += count;
+                }
+                fill(index, w, view);
                 views[(w.Role, w.Layer)] = view;
-                offset += count;
             }
-            return new DeviceWeights(arena, model.Config, views);
+            return new DeviceWeights(arena, projections, map.Config, format, views);
         }
         catch
         {
+            projections?.Dispose();
             arena.Dispose();
             throw;
         }
     }
+
+    /// <summary>Uploads every weight of <paramref name="model"/> (F32, or F16/BF16 widened on read), the block
+    /// projections stored in <paramref name="format"/> (rounded to nearest even when narrowed).</summary>
+    public static DeviceWeights Upload(KernelContext kernels, ModelFolder model, WeightFormat format = WeightFormat.F32) =>
+        Place(kernels, model.Weights, format, (_, w, view) =>
+        {
+            var host = model.Tensors.ReadF32(w.Name);
+            // Conv1D stores (in, out); the engine wants (out, in).
+            if (w.StoredTransposed) host = Transpose(host, (int)w.Shape[0], (int)w.Shape[1]);
+            switch (view.Format)
+            {
+                case WeightFormat.F16: view.F16.CopyFromCPU(Array.ConvertAll(host, v => (Half)v)); break;
+                case WeightFormat.Bf16: view.Bf16.CopyFromCPU(Array.ConvertAll(host, WeightView.ToBf16)); break;
+                default: view.F32.CopyFromCPU(host); break;
+            }
+        });
+
+    /// <summary>Seeded random weights for <paramref name="config"/>, generated on the device (nothing is uploaded):
+    /// matrices uniform in ±1/√fan-in, norm scales 1, other vectors in ±0.02, embeddings and LM head in ±0.05. For
+    /// benchmarks at the shapes of models too large to ship; element i of the tensor at index t of the weight map is
+    /// <see cref="RandomFill.Value"/>(<see cref="TensorSeed"/>(seed, t), i, …) in its storage format, in the
+    /// engine's layout (GPT-2's Conv1D weights are generated already transposed).</summary>
+    public static DeviceWeights Generate(KernelContext kernels, TransformerConfig config, WeightFormat format, ulong seed)
+    {
+        var weights = Place(kernels, WeightMap.For(config), format, (index, w, view) =>
+        {
+            var (centre, radius) = InitialRange(w);
+            kernels.RandomFill.Uniform(view, TensorSeed(seed, index), centre, radius);
+        });
+        kernels.Synchronize();
+        return weights;
+    }
+
+    /// <summary>The seed of the tensor at <paramref name="index"/> of the weight map in <see cref="Generate"/>.</summary>
+    public static ulong TensorSeed(ulong seed, int index) => seed * 1_000_003UL + (ulong)index;
+
+    /// <summary>The (centre, radius) <see cref="Generate"/> draws a weight from.</summary>
+    public static (float Centre, float Radius) InitialRange(ExpectedWeight w) => w.Role switch
+    {
+        WeightRole.TokenEmbedding or WeightRole.LmHead or WeightRole.PositionEmbedding => (0f, 0.05f),
+        WeightRole.AttentionNorm or WeightRole.MlpNorm or WeightRole.FinalNorm => (1f, 0f),
+        _ when w.Shape.Length == 1 => (0f, 0.02f),
+        _ => (0f, (float)(1 / Math.Sqrt(w.StoredTransposed ? w.Shape[0] : w.Shape[1]))),
+    };
 
     static float[] Transpose(float[] source, int rows, int cols)
     {
@@ -137,5 +231,9 @@ public sealed class DeviceWeights : IDisposable
     }
 
     /// <inheritdoc/>
-    public void Dispose() => arena.Dispose();
+    public void Dispose()
+    {
+        projections?.Dispose();
+        arena.Dispose();
+    }
 }

@@ -21,8 +21,10 @@ namespace PromptEngine.Engine;
 /// layer's worth at the cost of a second forward through every block. Results are bit-identical to the normal path.</param>
 /// <param name="DeepPrompts">Deep prompts of Pv virtual tokens held at once, D (inference): each batch row attends to its
 /// own (<see cref="Batch.DeepPromptOfRow"/>), so rows of different tasks share one batch. Training holds one.</param>
+/// <param name="WeightFormat">How the frozen block projections are stored on the device: float32, or half / bfloat16 for
+/// half the memory (widened as read, accumulated in float32; see <see cref="DeviceWeights"/>).</param>
 public sealed record EngineOptions(int MaxRows, int MaxLength, int PromptRows, bool Training = true, int? MaxLossPositions = null, int MaxVerbalizer = 16,
-    int PrefixTokens = 0, bool Recompute = false, int DeepPrompts = 1);
+    int PrefixTokens = 0, bool Recompute = false, WeightFormat WeightFormat = WeightFormat.F32, int DeepPrompts = 1);
 
 /// <summary>Device memory by arena, in bytes. There is no weight-gradient or weight-optimizer arena:
 /// the frozen weights get neither.</summary>
@@ -63,6 +65,7 @@ public sealed class TransformerEngine : IDisposable
     readonly KernelContext kernels;
     readonly TransformerConfig config;
     readonly DeviceWeights weights;
+    readonly long weightBytes;
     readonly EngineOptions options;
     readonly Arena<float> saved = new("activations");
     readonly Arena<float> scratch = new("gradients and scratch");
@@ -134,15 +137,43 @@ public sealed class TransformerEngine : IDisposable
     /// <summary>The model's configuration.</summary>
     public TransformerConfig Config => config;
 
-    /// <summary>Builds the engine: uploads the frozen weights once and plans every arena for <paramref name="options"/>.</summary>
+    /// <summary>Builds the engine: uploads the frozen weights once (block projections in
+    /// <see cref="EngineOptions.WeightFormat"/>) and plans every arena for <paramref name="options"/>.</summary>
     public TransformerEngine(KernelContext kernels, ModelFolder model, EngineOptions options)
+        : this(kernels, model.Config, () => DeviceWeights.Upload(kernels, model, options.WeightFormat), options)
     {
-        if (options.MaxRows <= 0 || options.MaxLength <= 0) throw new ArgumentException($"engine: batch {options.MaxRows}×{options.MaxLength} must be positive");
-        if (options.MaxLength > model.Config.MaxPositions)
-            throw new ArgumentException($"engine: sequence length {options.MaxLength} exceeds the model's {model.Config.MaxPositions} positions");
-        this.kernels = kernels;
+    }
+
+    /// <summary>Builds the engine on weights already on the device (e.g. <see cref="DeviceWeights.Generate"/>), which
+    /// it then owns and disposes; their format is the one that counts, whatever <paramref name="options"/> says.</summary>
+    public TransformerEngine(KernelContext kernels, DeviceWeights weights, EngineOptions options)
+        : this(kernels, weights.Config, () => weights, options with { WeightFormat = weights.Format }, given: weights)
+    {
+    }
+
+    /// <summary>The device memory an engine for <paramref name="config"/> and <paramref name="options"/> takes, by arena,
+    /// computed from the same plan the constructor allocates, without a device (the KV cache is not counted: it is
+    /// allocated by the first <see cref="Prefill"/> only).</summary>
+    public static MemoryReport PlanMemory(TransformerConfig config, EngineOptions options)
+    {
+        using var plan = new TransformerEngine(null, config, null, options);
+        return plan.Memory;
+    }
+
+    /// <summary>Plans every arena; with a <paramref name="kernels"/> context, also places the weights
+    /// (<paramref name="placeWeights"/>) and allocates the arenas; without one, only plans (<see cref="PlanMemory"/>).
+    /// Weights <paramref name="given"/> by the caller are disposed when the options are refused, as the engine owns them.</summary>
+    TransformerEngine(KernelContext? kernels, TransformerConfig modelConfig, Func<DeviceWeights>? placeWeights, EngineOptions options, DeviceWeights? given = null)
+    {
+        try { CheckOptions(modelConfig, options); }
+        catch
+        {
+            given?.Dispose();
+            throw;
+        }
+        this.kernels = kernels!;
         this.options = options;
-        config = model.Config;
+        config = modelConfig;
         int L = config.NumLayers, C = config.HiddenSize, Q = config.NumHeads * config.HeadDim, KV = config.NumKvHeads * config.HeadDim, I = config.IntermediateSize;
         maxN = options.MaxRows * options.MaxLength;
         maxS = options.MaxLossPositions ?? maxN;
@@ -203,13 +234,6 @@ public sealed class TransformerEngine : IDisposable
         deepPromptOfRow = indices.Reserve("deep prompt of each row (B)", options.PrefixTokens > 0 ? options.MaxRows : 0);
         headTargets = indices.Reserve("head targets (S)", maxS);
 
-        if (options.PrefixTokens < 0) throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens");
-        if (options.DeepPrompts < 1) throw new ArgumentException($"engine: {options.DeepPrompts} deep prompts; at least 1");
-        if (options.DeepPrompts > 1 && options.Training)
-            throw new ArgumentException($"engine: training holds one deep prompt, not {options.DeepPrompts}; several are for inference (EngineOptions.Training = false)");
-        // Each batch checks its own Pv + positions against the model (Load); the cache's Pv + tokens against MaxLength (Prefill).
-        if (options.PrefixTokens >= model.Config.MaxPositions)
-            throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens leave no room in the model's {model.Config.MaxPositions} positions");
         long promptLength = (long)options.PromptRows * C;
         long prefixLength = PrefixLengthOf(config, options.PrefixTokens);
         long trainable = options.Training ? 1 : 0;
@@ -232,7 +256,14 @@ public sealed class TransformerEngine : IDisposable
         stepIndices = cacheIndices.Reserve("step indices (5, B)", 5L * options.MaxRows);
         injected = injectArena.Reserve("dKeys, dValues (L, 2, Tmax, KV*hs)", 2L * L * options.MaxLength * KV);
 
-        weights = DeviceWeights.Upload(kernels, model);
+        if (kernels is null || placeWeights is null)
+        {
+            weights = null!;
+            weightBytes = DeviceWeights.PlannedBytes(config, options.WeightFormat);
+            return;
+        }
+        weights = placeWeights();
+        weightBytes = weights.Bytes;
         try
         {
             saved.Allocate(kernels.Accelerator);
@@ -254,8 +285,22 @@ public sealed class TransformerEngine : IDisposable
         }
     }
 
+    static void CheckOptions(TransformerConfig config, EngineOptions options)
+    {
+        if (options.MaxRows <= 0 || options.MaxLength <= 0) throw new ArgumentException($"engine: batch {options.MaxRows}×{options.MaxLength} must be positive");
+        if (options.MaxLength > config.MaxPositions)
+            throw new ArgumentException($"engine: sequence length {options.MaxLength} exceeds the model's {config.MaxPositions} positions");
+        if (options.PrefixTokens < 0) throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens");
+        if (options.DeepPrompts < 1) throw new ArgumentException($"engine: {options.DeepPrompts} deep prompts; at least 1");
+        if (options.DeepPrompts > 1 && options.Training)
+            throw new ArgumentException($"engine: training holds one deep prompt, not {options.DeepPrompts}; several are for inference (EngineOptions.Training = false)");
+        // Each batch checks its own Pv + positions against the model (Load); the cache's Pv + tokens against MaxLength (Prefill).
+        if (options.PrefixTokens >= config.MaxPositions)
+            throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens leave no room in the model's {config.MaxPositions} positions");
+    }
+
     /// <summary>Device memory by arena (the key/value gradients of <see cref="PromptBackward"/>, once allocated, count as scratch).</summary>
-    public MemoryReport Memory => new(weights.Bytes, saved.Bytes, scratch.Bytes + (injectAllocated ? injectArena.Bytes : 0), indices.Bytes, promptArena.Bytes,
+    public MemoryReport Memory => new(weightBytes, saved.Bytes, scratch.Bytes + (injectAllocated ? injectArena.Bytes : 0), indices.Bytes, promptArena.Bytes,
         cacheAllocated ? cacheArena.Bytes + cacheIndices.Bytes : 0);
 
     /// <summary>Rows P of the prompt bank.</summary>
