@@ -493,19 +493,20 @@ public sealed class AttentionPrefix
         Check.Length(op, "out", output, queries, "B*T*H*hs");
         Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
         Check.Length(op, "q", q, queries, "B*T*H*hs");
-        CheckBank(op, prefixK, prefixV, prefixOfRow, b, kv, headSize, prefix);
+        CheckBank(op, prefixK.Length, prefixV.Length, prefixOfRow.Length, b, kv, headSize, prefix);
         forward(Config(b * t * h, out int perThread), output, lse, q, prefixK, prefixV, prefixOfRow, new Attention.Dimensions(b, t, h, kv, headSize, perThread, prefix));
     }
 
     /// <summary>A bank of D ≥ 1 prefixes (D·Pv, KV, hs) for keys and values alike, and a (B) choice per row or none.</summary>
-    static void CheckBank(string op, ArrayView<float> prefixK, ArrayView<float> prefixV, ArrayView<int> prefixOfRow, int b, int kv, int headSize, int prefix)
+    static void CheckBank(string op, long prefixKLength, long prefixVLength, long prefixOfRowLength, int b, int kv, int headSize, int prefix)
     {
         long prefixes = (long)prefix * kv * headSize;
-        if (prefixK.Length == 0 || prefixK.Length % prefixes != 0)
-            throw new KernelShapeException($"{op}: prefixK has {prefixK.Length} elements, expected a positive multiple D of Pv*KV*hs = {prefixes}.");
-        Check.Length(op, "prefixV", prefixV, prefixK.Length, "D*Pv*KV*hs (as prefixK)");
-        if (prefixOfRow.Length != 0)
-            Check.Length(op, "prefixOfRow", prefixOfRow, b, "B");
+        if (prefixKLength == 0 || prefixKLength % prefixes != 0)
+            throw new KernelShapeException($"{op}: prefixK has {prefixKLength} elements, expected a positive multiple D of Pv*KV*hs = {prefixes}.");
+        if (prefixVLength != prefixKLength)
+            throw new KernelShapeException($"{op}: prefixV has {prefixVLength} elements, expected D*Pv*KV*hs (as prefixK) = {prefixKLength}.");
+        if (prefixOfRowLength != 0 && prefixOfRowLength != b)
+            throw new KernelShapeException($"{op}: prefixOfRow has {prefixOfRowLength} elements, expected B = {b}.");
     }
 
     /// <summary>The prefix part of the attention backward, run after <see cref="Attention.Backward"/> on the merged
@@ -572,7 +573,7 @@ public sealed class AttentionPrefix
         long cache = (long)b * capacity * kv * headSize, prefixes = (long)prefix * kv * headSize;
         Check.Length(op, "kCache", kCache, cache, "B*Tmax*KV*hs");
         Check.Length(op, "vCache", vCache, cache, "B*Tmax*KV*hs");
-        CheckBank(op, prefixK, prefixV, prefixOfRow, b, kv, headSize, prefix);
+        CheckBank(op, prefixK.Length, prefixV.Length, prefixOfRow.Length, b, kv, headSize, prefix);
         long total = b * prefixes;
         fillCache(context.ElementConfig(total, out int chunk), kCache, vCache, prefixK, prefixV, prefixOfRow, b, capacity, (int)prefixes, kv * headSize, chunk);
     }

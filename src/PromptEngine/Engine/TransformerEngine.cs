@@ -442,6 +442,21 @@ public sealed class TransformerEngine : IDisposable
         return LossForward();
     }
 
+    /// <summary>The final norm's output (S, C) at the batch's scored positions, in their order: the features a classifier head
+    /// reads. Lets rows of one batch go through different heads (several tasks in one batch), each applied by the caller.</summary>
+    public float[] ScoredHiddenStates(Batch batch)
+    {
+        Load(batch);
+        Forward(training: false);
+        int s = current!.LossPositions.Length, C = config.HiddenSize;
+        if (s == 0) throw new ArgumentException("batch has no scored positions: no hidden states to return");
+        var (n, rows) = LossRows();
+        if (scoredOnly) return ToHost(View(saved, finalNorm, (long)s * C)); // the forward kept only those rows, in order
+        var gathered = View(scratch, scoredInput, (long)s * C);
+        kernels.RowGather.Forward(gathered, View(saved, finalNorm, (long)n * C), rows, n, s, C);
+        return ToHost(gathered);
+    }
+
     /// <summary>Logits (S, V), or (S, R) over the batch's verbalizer, at the batch's scored positions only; with a
     /// <see cref="Head"/>, the head's (S, R) logits (one column per class, the verbalizer's order).</summary>
     public float[] Logits(Batch batch)
