@@ -21,11 +21,27 @@ public static class Program
         root.Subcommands.Add(TrainCommand.Create());
         root.Subcommands.Add(EvalCommand.Create());
         root.Subcommands.Add(VersionCommand.Create());
+        OptionChecks.AddCommonRules(root);
         return root;
     }
 
     /// <summary>Runs the host.</summary>
-    public static int Main(string[] args) => Parse(args).Invoke();
+    public static int Main(string[] args)
+    {
+        try
+        {
+            return Parse(args).Invoke();
+        }
+        catch (InvalidOperationException e) when (IsConversionError(e))
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+    }
+
+    /// <summary>The parser's own report of a value that does not convert to its option's type (e.g. <c>--steps abc</c>):
+    /// it names the flag and the value. It reaches here only if a check reads the value before the parser reports it.</summary>
+    static bool IsConversionError(InvalidOperationException e) => e.Message.StartsWith("Cannot parse argument", StringComparison.Ordinal);
 
     /// <summary>Parses <paramref name="args"/>; a bad command line reports its errors, one line each, without
     /// the full help text after them (<c>--help</c> shows that).</summary>
@@ -50,6 +66,11 @@ public static class Program
         try
         {
             return Parse(args).Invoke(new InvocationConfiguration { Output = output, Error = error });
+        }
+        catch (InvalidOperationException e) when (IsConversionError(e))
+        {
+            error.WriteLine($"error: {e.Message}");
+            return 1;
         }
         finally
         {

@@ -57,7 +57,7 @@ internal static class DemoCommand
         console.Write(new Rule($"zero-shot: template \"{TaskOptions.DefaultTemplate}\" with no prompt"));
         using (var model = ModelFolder.Open(prepared.Stories15MFolder))
         {
-            var testData = task.Load(parse, test);
+            var testData = task.Load(parse, test, "test split");
             var (_, verbalizer, zeroShotEncoder) = task.Build(parse, model, testData, promptTokens: 0);
             var zeroShot = EvalCommand.Evaluate(model, null, verbalizer, TaskOptions.Encode(zeroShotEncoder, testData, TestExamples), BatchSize, out var before);
             console.Write(new Text(string.Create(CultureInfo.InvariantCulture, $"zero-shot accuracy on the first {TestExamples} test reviews: {zeroShot.Metric:P1}") + Environment.NewLine));
@@ -68,7 +68,8 @@ internal static class DemoCommand
                 EvalEvery, EvalExamples, 0, EvalEvery, 1UL, TrainExamples, MetricsFormat.Csv, Resume: false, AllowModelMismatch: false);
             if (Directory.Exists(output) && File.Exists(Path.Combine(output, Trainer.CheckpointFile)))
                 File.Delete(Path.Combine(output, Trainer.CheckpointFile)); // a demo starts fresh; `train --resume` is for continuing
-            var outcome = TrainCommand.Run(parse, task, train, validation, settings, measureBefore: false);
+            // The demo's folder holds the demo's own previous run, which a new demo replaces (README says so).
+            var outcome = TrainCommand.Run(parse, task, train, validation, settings, measureBefore: false, replacePrevious: true);
             TrainCommand.Report(outcome);
 
             console.Write(new Rule("the best prompt (chosen on validation reviews) on the held-out test reviews"));
