@@ -158,7 +158,7 @@ public class CliEngineTests : CliTestBase
         Assert.That(wrongWidth.Code, Is.EqualTo(2));
         Assert.That(wrongWidth.Err, Does.Contain(narrow).And.Contain("64").And.Contain("288"));
         var noPrompt = Run("loss", "--model", TestAssets.Stories15MFolder, "--input", "Hi there friend.", "--grad-out", Path.Combine(scratch, "g.safetensors"));
-        Assert.That(noPrompt.Code, Is.EqualTo(2));
+        Assert.That(noPrompt.Code, Is.EqualTo(1), "a flag without the flag it needs is a bad command line");
         Assert.That(noPrompt.Err, Does.Contain("--grad-out needs --prompt"));
         var badPlacement = Run("loss", "--model", TestAssets.Stories15MFolder, "--input", "x", "--placement", "middle");
         Assert.That(badPlacement.Code, Is.EqualTo(1));
