@@ -30,7 +30,8 @@ public static class Program
     {
         try
         {
-            return Parse(args).Invoke();
+            var result = Parse(args);
+            return ReportParseErrors(result, Console.Error) ?? result.Invoke();
         }
         catch (InvalidOperationException e) when (IsConversionError(e))
         {
@@ -52,6 +53,16 @@ public static class Program
         return result;
     }
 
+    /// <summary>A bad command line is reported in one line, the first problem and how many more there are (fix one, see
+    /// the next), with exit code 1; null when the command line parsed.</summary>
+    static int? ReportParseErrors(ParseResult result, TextWriter error)
+    {
+        if (result.Errors.Count == 0 || result.Action is not System.CommandLine.Invocation.ParseErrorAction) return null;
+        var first = result.Errors[0].Message.ReplaceLineEndings(" ").Trim();
+        error.WriteLine(result.Errors.Count == 1 ? $"error: {first}" : $"error: {first} (and {result.Errors.Count - 1} more problem(s) with the command line)");
+        return 1;
+    }
+
     /// <summary>Runs the host with its output and errors sent to the given writers (for tests and embedding).</summary>
     public static int Run(string[] args, TextWriter output, TextWriter error)
     {
@@ -65,7 +76,8 @@ public static class Program
         CliRunner.Error = error;
         try
         {
-            return Parse(args).Invoke(new InvocationConfiguration { Output = output, Error = error });
+            var result = Parse(args);
+            return ReportParseErrors(result, error) ?? result.Invoke(new InvocationConfiguration { Output = output, Error = error });
         }
         catch (InvalidOperationException e) when (IsConversionError(e))
         {
