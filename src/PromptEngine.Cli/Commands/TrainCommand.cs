@@ -240,8 +240,8 @@ internal static class TrainCommand
 
         Directory.CreateDirectory(s.OutputDirectory);
         var metricsPath = Path.Combine(s.OutputDirectory, s.Metrics == MetricsFormat.Csv ? "metrics.csv" : "metrics.jsonl");
-        int? resumeStep = s.Resume && File.Exists(Path.Combine(s.OutputDirectory, Trainer.CheckpointFile))
-            ? Checkpoint.Load(Path.Combine(s.OutputDirectory, Trainer.CheckpointFile)).Step : null;
+        var checkpointPath = Path.Combine(s.OutputDirectory, Trainer.CheckpointFile);
+        int? resumeStep = s.Resume && File.Exists(checkpointPath) ? ReadResumeStep(checkpointPath, batches) : null;
         using var log = new MetricsLog(metricsPath, s.Metrics, s.Resume ? resumeStep ?? 0 : null);
         var losses = new List<(int, double)>();
         var evals = new List<(int, double)>();
@@ -336,6 +336,24 @@ internal static class TrainCommand
         var secondsPerStep = last is null ? 0 : last.Elapsed.TotalSeconds / Math.Max(1, last.Step - (resumeStep ?? 0));
         return new TrainOutcome(summary, before, final, table, bestPath, adapterPath, plotPath, metricsPath, new FileInfo(bestPath).Length,
             secondsPerStep, last?.TokensPerSecond ?? 0, stoppedAsPlanned, terminated);
+    }
+
+    /// <summary>The step a checkpoint continues from, read before anything else is written; the checkpoint's data-order
+    /// state is tried on the sampler too (the trainer restores it again), so that a damaged checkpoint is refused naming
+    /// its file before the metrics log is touched.</summary>
+    static int ReadResumeStep(string checkpointPath, SampledBatches batches)
+    {
+        try
+        {
+            var state = Checkpoint.Load(checkpointPath);
+            batches.RestoreState(state.DataState);
+            return state.Step;
+        }
+        catch (Exception e) when (e is PromptEngineException or JsonException or FormatException or ArgumentException or InvalidDataException or EndOfStreamException)
+        {
+            if (e is PromptEngineException && e.Message.Contains(checkpointPath, StringComparison.Ordinal)) throw;
+            throw new PromptEngineException($"{checkpointPath}: cannot resume from this checkpoint: {e.Message.ReplaceLineEndings(" ")}", e);
+        }
     }
 
     public static void Report(TrainOutcome o)
