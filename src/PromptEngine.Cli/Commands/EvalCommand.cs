@@ -44,6 +44,8 @@ internal static class EvalCommand
             var dataset = task.Load(parse, parse.GetValue(data)!, "--data");
             var (_, verbalizer, encoder) = task.Build(parse, model, dataset, soft?.VirtualTokens ?? 0);
             var encoded = TaskOptions.Encode(encoder, dataset, parse.GetValue(examples));
+            if (deepPrompt is not null && encoded.Count > 0 && deepPrompt.VirtualTokens + encoded.Max(e => e.Length) > model.Config.MaxPositions)
+                throw new UsageException($"the deep prompt's {deepPrompt.VirtualTokens} positions + rows of up to {encoded.Max(e => e.Length)} positions exceed the model's {model.Config.MaxPositions}; lower --max-length");
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var report = Evaluate(model, soft, verbalizer, encoded, parse.GetValue(batch), out var metrics, deepPrompt);
             if (parse.GetValue(json))

@@ -92,6 +92,21 @@ internal sealed class TaskOptions
     /// <summary>The template, the verbalizer (classification only) and an encoder.</summary>
     public (PromptTemplate Template, Verbalizer? Verbalizer, TemplateEncoder Encoder) BuildAny(ParseResult parse, ModelFolder model, JsonlDataset data, int promptTokens)
     {
+        try
+        {
+            return BuildEncoder(parse, model, data, promptTokens);
+        }
+        catch (PromptTemplateException e)
+        {
+            // The template and the length flags cannot make a row (the library quotes the whole template: cut it).
+            var text = TemplateText(parse);
+            throw new UsageException("--" + e.Message.Replace($"template \"{text}\"", $"template \"{OptionChecks.Cut(text)}\"")
+                + (e.Message.Contains("max length", StringComparison.Ordinal) || e.Message.Contains("positions", StringComparison.Ordinal) ? " (see --max-length and --prompt-tokens)" : ""));
+        }
+    }
+
+    (PromptTemplate Template, Verbalizer? Verbalizer, TemplateEncoder Encoder) BuildEncoder(ParseResult parse, ModelFolder model, JsonlDataset data, int promptTokens)
+    {
         var template = ParseTemplate(parse);
         if (promptTokens > 0 && !template.HasPrompt)
             throw new UsageException($"--template '{OptionChecks.Cut(TemplateText(parse))}' has no {{prompt}} marker, so a {promptTokens}-token prompt has nowhere to go");

@@ -42,7 +42,7 @@ internal static class TrainCommand
         var accumulation = new Option<int>("--accumulation") { Description = "Batches per optimizer step (gradient accumulation).", DefaultValueFactory = _ => 1 };
         var lr = new Option<float>("--lr") { Description = $"Peak learning rate, in (0, {MaxLearningRate}].", DefaultValueFactory = _ => 0.03f };
         var schedule = new Option<string>("--schedule") { Description = "constant, linear or cosine (after warm-up).", DefaultValueFactory = _ => "cosine" };
-        var warmup = new Option<int>("--warmup") { Description = "Warm-up steps.", DefaultValueFactory = _ => 10 };
+        var warmup = new Option<int>("--warmup") { Description = "Warm-up steps, at most --steps (the default is shortened to --steps).", DefaultValueFactory = _ => 10 };
         var weightDecay = new Option<float>("--weight-decay") { Description = $"AdamW decoupled weight decay, in [0, {MaxWeightDecay}].", DefaultValueFactory = _ => 0f };
         var clip = new Option<float>("--max-grad-norm") { Description = "Clip the prompt gradient's norm (0: off; otherwise a finite positive number).", DefaultValueFactory = _ => 1f };
         var evalEvery = new Option<int>("--eval-every") { Description = "Evaluate every N steps (0: at the end only).", DefaultValueFactory = _ => 25 };
@@ -96,13 +96,15 @@ internal static class TrainCommand
                 else if (method == "file")
                     r.AddError("--prefix-projection cannot start from --init file: a saved deep prompt is the MLP's folded output and cannot be unfolded into an MLP; use --init random");
             }
-            if (OptionChecks.TryGetValue(r, warmup, out var warm) && OptionChecks.TryGetValue(r, steps, out var total) && warm > total)
+            // The default warm-up is shortened to a short run's length; one the user gives must fit.
+            if (r.GetResult(warmup) is { Implicit: false } && OptionChecks.TryGetValue(r, warmup, out var warm) && OptionChecks.TryGetValue(r, steps, out var total) && total > 0 && warm > total)
                 r.AddError($"--warmup {warm} is longer than the run's --steps {total}");
         });
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var settings = new TrainSettings(parse.GetValue(output)!, parse.GetValue(promptTokens), parse.GetValue(init)!, parse.GetValue(initText), parse.GetValue(initFile),
-                parse.GetValue(steps), parse.GetValue(batch), parse.GetValue(accumulation), parse.GetValue(lr), parse.GetValue(schedule)!, parse.GetValue(warmup),
+                parse.GetValue(steps), parse.GetValue(batch), parse.GetValue(accumulation), parse.GetValue(lr), parse.GetValue(schedule)!,
+                parse.GetResult(warmup) is { Implicit: false } ? parse.GetValue(warmup) : Math.Min(parse.GetValue(warmup), parse.GetValue(steps)),
                 parse.GetValue(weightDecay), parse.GetValue(clip), parse.GetValue(evalEvery), parse.GetValue(evalExamples), parse.GetValue(patience),
                 parse.GetValue(checkpointEvery), parse.GetValue(seed), parse.GetValue(trainExamples), parse.GetValue(metrics), parse.GetValue(resume), parse.GetValue(allow),
                 parse.GetValue(stopAfter), MethodOption.Parse(parse.GetValue(methodOption)), parse.GetValue(prefixProjection));
@@ -165,6 +167,8 @@ internal static class TrainCommand
         foreach (var (name, report) in new[] { (trainPath, trainData.Report), (validationPath, validationData.Report) })
             if (report.Malformed > 0) CliRunner.Error.WriteLine($"warning: {name}: skipped {report.Malformed} malformed line(s), e.g. {report.MalformedSamples.FirstOrDefault()}");
         var lengthLimit = Math.Max(trainExamples.Max(e => e.Length), evalExamples.Max(e => e.Length));
+        if (deep && s.PromptTokens + lengthLimit > model.Config.MaxPositions)
+            throw new UsageException($"--prompt-tokens {s.PromptTokens} deep-prompt positions + rows of up to {lengthLimit} positions exceed the model's {model.Config.MaxPositions}; lower --prompt-tokens or --max-length");
 
         // The prompt: initialised (or resumed from the checkpoint by the trainer).
         PromptInit.TryParseMethod(s.Init, out var method);

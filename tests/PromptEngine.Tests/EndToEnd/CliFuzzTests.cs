@@ -56,6 +56,7 @@ public class CliFuzzTests : CliTestBase
             if (roll < 4) return paths[rng.Next(paths.Length)];
             if (roll == 4) return Fresh();
             if (roll == 5 && Array.IndexOf(large, flag) >= 0) return "1000000";
+            if (roll == 5 && flag is "--prompt-tokens" or "--prefix-projection") return "100";
             return words[rng.Next(words.Length)];
         }
 

@@ -255,6 +255,31 @@ public class CliReliabilityTests : CliTestBase
     }
 
     [Test]
+    public void APromptLongerThanTheRowsAllowIsRefusedNamingTheFlags([Values("prompt", "prefix")] string method)
+    {
+        var data = CliTinyModels.SentimentData(scratch);
+        var args = TrainArgs(Path.Combine(scratch, "run"), data);
+        args[Array.IndexOf(args, "--prompt-tokens") + 1] = "100";
+        var (code, _, err) = Run([.. args, "--method", method, "--init", "random"]);
+        Assert.That(code, Is.EqualTo(1), err);
+        Assert.That(err, Does.Contain("--prompt-tokens").Or.Contain("--max-length"));
+        AssertOneLine(err);
+    }
+
+    [Test]
+    public void TheDefaultWarmupFitsAShortRunWhileAGivenOneMustFit()
+    {
+        var data = CliTinyModels.SentimentData(scratch);
+        var args = TrainArgs(Path.Combine(scratch, "run"), data).ToList();
+        args.RemoveRange(args.IndexOf("--warmup"), 2);
+        var (code, _, err) = Run([.. args]);
+        Assert.That(code, Is.EqualTo(0), err);
+        var given = Run([.. args.Select(a => a.EndsWith("run") ? a + "2" : a), "--warmup", "5"]);
+        Assert.That(given.Code, Is.EqualTo(1));
+        Assert.That(given.Err, Does.Contain("--warmup 5"));
+    }
+
+    [Test]
     public void LabelsAcceptACommaSeparatedList()
     {
         var data = CliTinyModels.SentimentData(scratch);
