@@ -2,8 +2,13 @@ using Spectre.Console;
 
 namespace PromptEngine.Cli.Commands;
 
+/// <summary>A command line that parses but asks for something impossible (a flag's value that only the data or the
+/// model can refute, two flags that contradict each other, an output over an input): exit code 1, like a parse error.
+/// The message names the flag.</summary>
+internal sealed class UsageException(string message) : Exception(message);
+
 /// <summary>Runs a command's body and turns the library's input errors into one readable line on
-/// stderr and exit code 2 (1 is System.CommandLine's code for a bad command line).</summary>
+/// stderr and exit code 2, and <see cref="UsageException"/> into exit code 1 (System.CommandLine's code for a bad command line).</summary>
 internal static class CliRunner
 {
     /// <summary>Where commands write; tests replace it to capture output.</summary>
@@ -17,6 +22,11 @@ internal static class CliRunner
         try
         {
             return body();
+        }
+        catch (UsageException e)
+        {
+            Error.WriteLine($"error: {e.Message}");
+            return 1;
         }
         catch (PromptEngineException e)
         {

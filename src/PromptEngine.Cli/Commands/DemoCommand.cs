@@ -90,7 +90,7 @@ internal static class DemoCommand
         var console = CliRunner.Out;
         var (parse, options) = TaskParse(task, modelFolder);
         using var model = ModelFolder.Open(modelFolder);
-        var testData = options.Load(parse, Path.Combine(task.Folder, "test.jsonl"));
+        var testData = options.Load(parse, Path.Combine(task.Folder, "test.jsonl"), "test split");
         var (_, verbalizer, encoder) = options.Build(parse, model, testData, promptTokens: 0);
         var test = TaskOptions.Encode(encoder, testData, task.TestExamples);
 
@@ -102,9 +102,10 @@ internal static class DemoCommand
         var settings = new TrainSettings(output, task.PromptTokens, "random", null, null, task.Steps, BatchSize, 1, task.LearningRate, "cosine",
             Math.Min(Warmup, task.Steps), 0f, 1f, EvalEvery: Math.Max(1, task.Steps / 5), EvalExamples, 0, CheckpointEvery: task.Steps, 1UL, TrainExamples,
             MetricsFormat.Csv, Resume: false, AllowModelMismatch: false, Method: PromptMethod.Prefix, Head: task.Head ? HeadOption.Linear : HeadOption.None);
-        // A demo starts fresh; `train --resume` is for continuing.
+        // A demo starts fresh and replaces its own previous run (README says so); `train --resume` is for continuing.
         if (File.Exists(Path.Combine(output, Trainer.CheckpointFile))) File.Delete(Path.Combine(output, Trainer.CheckpointFile));
-        var outcome = TrainCommand.Run(parse, options, Path.Combine(task.Folder, "train.jsonl"), Path.Combine(task.Folder, "validation.jsonl"), settings, measureBefore: false);
+        var outcome = TrainCommand.Run(parse, options, Path.Combine(task.Folder, "train.jsonl"), Path.Combine(task.Folder, "validation.jsonl"), settings,
+            measureBefore: false, replacePrevious: true);
         TrainCommand.Report(outcome);
 
         console.Write(new Rule($"{task.Name}: the prompt chosen on validation, on the same {test.Count:N0} test {task.Noun}"));

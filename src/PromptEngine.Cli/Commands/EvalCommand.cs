@@ -20,7 +20,7 @@ internal static class EvalCommand
         var data = new Option<string>("--data") { Description = "JSONL to evaluate on.", Required = true };
         var prompt = new Option<string?>("--prompt") { Description = "Prompt file, bank#name or PEFT adapter folder; without it the template's {prompt} is empty (zero-shot)." };
         var examples = new Option<int>("--examples") { Description = "Evaluate the first N examples (0: all).", DefaultValueFactory = _ => 0 };
-        var batch = new Option<int>("--batch-size") { Description = "Examples per forward pass.", DefaultValueFactory = _ => 8 };
+        var batch = new Option<int>("--batch-size") { Description = "Examples per forward pass (at most the examples evaluated).", DefaultValueFactory = _ => 8 };
         var json = new Option<bool>("--json") { Description = "Print one JSON object." };
         var allow = new Option<bool>("--allow-model-mismatch") { Description = "Use a prompt whose fingerprint names another model of the same width." };
         var methodOption = MethodOption.Create();
@@ -38,14 +38,16 @@ internal static class EvalCommand
             var deep = MethodOption.Parse(parse.GetValue(methodOption)) == PromptMethod.Prefix;
             if (deep && parse.GetValue(prompt) is null) throw new PromptEngineException("--method prefix needs --prompt (a deep-prompt file or a PEFT PREFIX_TUNING adapter folder)");
             var deepPrompt = deep ? MethodOption.LoadDeep(parse.GetValue(prompt)!, model.Config) : null;
-            var soft = !deep && parse.GetValue(prompt) is { } path ? PromptCommand.LoadAny(path, model.Config.HiddenSize) : null;
+            var soft = !deep && parse.GetValue(prompt) is { } path ? PromptCommand.LoadAny(path, model.Config.HiddenSize, "--prompt") : null;
             if (soft is not null && PromptCompatibility.Check(soft, model, parse.GetValue(allow)).Warning is { } warning)
                 CliRunner.Error.WriteLine($"warning: {warning}");
-            var dataset = task.Load(parse, parse.GetValue(data)!);
+            var dataset = task.Load(parse, parse.GetValue(data)!, "--data");
             var (_, verbalizer, encoder) = task.Build(parse, model, dataset, soft?.VirtualTokens ?? 0);
             var encoded = TaskOptions.Encode(encoder, dataset, parse.GetValue(examples));
             // A prompt trained with --head linear carries its classifier, which then scores the answer instead of the verbalizer.
             var head = parse.GetValue(prompt) is { } promptPath ? LoadHead(promptPath, model.Config.HiddenSize, verbalizer.Labels) : null;
+            if (deepPrompt is not null && encoded.Count > 0 && deepPrompt.VirtualTokens + encoded.Max(e => e.Length) > model.Config.MaxPositions)
+                throw new UsageException($"the deep prompt's {deepPrompt.VirtualTokens} positions + rows of up to {encoded.Max(e => e.Length)} positions exceed the model's {model.Config.MaxPositions}; lower --max-length");
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var report = Evaluate(model, soft, verbalizer, encoded, parse.GetValue(batch), out var metrics, deepPrompt, head);
             if (parse.GetValue(json))
@@ -83,8 +85,10 @@ internal static class EvalCommand
         ClassifierHeadWeights? head = null)
     {
         if (examples.Count == 0) throw new PromptEngineException("no examples to evaluate");
+        // No batch holds more rows than there are examples, so the engine is sized by the examples, not by the flag.
+        batchSize = Math.Min(batchSize, examples.Count);
         using var kernels = KernelContext.Create(KernelBackend.Auto);
-        using var engine = new TransformerEngine(kernels, model, new EngineOptions(batchSize, examples.Max(e => e.Length), prompt?.VirtualTokens ?? 0,
+        using var engine = EngineFactory.Create(kernels, model, new EngineOptions(batchSize, examples.Max(e => e.Length), prompt?.VirtualTokens ?? 0,
             Training: false, MaxVerbalizer: Math.Max(16, verbalizer.TokenIds.Length), PrefixTokens: deepPrompt?.VirtualTokens ?? 0));
         if (prompt is not null) engine.SetPrompt(prompt.Values);
         if (deepPrompt is not null) engine.SetPrefix(deepPrompt.ToEngineLayout());
@@ -94,6 +98,10 @@ internal static class EvalCommand
             classifier.SetParameters([.. head!.Weight, .. head.Bias]);
             engine.AttachHead(classifier);
         }
+        // Weights (or a prompt) holding NaN or infinities give logits no label can be read from: say so before evaluating.
+        var probe = engine.Logits(Training.Data.TemplateEncoder.BuildBatch(examples, [0], verbalizer));
+        if (!probe.All(float.IsFinite))
+            throw new PromptEngineException($"{model.Path}: the model{(prompt is null && deepPrompt is null ? "" : " with this prompt")} gives non-finite logits (NaN or infinity) on the first example; its weights or the prompt's values are not finite");
         var evaluator = new ClassificationEvaluator(examples, verbalizer, batchSize);
         var report = evaluator.Evaluate(engine);
         metrics = evaluator.LastMetrics!;

@@ -21,6 +21,19 @@ internal static class ImportLlama2cCommand
         command.Options.Add(overwrite);
         command.SetAction(parse => CliRunner.Run(() =>
         {
+            var target = parse.GetValue(output)!;
+            PathChecks.OutputFolder("--out", target);
+            PathChecks.InputFile("<model>", parse.GetValue(model)!);
+            PathChecks.InputFile("<tokenizer>", parse.GetValue(tokenizer)!);
+            if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any())
+            {
+                if (!parse.GetValue(overwrite)) throw new UsageException($"--out {target} is not empty; add --overwrite to replace it, or choose another folder");
+                // Replacing the folder removes what is in it, inputs included.
+                var real = PathChecks.RealPath(target) + Path.DirectorySeparatorChar;
+                foreach (var (name, input) in new[] { ("<model>", parse.GetValue(model)!), ("<tokenizer>", parse.GetValue(tokenizer)!) })
+                    if (PathChecks.RealPath(input).StartsWith(real, StringComparison.Ordinal))
+                        throw new UsageException($"--out {target} holds the input {name} {input}, which --overwrite would delete; choose another --out");
+            }
             var result = Llama2cImporter.ImportModel(parse.GetValue(model)!, parse.GetValue(output)!, parse.GetValue(overwrite), parse.GetValue(tokenizer)!);
             var c = result.Config;
             CliRunner.Out.MarkupLineInterpolated($"wrote [bold]{result.OutDir}[/]: {result.TensorCount} tensors, {result.ParameterCount:N0} parameters (dim {c.Dim}, hidden {c.HiddenDim}, {c.NLayers} layers, {c.NHeads} heads, {c.NKvHeads} kv heads, vocab {c.VocabSize}, context {c.SeqLen})");

@@ -21,9 +21,25 @@ internal static class PrepareImdbCommand
         command.Options.Add(seed);
         command.Options.Add(validation);
         command.Options.Add(test);
+        OptionChecks.NonNegative(validation);
+        OptionChecks.NonNegative(test);
         command.SetAction(parse => CliRunner.Run(() =>
         {
-            var summary = ImdbPreparer.Prepare(parse.GetValue(reviews)!, parse.GetValue(output)!, parse.GetValue(seed), parse.GetValue(validation), parse.GetValue(test));
+            var (input, target) = (parse.GetValue(reviews)!, parse.GetValue(output)!);
+            PathChecks.InputFile("<reviews>", input);
+            PathChecks.OutputFolder("--out", target);
+            PathChecks.NotOverInputs("--out", new[] { "train.jsonl", "validation.jsonl", "test.jsonl", "split.json" }.Select(f => Path.Combine(target, f)), ("<reviews>", input));
+            ImdbSplitSummary summary;
+            try
+            {
+                summary = ImdbPreparer.Prepare(input, target, parse.GetValue(seed), parse.GetValue(validation), parse.GetValue(test));
+            }
+            catch (ArgumentOutOfRangeException e)
+            {
+                // The sizes asked for do not fit the file's rows: the flags have to change.
+                var reason = e.ParamName is null ? e.Message : e.Message.Replace($" (Parameter '{e.ParamName}')", "");
+                throw new UsageException($"--validation {parse.GetValue(validation)} and --test {parse.GetValue(test)} do not fit {input}: {reason}");
+            }
             var table = new Table().AddColumns("split", "rows", "positive", "negative");
             foreach (var (name, counts) in new[] { ("train", summary.Train), ("validation", summary.Validation), ("test", summary.Test) })
                 table.AddRow(name, counts.Count.ToString(), counts.Positive.ToString(), counts.Negative.ToString());

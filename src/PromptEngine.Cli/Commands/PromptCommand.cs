@@ -19,11 +19,17 @@ internal static class PromptCommand
     }
 
     /// <summary>A prompt file, a PEFT adapter folder, or one prompt of a bank as <c>bank.safetensors#name</c>.</summary>
-    public static SoftPrompt LoadAny(string path, int? width = null)
+    public static SoftPrompt LoadAny(string path, int? width = null, string flag = "prompt")
     {
         if (Directory.Exists(path)) return PeftAdapter.Load(path, width);
         var hash = path.LastIndexOf('#');
-        if (hash > 0 && File.Exists(path[..hash])) return PromptBank.Load(path[..hash]).Get(path[(hash + 1)..]);
+        if (hash > 0 && !File.Exists(path) && File.Exists(path[..hash]))
+        {
+            if (!IsBank(path[..hash]))
+                throw new PromptEngineException($"{path[..hash]} is a single prompt file, not a prompt bank; give it without '#{path[(hash + 1)..]}'");
+            return PromptBank.Load(path[..hash]).Get(path[(hash + 1)..]);
+        }
+        if (!File.Exists(path)) throw new PromptEngineException($"{flag} {path}: no such file or folder");
         return PromptFile.Load(path, width);
     }
 
@@ -71,13 +77,21 @@ internal static class PromptCommand
         var model = new Option<string>("--model") { Description = "The base model folder the prompt was trained for.", Required = true };
         var output = new Option<string>("--peft") { Description = "Adapter folder to write (adapter_model.safetensors + adapter_config.json).", Required = true };
         var allow = new Option<bool>("--allow-model-mismatch") { Description = "Export even if the prompt's fingerprint names another model." };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace an adapter already in the --peft folder." };
         var command = new Command("export", "Write a prompt as a Hugging Face PEFT prompt-tuning adapter.\nExample: promptengine prompt export best_prompt.safetensors --model stories15M --peft adapter/");
         command.Arguments.Add(path);
         command.Options.Add(model);
         command.Options.Add(output);
         command.Options.Add(allow);
+        command.Options.Add(overwrite);
         command.SetAction(parse => CliRunner.Run(() =>
         {
+            var target = parse.GetValue(output)!;
+            PathChecks.OutputFolder("--peft", target);
+            var written = new[] { PeftAdapter.WeightsFileName, PeftAdapter.ConfigFileName }.Select(f => Path.Combine(target, f)).ToList();
+            PathChecks.NotOverInputs("--peft", written, ("prompt", parse.GetValue(path)!.Split('#')[0]), ("--model", parse.GetValue(model)));
+            if (!parse.GetValue(overwrite) && written.FirstOrDefault(File.Exists) is { } existing)
+                throw new UsageException($"--peft {target} already holds an adapter ({Path.GetFileName(existing)}); add --overwrite to replace it, or choose another folder");
             using var folder = ModelFolder.Open(parse.GetValue(model)!);
             var prompt = LoadAny(parse.GetValue(path)!, folder.Config.HiddenSize);
             var check = PromptCompatibility.Check(prompt, folder, parse.GetValue(allow));
@@ -94,12 +108,19 @@ internal static class PromptCommand
         var path = new Argument<string>("adapter") { Description = "PEFT adapter folder (PROMPT_TUNING)." };
         var output = new Option<string>("--out") { Description = "Prompt file to write.", Required = true };
         var model = new Option<string?>("--model") { Description = "Base model folder; records its fingerprint in the prompt and checks the width." };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace an existing --out file." };
         var command = new Command("import", "Read a Hugging Face PEFT prompt-tuning adapter into a prompt file.\nExample: promptengine prompt import adapter/ --out prompt.safetensors --model stories15M");
         command.Arguments.Add(path);
         command.Options.Add(output);
         command.Options.Add(model);
+        command.Options.Add(overwrite);
         command.SetAction(parse => CliRunner.Run(() =>
         {
+            var target = parse.GetValue(output)!;
+            PathChecks.OutputFile("--out", target);
+            PathChecks.NotOverInputs("--out", [target], ("adapter", parse.GetValue(path)), ("--model", parse.GetValue(model)));
+            if (File.Exists(target) && !parse.GetValue(overwrite))
+                throw new UsageException($"--out {target} already exists; add --overwrite to replace it, or choose another file");
             using var folder = parse.GetValue(model) is { } m ? ModelFolder.Open(m) : null;
             var prompt = PeftAdapter.Load(parse.GetValue(path)!, folder?.Config.HiddenSize);
             PromptFile.Save(parse.GetValue(output)!, prompt, folder);

@@ -16,9 +16,9 @@ internal sealed class TaskOptions
     public readonly Option<string?> TextField = new("--text-field") { Description = "JSONL field holding the text (default: text, or input for generation)." };
     public readonly Option<string?> LabelField = new("--label-field") { Description = "JSONL field holding the label (default: label, or output for generation)." };
     public readonly Option<string?> Template = new("--template") { Description = $"Row template with {{prompt}}, {{text}} and a final {{answer}} (default: \"{DefaultTemplate}\", or \"{DefaultGenerationTemplate}\" for generation)." };
-    public readonly Option<string[]> Labels = new("--labels") { Description = "Labels in verbalizer order (default: as they appear in the data).", AllowMultipleArgumentsPerToken = true };
+    public readonly Option<string[]> Labels = new("--labels") { Description = "Labels in verbalizer order, comma- or space-separated: --labels negative,positive or --labels negative positive (default: the data's labels, sorted).", AllowMultipleArgumentsPerToken = true };
     public readonly Option<string[]> LabelWords = new("--label-words") { Description = "Word per label, same order as --labels (default: \" \" + label).", AllowMultipleArgumentsPerToken = true };
-    public readonly Option<int> MaxLength = new("--max-length") { Description = "Positions per row, prompt included; longer texts are truncated.", DefaultValueFactory = _ => 128 };
+    public readonly Option<int> MaxLength = new("--max-length") { Description = "Positions per row, prompt included; longer texts are truncated. At most the model's context (the default 128 is lowered to it).", DefaultValueFactory = _ => 128 };
     public readonly Option<TruncationSide> Truncation = new("--truncation") { Description = "Which end of an over-long text to keep.", DefaultValueFactory = _ => TruncationSide.KeepBeginning };
     public readonly Option<bool> SkipMalformed = new("--skip-malformed") { Description = "Skip and count malformed JSONL lines instead of stopping at the first." };
 
@@ -33,38 +33,93 @@ internal sealed class TaskOptions
 
     public string TemplateText(ParseResult parse) => parse.GetValue(Template) ?? (IsGeneration(parse) ? DefaultGenerationTemplate : DefaultTemplate);
 
-    /// <summary>Loads a JSONL file of the task's kind with the field names given.</summary>
-    public JsonlDataset Load(ParseResult parse, string path)
+    /// <summary>Loads a JSONL file of the task's kind with the field names given; a file with no examples is refused
+    /// naming it (<paramref name="flag"/> says which option gave it).</summary>
+    public JsonlDataset Load(ParseResult parse, string path, string flag)
     {
+        PathChecks.InputFile(flag, path);
         var fields = IsGeneration(parse)
             ? JsonlFieldNames.Generation(parse.GetValue(TextField) ?? "input", parse.GetValue(LabelField) ?? "output")
             : JsonlFieldNames.Classification(parse.GetValue(TextField) ?? "text", parse.GetValue(LabelField) ?? "label");
-        return JsonlDataset.Load(path, fields, parse.GetValue(SkipMalformed));
+        var data = JsonlDataset.Load(path, fields, parse.GetValue(SkipMalformed));
+        if (data.Examples.Count == 0)
+            throw new PromptEngineException(data.Report.Malformed > 0
+                ? $"{path} ({flag}): every one of its {data.Report.Malformed} line(s) is malformed, so there are no examples"
+                : $"{path} ({flag}): no examples (the file is empty)");
+        return data;
+    }
+
+    /// <summary>The labels in verbalizer order as given, each value split at commas; null when none are given.</summary>
+    public string[]? GivenLabels(ParseResult parse)
+    {
+        if (parse.GetValue(Labels) is not { Length: > 0 } given) return null;
+        var labels = given.SelectMany(l => l.Split(',', StringSplitOptions.TrimEntries)).ToArray();
+        if (labels.Any(l => l.Length == 0)) throw new UsageException($"--labels {OptionChecks.Cut(string.Join(" ", given))} holds an empty label");
+        return labels;
+    }
+
+    /// <summary>Positions per row: --max-length, refused when it exceeds the model's context; the default is lowered to it.</summary>
+    public int RowLength(ParseResult parse, TransformerConfig config)
+    {
+        var length = parse.GetValue(MaxLength);
+        if (length <= config.MaxPositions) return length;
+        if (parse.GetResult(MaxLength) is { Implicit: false })
+            throw new UsageException($"--max-length {length} exceeds the model's context of {config.MaxPositions} positions");
+        return config.MaxPositions;
+    }
+
+    /// <summary>The template, parsed; an error names --template and quotes at most the start of a long template.</summary>
+    public PromptTemplate ParseTemplate(ParseResult parse)
+    {
+        var text = TemplateText(parse);
+        try
+        {
+            return PromptTemplate.Parse(text);
+        }
+        catch (PromptTemplateException e)
+        {
+            throw new UsageException("--" + e.Message.Replace($"template \"{text}\"", $"template \"{OptionChecks.Cut(text)}\""));
+        }
     }
 
     /// <summary>The template, the verbalizer and an encoder for <paramref name="promptTokens"/> virtual tokens.</summary>
     public (PromptTemplate Template, Verbalizer Verbalizer, TemplateEncoder Encoder) Build(ParseResult parse, ModelFolder model, JsonlDataset data, int promptTokens)
     {
         var (template, verbalizer, encoder) = BuildAny(parse, model, data, promptTokens);
-        return (template, verbalizer ?? throw new PromptEngineException("this command needs --task Classification"), encoder);
+        return (template, verbalizer ?? throw new UsageException("this command needs --task Classification"), encoder);
     }
 
     /// <summary>The template, the verbalizer (classification only) and an encoder.</summary>
     public (PromptTemplate Template, Verbalizer? Verbalizer, TemplateEncoder Encoder) BuildAny(ParseResult parse, ModelFolder model, JsonlDataset data, int promptTokens)
     {
-        var template = PromptTemplate.Parse(TemplateText(parse));
+        try
+        {
+            return BuildEncoder(parse, model, data, promptTokens);
+        }
+        catch (PromptTemplateException e)
+        {
+            // The template and the length flags cannot make a row (the library quotes the whole template: cut it).
+            var text = TemplateText(parse);
+            throw new UsageException("--" + e.Message.Replace($"template \"{text}\"", $"template \"{OptionChecks.Cut(text)}\"")
+                + (e.Message.Contains("max length", StringComparison.Ordinal) || e.Message.Contains("positions", StringComparison.Ordinal) ? " (see --max-length and --prompt-tokens)" : ""));
+        }
+    }
+
+    (PromptTemplate Template, Verbalizer? Verbalizer, TemplateEncoder Encoder) BuildEncoder(ParseResult parse, ModelFolder model, JsonlDataset data, int promptTokens)
+    {
+        var template = ParseTemplate(parse);
         if (promptTokens > 0 && !template.HasPrompt)
-            throw new PromptEngineException($"--template '{TemplateText(parse)}' has no {{prompt}} marker, so a {promptTokens}-token prompt has nowhere to go");
+            throw new UsageException($"--template '{OptionChecks.Cut(TemplateText(parse))}' has no {{prompt}} marker, so a {promptTokens}-token prompt has nowhere to go");
         if (IsGeneration(parse))
             return (template, null, new TemplateEncoder(template, model.Tokenizer,
-                new EncoderOptions(Math.Min(parse.GetValue(MaxLength), model.Config.MaxPositions), template.HasPrompt ? promptTokens : 0,
+                new EncoderOptions(RowLength(parse, model.Config), template.HasPrompt ? promptTokens : 0,
                     Truncation: parse.GetValue(Truncation), AppendEos: model.Tokenizer.EosId >= 0), null));
-        IReadOnlyList<string> labels = parse.GetValue(Labels) is { Length: > 0 } given ? given : data.Labels.OrderBy(l => l, StringComparer.Ordinal).ToArray();
+        IReadOnlyList<string> labels = GivenLabels(parse) is { } given ? given : data.Labels.OrderBy(l => l, StringComparer.Ordinal).ToArray();
         var words = parse.GetValue(LabelWords) is { Length: > 0 } w ? w : null;
-        if (words is not null && words.Length != labels.Count) throw new PromptEngineException($"--label-words gives {words.Length} words for {labels.Count} labels");
+        if (words is not null && words.Length != labels.Count) throw new UsageException($"--label-words gives {words.Length} words for {labels.Count} labels");
         var verbalizer = Verbalizer.Create(model.Tokenizer, template, labels, words);
         var encoder = new TemplateEncoder(template, model.Tokenizer,
-            new EncoderOptions(Math.Min(parse.GetValue(MaxLength), model.Config.MaxPositions), template.HasPrompt ? promptTokens : 0,
+            new EncoderOptions(RowLength(parse, model.Config), template.HasPrompt ? promptTokens : 0,
                 Truncation: parse.GetValue(Truncation)), verbalizer);
         return (template, verbalizer, encoder);
     }

@@ -36,7 +36,7 @@ internal static class HeadOption
 
 /// <summary>What a training run produced.</summary>
 internal sealed record TrainOutcome(RunSummary Summary, double? AccuracyBefore, EvalReport? Final, string? MetricsTable, string PromptPath, string AdapterPath,
-    string PlotPath, string MetricsPath, long PromptBytes, double SecondsPerStep, double TokensPerSecond, bool StoppedAsPlanned = false);
+    string PlotPath, string MetricsPath, long PromptBytes, double SecondsPerStep, double TokensPerSecond, bool StoppedAsPlanned = false, bool Terminated = false);
 
 /// <summary><c>promptengine train</c>: prompt tuning for classification with a verbalizer.</summary>
 internal static class TrainCommand
@@ -54,11 +54,11 @@ internal static class TrainCommand
         var steps = new Option<int>("--steps") { Description = "Optimizer steps.", DefaultValueFactory = _ => 100 };
         var batch = new Option<int>("--batch-size") { Description = "Examples per batch.", DefaultValueFactory = _ => 8 };
         var accumulation = new Option<int>("--accumulation") { Description = "Batches per optimizer step (gradient accumulation).", DefaultValueFactory = _ => 1 };
-        var lr = new Option<float>("--lr") { Description = "Peak learning rate.", DefaultValueFactory = _ => 0.03f };
+        var lr = new Option<float>("--lr") { Description = $"Peak learning rate, in (0, {MaxLearningRate}].", DefaultValueFactory = _ => 0.03f };
         var schedule = new Option<string>("--schedule") { Description = "constant, linear or cosine (after warm-up).", DefaultValueFactory = _ => "cosine" };
-        var warmup = new Option<int>("--warmup") { Description = "Warm-up steps.", DefaultValueFactory = _ => 10 };
-        var weightDecay = new Option<float>("--weight-decay") { Description = "AdamW decoupled weight decay.", DefaultValueFactory = _ => 0f };
-        var clip = new Option<float>("--max-grad-norm") { Description = "Clip the prompt gradient's norm (0: off).", DefaultValueFactory = _ => 1f };
+        var warmup = new Option<int>("--warmup") { Description = "Warm-up steps, at most --steps (the default is shortened to --steps).", DefaultValueFactory = _ => 10 };
+        var weightDecay = new Option<float>("--weight-decay") { Description = $"AdamW decoupled weight decay, in [0, {MaxWeightDecay}].", DefaultValueFactory = _ => 0f };
+        var clip = new Option<float>("--max-grad-norm") { Description = "Clip the prompt gradient's norm (0: off; otherwise a finite positive number).", DefaultValueFactory = _ => 1f };
         var evalEvery = new Option<int>("--eval-every") { Description = "Evaluate every N steps (0: at the end only).", DefaultValueFactory = _ => 25 };
         var evalExamples = new Option<int>("--eval-examples") { Description = "Validation examples per evaluation (first N; 0: all).", DefaultValueFactory = _ => 200 };
         var patience = new Option<int>("--patience") { Description = "Stop after N evaluations without improvement (0: off).", DefaultValueFactory = _ => 0 };
@@ -66,7 +66,7 @@ internal static class TrainCommand
         var seed = new Option<ulong>("--seed") { Description = "Seed of the initialisation and the data order.", DefaultValueFactory = _ => 1UL };
         var trainExamples = new Option<int>("--train-examples") { Description = "Use the first N training examples (0: all).", DefaultValueFactory = _ => 0 };
         var metrics = new Option<MetricsFormat>("--metrics") { Description = "Metrics file format: csv or jsonl.", DefaultValueFactory = _ => MetricsFormat.Csv };
-        var resume = new Option<bool>("--resume") { Description = "Continue from --out's checkpoint (same flags)." };
+        var resume = new Option<bool>("--resume") { Description = "Continue from --out's checkpoint (same flags). Without it, an --out that already holds a run is refused." };
         var allow = new Option<bool>("--allow-model-mismatch") { Description = "Accept an --init-file prompt made for another model of the same width." };
         var methodOption = MethodOption.Create();
         var prefixProjection = new Option<int>("--prefix-projection")
@@ -96,7 +96,8 @@ internal static class TrainCommand
         // Range checks on the options a user gives (defaults are valid by construction).
         foreach (var o in new[] { promptTokens, steps, batch, accumulation }) OptionChecks.Positive(o);
         foreach (var o in new[] { warmup, evalEvery, evalExamples, patience, checkpointEvery, trainExamples, stopAfter, prefixProjection }) OptionChecks.NonNegative(o);
-        OptionChecks.Require(lr, v => v > 0, "must be positive");
+        OptionChecks.InRange(lr, 0, MaxLearningRate, minExclusive: true);
+        OptionChecks.InRange(weightDecay, 0, MaxWeightDecay);
         OptionChecks.Require(headLr, v => v > 0, "must be positive");
         OptionChecks.Require(headOption, v => v is HeadOption.None or HeadOption.Linear, "must be none or linear");
         OptionChecks.Require(clip, v => v >= 0, "must not be negative");
@@ -104,43 +105,85 @@ internal static class TrainCommand
         OptionChecks.Require(init, v => PromptInit.TryParseMethod(v, out _), "must be random, vocab, text or file");
         command.Validators.Add(r =>
         {
-            var method = r.GetResult(init)?.GetValueOrDefault<string>() ?? "vocab";
-            if (method == "text" && string.IsNullOrEmpty(r.GetResult(initText)?.GetValueOrDefault<string?>())) r.AddError("--init text needs --init-text");
-            if (method == "file" && string.IsNullOrEmpty(r.GetResult(initFile)?.GetValueOrDefault<string?>())) r.AddError("--init file needs --init-file");
-            if (method == "text" && r.GetResult(methodOption)?.GetValueOrDefault<string>() == "prefix")
+            string Text(Option<string> o) => OptionChecks.TryGetValue(r, o, out var v) ? v : "";
+            string? MaybeText(Option<string?> o) => OptionChecks.TryGetValue(r, o, out var v) ? v : null;
+            var method = Text(init);
+            var deep = Text(methodOption) == "prefix";
+            if (method == "text" && string.IsNullOrEmpty(MaybeText(initText))) r.AddError("--init text needs --init-text");
+            if (method == "file" && string.IsNullOrEmpty(MaybeText(initFile))) r.AddError("--init file needs --init-file");
+            if (method == "text" && deep)
                 r.AddError("--init text has no deep-prompt counterpart; with --method prefix use --init random or file");
-            if (r.GetResult(prefixProjection)?.GetValueOrDefault<int>() is > 0)
+            if (OptionChecks.TryGetValue(r, prefixProjection, out var width) && width > 0)
             {
-                if (r.GetResult(methodOption)?.GetValueOrDefault<string>() != "prefix")
+                if (!deep)
                     r.AddError("--prefix-projection reparameterises a deep prompt; it needs --method prefix");
                 else if (method == "file")
                     r.AddError("--prefix-projection cannot start from --init file: a saved deep prompt is the MLP's folded output and cannot be unfolded into an MLP; use --init random");
             }
+            // The default warm-up is shortened to a short run's length; one the user gives must fit.
+            if (r.GetResult(warmup) is { Implicit: false } && OptionChecks.TryGetValue(r, warmup, out var warm) && OptionChecks.TryGetValue(r, steps, out var total) && total > 0 && warm > total)
+                r.AddError($"--warmup {warm} is longer than the run's --steps {total}");
         });
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var settings = new TrainSettings(parse.GetValue(output)!, parse.GetValue(promptTokens), parse.GetValue(init)!, parse.GetValue(initText), parse.GetValue(initFile),
-                parse.GetValue(steps), parse.GetValue(batch), parse.GetValue(accumulation), parse.GetValue(lr), parse.GetValue(schedule)!, parse.GetValue(warmup),
+                parse.GetValue(steps), parse.GetValue(batch), parse.GetValue(accumulation), parse.GetValue(lr), parse.GetValue(schedule)!,
+                parse.GetResult(warmup) is { Implicit: false } ? parse.GetValue(warmup) : Math.Min(parse.GetValue(warmup), parse.GetValue(steps)),
                 parse.GetValue(weightDecay), parse.GetValue(clip), parse.GetValue(evalEvery), parse.GetValue(evalExamples), parse.GetValue(patience),
                 parse.GetValue(checkpointEvery), parse.GetValue(seed), parse.GetValue(trainExamples), parse.GetValue(metrics), parse.GetValue(resume), parse.GetValue(allow),
                 parse.GetValue(stopAfter), MethodOption.Parse(parse.GetValue(methodOption)), parse.GetValue(prefixProjection), parse.GetValue(headOption)!,
                 parse.GetValue(headLr));
             var outcome = Run(parse, task, parse.GetValue(train)!, parse.GetValue(validation)!, settings, measureBefore: false);
             Report(outcome);
-            // Ctrl-C exits 130 like any interrupted program; --stop-after is a planned pause.
-            return outcome.Summary.Outcome == RunOutcome.Interrupted && !outcome.StoppedAsPlanned ? 130 : 0;
+            // Ctrl-C exits 130 and SIGTERM 143, like any program they stop; --stop-after is a planned pause.
+            if (outcome.Summary.Outcome != RunOutcome.Interrupted || outcome.StoppedAsPlanned) return 0;
+            return outcome.Terminated ? TerminatedExitCode : InterruptedExitCode;
         }));
         return command;
     }
 
+    /// <summary>The largest --lr accepted: prompt tuning's published rates reach 0.3–3, and far beyond that the Adam step
+    /// (about lr per element) would throw the prompt far outside the embedding table in one step.</summary>
+    public const float MaxLearningRate = 100f;
+
+    /// <summary>The largest --weight-decay accepted: at 1 the decoupled decay already removes lr·100 % of the prompt per step.</summary>
+    public const float MaxWeightDecay = 1f;
+
+    /// <summary>Exit code after Ctrl-C (SIGINT), with the checkpoint saved.</summary>
+    public const int InterruptedExitCode = 130;
+
+    /// <summary>Exit code after SIGTERM (what docker stop and job schedulers send), with the checkpoint saved.</summary>
+    public const int TerminatedExitCode = 143;
+
+    /// <summary>What a run writes into --out, by file name (the metrics in either format).</summary>
+    static readonly string[] RunFiles = [Trainer.CheckpointFile, Trainer.BestPromptFile, "metrics.csv", "metrics.jsonl", "eval.json", "curves.png",
+        Path.Combine("adapter", PeftAdapter.WeightsFileName), Path.Combine("adapter", PeftAdapter.ConfigFileName)];
+
+    /// <summary>Checks --out before anything is loaded: it can hold the run, it holds no earlier run unless resuming, and no
+    /// file the run writes is one of its inputs. <paramref name="replacePrevious"/> lets the demo start its own folder afresh.</summary>
+    static void CheckOutput(ParseResult parse, TaskOptions task, string trainPath, string validationPath, TrainSettings s, bool replacePrevious)
+    {
+        PathChecks.OutputFolder("--out", s.OutputDirectory);
+        var outputs = RunFiles.Select(f => Path.Combine(s.OutputDirectory, f)).ToList();
+        PathChecks.NotOverInputs("--out", outputs, ("--train", trainPath), ("--validation", validationPath), ("--init-file", s.InitFile),
+            ("--model", parse.GetValue(task.Model)));
+        if (s.Resume || replacePrevious) return;
+        if (outputs.FirstOrDefault(File.Exists) is { } previous)
+            throw new UsageException($"--out {s.OutputDirectory} already holds a run ({Path.GetFileName(previous)}); continue it with --resume (same flags), or choose another --out");
+    }
+
     /// <summary>Loads, encodes, initialises, trains and saves; shared with the demo.</summary>
-    public static TrainOutcome Run(ParseResult parse, TaskOptions task, string trainPath, string validationPath, TrainSettings s, bool measureBefore)
+    public static TrainOutcome Run(ParseResult parse, TaskOptions task, string trainPath, string validationPath, TrainSettings s, bool measureBefore,
+        bool replacePrevious = false)
     {
         var console = CliRunner.Out;
-        if (s.WarmupSteps > s.Steps) throw new PromptEngineException($"--warmup {s.WarmupSteps} is longer than the run's --steps {s.Steps}");
+        if (s.WarmupSteps > s.Steps) throw new UsageException($"--warmup {s.WarmupSteps} is longer than the run's --steps {s.Steps}");
+        CheckOutput(parse, task, trainPath, validationPath, s, replacePrevious);
+        if (s.InitFile is { } initFile && PromptInit.TryParseMethod(s.Init, out var initMethod) && initMethod == PromptInitMethod.File && !Directory.Exists(initFile))
+            PathChecks.InputFile("--init-file", initFile);
         using var model = ModelFolder.Open(parse.GetValue(task.Model)!);
-        var trainData = task.Load(parse, trainPath);
-        var validationData = task.Load(parse, validationPath);
+        var trainData = task.Load(parse, trainPath, "--train");
+        var validationData = task.Load(parse, validationPath, "--validation");
         // A deep prompt lives in the attention layers, so the rows hold no prompt slots.
         var deep = s.Method == PromptMethod.Prefix;
         var (template, verbalizer, encoder) = task.BuildAny(parse, model, trainData, deep ? 0 : s.PromptTokens);
@@ -151,6 +194,8 @@ internal static class TrainCommand
         foreach (var (name, report) in new[] { (trainPath, trainData.Report), (validationPath, validationData.Report) })
             if (report.Malformed > 0) CliRunner.Error.WriteLine($"warning: {name}: skipped {report.Malformed} malformed line(s), e.g. {report.MalformedSamples.FirstOrDefault()}");
         var lengthLimit = Math.Max(trainExamples.Max(e => e.Length), evalExamples.Max(e => e.Length));
+        if (deep && s.PromptTokens + lengthLimit > model.Config.MaxPositions)
+            throw new UsageException($"--prompt-tokens {s.PromptTokens} deep-prompt positions + rows of up to {lengthLimit} positions exceed the model's {model.Config.MaxPositions}; lower --prompt-tokens or --max-length");
 
         // The prompt: initialised (or resumed from the checkpoint by the trainer).
         PromptInit.TryParseMethod(s.Init, out var method);
@@ -175,7 +220,10 @@ internal static class TrainCommand
             throw new PromptEngineException($"--init-file {s.InitFile} has {prompt.VirtualTokens} virtual tokens, --prompt-tokens says {s.PromptTokens}");
 
         using var kernels = KernelContext.Create(KernelBackend.Auto);
-        using var engine = new TransformerEngine(kernels, model, new EngineOptions(Math.Max(s.BatchSize, 1), lengthLimit, deep ? 0 : s.PromptTokens,
+        // A batch never holds more rows than there are examples (the sampler's batches of a smaller set are the whole set),
+        // so the engine is sized by what the data needs, not by the flag.
+        var rows = Math.Max(Math.Min(s.BatchSize, trainExamples.Count), Math.Min(s.BatchSize, evalExamples.Count));
+        using var engine = EngineFactory.Create(kernels, model, new EngineOptions(rows, lengthLimit, deep ? 0 : s.PromptTokens,
             MaxVerbalizer: Math.Max(16, verbalizer?.TokenIds.Length ?? 0), PrefixTokens: deep ? s.PromptTokens : 0));
         using var projection = projected ? new PrefixProjection(kernels, model.Config, s.PromptTokens, s.PrefixProjection, unchecked((int)s.Seed)) : null;
         if (projection is not null) projection.Forward(engine);
@@ -229,8 +277,8 @@ internal static class TrainCommand
 
         Directory.CreateDirectory(s.OutputDirectory);
         var metricsPath = Path.Combine(s.OutputDirectory, s.Metrics == MetricsFormat.Csv ? "metrics.csv" : "metrics.jsonl");
-        int? resumeStep = s.Resume && File.Exists(Path.Combine(s.OutputDirectory, Trainer.CheckpointFile))
-            ? Checkpoint.Load(Path.Combine(s.OutputDirectory, Trainer.CheckpointFile)).Step : null;
+        var checkpointPath = Path.Combine(s.OutputDirectory, Trainer.CheckpointFile);
+        int? resumeStep = s.Resume && File.Exists(checkpointPath) ? ReadResumeStep(checkpointPath, batches) : null;
         using var log = new MetricsLog(metricsPath, s.Metrics, s.Resume ? resumeStep ?? 0 : null);
         var losses = new List<(int, double)>();
         var evals = new List<(int, double)>();
@@ -240,8 +288,13 @@ internal static class TrainCommand
 
         using var cancel = new CancellationTokenSource();
         var stoppedAsPlanned = false;
+        var terminated = false;
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
         Console.CancelKeyPress += onCancel;
+        // SIGTERM stops the run the way Ctrl-C does: the trainer saves its checkpoint, then the command exits 143.
+        using var onTerminate = OperatingSystem.IsWindows() ? null : System.Runtime.InteropServices.PosixSignalRegistration.Create(
+            System.Runtime.InteropServices.PosixSignal.SIGTERM, context => { context.Cancel = true; terminated = true; cancel.Cancel(); });
+        TestHooks.RunStarted?.Invoke(cancel);
         RunSummary summary;
         try
         {
@@ -322,7 +375,25 @@ internal static class TrainCommand
         CurvePlot.Save(plotPath, losses, evals, verbalizer is null ? "-loss" : "accuracy", $"{(deep ? "prefix" : "prompt")} tuning{(projected ? $" (MLP {s.PrefixProjection})" : "")}{(withHead ? " + linear head" : "")}: {s.PromptTokens} virtual tokens, lr {s.LearningRate}");
         var secondsPerStep = last is null ? 0 : last.Elapsed.TotalSeconds / Math.Max(1, last.Step - (resumeStep ?? 0));
         return new TrainOutcome(summary, before, final, table, bestPath, adapterPath, plotPath, metricsPath, new FileInfo(bestPath).Length,
-            secondsPerStep, last?.TokensPerSecond ?? 0, stoppedAsPlanned);
+            secondsPerStep, last?.TokensPerSecond ?? 0, stoppedAsPlanned, terminated);
+    }
+
+    /// <summary>The step a checkpoint continues from, read before anything else is written; the checkpoint's data-order
+    /// state is tried on the sampler too (the trainer restores it again), so that a damaged checkpoint is refused naming
+    /// its file before the metrics log is touched.</summary>
+    static int ReadResumeStep(string checkpointPath, SampledBatches batches)
+    {
+        try
+        {
+            var state = Checkpoint.Load(checkpointPath);
+            batches.RestoreState(state.DataState);
+            return state.Step;
+        }
+        catch (Exception e) when (e is PromptEngineException or JsonException or FormatException or ArgumentException or InvalidDataException or EndOfStreamException)
+        {
+            if (e is PromptEngineException && e.Message.Contains(checkpointPath, StringComparison.Ordinal)) throw;
+            throw new PromptEngineException($"{checkpointPath}: cannot resume from this checkpoint: {e.Message.ReplaceLineEndings(" ")}", e);
+        }
     }
 
     public static void Report(TrainOutcome o)

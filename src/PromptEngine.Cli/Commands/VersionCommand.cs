@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Spectre.Console;
 
 namespace PromptEngine.Cli.Commands;
 
@@ -10,7 +11,7 @@ internal static class VersionCommand
         var command = new Command("version", "Print the version of PromptEngine.");
         command.SetAction(_ =>
         {
-            Console.WriteLine(typeof(VersionCommand).Assembly.GetName().Version);
+            CliRunner.Out.WriteLine(typeof(VersionCommand).Assembly.GetName().Version?.ToString() ?? "unknown");
             return 0;
         });
         return command;

@@ -27,7 +27,15 @@ internal static class CurvePlot
         }
         plot.ShowLegend();
         var temp = path + ".tmp.png";
-        plot.SavePng(temp, 900, 500);
-        File.Move(temp, path, overwrite: true);
+        try
+        {
+            plot.SavePng(temp, 900, 500);
+            File.Move(temp, path, overwrite: true);
+        }
+        finally
+        {
+            // A failed write (a full disk, a folder in the way) leaves the previous curves, not a half-written temp file.
+            if (File.Exists(temp)) File.Delete(temp);
+        }
     }
 }

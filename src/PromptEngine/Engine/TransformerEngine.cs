@@ -30,6 +30,19 @@ public sealed record EngineOptions(int MaxRows, int MaxLength, int PromptRows, b
 /// the frozen weights get neither.</summary>
 /// <param name="KvCache">The generation arena (every layer's K and V cache, the step's logits and indices); 0 until the
 /// first <see cref="TransformerEngine.Prefill"/> allocates it.</param>
+/// <summary>The device (or, on the CPU accelerator, the process) could not give the engine the memory it plans for:
+/// the message says how many bytes were asked for and for which batch shape, so that a smaller batch or length can be chosen.</summary>
+public sealed class DeviceMemoryException(string message, long requestedBytes, Exception inner) : PromptEngineException(message, inner)
+{
+    /// <summary>Bytes the engine asked for at construction.</summary>
+    public long RequestedBytes { get; } = requestedBytes;
+
+    internal static DeviceMemoryException For(KernelContext kernels, long bytes, EngineOptions options, Exception inner) =>
+        new(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"not enough memory on {kernels.Accelerator.Name}: the engine needs {bytes:N0} bytes ({bytes / (1024.0 * 1024 * 1024):F2} GiB) for batches of {options.MaxRows} rows × {options.MaxLength} positions"),
+            bytes, inner);
+}
+
 public sealed record MemoryReport(long FrozenWeights, long Activations, long GradientsAndScratch, long Indices, long PromptAndOptimizer, long KvCache = 0)
 {
     /// <summary>Everything the engine holds.</summary>
@@ -262,7 +275,14 @@ public sealed class TransformerEngine : IDisposable
             weightBytes = DeviceWeights.PlannedBytes(config, options.WeightFormat);
             return;
         }
-        weights = placeWeights();
+        try
+        {
+            weights = placeWeights();
+        }
+        catch (Exception e) when (e is OutOfMemoryException or ILGPU.Runtime.AcceleratorException)
+        {
+            throw DeviceMemoryException.For(kernels, PlannedBytes(), options, e);
+        }
         weightBytes = weights.Bytes;
         try
         {
@@ -277,6 +297,11 @@ public sealed class TransformerEngine : IDisposable
                 Trainable(adamM).MemSetToZero();
                 Trainable(adamV).MemSetToZero();
             }
+        }
+        catch (Exception e) when (e is OutOfMemoryException or ILGPU.Runtime.AcceleratorException)
+        {
+            Dispose();
+            throw DeviceMemoryException.For(kernels, PlannedBytes(), options, e);
         }
         catch
         {
@@ -298,6 +323,11 @@ public sealed class TransformerEngine : IDisposable
         if (options.PrefixTokens >= config.MaxPositions)
             throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens leave no room in the model's {config.MaxPositions} positions");
     }
+
+    /// <summary>Bytes the engine asks the device for at construction: the weights and every arena planned for the options
+    /// (the KV cache and the prompt-only gradients come later, when first used).</summary>
+    long PlannedBytes() =>
+        DeviceWeights.PlannedBytes(config, options.WeightFormat) + saved.Bytes + scratch.Bytes + indices.Bytes + promptArena.Bytes;
 
     /// <summary>Device memory by arena (the key/value gradients of <see cref="PromptBackward"/>, once allocated, count as scratch).</summary>
     public MemoryReport Memory => new(weightBytes, saved.Bytes, scratch.Bytes + (injectAllocated ? injectArena.Bytes : 0), indices.Bytes, promptArena.Bytes,

@@ -125,8 +125,8 @@ public class CliTests : CliTestBase
         Assert.That(File.Exists(Path.Combine(output, "tokenizer.model")), Is.True);
 
         var again = Run("import-llama2c", TestAssets.Llama2cModelBin, TestAssets.Llama2cTokenizerBin, "--out", output);
-        Assert.That(again.Code, Is.EqualTo(2), "a non-empty folder is not overwritten without --overwrite");
-        Assert.That(again.Err, Does.Contain(output));
+        Assert.That(again.Code, Is.EqualTo(1), "a non-empty folder is not overwritten without --overwrite");
+        Assert.That(again.Err, Does.Contain(output).And.Contain("--overwrite"));
 
         var inspect = Run("inspect", output);
         Assert.That(inspect.Code, Is.EqualTo(0), inspect.Err);
@@ -190,7 +190,7 @@ public class CliEngineTests : CliTestBase
         Assert.That(wrongWidth.Code, Is.EqualTo(2));
         Assert.That(wrongWidth.Err, Does.Contain(narrow).And.Contain("64").And.Contain("288"));
         var noPrompt = Run("loss", "--model", TestAssets.Stories15MFolder, "--input", "Hi there friend.", "--grad-out", Path.Combine(scratch, "g.safetensors"));
-        Assert.That(noPrompt.Code, Is.EqualTo(2));
+        Assert.That(noPrompt.Code, Is.EqualTo(1), "a flag without the flag it needs is a bad command line");
         Assert.That(noPrompt.Err, Does.Contain("--grad-out needs --prompt"));
         var badPlacement = Run("loss", "--model", TestAssets.Stories15MFolder, "--input", "x", "--placement", "middle");
         Assert.That(badPlacement.Code, Is.EqualTo(1));
@@ -228,7 +228,7 @@ public class CliEngineTests : CliTestBase
         var inspect = Run("prompt", "inspect", back);
         Assert.That(inspect.Code, Is.EqualTo(0), inspect.Err);
         Assert.That(inspect.Out, Does.Contain("(5, 288)").And.Contain("base_model_fingerprint"));
-        var broken = Run("prompt", "import", scratch, "--out", back);
+        var broken = Run("prompt", "import", scratch, "--out", Path.Combine(scratch, "from-broken.safetensors"));
         Assert.That(broken.Code, Is.EqualTo(2));
         Assert.That(broken.Err, Does.StartWith("error: "));
     }

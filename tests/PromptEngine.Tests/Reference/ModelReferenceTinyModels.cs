@@ -49,7 +49,8 @@ public static class ModelReferenceTinyModels
         finally { Directory.Delete(folder, recursive: true); }
     }
 
-    static float[] RandomValues(ExpectedWeight w, int seed)
+    /// <summary>The seeded values <see cref="WriteRandom"/> gives weight <paramref name="w"/>.</summary>
+    public static float[] RandomValues(ExpectedWeight w, int seed)
     {
         // HashCode.Combine is randomised per process; a stable mix keeps the tiny models identical across runs.
         var rng = new Random(unchecked(seed * 7919 + StableHash(w.Name)));
