@@ -4,7 +4,7 @@ using PromptEngine.Safetensors;
 
 namespace PromptEngine.Prompts;
 
-/// <summary>How a prompt reaches the model: which kind of prompt a file holds, and what the CLI's <c>--method</c> picks.</summary>
+/// <summary>How a prompt reaches the model: which kind of prompt a file holds, and which kind a user picks.</summary>
 public enum PromptMethod
 {
     /// <summary>Plain prompt tuning: virtual-token rows of the input embedding (PEFT PROMPT_TUNING).</summary>
@@ -155,11 +155,10 @@ public static class DeepPromptFile
         using var file = SafetensorsFile.Open(path);
         var metadata = file.Metadata;
         var method = metadata.GetValueOrDefault(PromptMetadata.Method);
+        if (method is null or PromptMetadata.MethodPrompt)
+            throw new PromptKindException(path, PromptMetadata.Method, PromptMethod.Prompt, "this is a plain prompt file (no \"method\": \"prefix\" tag); load it as a plain prompt (PromptFile)");
         if (method != PromptMetadata.MethodPrefix)
-            throw new PromptFormatException(path, PromptMetadata.Method,
-                method is null or PromptMetadata.MethodPrompt
-                    ? "this is a plain prompt file (no \"method\": \"prefix\" tag); load it as a prompt (--method prompt)"
-                    : $"unknown method '{method}'; expected \"prefix\"");
+            throw new PromptFormatException(path, PromptMetadata.Method, $"unknown method '{method}'; expected \"prefix\"");
         int Field(string key)
         {
             if (!metadata.TryGetValue(key, out var text)) throw new PromptFormatException(path, key, "missing from the metadata of a deep-prompt file");

@@ -27,7 +27,7 @@ public static class PromptFile
             throw new PromptFormatException(path, TensorName, $"no such tensor (found: {string.Join(", ", file.Tensors.Select(t => t.Name))}){hint}");
         }
         if (file.Metadata.GetValueOrDefault(PromptMetadata.Method) == PromptMetadata.MethodPrefix)
-            throw new PromptFormatException(path, PromptMetadata.Method, "this is a deep prompt (prefix tuning) file, not a plain prompt; load it with DeepPromptFile.Load (--method prefix)");
+            throw new PromptKindException(path, PromptMetadata.Method, PromptMethod.Prefix, "this is a deep prompt (prefix tuning) file, not a plain prompt; load it as a deep prompt (DeepPromptFile)");
         if (file.Metadata.TryGetValue(PromptMetadata.Content, out var content) && content == "gradient")
             throw new PromptFormatException(path, null, "this is a gradient file (dLoss/dPrompt), not a prompt");
         return ReadTensor(file, TensorName, path, expectedWidth, file.Metadata) with { Source = path };

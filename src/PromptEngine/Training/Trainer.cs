@@ -140,10 +140,10 @@ public sealed class Trainer
         double? best = null;
         if (resume)
         {
-            if (!File.Exists(CheckpointPath)) throw new PromptEngineException($"--resume: no checkpoint at {CheckpointPath}");
+            if (!File.Exists(CheckpointPath)) throw new PromptEngineException($"cannot resume: no checkpoint at {CheckpointPath}");
             var state = Checkpoint.Load(CheckpointPath);
             if (state.RunFingerprint != options.RunFingerprint)
-                throw new PromptEngineException($"{CheckpointPath}: the checkpoint belongs to a run with other settings (fingerprint {state.RunFingerprint}, this run {options.RunFingerprint}); resume with the same flags or use a new --out");
+                throw new PromptEngineException($"{CheckpointPath}: the checkpoint belongs to a run with other settings (fingerprint {state.RunFingerprint}, this run {options.RunFingerprint}); resume with the same settings or train into another output folder");
             SetTrainables(state.Prompt);
             if (projection is not null) projection.SetOptimizerState(state.AdamM, state.AdamV, state.OptimizerStep);
             else engine.SetOptimizerState(state.AdamM, state.AdamV, state.OptimizerStep);
