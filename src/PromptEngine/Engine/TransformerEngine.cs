@@ -552,6 +552,9 @@ public sealed class TransformerEngine : IDisposable
     /// (≤ 0: no clipping). Returns the gradient norm before clipping.</summary>
     /// <exception cref="NonFiniteGradientException">The gradient holds NaN or ∞; the prompt and the optimizer
     /// state are left untouched, so the last good state can be saved.</exception>
+    /// <exception cref="NonFinitePromptException">The step itself (a learning rate or weight decay too large for float)
+    /// made the prompt NaN, ∞ or too large to square in float; the engine's prompt is then unusable, so the caller must
+    /// not save it and should go back to its last saved state.</exception>
     public float OptimizerStep(float learningRate, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0f,
         float maxGradNorm = 0f, int accumulatedBatches = 1)
     {
@@ -566,6 +569,12 @@ public sealed class TransformerEngine : IDisposable
         if (!float.IsFinite(norm)) throw new NonFiniteGradientException($"the prompt gradient is not finite (norm {norm}) at optimizer step {optimizerStep + 1}; the prompt was not updated");
         kernels.AdamW.Step(Trainable(prompt), Trainable(adamM), Trainable(adamV), Trainable(dPrompt), clip, count,
             learningRate, beta1, beta2, eps, weightDecay, ++optimizerStep);
+        // The moments stay finite once the gradient's norm is (each |g| is then below √float.MaxValue), but a huge learning
+        // rate or weight decay can still overflow the prompt; one reduction on the device and one float back tell.
+        kernels.GradNorm.Forward(promptArena[sumSquares], default, promptArena[partials], Trainable(prompt), count, 1f);
+        var promptSumSquares = ToHost(promptArena[sumSquares])[0];
+        if (!float.IsFinite(promptSumSquares))
+            throw new NonFinitePromptException($"optimizer step {optimizerStep} (learning rate {learningRate}, weight decay {weightDecay}) made the prompt non-finite (sum of squares {promptSumSquares})");
         return norm;
     }
 
@@ -844,3 +853,6 @@ public sealed class TransformerEngine : IDisposable
 
 /// <summary>The prompt gradient became NaN or infinite; the step was not applied.</summary>
 public sealed class NonFiniteGradientException(string message) : PromptEngineException(message);
+
+/// <summary>An optimizer step made the trainable values NaN, infinite or too large for float; they must not be saved.</summary>
+public sealed class NonFinitePromptException(string message) : PromptEngineException(message);

@@ -134,7 +134,7 @@ public static class DeepPromptFile
         metadata[PromptMetadata.NumKeyValueHeads] = PromptMetadata.Invariant(prompt.KvHeads);
         metadata[PromptMetadata.HeadDim] = PromptMetadata.Invariant(prompt.HeadDim);
         metadata["format"] = "pt";
-        SafetensorsWriter.Write(path, [TensorToWrite.F32(PromptFile.TensorName, [prompt.VirtualTokens, prompt.Width], prompt.Values)], metadata);
+        SafetensorsWriter.Write(path, [TensorToWrite.F32(PromptFile.TensorName, [prompt.VirtualTokens, prompt.Width], prompt.Values)], metadata, integrityHash: true);
     }
 
     /// <summary>The method a prompt file's metadata declares: <see cref="PromptMethod.Prefix"/> for "prefix", else
@@ -153,6 +153,7 @@ public static class DeepPromptFile
     public static DeepPrompt Load(string path, TransformerConfig? expected = null)
     {
         using var file = SafetensorsFile.Open(path);
+        file.VerifyIntegrity();
         var metadata = file.Metadata;
         var method = metadata.GetValueOrDefault(PromptMetadata.Method);
         if (method is null or PromptMetadata.MethodPrompt)
@@ -171,7 +172,7 @@ public static class DeepPromptFile
         if ((long)layers * 2 * kvHeads * headDim != flat.Width)
             throw new PromptFormatException(path, PromptFile.TensorName,
                 $"width {flat.Width}, but num_layers·2·num_key_value_heads·head_dim = {layers}·2·{kvHeads}·{headDim} = {(long)layers * 2 * kvHeads * headDim}");
-        var prompt = new DeepPrompt(flat.Values, flat.VirtualTokens, layers, kvHeads, headDim, metadata) { Source = path };
+        var prompt = new DeepPrompt(flat.Values, flat.VirtualTokens, layers, kvHeads, headDim, flat.Metadata) { Source = path };
         if (expected is not null) prompt.CheckFits(expected, path);
         return prompt;
     }

@@ -72,7 +72,7 @@ public static class PeftAdapter
         var configTemp = Path.Combine(folder, $".{ConfigFileName}.{stamp}.tmp");
         try
         {
-            SafetensorsWriter.Write(weightsTemp, [TensorToWrite.F32(PromptFile.TensorName, [prompt.VirtualTokens, prompt.Width], prompt.Values)], metadata);
+            SafetensorsWriter.Write(weightsTemp, [TensorToWrite.F32(PromptFile.TensorName, [prompt.VirtualTokens, prompt.Width], prompt.Values)], metadata, integrityHash: true);
             using (var stream = new FileStream(configTemp, FileMode.CreateNew, FileAccess.Write))
             {
                 stream.Write(config);
@@ -192,6 +192,7 @@ public static class PeftAdapter
         SoftPrompt prompt;
         using (var file = SafetensorsFile.Open(weightsPath))
         {
+            file.VerifyIntegrity();
             if (!file.TryGetTensor(PromptFile.TensorName, out _))
                 throw new PromptFormatException(weightsPath, PromptFile.TensorName, $"no such tensor (found: {string.Join(", ", file.Tensors.Select(t => t.Name))})");
             prompt = PromptFile.ReadTensor(file, PromptFile.TensorName, weightsPath, null, file.Metadata);
@@ -286,6 +287,7 @@ public static class PeftAdapter
         SoftPrompt flat;
         using (var file = SafetensorsFile.Open(weightsPath))
         {
+            file.VerifyIntegrity();
             if (!file.TryGetTensor(PromptFile.TensorName, out _))
                 throw new PromptFormatException(weightsPath, PromptFile.TensorName, $"no such tensor (found: {string.Join(", ", file.Tensors.Select(t => t.Name))})");
             flat = PromptFile.ReadTensor(file, PromptFile.TensorName, weightsPath, null, file.Metadata);
@@ -353,7 +355,7 @@ public static class PeftAdapter
         var configTemp = Path.Combine(folder, $".{ConfigFileName}.{stamp}.tmp");
         try
         {
-            SafetensorsWriter.Write(weightsTemp, tensors, metadata);
+            SafetensorsWriter.Write(weightsTemp, tensors, metadata, integrityHash: true);
             using (var stream = new FileStream(configTemp, FileMode.CreateNew, FileAccess.Write))
             {
                 stream.Write(config);

@@ -20,6 +20,7 @@ public static class PromptFile
     public static SoftPrompt Load(string path, int? expectedWidth = null)
     {
         using var file = SafetensorsFile.Open(path);
+        file.VerifyIntegrity();
         if (!file.TryGetTensor(TensorName, out _))
         {
             var hint = file.Metadata.GetValueOrDefault(PromptMetadata.Content) == PromptBank.ContentValue
@@ -45,7 +46,7 @@ public static class PromptFile
         var meta = new Dictionary<string, string>(metadata ?? new Dictionary<string, string>()) { ["format"] = "pt" };
         if (isGradient) meta[PromptMetadata.Content] = "gradient";
         else meta.Remove(PromptMetadata.Content);
-        SafetensorsWriter.Write(path, [TensorToWrite.F32(TensorName, [virtualTokens, width], values)], meta);
+        SafetensorsWriter.Write(path, [TensorToWrite.F32(TensorName, [virtualTokens, width], values)], meta, integrityHash: true);
     }
 
     /// <summary>Writes <paramref name="prompt"/> atomically with its metadata; with <paramref name="model"/>,
@@ -85,6 +86,7 @@ public static class PromptFile
         for (var i = 0; i < values.Length; i++)
             if (!float.IsFinite(values[i]))
                 throw new PromptFormatException(path, tensorName, $"non-finite value at row {i / width}, column {i % width}");
-        return new SoftPrompt(values, rows, width, metadata);
+        var kept = metadata.Where(kv => kv.Key != SafetensorsFile.IntegrityKey).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
+        return new SoftPrompt(values, rows, width, kept);
     }
 }

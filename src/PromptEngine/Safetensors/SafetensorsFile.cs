@@ -44,6 +44,28 @@ public sealed unsafe class SafetensorsFile : IDisposable
     /// <summary>All tensors, sorted by name (ordinal).</summary>
     public IReadOnlyList<TensorInfo> Tensors { get; }
 
+    /// <summary>The metadata key of the integrity hash our own files carry: lower-case hex SHA-256 of the whole data
+    /// section (every tensor's bytes, in file order). Files written by other tools have none.</summary>
+    public const string IntegrityKey = "tensor_data_sha256";
+
+    /// <summary>Checks the data section against <see cref="IntegrityKey"/> when the metadata has one (files written by
+    /// other tools, such as PEFT, have none and pass unchecked).</summary>
+    /// <returns>True when a hash was present and matched; false when there was none.</returns>
+    /// <exception cref="SafetensorsException">The data does not match the hash: the file was changed or damaged after it was written.</exception>
+    public bool VerifyIntegrity()
+    {
+        if (!Metadata.TryGetValue(IntegrityKey, out var recorded)) return false;
+        ObjectDisposedException.ThrowIf(_data == null, this);
+        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        const int Chunk = 1 << 30;
+        for (long done = 0; done < _dataLength; done += Chunk)
+            sha.AppendData(new ReadOnlySpan<byte>(_data + done, (int)Math.Min(Chunk, _dataLength - done)));
+        var actual = Convert.ToHexStringLower(sha.GetHashAndReset());
+        if (!string.Equals(actual, recorded, StringComparison.OrdinalIgnoreCase))
+            throw new SafetensorsException(Path, null, $"the tensor data does not match the file's integrity hash ({IntegrityKey}); the file was damaged or changed after it was written");
+        return true;
+    }
+
     /// <summary>Opens, validates and maps <paramref name="path"/>.</summary>
     /// <exception cref="SafetensorsException">The file cannot be opened or is not a valid safetensors file.</exception>
     public static SafetensorsFile Open(string path)
