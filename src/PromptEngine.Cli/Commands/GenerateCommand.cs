@@ -47,9 +47,9 @@ internal static class GenerateCommand
             if (tokens.Count == 0) throw new PromptEngineException("nothing to start from: the tokenizer has no BOS and --input is empty");
             // Prompt rows sit in the row; a deep prompt's virtual tokens take cache slots and positions the same way.
             var n = soft?.VirtualTokens ?? deepPrompt?.VirtualTokens ?? 0;
-            var maxLength = Math.Min(folder.Config.MaxPositions, n + tokens.Count + parse.GetValue(maxNew));
-            if (n + tokens.Count >= folder.Config.MaxPositions)
-                throw new PromptEngineException($"prompt {n} + input {tokens.Count} tokens leave no room in the model's {folder.Config.MaxPositions} positions");
+            var maxLength = Math.Min(folder.Config.ContextLength, n + tokens.Count + parse.GetValue(maxNew));
+            if (n + tokens.Count >= folder.Config.ContextLength)
+                throw new PromptEngineException($"prompt {n} + input {tokens.Count} tokens leave no room in the model's {folder.Config.ContextLength} positions");
             using var kernels = KernelContext.Create(KernelBackend.Auto);
             using var engine = new TransformerEngine(kernels, folder, new EngineOptions(1, maxLength, deep ? 0 : n, Training: false, PrefixTokens: deep ? n : 0));
             if (soft is not null) engine.SetPrompt(soft.Values);

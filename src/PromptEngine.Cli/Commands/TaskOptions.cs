@@ -57,14 +57,14 @@ internal sealed class TaskOptions
             throw new PromptEngineException($"--template '{TemplateText(parse)}' has no {{prompt}} marker, so a {promptTokens}-token prompt has nowhere to go");
         if (IsGeneration(parse))
             return (template, null, new TemplateEncoder(template, model.Tokenizer,
-                new EncoderOptions(Math.Min(parse.GetValue(MaxLength), model.Config.MaxPositions), template.HasPrompt ? promptTokens : 0,
+                new EncoderOptions(Math.Min(parse.GetValue(MaxLength), model.Config.ContextLength), template.HasPrompt ? promptTokens : 0,
                     Truncation: parse.GetValue(Truncation), AppendEos: model.Tokenizer.EosId >= 0), null));
         IReadOnlyList<string> labels = parse.GetValue(Labels) is { Length: > 0 } given ? given : data.Labels.OrderBy(l => l, StringComparer.Ordinal).ToArray();
         var words = parse.GetValue(LabelWords) is { Length: > 0 } w ? w : null;
         if (words is not null && words.Length != labels.Count) throw new PromptEngineException($"--label-words gives {words.Length} words for {labels.Count} labels");
         var verbalizer = Verbalizer.Create(model.Tokenizer, template, labels, words);
         var encoder = new TemplateEncoder(template, model.Tokenizer,
-            new EncoderOptions(Math.Min(parse.GetValue(MaxLength), model.Config.MaxPositions), template.HasPrompt ? promptTokens : 0,
+            new EncoderOptions(Math.Min(parse.GetValue(MaxLength), model.Config.ContextLength), template.HasPrompt ? promptTokens : 0,
                 Truncation: parse.GetValue(Truncation)), verbalizer);
         return (template, verbalizer, encoder);
     }

@@ -89,7 +89,7 @@ public sealed class DeviceWeights : IDisposable
                     Get(WeightRole.AttentionNorm, i), default,
                     Get(WeightRole.Query, i), Get(WeightRole.Key, i), Get(WeightRole.Value, i),
                     Get(WeightRole.QueryBias, i), Get(WeightRole.KeyBias, i), Get(WeightRole.ValueBias, i),
-                    Get(WeightRole.AttentionOutput, i), default,
+                    Get(WeightRole.AttentionOutput, i), Get(WeightRole.AttentionOutputBias, i),
                     Get(WeightRole.MlpNorm, i), default,
                     Get(WeightRole.MlpGate, i), Get(WeightRole.MlpUp, i), default,
                     Get(WeightRole.MlpDown, i), default);

@@ -129,6 +129,8 @@ public sealed class TransformerEngine : IDisposable
         if (options.MaxRows <= 0 || options.MaxLength <= 0) throw new ArgumentException($"engine: batch {options.MaxRows}×{options.MaxLength} must be positive");
         if (options.MaxLength > model.Config.MaxPositions)
             throw new ArgumentException($"engine: sequence length {options.MaxLength} exceeds the model's {model.Config.MaxPositions} positions");
+        if (options.MaxLength > model.Config.ContextLength)
+            throw new SlidingWindowException(model.Config, options.MaxLength);
         this.kernels = kernels;
         this.options = options;
         config = model.Config;
@@ -188,8 +190,8 @@ public sealed class TransformerEngine : IDisposable
 
         if (options.PrefixTokens < 0) throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens");
         // Each batch checks its own Pv + positions against the model (Load); the cache's Pv + tokens against MaxLength (Prefill).
-        if (options.PrefixTokens >= model.Config.MaxPositions)
-            throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens leave no room in the model's {model.Config.MaxPositions} positions");
+        if (options.PrefixTokens >= model.Config.ContextLength)
+            throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens leave no room in the model's {model.Config.ContextLength} positions");
         long promptLength = (long)options.PromptRows * C;
         long prefixLength = PrefixLengthOf(config, options.PrefixTokens);
         long trainable = options.Training ? 1 : 0;
@@ -376,7 +378,7 @@ public sealed class TransformerEngine : IDisposable
         int B = batch.Rows, T = batch.Length;
         if (B > options.MaxRows || T > options.MaxLength)
             throw new ArgumentException($"prefill: batch {B}×{T} exceeds the engine's {options.MaxRows}×{options.MaxLength}");
-        batch.Validate(config.VocabSize, options.PromptRows, config.MaxPositions - options.PrefixTokens);
+        batch.Validate(config.VocabSize, options.PromptRows, config.ContextLength - options.PrefixTokens);
         var lengths = new int[B];
         for (var b = 0; b < B; b++)
         {
@@ -610,7 +612,7 @@ public sealed class TransformerEngine : IDisposable
             throw new ArgumentException($"batch {batch.Rows}×{batch.Length} exceeds the engine's {options.MaxRows}×{options.MaxLength}");
         if (batch.LossPositions.Length > maxS) throw new ArgumentException($"batch scores {batch.LossPositions.Length} positions, the engine was sized for {maxS}");
         if ((batch.Verbalizer?.Length ?? 0) > options.MaxVerbalizer) throw new ArgumentException($"verbalizer of {batch.Verbalizer!.Length} tokens exceeds the engine's {options.MaxVerbalizer}");
-        batch.Validate(config.VocabSize, options.PromptRows, config.MaxPositions - options.PrefixTokens);
+        batch.Validate(config.VocabSize, options.PromptRows, config.ContextLength - options.PrefixTokens);
         int n = batch.Positions, s = batch.LossPositions.Length;
         View(indices, sourceMap, n).CopyFromCPU(batch.SourceMap);
         View(indices, keyMask, n).CopyFromCPU(batch.KeyMask);
@@ -853,6 +855,16 @@ public sealed class TransformerEngine : IDisposable
 
 /// <summary>The prompt gradient became NaN or infinite; the step was not applied.</summary>
 public sealed class NonFiniteGradientException(string message) : PromptEngineException(message);
+
+/// <summary>A sequence longer than the model's sliding attention window: the engine computes full causal attention, which
+/// is the windowed model's function only up to the window's length, so longer sequences are refused, not computed wrongly.</summary>
+public sealed class SlidingWindowException(TransformerConfig config, int length)
+    : PromptEngineException($"{config.Architecture} attends within a sliding window of {config.SlidingWindow} positions, which this engine "
+        + $"does not implement; sequences of up to {config.ContextLength} positions are computed exactly, {length} would not be")
+{
+    /// <summary>The longest sequence computed exactly.</summary>
+    public int ContextLength { get; } = config.ContextLength;
+}
 
 /// <summary>An optimizer step made the trainable values NaN, infinite or too large for float; they must not be saved.</summary>
 public sealed class NonFinitePromptException(string message) : PromptEngineException(message);
