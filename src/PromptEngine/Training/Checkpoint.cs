@@ -70,7 +70,7 @@ public static class Checkpoint
                 throw new PromptEngineException($"{path}: checkpoint tensor '{name}' does not have the prompt's shape [{string.Join(", ", prompt.Shape)}]");
         var best = Field("best_metric");
         double? bestMetric = best.Length == 0 ? null
-            : double.TryParse(best, NumberStyles.Float, CultureInfo.InvariantCulture, out var b) ? b
+            : double.TryParse(best, NumberStyles.Float, CultureInfo.InvariantCulture, out var b) && double.IsFinite(b) ? b
             : throw new PromptEngineException($"{path}: checkpoint metadata 'best_metric' is not a number: '{best}'");
         int step = Int("step"), optimizerStep = Int("optimizer_step");
         if (step < 0) throw new PromptEngineException($"{path}: checkpoint metadata 'step' is negative: {step}");
