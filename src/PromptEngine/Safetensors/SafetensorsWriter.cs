@@ -70,8 +70,8 @@ public static class SafetensorsWriter
     /// <param name="path">The file.</param>
     /// <param name="tensors">The tensors.</param>
     /// <param name="metadata">String metadata; a stale <see cref="SafetensorsFile.IntegrityKey"/> in it is dropped.</param>
-    /// <param name="integrityHash">Add <see cref="SafetensorsFile.IntegrityKey"/>, the SHA-256 of the data section, which
-    /// <see cref="SafetensorsFile.VerifyIntegrity"/> checks.</param>
+    /// <param name="integrityHash">Add <see cref="SafetensorsFile.IntegrityKey"/>, a SHA-256 of the tensors and the other
+    /// metadata, which <see cref="SafetensorsFile.VerifyIntegrity"/> checks.</param>
     /// <exception cref="ArgumentException">A duplicate or reserved name, a negative dimension, an unknown dtype,
     /// or data whose length disagrees with shape × dtype size.</exception>
     public static void Write(string path, IEnumerable<TensorToWrite> tensors, IReadOnlyDictionary<string, string>? metadata = null, bool integrityHash = false)
@@ -87,9 +87,14 @@ public static class SafetensorsWriter
             withHash.Remove(SafetensorsFile.IntegrityKey);
             if (integrityHash)
             {
-                using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
-                foreach (var t in sorted) sha.AppendData(t.Data.Span);
-                withHash[SafetensorsFile.IntegrityKey] = Convert.ToHexStringLower(sha.GetHashAndReset());
+                using var digest = new IntegrityDigest();
+                foreach (var t in sorted.OrderBy(t => t.Name, StringComparer.Ordinal))
+                {
+                    digest.Tensor(t.Name, t.DType, t.Shape);
+                    digest.Bytes(t.Data.Span);
+                }
+                digest.Metadata(withHash);
+                withHash[SafetensorsFile.IntegrityKey] = digest.Finish();
             }
             metadata = withHash;
         }

@@ -94,4 +94,21 @@ public class CheckpointIntegrityTests
         TestContext.Out.WriteLine(e.Message);
         Assert.That(e.Message, Does.Contain(path).And.Contain($"'{tensor}'"));
     }
+
+    [Test]
+    public void AnEditedMetadataFieldIsRefused()
+    {
+        // The hash covers the metadata too: a checkpoint's step or sampler state edited by hand is not trained from.
+        var path = Path.Combine(folder, "checkpoint.safetensors");
+        Checkpoint.Save(path, State(step: 3));
+        var bytes = File.ReadAllBytes(path);
+        var text = System.Text.Encoding.Latin1.GetString(bytes);
+        var at = text.IndexOf("\"step\":\"3\"", StringComparison.Ordinal);
+        Assert.That(at, Is.GreaterThan(0));
+        bytes[at + "\"step\":\"".Length] = (byte)'2';
+        File.WriteAllBytes(path, bytes);
+        var e = Assert.Catch<PromptEngineException>(() => Checkpoint.Load(path))!;
+        Assert.That(e.Message, Does.Contain(path).And.Contain("integrity"));
+    }
 }
+

@@ -237,4 +237,74 @@ public class TrainerTests
             Assert.That(e.Message, Does.Contain(Trainer.CheckpointFile).And.Contain("step 4").And.Contain("2 steps"));
         }
     }
+
+    [Test]
+    public void ACorruptedCheckpointResumesBitIdenticallyOrIsRefusedWithOneLine()
+    {
+        float[] uninterrupted;
+        var (k1, m1, e1) = NewEngine();
+        using (k1) using (m1) using (e1)
+        {
+            new Trainer(e1, new IndexedBatches(m1.Config.VocabSize, 3), null, Options(5, Path.Combine(output, "a"))).Run();
+            uninterrupted = e1.GetPrompt();
+        }
+        var run = Path.Combine(output, "b");
+        var (k2, m2, e2) = NewEngine();
+        using (k2) using (m2) using (e2)
+        {
+            using var cancel = new CancellationTokenSource();
+            var trainer = new Trainer(e2, new IndexedBatches(m2.Config.VocabSize, 3), null, Options(5, run));
+            trainer.StepCompleted += r => { if (r.Step == 2) cancel.Cancel(); };
+            trainer.Run(cancel: cancel.Token);
+        }
+        var checkpoint = Path.Combine(run, Trainer.CheckpointFile);
+        var good = File.ReadAllBytes(checkpoint);
+
+        // Seeded damage of every kind a disk, a copy or a hand can do: one flipped bit anywhere, a truncation, a
+        // scribbled range. Each resume must either continue exactly or refuse in one line naming the checkpoint.
+        var rng = new Random(16);
+        int refused = 0, identical = 0;
+        for (var trial = 0; trial < 30; trial++)
+        {
+            var bytes = (byte[])good.Clone();
+            string damage;
+            switch (trial % 3)
+            {
+                case 0:
+                    var bit = rng.Next(bytes.Length * 8);
+                    bytes[bit / 8] ^= (byte)(1 << (bit % 8));
+                    damage = $"bit {bit} flipped";
+                    break;
+                case 1:
+                    var length = rng.Next(bytes.Length);
+                    Array.Resize(ref bytes, length);
+                    damage = $"truncated to {length} bytes";
+                    break;
+                default:
+                    var start = rng.Next(bytes.Length - 8);
+                    rng.NextBytes(bytes.AsSpan(start, 8));
+                    damage = $"bytes {start}..{start + 7} scribbled";
+                    break;
+            }
+            File.WriteAllBytes(checkpoint, bytes);
+            var (k, m, e) = NewEngine();
+            using (k) using (m) using (e)
+            {
+                try
+                {
+                    new Trainer(e, new IndexedBatches(m.Config.VocabSize, 3), null, Options(5, run)).Run(resume: true);
+                    Assert.That(e.GetPrompt(), Is.EqualTo(uninterrupted), $"{damage}: resumed, so it must be the same run");
+                    identical++;
+                }
+                catch (PromptEngineException x)
+                {
+                    Assert.That(x.Message, Does.Contain(checkpoint).And.Not.Contain("\n"), $"{damage}: {x.Message}");
+                    refused++;
+                }
+            }
+        }
+        TestContext.Out.WriteLine($"{refused} refused, {identical} resumed bit-identically");
+        Assert.That(refused, Is.GreaterThan(20), "almost every damage is caught");
+    }
 }
+
