@@ -30,7 +30,7 @@ internal static class CliRunner
         }
         catch (PromptEngineException e)
         {
-            Error.WriteLine($"error: {e.Message}");
+            Error.WriteLine($"error: {e.Message}{FlagHint(e)}");
             return 2;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -39,4 +39,12 @@ internal static class CliRunner
             return 2;
         }
     }
+
+    /// <summary>The flag that answers a library error, for errors the library describes in its own terms.</summary>
+    static string FlagHint(PromptEngineException e) => e switch
+    {
+        Prompts.PromptKindException kind => $" (use --method {(kind.Found == Prompts.PromptMethod.Prefix ? "prefix" : "prompt")})",
+        Prompts.PromptCompatibilityException { MismatchCanBeAllowed: true } => " (pass --allow-model-mismatch to use it anyway)",
+        _ => "",
+    };
 }

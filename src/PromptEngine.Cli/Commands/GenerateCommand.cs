@@ -50,7 +50,7 @@ internal static class GenerateCommand
             if (tokens.Count == 0) throw new PromptEngineException("nothing to start from: the tokenizer has no BOS and --input is empty");
             // Prompt rows sit in the row; a deep prompt's virtual tokens take cache slots and positions the same way.
             var n = soft?.VirtualTokens ?? deepPrompt?.VirtualTokens ?? 0;
-            var context = folder.Config.MaxPositions;
+            var context = folder.Config.ContextLength;
             if (n + tokens.Count >= context)
                 throw new PromptEngineException($"prompt {n} + input {tokens.Count} tokens leave no room in the model's {context} positions");
             // The last new token is sampled from the logits of the position before it, so it needs no position of its own.

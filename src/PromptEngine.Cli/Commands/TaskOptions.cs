@@ -62,10 +62,10 @@ internal sealed class TaskOptions
     public int RowLength(ParseResult parse, TransformerConfig config)
     {
         var length = parse.GetValue(MaxLength);
-        if (length <= config.MaxPositions) return length;
+        if (length <= config.ContextLength) return length;
         if (parse.GetResult(MaxLength) is { Implicit: false })
-            throw new UsageException($"--max-length {length} exceeds the model's context of {config.MaxPositions} positions");
-        return config.MaxPositions;
+            throw new UsageException($"--max-length {length} exceeds the model's context of {config.ContextLength} positions");
+        return config.ContextLength;
     }
 
     /// <summary>The template, parsed; an error names --template and quotes at most the start of a long template.</summary>

@@ -260,7 +260,7 @@ internal static class TrainCommand
         var options = new TrainerOptions
         {
             Steps = s.Steps,
-            LearningRate = step => (float)schedule.At(step, s.Steps),
+            LearningRate = schedule.PerTrainerStep(s.Steps),
             WeightDecay = s.WeightDecay,
             MaxGradNorm = s.MaxGradNorm,
             GradientAccumulation = s.Accumulation,

@@ -125,7 +125,7 @@ public sealed class DeviceWeights : IDisposable
                     Get(WeightRole.AttentionNorm, i), default,
                     Matrix(WeightRole.Query, i), Matrix(WeightRole.Key, i), Matrix(WeightRole.Value, i),
                     Get(WeightRole.QueryBias, i), Get(WeightRole.KeyBias, i), Get(WeightRole.ValueBias, i),
-                    Matrix(WeightRole.AttentionOutput, i), default,
+                    Matrix(WeightRole.AttentionOutput, i), Get(WeightRole.AttentionOutputBias, i),
                     Get(WeightRole.MlpNorm, i), default,
                     Matrix(WeightRole.MlpGate, i), Matrix(WeightRole.MlpUp, i), default,
                     Matrix(WeightRole.MlpDown, i), default);

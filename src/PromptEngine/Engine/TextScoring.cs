@@ -29,8 +29,9 @@ public static class TextScoring
         if (targetIds.Count == 0 && inputIds.Count < 2)
             throw new PromptEngineException("the input has fewer than two tokens and there is no target: nothing to score");
         var row = BatchBuilder.LanguageModelRow(inputIds, targetIds, Enumerable.Range(0, n).ToArray(), placement);
-        if (row.Count > model.Config.MaxPositions)
-            throw new PromptEngineException($"{row.Count} positions (prompt {n} + input {inputIds.Count} + target {targetIds.Count}) exceed the model's {model.Config.MaxPositions}");
+        if (row.Count > model.Config.ContextLength)
+            throw new PromptEngineException($"{row.Count} positions (prompt {n} + input {inputIds.Count} + target {targetIds.Count}) exceed the model's {model.Config.ContextLength}"
+                + (model.Config.ContextLength < model.Config.MaxPositions ? $" (its sliding attention window, which this engine does not implement)" : ""));
         var batch = BatchBuilder.Build([row]);
         using var engine = new TransformerEngine(kernels, model, new EngineOptions(1, row.Count, n, Training: withGradient && n > 0));
         if (prompt is not null) engine.SetPrompt(prompt.Values);

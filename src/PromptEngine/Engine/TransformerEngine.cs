@@ -315,13 +315,15 @@ public sealed class TransformerEngine : IDisposable
         if (options.MaxRows <= 0 || options.MaxLength <= 0) throw new ArgumentException($"engine: batch {options.MaxRows}×{options.MaxLength} must be positive");
         if (options.MaxLength > config.MaxPositions)
             throw new ArgumentException($"engine: sequence length {options.MaxLength} exceeds the model's {config.MaxPositions} positions");
+        if (options.MaxLength > config.ContextLength)
+            throw new SlidingWindowException(config, options.MaxLength);
         if (options.PrefixTokens < 0) throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens");
         if (options.DeepPrompts < 1) throw new ArgumentException($"engine: {options.DeepPrompts} deep prompts; at least 1");
         if (options.DeepPrompts > 1 && options.Training)
             throw new ArgumentException($"engine: training holds one deep prompt, not {options.DeepPrompts}; several are for inference (EngineOptions.Training = false)");
         // Each batch checks its own Pv + positions against the model (Load); the cache's Pv + tokens against MaxLength (Prefill).
-        if (options.PrefixTokens >= config.MaxPositions)
-            throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens leave no room in the model's {config.MaxPositions} positions");
+        if (options.PrefixTokens >= config.ContextLength)
+            throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens leave no room in the model's {config.ContextLength} positions");
     }
 
     /// <summary>Bytes the engine asks the device for at construction: the weights and every arena planned for the options
@@ -568,7 +570,7 @@ public sealed class TransformerEngine : IDisposable
         int B = batch.Rows, T = batch.Length;
         if (B > options.MaxRows || T > options.MaxLength)
             throw new ArgumentException($"prefill: batch {B}×{T} exceeds the engine's {options.MaxRows}×{options.MaxLength}");
-        batch.Validate(config.VocabSize, options.PromptRows, config.MaxPositions - options.PrefixTokens);
+        batch.Validate(config.VocabSize, options.PromptRows, config.ContextLength - options.PrefixTokens);
         var lengths = new int[B];
         for (var b = 0; b < B; b++)
         {
@@ -747,6 +749,9 @@ public sealed class TransformerEngine : IDisposable
     /// (≤ 0: no clipping). Returns the gradient norm before clipping.</summary>
     /// <exception cref="NonFiniteGradientException">The gradient holds NaN or ∞; the prompt and the optimizer
     /// state are left untouched, so the last good state can be saved.</exception>
+    /// <exception cref="NonFinitePromptException">The step itself (a learning rate or weight decay too large for float)
+    /// made the prompt NaN, ∞ or too large to square in float; the engine's prompt is then unusable, so the caller must
+    /// not save it and should go back to its last saved state.</exception>
     public float OptimizerStep(float learningRate, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0f,
         float maxGradNorm = 0f, int accumulatedBatches = 1)
     {
@@ -761,6 +766,12 @@ public sealed class TransformerEngine : IDisposable
         if (!float.IsFinite(norm)) throw new NonFiniteGradientException($"the prompt gradient is not finite (norm {norm}) at optimizer step {optimizerStep + 1}; the prompt was not updated");
         kernels.AdamW.Step(Trainable(prompt), Trainable(adamM), Trainable(adamV), Trainable(dPrompt), clip, count,
             learningRate, beta1, beta2, eps, weightDecay, ++optimizerStep);
+        // The moments stay finite once the gradient's norm is (each |g| is then below √float.MaxValue), but a huge learning
+        // rate or weight decay can still overflow the prompt; one reduction on the device and one float back tell.
+        kernels.GradNorm.Forward(promptArena[sumSquares], default, promptArena[partials], Trainable(prompt), count, 1f);
+        var promptSumSquares = ToHost(promptArena[sumSquares])[0];
+        if (!float.IsFinite(promptSumSquares))
+            throw new NonFinitePromptException($"optimizer step {optimizerStep} (learning rate {learningRate}, weight decay {weightDecay}) made the prompt non-finite (sum of squares {promptSumSquares})");
         return norm;
     }
 
@@ -796,7 +807,7 @@ public sealed class TransformerEngine : IDisposable
             throw new ArgumentException($"batch {batch.Rows}×{batch.Length} exceeds the engine's {options.MaxRows}×{options.MaxLength}");
         if (batch.LossPositions.Length > maxS) throw new ArgumentException($"batch scores {batch.LossPositions.Length} positions, the engine was sized for {maxS}");
         if ((batch.Verbalizer?.Length ?? 0) > options.MaxVerbalizer) throw new ArgumentException($"verbalizer of {batch.Verbalizer!.Length} tokens exceeds the engine's {options.MaxVerbalizer}");
-        batch.Validate(config.VocabSize, options.PromptRows, config.MaxPositions - options.PrefixTokens);
+        batch.Validate(config.VocabSize, options.PromptRows, config.ContextLength - options.PrefixTokens);
         int n = batch.Positions, s = batch.LossPositions.Length;
         View(indices, sourceMap, n).CopyFromCPU(batch.SourceMap);
         View(indices, keyMask, n).CopyFromCPU(batch.KeyMask);
@@ -1130,3 +1141,16 @@ public sealed class TransformerEngine : IDisposable
 
 /// <summary>The prompt gradient became NaN or infinite; the step was not applied.</summary>
 public sealed class NonFiniteGradientException(string message) : PromptEngineException(message);
+
+/// <summary>A sequence longer than the model's sliding attention window: the engine computes full causal attention, which
+/// is the windowed model's function only up to the window's length, so longer sequences are refused, not computed wrongly.</summary>
+public sealed class SlidingWindowException(TransformerConfig config, int length)
+    : PromptEngineException($"{config.Architecture} attends within a sliding window of {config.SlidingWindow} positions, which this engine "
+        + $"does not implement; sequences of up to {config.ContextLength} positions are computed exactly, {length} would not be")
+{
+    /// <summary>The longest sequence computed exactly.</summary>
+    public int ContextLength { get; } = config.ContextLength;
+}
+
+/// <summary>An optimizer step made the trainable values NaN, infinite or too large for float; they must not be saved.</summary>
+public sealed class NonFinitePromptException(string message) : PromptEngineException(message);

@@ -39,8 +39,16 @@ public sealed record TransformerConfig
     public required bool TieWordEmbeddings { get; init; }
     /// <summary>Whether q/k/v projections carry biases (Qwen2, or Llama's <c>attention_bias</c>; always for GPT-2).</summary>
     public required bool QkvBias { get; init; }
-    /// <summary>Mistral's sliding attention window, when the config sets one.</summary>
+    /// <summary>Whether the attention output projection carries a bias (Llama's <c>attention_bias</c>, which transformers
+    /// applies to q, k, v and o; always for GPT-2; never for Qwen2, whose bias is q/k/v only).</summary>
+    public bool OutputBias { get; init; }
+    /// <summary>The sliding attention window (Mistral's <c>sliding_window</c>; Qwen2's with <c>use_sliding_window</c>), when
+    /// one applies. The engine computes full causal attention, which is the windowed model's function exactly as long as
+    /// no sequence is longer than the window, so <see cref="ContextLength"/> stops there.</summary>
     public int? SlidingWindow { get; init; }
+    /// <summary>The longest sequence (deep-prompt prefix included) the engine computes exactly: <see cref="MaxPositions"/>,
+    /// or the sliding window when it is shorter.</summary>
+    public int ContextLength => SlidingWindow is { } window && window < MaxPositions ? window : MaxPositions;
     /// <summary>Beginning-of-sequence token id, when the config names one.</summary>
     public int? BosTokenId { get; init; }
     /// <summary>End-of-sequence token id, when the config names one.</summary>
@@ -84,6 +92,7 @@ public sealed record TransformerConfig
             if (root.ValueKind != JsonValueKind.Object) throw new ModelConfigException(sourceName, null, "the top level is not a JSON object");
             var fields = new ConfigFields(root, sourceName);
             var architecture = fields.Architecture();
+            ConfigFieldRules.Check(root, architecture, sourceName);
             var config = SupportedArchitectures[architecture] == ModelFamily.Gpt2
                 ? ParseGpt2(fields, architecture)
                 : ParseLlama(fields, architecture);
@@ -94,9 +103,6 @@ public sealed record TransformerConfig
 
     static TransformerConfig ParseLlama(ConfigFields f, string architecture)
     {
-        var ropeScaling = f.Raw("rope_scaling");
-        if (ropeScaling is { ValueKind: not JsonValueKind.Null })
-            throw new ModelConfigException(f.Source, "rope_scaling", "RoPE scaling is not supported; this engine computes plain RoPE only and would give wrong results");
         var hidden = f.Int("hidden_size");
         var heads = f.Int("num_attention_heads");
         return new TransformerConfig
@@ -114,10 +120,12 @@ public sealed record TransformerConfig
             MaxPositions = f.OptionalInt("max_position_embeddings") ?? 2048,
             // Defaults are those of the Hugging Face config classes.
             NormEps = f.OptionalDouble("rms_norm_eps") ?? 1e-6,
-            RopeTheta = f.OptionalDouble("rope_theta") ?? 10000.0,
+            RopeTheta = RopeThetaOf(f),
             TieWordEmbeddings = f.OptionalBool("tie_word_embeddings") ?? false,
-            QkvBias = architecture == "Qwen2ForCausalLM" || (f.OptionalBool("attention_bias") ?? false),
-            SlidingWindow = f.OptionalBool("use_sliding_window") == false ? null : f.OptionalInt("sliding_window"),
+            // attention_bias exists only in LlamaConfig (MistralConfig and Qwen2Config ignore the key).
+            QkvBias = architecture == "Qwen2ForCausalLM" || (architecture == "LlamaForCausalLM" && (f.OptionalBool("attention_bias") ?? false)),
+            OutputBias = architecture == "LlamaForCausalLM" && (f.OptionalBool("attention_bias") ?? false),
+            SlidingWindow = SlidingWindowOf(f, architecture),
             BosTokenId = f.OptionalInt("bos_token_id"),
             EosTokenId = f.OptionalInt("eos_token_id"),
         }.WithActivation(f, "hidden_act", "silu");
@@ -144,9 +152,40 @@ public sealed record TransformerConfig
             RopeTheta = 0,
             TieWordEmbeddings = f.OptionalBool("tie_word_embeddings") ?? true,
             QkvBias = true,
+            OutputBias = true,
             BosTokenId = f.OptionalInt("bos_token_id"),
             EosTokenId = f.OptionalInt("eos_token_id"),
         }.WithActivation(f, "activation_function", "gelu_new");
+    }
+
+    /// <summary>The RoPE base: <c>rope_theta</c>, or <c>rope_parameters.rope_theta</c> as transformers 5 writes it (default
+    /// 10000). Only plain RoPE (<c>rope_type</c> "default") is computed; scaled variants are refused by <see cref="ConfigFieldRules"/>.</summary>
+    static double RopeThetaOf(ConfigFields f)
+    {
+        if (f.Raw("rope_parameters") is { ValueKind: JsonValueKind.Object } parameters
+            && parameters.TryGetProperty("rope_theta", out var theta) && theta.ValueKind != JsonValueKind.Null)
+        {
+            if (theta.ValueKind != JsonValueKind.Number || !theta.TryGetDouble(out var value) || !double.IsFinite(value))
+                throw new ModelConfigException(f.Source, "rope_parameters", $"rope_theta must be a number, found {theta.GetRawText()}");
+            if (f.OptionalDouble("rope_theta") is { } top && top != value)
+                throw new ModelConfigException(f.Source, "rope_parameters", $"rope_theta {value} disagrees with the top-level rope_theta {top}");
+            return value;
+        }
+        return f.OptionalDouble("rope_theta") ?? 10000.0;
+    }
+
+    /// <summary>Mistral: <c>sliding_window</c> when set (MistralConfig's default 4096 applies only when the key is absent).
+    /// Qwen2: the window applies only with <c>use_sliding_window</c> true (default false), as Qwen2Config does.</summary>
+    static int? SlidingWindowOf(ConfigFields f, string architecture)
+    {
+        int? window = architecture switch
+        {
+            "MistralForCausalLM" => f.Raw("sliding_window") is null ? 4096 : f.OptionalInt("sliding_window"),
+            "Qwen2ForCausalLM" => f.OptionalBool("use_sliding_window") == true ? f.OptionalInt("sliding_window") ?? 4096 : null,
+            _ => null,
+        };
+        if (window is <= 0) throw new ModelConfigException(f.Source, "sliding_window", $"must be positive, found {window}");
+        return window;
     }
 
     TransformerConfig WithActivation(ConfigFields f, string field, string expected)

@@ -120,6 +120,7 @@ public sealed class WeightMap
                 list.Add(new(p + "self_attn.v_proj.bias", WeightRole.ValueBias, i, [KV], $"({kvRows})"));
             }
             list.Add(new(p + "self_attn.o_proj.weight", WeightRole.AttentionOutput, i, [C, Q], $"(hidden_size, {qRows})"));
+            if (c.OutputBias) list.Add(new(p + "self_attn.o_proj.bias", WeightRole.AttentionOutputBias, i, [C], "(hidden_size)"));
             list.Add(new(p + "post_attention_layernorm.weight", WeightRole.MlpNorm, i, [C], "(hidden_size)"));
             list.Add(new(p + "mlp.gate_proj.weight", WeightRole.MlpGate, i, [I, C], "(intermediate_size, hidden_size)"));
             list.Add(new(p + "mlp.up_proj.weight", WeightRole.MlpUp, i, [I, C], "(intermediate_size, hidden_size)"));

@@ -4,7 +4,7 @@ using PromptEngine.Safetensors;
 
 namespace PromptEngine.Prompts;
 
-/// <summary>How a prompt reaches the model: which kind of prompt a file holds, and what the CLI's <c>--method</c> picks.</summary>
+/// <summary>How a prompt reaches the model: which kind of prompt a file holds, and which kind a user picks.</summary>
 public enum PromptMethod
 {
     /// <summary>Plain prompt tuning: virtual-token rows of the input embedding (PEFT PROMPT_TUNING).</summary>
@@ -144,7 +144,7 @@ public static class DeepPromptFile
             head.AddMetadata(metadata);
             tensors.AddRange(head.Tensors());
         }
-        SafetensorsWriter.Write(path, tensors, metadata);
+        SafetensorsWriter.Write(path, tensors, metadata, integrityHash: true);
     }
 
     /// <summary>The method a prompt file's metadata declares: <see cref="PromptMethod.Prefix"/> for "prefix", else
@@ -163,13 +163,13 @@ public static class DeepPromptFile
     public static DeepPrompt Load(string path, TransformerConfig? expected = null)
     {
         using var file = SafetensorsFile.Open(path);
+        file.VerifyIntegrity();
         var metadata = file.Metadata;
         var method = metadata.GetValueOrDefault(PromptMetadata.Method);
+        if (method is null or PromptMetadata.MethodPrompt)
+            throw new PromptKindException(path, PromptMetadata.Method, PromptMethod.Prompt, "this is a plain prompt file (no \"method\": \"prefix\" tag); load it as a plain prompt (PromptFile)");
         if (method != PromptMetadata.MethodPrefix)
-            throw new PromptFormatException(path, PromptMetadata.Method,
-                method is null or PromptMetadata.MethodPrompt
-                    ? "this is a plain prompt file (no \"method\": \"prefix\" tag); load it as a prompt (--method prompt)"
-                    : $"unknown method '{method}'; expected \"prefix\"");
+            throw new PromptFormatException(path, PromptMetadata.Method, $"unknown method '{method}'; expected \"prefix\"");
         int Field(string key)
         {
             if (!metadata.TryGetValue(key, out var text)) throw new PromptFormatException(path, key, "missing from the metadata of a deep-prompt file");
@@ -182,7 +182,7 @@ public static class DeepPromptFile
         if ((long)layers * 2 * kvHeads * headDim != flat.Width)
             throw new PromptFormatException(path, PromptFile.TensorName,
                 $"width {flat.Width}, but num_layers·2·num_key_value_heads·head_dim = {layers}·2·{kvHeads}·{headDim} = {(long)layers * 2 * kvHeads * headDim}");
-        var prompt = new DeepPrompt(flat.Values, flat.VirtualTokens, layers, kvHeads, headDim, metadata) { Source = path };
+        var prompt = new DeepPrompt(flat.Values, flat.VirtualTokens, layers, kvHeads, headDim, flat.Metadata) { Source = path };
         if (expected is not null) prompt.CheckFits(expected, path);
         return prompt;
     }

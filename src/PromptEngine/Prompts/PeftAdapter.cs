@@ -27,17 +27,21 @@ public static class PeftAdapter
     /// <param name="folder">The adapter folder.</param>
     /// <param name="prompt">The prompt; its width must be the model's hidden size.</param>
     /// <param name="model">The base model (fills token_dim, num_layers, num_attention_heads, base_model_name_or_path).</param>
-    /// <param name="initMethod">PEFT's prompt_tuning_init; by default the prompt's recorded <see cref="PromptMetadata.InitMethod"/>,
-    /// else Random. <see cref="PromptInitMethod.File"/> has no PEFT counterpart and is written as "RANDOM" (the field
-    /// only says how the values PEFT would overwrite on loading were first made).</param>
+    /// <param name="initMethod">How the prompt was initialised; by default the prompt's recorded <see cref="PromptMetadata.InitMethod"/>,
+    /// else Random. PEFT's prompt_tuning_init only says how the values it overwrites on loading were first made, so methods that
+    /// not every PEFT release knows (<see cref="PromptInitMethod.SampleVocab"/>, only since PEFT 0.18; <see cref="PromptInitMethod.File"/>)
+    /// are written as "RANDOM"; the weights file's metadata keeps our own record.</param>
     /// <param name="initText">prompt_tuning_init_text for Text (by default the prompt's recorded <see cref="PromptMetadata.InitText"/>); ignored otherwise.</param>
+    /// <param name="tokenizerName">The tokenizer's hub id or path for a Text init (PEFT's tokenizer_name_or_path); by default the
+    /// model's hub id when config.json records one. PEFT before 0.8 loads this tokenizer even to run the adapter, so without a name
+    /// it can resolve the adapter is written as "RANDOM" (our init stays in the weights file's metadata).</param>
     /// <exception cref="PromptCompatibilityException">The prompt's width is not the model's.</exception>
     /// <exception cref="PromptFormatException">The prompt is malformed, or <paramref name="folder"/> is a file.</exception>
     /// <param name="head">A classifier head trained with the prompt: the adapter becomes a sequence-classification one
     /// (<see cref="WithHead"/>).</param>
     /// <exception cref="ArgumentException">Text initialisation without a text.</exception>
     public static void Save(string folder, SoftPrompt prompt, ModelFolder model, PromptInitMethod? initMethod = null, string? initText = null,
-        ClassifierHeadWeights? head = null)
+        ClassifierHeadWeights? head = null, string? tokenizerName = null)
     {
         ArgumentNullException.ThrowIfNull(folder);
         ArgumentNullException.ThrowIfNull(prompt);
@@ -53,13 +57,16 @@ public static class PeftAdapter
             throw new ArgumentException("a TEXT-initialised adapter needs its init text (PEFT refuses prompt_tuning_init TEXT without prompt_tuning_init_text)", nameof(initText));
 
         var modelMetadata = PromptMetadata.ForModel(model);
-        var nameOrPath = modelMetadata[PromptMetadata.BaseModelNameOrPath];
-        var config = ConfigJson(prompt.VirtualTokens, model.Config, nameOrPath, method, text, head);
+        var (modelName, isHubId) = PromptMetadata.ModelName(model);
+        var tokenizer = tokenizerName ?? (isHubId ? modelName : null);
+        var config = ConfigJson(prompt.VirtualTokens, model.Config, modelName, PeftInit(method, text, tokenizer), head);
 
         var metadata = new Dictionary<string, string>(prompt.Metadata, StringComparer.Ordinal);
         metadata.Remove(PromptMetadata.Content);
         foreach (var (key, value) in modelMetadata) metadata[key] = value;
         metadata[PromptMetadata.VirtualTokens] = PromptMetadata.Invariant(prompt.VirtualTokens);
+        metadata[PromptMetadata.InitMethod] = PromptInit.MethodName(method);
+        if (text is not null) metadata[PromptMetadata.InitText] = text;
         metadata["format"] = "pt";
         List<TensorToWrite> tensors = [TensorToWrite.F32(PromptFile.TensorName, [prompt.VirtualTokens, prompt.Width], prompt.Values)];
         AddHead(folder, tensors, metadata, head, model.Config.HiddenSize);
@@ -70,7 +77,7 @@ public static class PeftAdapter
         var configTemp = Path.Combine(folder, $".{ConfigFileName}.{stamp}.tmp");
         try
         {
-            SafetensorsWriter.Write(weightsTemp, tensors, metadata);
+            SafetensorsWriter.Write(weightsTemp, tensors, metadata, integrityHash: true);
             using (var stream = new FileStream(configTemp, FileMode.CreateNew, FileAccess.Write))
             {
                 stream.Write(config);
@@ -88,38 +95,46 @@ public static class PeftAdapter
         }
     }
 
-    /// <summary>PEFT's prompt_tuning_init spelling of a method.</summary>
-    public static string PeftInitName(PromptInitMethod method) => method switch
-    {
-        PromptInitMethod.Text => "TEXT",
-        PromptInitMethod.SampleVocab => "SAMPLE_VOCAB",
-        _ => "RANDOM",
-    };
+    /// <summary>PEFT's prompt_tuning_init spelling of a method, as every PEFT release from 0.6 accepts it: "TEXT" or
+    /// "RANDOM" ("SAMPLE_VOCAB" exists only since PEFT 0.18 and older releases refuse it).</summary>
+    public static string PeftInitName(PromptInitMethod method) => method == PromptInitMethod.Text ? "TEXT" : "RANDOM";
 
-    /// <summary>adapter_config.json as PEFT's <c>save_pretrained</c> writes it: all fields of
-    /// PromptTuningConfig, keys sorted, two-space indent.</summary>
-    static byte[] ConfigJson(int virtualTokens, TransformerConfig c, string nameOrPath, PromptInitMethod method, string? text, ClassifierHeadWeights? head)
-    {
-        var fields = new SortedDictionary<string, object?>(StringComparer.Ordinal)
+    /// <summary>prompt_tuning_init, prompt_tuning_init_text and tokenizer_name_or_path: TEXT only with a tokenizer name
+    /// PEFT can resolve (PEFT 0.6 and 0.7 load it whenever the adapter is built, even for inference; every release
+    /// refuses TEXT without one), else RANDOM with neither.</summary>
+    static (string Init, string? Text, string? Tokenizer) PeftInit(PromptInitMethod method, string? text, string? tokenizer) =>
+        method == PromptInitMethod.Text && text is not null && !string.IsNullOrWhiteSpace(tokenizer)
+            ? ("TEXT", text, tokenizer)
+            : ("RANDOM", null, null);
+
+    /// <summary>The fields of PEFT's PromptLearningConfig and its bases (PeftConfigMixin, PeftConfig) that every PEFT
+    /// release from 0.6 has, in the values PEFT's save_pretrained writes for a decoder-only model. Later fields
+    /// (tokenizer_kwargs 0.7, modules_to_save 0.17, peft_version 0.18) are left out: PEFT before 0.14 refuses
+    /// unknown keys, and later releases fill them with their defaults.</summary>
+    static SortedDictionary<string, object?> PromptLearningFields(string modelName, string peftType, int virtualTokens, int tokenDim, int heads, int layers) =>
+        new(StringComparer.Ordinal)
         {
             ["auto_mapping"] = null,
-            ["base_model_name_or_path"] = nameOrPath,
+            ["base_model_name_or_path"] = modelName,
             ["inference_mode"] = true,
-            ["modules_to_save"] = null,
-            ["num_attention_heads"] = c.NumHeads,
-            ["num_layers"] = c.NumLayers,
+            ["num_attention_heads"] = heads,
+            ["num_layers"] = layers,
             ["num_transformer_submodules"] = 1,
             ["num_virtual_tokens"] = virtualTokens,
-            ["peft_type"] = "PROMPT_TUNING",
-            ["prompt_tuning_init"] = PeftInitName(method),
-            ["prompt_tuning_init_text"] = text,
+            ["peft_type"] = peftType,
             ["revision"] = null,
             ["task_type"] = "CAUSAL_LM",
-            ["token_dim"] = c.HiddenSize,
-            ["tokenizer_kwargs"] = null,
-            // PEFT needs the tokenizer only to turn the TEXT into ids; the base model's folder holds it.
-            ["tokenizer_name_or_path"] = method == PromptInitMethod.Text ? nameOrPath : null,
+            ["token_dim"] = tokenDim,
         };
+
+    /// <summary>adapter_config.json as PEFT's <c>save_pretrained</c> writes it (keys sorted, two-space indent) with
+    /// the PromptTuningConfig fields every release from 0.6 accepts (a sequence-classification adapter with a head).</summary>
+    static byte[] ConfigJson(int virtualTokens, TransformerConfig c, string modelName, (string Init, string? Text, string? Tokenizer) init, ClassifierHeadWeights? head)
+    {
+        var fields = PromptLearningFields(modelName, "PROMPT_TUNING", virtualTokens, c.HiddenSize, c.NumHeads, c.NumLayers);
+        fields["prompt_tuning_init"] = init.Init;
+        fields["prompt_tuning_init_text"] = init.Text;
+        fields["tokenizer_name_or_path"] = init.Tokenizer;
         WithHead(fields, head);
         return JsonBytes(fields);
     }
@@ -158,7 +173,7 @@ public static class PeftAdapter
         {
             case "PROMPT_TUNING": break;
             case "PREFIX_TUNING":
-                throw new PromptFormatException(configPath, "peft_type", "a PREFIX_TUNING adapter holds a deep prompt, not a plain one; load it with PeftAdapter.LoadPrefix (--method prefix)");
+                throw new PromptKindException(configPath, "peft_type", PromptMethod.Prefix, "a PREFIX_TUNING adapter holds a deep prompt (prefix tuning), not a plain prompt");
             case "P_TUNING" or "MULTITASK_PROMPT_TUNING" or "ADAPTION_PROMPT" or "CPT":
                 throw new PromptFormatException(configPath, "peft_type", $"{peftType} adapters are not supported yet; only PROMPT_TUNING (input-embedding soft prompts) is");
             default:
@@ -183,6 +198,7 @@ public static class PeftAdapter
         SoftPrompt prompt;
         using (var file = SafetensorsFile.Open(weightsPath))
         {
+            file.VerifyIntegrity();
             if (!file.TryGetTensor(PromptFile.TensorName, out _))
                 throw new PromptFormatException(weightsPath, PromptFile.TensorName, $"no such tensor (found: {string.Join(", ", file.Tensors.Select(t => t.Name))})");
             prompt = PromptFile.ReadTensor(file, PromptFile.TensorName, weightsPath, null, file.Metadata);
@@ -203,7 +219,8 @@ public static class PeftAdapter
         if (Int(root, "num_attention_heads", configPath) is { } heads) metadata[PromptMetadata.NumAttentionHeads] = PromptMetadata.Invariant(heads);
         var init = String(root, "prompt_tuning_init", configPath);
         // Hand-written configs sometimes carry the Python enum's repr, "PromptTuningInit.TEXT".
-        if (init is not null && PromptInit.TryParseMethod(init.Replace("PromptTuningInit.", ""), out var method))
+        // Our own weights file records the init exactly; the config's may be the RANDOM every PEFT release accepts.
+        if (!metadata.ContainsKey(PromptMetadata.InitMethod) && init is not null && PromptInit.TryParseMethod(init.Replace("PromptTuningInit.", ""), out var method))
         {
             metadata[PromptMetadata.InitMethod] = PromptInit.MethodName(method);
             if (method == PromptInitMethod.Text && String(root, "prompt_tuning_init_text", configPath) is { } text) metadata[PromptMetadata.InitText] = text;
@@ -229,23 +246,9 @@ public static class PeftAdapter
         prompt.CheckFits(model.Config, folder);
         if (File.Exists(folder)) throw new PromptFormatException(folder, null, "is a file; a PEFT adapter is a folder");
         var modelMetadata = PromptMetadata.ForModel(model);
-        var fields = new SortedDictionary<string, object?>(StringComparer.Ordinal)
-        {
-            ["auto_mapping"] = null,
-            ["base_model_name_or_path"] = modelMetadata[PromptMetadata.BaseModelNameOrPath],
-            ["encoder_hidden_size"] = prompt.TokenDim,
-            ["inference_mode"] = true,
-            ["modules_to_save"] = null,
-            ["num_attention_heads"] = prompt.KvHeads,
-            ["num_layers"] = prompt.NumLayers,
-            ["num_transformer_submodules"] = 1,
-            ["num_virtual_tokens"] = prompt.VirtualTokens,
-            ["peft_type"] = "PREFIX_TUNING",
-            ["prefix_projection"] = false,
-            ["revision"] = null,
-            ["task_type"] = "CAUSAL_LM",
-            ["token_dim"] = prompt.TokenDim,
-        };
+        var fields = PromptLearningFields(PromptMetadata.NameOrPath(model), "PREFIX_TUNING", prompt.VirtualTokens, prompt.TokenDim, prompt.KvHeads, prompt.NumLayers);
+        fields["encoder_hidden_size"] = prompt.TokenDim;
+        fields["prefix_projection"] = false;
         var metadata = new Dictionary<string, string>(prompt.Metadata, StringComparer.Ordinal);
         metadata.Remove(PromptMetadata.Content);
         foreach (var (key, value) in modelMetadata) metadata[key] = value;
@@ -273,10 +276,10 @@ public static class PeftAdapter
         ArgumentNullException.ThrowIfNull(config);
         var (root, configPath, weightsPath) = ReadConfig(folder);
         var peftType = String(root, "peft_type", configPath) ?? throw new PromptFormatException(configPath, "peft_type", "missing; every PEFT adapter_config.json has it");
+        if (peftType == "PROMPT_TUNING")
+            throw new PromptKindException(configPath, "peft_type", PromptMethod.Prompt, "a PROMPT_TUNING adapter holds a plain prompt, not a deep prompt (prefix tuning)");
         if (peftType != "PREFIX_TUNING")
-            throw new PromptFormatException(configPath, "peft_type", peftType == "PROMPT_TUNING"
-                ? "a PROMPT_TUNING adapter holds a plain prompt; load it with --method prompt"
-                : $"{peftType}; only PREFIX_TUNING adapters hold deep prompts");
+            throw new PromptFormatException(configPath, "peft_type", $"{peftType}; only PREFIX_TUNING adapters hold deep prompts");
         if (Int(root, "num_transformer_submodules", configPath) is { } s && s != 1)
             throw new PromptFormatException(configPath, "num_transformer_submodules", $"{s} (an encoder-decoder prompt); only decoder-only prompts (1) are supported");
         int Required(string field) => Int(root, field, configPath) is { } v and > 0 ? v
@@ -295,6 +298,7 @@ public static class PeftAdapter
         SoftPrompt flat;
         using (var file = SafetensorsFile.Open(weightsPath))
         {
+            file.VerifyIntegrity();
             if (!file.TryGetTensor(PromptFile.TensorName, out _))
                 throw new PromptFormatException(weightsPath, PromptFile.TensorName, $"no such tensor (found: {string.Join(", ", file.Tensors.Select(t => t.Name))})");
             flat = PromptFile.ReadTensor(file, PromptFile.TensorName, weightsPath, null, file.Metadata);
@@ -312,18 +316,17 @@ public static class PeftAdapter
 
     /// <summary>PEFT's modules_to_save for a sequence-classification model: PeftModelForSequenceClassification adds these two
     /// names (peft v0.20.0, src/peft/peft_model.py) to whatever the config lists, and wraps the model's classifier layer.</summary>
-    static readonly string[] SequenceClassificationModules = ["classifier", "score"];
-
-    /// <summary>A classifier head turns an adapter into PEFT's sequence-classification kind: task_type SEQ_CLS, modules_to_save
-    /// ["classifier", "score"], and the head's W and b under the names get_peft_model_state_dict gives a decoder's
-    /// <c>score</c> layer (<see cref="ClassifierHeadWeights.PeftWeightTensor"/>, <see cref="ClassifierHeadWeights.PeftBiasTensor"/>).
+    /// <summary>A classifier head turns an adapter into PEFT's sequence-classification kind: task_type SEQ_CLS, and the head's
+    /// W and b under the names get_peft_model_state_dict gives a decoder's <c>score</c> layer
+    /// (<see cref="ClassifierHeadWeights.PeftWeightTensor"/>, <see cref="ClassifierHeadWeights.PeftBiasTensor"/>).
+    /// modules_to_save is not written: PeftModelForSequenceClassification adds "classifier" and "score" to it by itself in
+    /// every release, and the config field exists for prompt learning only since PEFT 0.17 (older releases refuse the key).
     /// transformers' decoder classifiers (Llama, Mistral, Qwen2, GPT-2) build <c>score</c> without a bias, so PEFT loads
     /// W there and leaves out b; PromptEngine reads both (<see cref="LoadHead"/>).</summary>
     static void WithHead(SortedDictionary<string, object?> fields, ClassifierHeadWeights? head)
     {
         if (head is null) return;
         fields["task_type"] = "SEQ_CLS";
-        fields["modules_to_save"] = SequenceClassificationModules;
     }
 
     static void AddHead(string folder, List<TensorToWrite> tensors, Dictionary<string, string> metadata, ClassifierHeadWeights? head, int width)
@@ -406,7 +409,7 @@ public static class PeftAdapter
         var configTemp = Path.Combine(folder, $".{ConfigFileName}.{stamp}.tmp");
         try
         {
-            SafetensorsWriter.Write(weightsTemp, tensors, metadata);
+            SafetensorsWriter.Write(weightsTemp, tensors, metadata, integrityHash: true);
             using (var stream = new FileStream(configTemp, FileMode.CreateNew, FileAccess.Write))
             {
                 stream.Write(config);

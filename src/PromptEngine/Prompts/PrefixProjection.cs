@@ -180,6 +180,7 @@ public sealed class PrefixProjection : IDisposable
     /// before clipping. Run <see cref="Forward"/> afterwards to give the engine the new prefix.</summary>
     /// <exception cref="NonFiniteGradientException">The gradient holds NaN or ∞; the parameters and the optimizer state
     /// are left untouched, so the last good state can be saved.</exception>
+    /// <exception cref="NonFinitePromptException">The step made the parameters non-finite; they must not be saved.</exception>
     public float OptimizerStep(float learningRate, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0f,
         float maxGradNorm = 0f, int accumulatedBatches = 1)
     {
@@ -194,6 +195,11 @@ public sealed class PrefixProjection : IDisposable
             throw new NonFiniteGradientException($"the prefix projection's gradient is not finite (norm {norm}) at optimizer step {optimizerStep + 1}; its parameters were not updated");
         kernels.AdamW.Step(ParameterView, arena[adamM], arena[adamV], gradient, clip, Parameters, learningRate, beta1, beta2, eps, weightDecay, ++optimizerStep);
         activationsCurrent = false;
+        // As in TransformerEngine.OptimizerStep: a huge learning rate or weight decay can overflow the parameters.
+        kernels.GradNorm.Forward(arena[sumSquares], default, arena[partials], ParameterView, Parameters, 1f);
+        var sumOfSquares = ToHost(arena[sumSquares])[0];
+        if (!float.IsFinite(sumOfSquares))
+            throw new NonFinitePromptException($"optimizer step {optimizerStep} (learning rate {learningRate}, weight decay {weightDecay}) made the prefix projection's parameters non-finite (sum of squares {sumOfSquares})");
         return norm;
     }
 

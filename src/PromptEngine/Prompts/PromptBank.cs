@@ -110,7 +110,7 @@ public sealed partial class PromptBank
             metadata[PromptMetadataPrefix + name] = JsonSerializer.Serialize(p.Metadata.Where(kv => kv.Key != "format").ToDictionary(kv => kv.Key, kv => kv.Value));
             tensors.Add(TensorToWrite.F32(TensorPrefix + name, [p.VirtualTokens, p.Width], p.Values));
         }
-        SafetensorsWriter.Write(path, tensors, metadata);
+        SafetensorsWriter.Write(path, tensors, metadata, integrityHash: true);
     }
 
     /// <summary>Reads a bank written by <see cref="Save"/>.</summary>
@@ -119,6 +119,7 @@ public sealed partial class PromptBank
     public static PromptBank Load(string path)
     {
         using var file = SafetensorsFile.Open(path);
+        file.VerifyIntegrity();
         if (file.Metadata.GetValueOrDefault(PromptMetadata.Content) != ContentValue)
         {
             var hint = file.TryGetTensor(PromptFile.TensorName, out _) ? " — it is a single prompt file; load it with PromptFile.Load or add it to a bank" : "";

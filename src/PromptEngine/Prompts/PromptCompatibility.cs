@@ -19,28 +19,28 @@ public enum PromptMatch
 public sealed record PromptCompatibilityResult(PromptMatch Match, string? Warning);
 
 /// <summary>A prompt that cannot (another width) or should not (another model) be used with a model.</summary>
-public sealed class PromptCompatibilityException(string source, string problem)
+public sealed class PromptCompatibilityException(string source, string problem, bool mismatchCanBeAllowed = false)
     : PromptEngineException($"{source}: {problem}")
 {
+    /// <summary>True when the prompt fits the model's shape and was only made for another model, so the caller may allow it.</summary>
+    public bool MismatchCanBeAllowed { get; } = mismatchCanBeAllowed;
+
     /// <summary>The prompt file (or adapter folder, or bank entry) at fault.</summary>
     public string PromptSource { get; } = source;
 }
 
 /// <summary>Guards against using a prompt with a model it was not trained for. A prompt of another width
 /// can never run; a prompt of the same width trained on another model runs but means nothing (or worse,
-/// something misleading), so it is refused unless the user says <see cref="OverrideFlag"/>.</summary>
+/// something misleading), so it is refused unless the caller allows a model mismatch.</summary>
 public static class PromptCompatibility
 {
-    /// <summary>The CLI option that lets a prompt made for another model through.</summary>
-    public const string OverrideFlag = "--allow-model-mismatch";
-
     /// <summary>Accepts <paramref name="prompt"/> for <paramref name="model"/> or throws.</summary>
     /// <param name="prompt">The prompt; its <see cref="SoftPrompt.Source"/> names it in messages.</param>
     /// <param name="model">The model it is about to be used with.</param>
     /// <param name="allowMismatch">Accept a prompt whose fingerprint is another model's (with a warning).</param>
     /// <exception cref="PromptCompatibilityException">Another width (always), or another model's fingerprint
     /// (unless <paramref name="allowMismatch"/>); the message names the file, both fingerprints and paths,
-    /// and the override flag.</exception>
+    /// and that a mismatch can be allowed.</exception>
     public static PromptCompatibilityResult Check(SoftPrompt prompt, ModelFolder model, bool allowMismatch)
     {
         ArgumentNullException.ThrowIfNull(prompt);
@@ -51,7 +51,7 @@ public static class PromptCompatibility
         {
             var madeFor = prompt.Meta(PromptMetadata.BaseModelNameOrPath) is { } name ? $" (made for {name})" : "";
             throw new PromptCompatibilityException(source,
-                $"prompt width {prompt.Width}{madeFor} does not match the hidden size {width} of {model.Path}; a prompt only works on a model of its own width, and {OverrideFlag} cannot change that");
+                $"prompt width {prompt.Width}{madeFor} does not match the hidden size {width} of {model.Path}; a prompt only works on a model of its own width, and allowing a model mismatch cannot change that");
         }
         if (prompt.Meta(PromptMetadata.BaseModelWidth) is { } recorded && recorded != PromptMetadata.Invariant(width))
             throw new PromptCompatibilityException(source,
@@ -67,7 +67,7 @@ public static class PromptCompatibility
         var description = $"this prompt was made for another model: prompt's base model {theirPath} (fingerprint {theirs}), "
             + $"current model {PromptMetadata.NameOrPath(model)} at {model.Path} (fingerprint {ours})";
         if (!allowMismatch)
-            throw new PromptCompatibilityException(source, description + $". Pass {OverrideFlag} to use it anyway.");
-        return new(PromptMatch.MismatchAllowed, $"{source}: {description}; used anyway ({OverrideFlag})");
+            throw new PromptCompatibilityException(source, description + ". It can be used anyway only when a model mismatch is allowed.", mismatchCanBeAllowed: true);
+        return new(PromptMatch.MismatchAllowed, $"{source}: {description}; used anyway (model mismatch allowed)");
     }
 }

@@ -20,6 +20,7 @@ public static class PromptFile
     public static SoftPrompt Load(string path, int? expectedWidth = null)
     {
         using var file = SafetensorsFile.Open(path);
+        file.VerifyIntegrity();
         if (!file.TryGetTensor(TensorName, out _))
         {
             var hint = file.Metadata.GetValueOrDefault(PromptMetadata.Content) == PromptBank.ContentValue
@@ -27,7 +28,7 @@ public static class PromptFile
             throw new PromptFormatException(path, TensorName, $"no such tensor (found: {string.Join(", ", file.Tensors.Select(t => t.Name))}){hint}");
         }
         if (file.Metadata.GetValueOrDefault(PromptMetadata.Method) == PromptMetadata.MethodPrefix)
-            throw new PromptFormatException(path, PromptMetadata.Method, "this is a deep prompt (prefix tuning) file, not a plain prompt; load it with DeepPromptFile.Load (--method prefix)");
+            throw new PromptKindException(path, PromptMetadata.Method, PromptMethod.Prefix, "this is a deep prompt (prefix tuning) file, not a plain prompt; load it as a deep prompt (DeepPromptFile)");
         if (file.Metadata.TryGetValue(PromptMetadata.Content, out var content) && content == "gradient")
             throw new PromptFormatException(path, null, "this is a gradient file (dLoss/dPrompt), not a prompt");
         return ReadTensor(file, TensorName, path, expectedWidth, file.Metadata) with { Source = path };
@@ -56,7 +57,7 @@ public static class PromptFile
             head.AddMetadata(meta);
             tensors.AddRange(head.Tensors());
         }
-        SafetensorsWriter.Write(path, tensors, meta);
+        SafetensorsWriter.Write(path, tensors, meta, integrityHash: true);
     }
 
     /// <summary>Writes <paramref name="prompt"/> atomically with its metadata; with <paramref name="model"/>,
@@ -96,6 +97,7 @@ public static class PromptFile
         for (var i = 0; i < values.Length; i++)
             if (!float.IsFinite(values[i]))
                 throw new PromptFormatException(path, tensorName, $"non-finite value at row {i / width}, column {i % width}");
-        return new SoftPrompt(values, rows, width, metadata);
+        var kept = metadata.Where(kv => kv.Key != SafetensorsFile.IntegrityKey).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
+        return new SoftPrompt(values, rows, width, kept);
     }
 }

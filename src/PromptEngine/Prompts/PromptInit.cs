@@ -144,7 +144,7 @@ public sealed class PromptInit
             ? PeftAdapter.Load(path)
             : PromptFile.Load(path);
         PromptCompatibility.Check(source, Model, allowModelMismatch);
-        var extra = new Dictionary<string, string> { [PromptMetadata.InitSource] = Path.GetFullPath(path) };
+        var extra = new Dictionary<string, string> { [PromptMetadata.InitSource] = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(path))) };
         return Made((float[])source.Values.Clone(), source.VirtualTokens, PromptInitMethod.File, extra);
     }
 

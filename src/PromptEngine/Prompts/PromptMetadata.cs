@@ -12,7 +12,7 @@ public static class PromptMetadata
     public const string BaseModelFingerprint = "base_model_fingerprint";
     /// <summary>Hidden size C of that model; a prompt of another width can never run on a model.</summary>
     public const string BaseModelWidth = "base_model_width";
-    /// <summary>The model's name or path (PEFT's field name): config.json's <c>_name_or_path</c>, else the folder's full path.</summary>
+    /// <summary>The model's name (PEFT's field name "base_model_name_or_path"): see <see cref="NameOrPath"/>; never a local path.</summary>
     public const string BaseModelNameOrPath = "base_model_name_or_path";
     /// <summary>The model's <c>architectures[0]</c>.</summary>
     public const string Architecture = "architecture";
@@ -34,7 +34,7 @@ public static class PromptMetadata
     public const string InitSpread = "init_spread";
     /// <summary>Comma-separated token ids whose embedding rows became the prompt ("sample_vocab", "text").</summary>
     public const string InitTokenIds = "init_token_ids";
-    /// <summary>The file a "file" initialisation copied.</summary>
+    /// <summary>The name of the file a "file" initialisation copied (its name only: prompts carry no path of this machine).</summary>
     public const string InitSource = "init_source";
     /// <summary>The prompt method: "prefix" for a deep prompt (<see cref="DeepPromptFile"/>); absent or "prompt" for a plain prompt.</summary>
     public const string Method = "method";
@@ -70,26 +70,48 @@ public static class PromptMetadata
         };
     }
 
-    /// <summary>The model's name as Hugging Face would record it: config.json's <c>_name_or_path</c>
-    /// when it is a non-empty string (transformers writes the hub id there), else the folder's full path.</summary>
-    public static string NameOrPath(ModelFolder model)
+    /// <summary>The model's name as a Hugging Face user would record it, never a path of this machine (the
+    /// name travels with prompts and adapters): config.json's <c>_name_or_path</c> when it is a hub id such as
+    /// "acme/tiny-llama"; when transformers recorded a local path there, or there is none, the last component
+    /// of that path or of the model folder.</summary>
+    public static string NameOrPath(ModelFolder model) => ModelName(model).Name;
+
+    /// <summary><see cref="NameOrPath"/>, and whether it is a hub id recorded by transformers (so that PEFT,
+    /// which resolves such names with <c>from_pretrained</c>, can find the model's tokenizer by it) rather
+    /// than a folder's name.</summary>
+    public static (string Name, bool IsHubId) ModelName(ModelFolder model)
     {
         ArgumentNullException.ThrowIfNull(model);
         try
         {
-            using var document = JsonDocument.Parse(File.ReadAllText(Path.Combine(model.Path, "config.json")),
+            using var document = JsonDocument.Parse(File.ReadAllText(System.IO.Path.Combine(model.Path, "config.json")),
                 new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
             if (document.RootElement.ValueKind == JsonValueKind.Object
                 && document.RootElement.TryGetProperty("_name_or_path", out var name)
                 && name.ValueKind == JsonValueKind.String && !string.IsNullOrWhiteSpace(name.GetString()))
-                return name.GetString()!;
+            {
+                var recorded = name.GetString()!.Trim();
+                if (IsHubId(recorded)) return (recorded, true);
+                var last = LastComponent(recorded);
+                if (last.Length > 0) return (last, false);
+            }
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException)
         {
-            // The folder was opened, so config.json was readable moments ago; fall back to the path.
+            // The folder was opened, so config.json was readable moments ago; fall back to the folder's name.
         }
-        return Path.GetFullPath(model.Path);
+        var folderName = LastComponent(System.IO.Path.GetFullPath(model.Path));
+        return (folderName.Length > 0 ? folderName : "model", false);
     }
+
+    /// <summary>A Hugging Face hub id: "name" or "owner/name" of letters, digits, '-', '_' and '.', not a
+    /// relative or absolute path ("./x", "../x", "/x", "C:\x").</summary>
+    internal static bool IsHubId(string name) =>
+        System.Text.RegularExpressions.Regex.IsMatch(name, @"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+        && !name.Contains("..", StringComparison.Ordinal);
+
+    static string LastComponent(string path) =>
+        path.Replace('\\', '/').TrimEnd('/').Split('/').LastOrDefault(part => part.Length > 0 && part != "." && part != "..") ?? "";
 
     internal static string Invariant(int value) => value.ToString(CultureInfo.InvariantCulture);
 }

@@ -52,3 +52,12 @@ public class PromptFormatException(string filePath, string? field, string proble
     /// <summary>The tensor, field or prompt at fault, when one is.</summary>
     public string? Field { get; } = field;
 }
+
+/// <summary>A file or adapter that holds the other kind of prompt than the one asked for (a deep prompt where a plain
+/// one was expected, or the other way round).</summary>
+public sealed class PromptKindException(string filePath, string? field, PromptMethod found, string problem)
+    : PromptFormatException(filePath, field, problem)
+{
+    /// <summary>The kind of prompt the file holds.</summary>
+    public PromptMethod Found { get; } = found;
+}

@@ -44,6 +44,32 @@ public sealed unsafe class SafetensorsFile : IDisposable
     /// <summary>All tensors, sorted by name (ordinal).</summary>
     public IReadOnlyList<TensorInfo> Tensors { get; }
 
+    /// <summary>The metadata key of the integrity hash our own files carry: lower-case hex SHA-256 of every tensor's name,
+    /// dtype, shape and bytes and of the other metadata entries. Files written by other tools have none.</summary>
+    public const string IntegrityKey = "integrity_sha256";
+
+    /// <summary>Checks the tensors and metadata against <see cref="IntegrityKey"/> when the metadata has one (files written
+    /// by other tools, such as PEFT, have none and pass unchecked).</summary>
+    /// <returns>True when a hash was present and matched; false when there was none.</returns>
+    /// <exception cref="SafetensorsException">The file does not match its hash: it was changed or damaged after it was written.</exception>
+    public bool VerifyIntegrity()
+    {
+        if (!Metadata.TryGetValue(IntegrityKey, out var recorded)) return false;
+        ObjectDisposedException.ThrowIf(_data == null, this);
+        using var digest = new IntegrityDigest();
+        const int Chunk = 1 << 30;
+        foreach (var t in Tensors) // sorted by name (ordinal)
+        {
+            digest.Tensor(t.Name, t.DType, t.Shape);
+            for (long done = 0; done < t.ByteLength; done += Chunk)
+                digest.Bytes(new ReadOnlySpan<byte>(_data + t.DataStart + done, (int)Math.Min(Chunk, t.ByteLength - done)));
+        }
+        digest.Metadata(Metadata);
+        if (!string.Equals(digest.Finish(), recorded, StringComparison.OrdinalIgnoreCase))
+            throw new SafetensorsException(Path, null, $"the file does not match its integrity hash ({IntegrityKey}); it was damaged or changed after it was written");
+        return true;
+    }
+
     /// <summary>Opens, validates and maps <paramref name="path"/>.</summary>
     /// <exception cref="SafetensorsException">The file cannot be opened or is not a valid safetensors file.</exception>
     public static SafetensorsFile Open(string path)

@@ -67,15 +67,37 @@ public static class SafetensorsWriter
     private static readonly JsonWriterOptions JsonOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     /// <summary>Writes <paramref name="tensors"/> (and optional string metadata) to <paramref name="path"/>.</summary>
+    /// <param name="path">The file.</param>
+    /// <param name="tensors">The tensors.</param>
+    /// <param name="metadata">String metadata; a stale <see cref="SafetensorsFile.IntegrityKey"/> in it is dropped.</param>
+    /// <param name="integrityHash">Add <see cref="SafetensorsFile.IntegrityKey"/>, a SHA-256 of the tensors and the other
+    /// metadata, which <see cref="SafetensorsFile.VerifyIntegrity"/> checks.</param>
     /// <exception cref="ArgumentException">A duplicate or reserved name, a negative dimension, an unknown dtype,
     /// or data whose length disagrees with shape × dtype size.</exception>
-    public static void Write(string path, IEnumerable<TensorToWrite> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    public static void Write(string path, IEnumerable<TensorToWrite> tensors, IReadOnlyDictionary<string, string>? metadata = null, bool integrityHash = false)
     {
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(tensors);
         var sorted = tensors.ToList();
         Validate(sorted, metadata);
         sorted = sorted.OrderBy(t => LayoutRank(t.DType)).ThenBy(t => t.Name, StringComparer.Ordinal).ToList();
+        if (integrityHash || metadata?.ContainsKey(SafetensorsFile.IntegrityKey) == true)
+        {
+            var withHash = metadata is null ? new Dictionary<string, string>(StringComparer.Ordinal) : new Dictionary<string, string>(metadata, StringComparer.Ordinal);
+            withHash.Remove(SafetensorsFile.IntegrityKey);
+            if (integrityHash)
+            {
+                using var digest = new IntegrityDigest();
+                foreach (var t in sorted.OrderBy(t => t.Name, StringComparer.Ordinal))
+                {
+                    digest.Tensor(t.Name, t.DType, t.Shape);
+                    digest.Bytes(t.Data.Span);
+                }
+                digest.Metadata(withHash);
+                withHash[SafetensorsFile.IntegrityKey] = digest.Finish();
+            }
+            metadata = withHash;
+        }
         var header = EncodeHeader(sorted, metadata);
 
         var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;

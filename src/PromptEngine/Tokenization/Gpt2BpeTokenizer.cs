@@ -21,16 +21,19 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
     internal const string PreTokenizerPattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
     readonly BpeTokenizer bpe;
+    readonly IReadOnlyDictionary<string, int> specialTokens;
 
-    Gpt2BpeTokenizer(BpeTokenizer bpe, int bosId, int eosId)
+    Gpt2BpeTokenizer(BpeTokenizer bpe, IReadOnlyDictionary<string, int> specialTokens, int bosId, int eosId)
     {
         this.bpe = bpe;
+        this.specialTokens = specialTokens;
         BosId = bosId;
         EosId = eosId;
+        VocabSize = Math.Max(bpe.Vocabulary.Count, specialTokens.Count == 0 ? 0 : specialTokens.Values.Max() + 1);
     }
 
     /// <inheritdoc/>
-    public int VocabSize => bpe.Vocabulary.Count;
+    public int VocabSize { get; }
 
     /// <inheritdoc/>
     public int BosId { get; private set; }
@@ -41,7 +44,13 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
     /// <summary>Loads vocab.json and merges.txt. BOS and EOS are "&lt;|endoftext|&gt;" when the
     /// vocabulary has it, else absent (-1). Throws <see cref="TokenizerException"/> naming the files
     /// when they cannot be read.</summary>
-    public static Gpt2BpeTokenizer Load(string vocabJsonPath, string mergesPath)
+    /// <param name="vocabJsonPath">vocab.json.</param>
+    /// <param name="mergesPath">merges.txt.</param>
+    /// <param name="preTokenizerPattern">The pre-tokenizer's regex (e.g. Qwen2's, which splits digits one by one), by
+    /// default GPT-2's <see cref="PreTokenizerPattern"/>.</param>
+    /// <param name="addedTokens">Special tokens outside vocab.json (tokenizer.json's added_tokens, e.g. Qwen2's
+    /// "&lt;|endoftext|&gt;"), matched whole in the text before pre-tokenization.</param>
+    public static Gpt2BpeTokenizer Load(string vocabJsonPath, string mergesPath, string? preTokenizerPattern = null, IReadOnlyDictionary<string, int>? addedTokens = null)
     {
         foreach (var path in new[] { vocabJsonPath, mergesPath })
             if (!File.Exists(path)) throw new TokenizerException($"{path}: file not found");
@@ -56,8 +65,14 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
         {
             throw new TokenizerException($"{vocabJsonPath}: not a JSON object of token → id: {e.Message}", e);
         }
-        int endOfText = vocabulary.TryGetValue(EndOfText, out int id) ? id : -1;
-        var specialTokens = endOfText >= 0 ? new Dictionary<string, int> { [EndOfText] = endOfText } : null;
+        var specials = new Dictionary<string, int>(StringComparer.Ordinal);
+        if (vocabulary.TryGetValue(EndOfText, out int id)) specials[EndOfText] = id;
+        foreach (var (token, tokenId) in addedTokens ?? new Dictionary<string, int>()) specials[token] = tokenId;
+        int endOfText = specials.TryGetValue(EndOfText, out var eot) ? eot : -1;
+        var specialTokens = specials.Count > 0 ? specials : null;
+        Regex pattern;
+        try { pattern = new Regex(preTokenizerPattern ?? PreTokenizerPattern, RegexOptions.Compiled | RegexOptions.CultureInvariant); }
+        catch (ArgumentException e) { throw new TokenizerException($"{vocabJsonPath}: the pre-tokenizer pattern is not a regular expression .NET reads: {e.Message}", e); }
 
         BpeTokenizer bpe;
         try
@@ -65,7 +80,7 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
             bpe = BpeTokenizer.Create(new BpeOptions(vocabJsonPath, mergesPath)
             {
                 ByteLevel = true,
-                PreTokenizer = new RegexPreTokenizer(new Regex(PreTokenizerPattern, RegexOptions.Compiled | RegexOptions.CultureInvariant), specialTokens),
+                PreTokenizer = new RegexPreTokenizer(pattern, specialTokens),
                 SpecialTokens = specialTokens,
             });
         }
@@ -73,12 +88,12 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
         {
             throw new TokenizerException($"{vocabJsonPath} + {mergesPath}: Microsoft.ML.Tokenizers cannot load them as GPT-2 BPE: {e.Message}", e);
         }
-        return new Gpt2BpeTokenizer(bpe, endOfText, endOfText);
+        return new Gpt2BpeTokenizer(bpe, specials, endOfText, endOfText);
     }
 
     internal void SetSpecialIds(int bosId, int eosId) => (BosId, EosId) = (bosId, eosId);
 
-    internal bool TryGetTokenId(string token, out int id) => bpe.Vocabulary.TryGetValue(token, out id);
+    internal bool TryGetTokenId(string token, out int id) => bpe.Vocabulary.TryGetValue(token, out id) || specialTokens.TryGetValue(token, out id);
 
     /// <inheritdoc/>
     public IReadOnlyList<int> Encode(string text, bool addBos)

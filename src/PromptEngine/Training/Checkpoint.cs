@@ -69,14 +69,17 @@ public static class Checkpoint
             tensors.Add(TensorToWrite.F32(HeadTensor + "_adam_v", [head.Length], state.HeadV));
             metadata["head_optimizer_step"] = state.HeadOptimizerStep.ToString(CultureInfo.InvariantCulture);
         }
-        SafetensorsWriter.Write(path, tensors, metadata);
+        SafetensorsWriter.Write(path, tensors, metadata, integrityHash: true);
     }
 
-    /// <summary>Reads a checkpoint written by <see cref="Save"/>.</summary>
-    /// <exception cref="PromptEngineException">Not a checkpoint, or a field is missing or malformed (named).</exception>
+    /// <summary>Reads a checkpoint written by <see cref="Save"/>, checking its integrity hash (when it has one, as every
+    /// checkpoint written since the hash was introduced does) and that its values can be trained on.</summary>
+    /// <exception cref="PromptEngineException">Not a checkpoint, a damaged file, a field missing or malformed, a NaN or
+    /// infinite value in a tensor, or a negative second moment (each named with the file).</exception>
     public static CheckpointState Load(string path)
     {
         using var file = SafetensorsFile.Open(path);
+        file.VerifyIntegrity();
         string Field(string name) => file.Metadata.TryGetValue(name, out var value) ? value
             : throw new PromptEngineException($"{path}: not a PromptEngine checkpoint (metadata '{name}' is missing)");
         int Int(string name) => int.TryParse(Field(name), NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) ? v
@@ -90,20 +93,35 @@ public static class Checkpoint
                 throw new PromptEngineException($"{path}: checkpoint tensor '{name}' does not have the prompt's shape [{string.Join(", ", prompt.Shape)}]");
         var best = Field("best_metric");
         double? bestMetric = best.Length == 0 ? null
-            : double.TryParse(best, NumberStyles.Float, CultureInfo.InvariantCulture, out var b) ? b
+            : double.TryParse(best, NumberStyles.Float, CultureInfo.InvariantCulture, out var b) && double.IsFinite(b) ? b
             : throw new PromptEngineException($"{path}: checkpoint metadata 'best_metric' is not a number: '{best}'");
-        var state = new CheckpointState(Int("step"), file.ReadF32("prompt"), file.ReadF32("adam_m"), file.ReadF32("adam_v"), Int("optimizer_step"),
+        int step = Int("step"), optimizerStep = Int("optimizer_step");
+        if (step < 0) throw new PromptEngineException($"{path}: checkpoint metadata 'step' is negative: {step}");
+        if (optimizerStep < 0) throw new PromptEngineException($"{path}: checkpoint metadata 'optimizer_step' is negative: {optimizerStep}");
+        float[] values = Finite("prompt"), adamM = Finite("adam_m"), adamV = Finite("adam_v");
+        for (var i = 0; i < adamV.Length; i++)
+            if (adamV[i] < 0) throw new PromptEngineException($"{path}: checkpoint tensor 'adam_v' holds a negative second moment ({adamV[i]}) at element {i}; AdamW's second moments are never negative");
+        var state = new CheckpointState(step, values, adamM, adamV, optimizerStep,
             Field("data_state"), bestMetric, Int("best_step"), Int("evals_without_improvement"), (int)prompt.Shape[0], (int)prompt.Shape[1],
             Field("run_fingerprint"));
         if (!file.TryGetTensor(HeadTensor, out var headInfo)) return state;
         foreach (var name in new[] { HeadTensor + "_adam_m", HeadTensor + "_adam_v" })
             if (!file.TryGetTensor(name, out var moment) || !moment.Shape.SequenceEqual(headInfo.Shape))
                 throw new PromptEngineException($"{path}: checkpoint tensor '{name}' is missing or does not have the shape of '{HeadTensor}' [{string.Join(", ", headInfo.Shape)}]");
-        return state with
+        var headV = Finite(HeadTensor + "_adam_v");
+        for (var i = 0; i < headV.Length; i++)
+            if (headV[i] < 0) throw new PromptEngineException($"{path}: checkpoint tensor '{HeadTensor}_adam_v' holds a negative second moment ({headV[i]}) at element {i}; AdamW's second moments are never negative");
+        int headStep = Int("head_optimizer_step");
+        if (headStep < 0) throw new PromptEngineException($"{path}: checkpoint metadata 'head_optimizer_step' is negative: {headStep}");
+        return state with { Head = Finite(HeadTensor), HeadM = Finite(HeadTensor + "_adam_m"), HeadV = headV, HeadOptimizerStep = headStep };
+
+        float[] Finite(string name)
         {
-            Head = file.ReadF32(HeadTensor), HeadM = file.ReadF32(HeadTensor + "_adam_m"), HeadV = file.ReadF32(HeadTensor + "_adam_v"),
-            HeadOptimizerStep = Int("head_optimizer_step"),
-        };
+            var data = file.ReadF32(name);
+            for (var i = 0; i < data.Length; i++)
+                if (!float.IsFinite(data[i])) throw new PromptEngineException($"{path}: checkpoint tensor '{name}' holds {data[i]} at element {i}; a run cannot continue from non-finite values");
+            return data;
+        }
     }
 
     /// <summary>A stable digest of the settings that must not change across a resume (so a resumed run is the same run).</summary>

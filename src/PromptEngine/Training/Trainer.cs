@@ -146,10 +146,12 @@ public sealed class Trainer
         double? best = null;
         if (resume)
         {
-            if (!File.Exists(CheckpointPath)) throw new PromptEngineException($"--resume: no checkpoint at {CheckpointPath}");
+            if (!File.Exists(CheckpointPath)) throw new PromptEngineException($"cannot resume: no checkpoint at {CheckpointPath}");
             var state = Checkpoint.Load(CheckpointPath);
+            if (state.Step > options.Steps)
+                throw new PromptEngineException($"{CheckpointPath}: the checkpoint is at step {state.Step}, past this run's {options.Steps} steps; it belongs to a longer run");
             if (state.RunFingerprint != options.RunFingerprint)
-                throw new PromptEngineException($"{CheckpointPath}: the checkpoint belongs to a run with other settings (fingerprint {state.RunFingerprint}, this run {options.RunFingerprint}); resume with the same flags or use a new --out");
+                throw new PromptEngineException($"{CheckpointPath}: the checkpoint belongs to a run with other settings (fingerprint {state.RunFingerprint}, this run {options.RunFingerprint}); resume with the same settings or train into another output folder");
             SetTrainables(state.Prompt);
             if (engine.Head is { } head)
             {
@@ -203,6 +205,11 @@ public sealed class Trainer
             catch (NonFiniteGradientException e)
             {
                 throw new NonFiniteGradientException($"{e.Message}; last good checkpoint: {(File.Exists(CheckpointPath) ? CheckpointPath : "none yet")}");
+            }
+            catch (NonFinitePromptException e)
+            {
+                // Nothing of this step is saved: the checkpoint on disk is the last finite one.
+                throw new NonFinitePromptException($"{e.Message} at step {step + 1}; it was not saved; last good checkpoint: {(File.Exists(CheckpointPath) ? CheckpointPath : "none yet")}");
             }
             step++;
             tokens += stepTokens;

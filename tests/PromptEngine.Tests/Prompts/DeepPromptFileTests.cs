@@ -78,10 +78,10 @@ public sealed class DeepPromptFileTests
         var plainPath = Path.Combine(folder, "plain.safetensors");
         PromptFile.Save(plainPath, new float[2 * 16], 2, 16);
         Assert.That(DeepPromptFile.MethodOf(plainPath), Is.EqualTo(PromptMethod.Prompt), "an untagged file is a plain prompt");
-        var asPlain = Assert.Throws<PromptFormatException>(() => PromptFile.Load(deepPath))!;
-        Assert.That(asPlain.Message, Does.Contain(deepPath).And.Contain("deep prompt"));
-        var asDeep = Assert.Throws<PromptFormatException>(() => DeepPromptFile.Load(plainPath))!;
-        Assert.That(asDeep.Message, Does.Contain(plainPath).And.Contain("plain prompt"));
+        var asPlain = Assert.Throws<PromptKindException>(() => PromptFile.Load(deepPath))!;
+        Assert.That(asPlain.Message, Does.Contain(deepPath).And.Contain("deep prompt").And.Not.Contain("--"));
+        var asDeep = Assert.Throws<PromptKindException>(() => DeepPromptFile.Load(plainPath))!;
+        Assert.That(asDeep.Message, Does.Contain(plainPath).And.Contain("plain prompt").And.Not.Contain("--"));
     }
 
     [Test]
@@ -115,8 +115,9 @@ public sealed class DeepPromptFileTests
         Assert.That(weights.ReadF32("prompt_embeddings"), Is.EqualTo(prompt.Values));
         var loaded = PeftAdapter.LoadPrefix(adapter, model.Config);
         Assert.That(loaded.Values, Is.EqualTo(prompt.Values));
-        var plain = Assert.Throws<PromptFormatException>(() => PeftAdapter.Load(adapter))!;
-        Assert.That(plain.Message, Does.Contain("PREFIX_TUNING").And.Contain("--method prefix"));
+        var plain = Assert.Throws<PromptKindException>(() => PeftAdapter.Load(adapter))!;
+        Assert.That(plain.Message, Does.Contain("PREFIX_TUNING").And.Contain("deep prompt").And.Not.Contain("--"), "the library's terms, not a CLI flag");
+        Assert.That(plain.Found, Is.EqualTo(PromptMethod.Prefix));
         Assert.That(PeftAdapter.PeftType(adapter), Is.EqualTo("PREFIX_TUNING"));
     }
 

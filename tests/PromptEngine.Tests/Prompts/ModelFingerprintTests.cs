@@ -73,10 +73,26 @@ public class ModelFingerprintTests
         Assert.That(meta[PromptMetadata.NumLayers], Is.EqualTo("2"));
         Assert.That(meta[PromptMetadata.NumAttentionHeads], Is.EqualTo("4"));
         Assert.That(meta[PromptMetadata.Architecture], Is.EqualTo("LlamaForCausalLM"));
-        Assert.That(meta[PromptMetadata.BaseModelNameOrPath], Is.EqualTo(Path.GetFullPath(folder)), "no _name_or_path: the folder");
+        Assert.That(meta[PromptMetadata.BaseModelNameOrPath], Is.EqualTo(Path.GetFileName(folder)), "no _name_or_path: the folder's name, never a path of this machine");
 
         var named = PromptTestModels.Tiny(seed: 7, configJson: "{ \"_name_or_path\": \"acme/tiny-llama\", " + ModelReferenceTinyModels.LlamaConfig(hidden: 16, heads: 4, kvHeads: 2).Trim()[1..]);
         using var namedModel = ModelFolder.Open(named);
         Assert.That(PromptMetadata.NameOrPath(namedModel), Is.EqualTo("acme/tiny-llama"));
+        Assert.That(PromptMetadata.ModelName(namedModel), Is.EqualTo(("acme/tiny-llama", true)));
+    }
+
+    [TestCase("/root/.cache/promptengine/stories15M", "stories15M")]
+    [TestCase("/home/me/models/llama/", "llama")]
+    [TestCase("C:\\Users\\me\\models\\tiny", "tiny")]
+    [TestCase("./models/tiny", "tiny")]
+    [TestCase("../tiny", "tiny")]
+    public void ALocalPathRecordedByTransformersBecomesTheModelsName(string recorded, string expected)
+    {
+        // transformers writes the folder it loaded from into _name_or_path; that path must not travel.
+        var named = PromptTestModels.Tiny(seed: 7, configJson: "{ \"_name_or_path\": " + System.Text.Json.JsonSerializer.Serialize(recorded) + ", "
+            + ModelReferenceTinyModels.LlamaConfig(hidden: 16, heads: 4, kvHeads: 2).Trim()[1..]);
+        using var model = ModelFolder.Open(named);
+        Assert.That(PromptMetadata.ModelName(model), Is.EqualTo((expected, false)));
+        Assert.That(PromptMetadata.ForModel(model)[PromptMetadata.BaseModelNameOrPath], Is.EqualTo(expected));
     }
 }

@@ -26,7 +26,7 @@ public class PromptCompatibilityTests
         foreach (var allow in new[] { false, true })
         {
             var e = Assert.Throws<PromptCompatibilityException>(() => PromptCompatibility.Check(prompt, wide, allow));
-            Assert.That(e!.Message, Does.Contain(path).And.Contain("width 16").And.Contain("hidden size 24").And.Contain(wide.Path).And.Contain(PromptCompatibility.OverrideFlag + " cannot"));
+            Assert.That(e!.Message, Does.Contain(path).And.Contain("width 16").And.Contain("hidden size 24").And.Contain(wide.Path).And.Contain("allowing a model mismatch cannot"));
             Assert.That(e.PromptSource, Is.EqualTo(path));
         }
         // PromptFile.Load with the model's width refuses it as well.
@@ -50,7 +50,8 @@ public class PromptCompatibilityTests
         var e = Assert.Throws<PromptCompatibilityException>(() => PromptCompatibility.Check(prompt, b, allowMismatch: false));
         TestContext.Out.WriteLine(e!.Message);
         Assert.That(e.Message, Does.Contain(path).And.Contain(fa).And.Contain(fb)
-            .And.Contain(Path.GetFullPath(aFolder)).And.Contain(bFolder).And.Contain("--allow-model-mismatch"));
+            .And.Contain(Path.GetFileName(aFolder)).And.Contain(bFolder).And.Not.Contain("--"));
+        Assert.That(e.MismatchCanBeAllowed, Is.True);
 
         var allowed = PromptCompatibility.Check(prompt, b, allowMismatch: true);
         Assert.That(allowed.Match, Is.EqualTo(PromptMatch.MismatchAllowed));

@@ -175,7 +175,7 @@ public class PromptInitTests
         var copy = init.FromFile(path);
         Assert.That(copy.Values, Is.EqualTo(original.Values));
         Assert.That(copy.Meta(PromptMetadata.InitMethod), Is.EqualTo("file"));
-        Assert.That(copy.Meta(PromptMetadata.InitSource), Is.EqualTo(Path.GetFullPath(path)));
+        Assert.That(copy.Meta(PromptMetadata.InitSource), Is.EqualTo(Path.GetFileName(path)), "the file's name; a prompt carries no path of this machine");
 
         var widePath = Path.Combine(folder, "wide.safetensors");
         PromptFile.Save(widePath, new PromptInit(wide).Random(5, 1), wide);

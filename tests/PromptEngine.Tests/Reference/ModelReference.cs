@@ -32,7 +32,7 @@ public sealed partial class ModelReference
         public required double[] Value;               // (KV·hs, C)
         public double[]? QueryBias, KeyBias, ValueBias;
         public required double[] AttentionOutput;     // (C, H·hs)
-        public double[]? AttentionOutputBias;         // (C) GPT-2
+        public double[]? AttentionOutputBias;         // (C) GPT-2, Llama with attention_bias
         public required double[] MlpNorm;             // (C)
         public double[]? MlpNormBias;                 // (C) GPT-2
         public double[]? MlpGate;                     // (I, C) Llama
@@ -137,6 +137,7 @@ public sealed partial class ModelReference
                     KeyBias = ReadIf(config.QkvBias, WeightRole.KeyBias, l),
                     ValueBias = ReadIf(config.QkvBias, WeightRole.ValueBias, l),
                     AttentionOutput = Read(WeightRole.AttentionOutput, l),
+                    AttentionOutputBias = ReadIf(config.OutputBias, WeightRole.AttentionOutputBias, l),
                     MlpNorm = Read(WeightRole.MlpNorm, l),
                     MlpGate = Read(WeightRole.MlpGate, l),
                     MlpUp = Read(WeightRole.MlpUp, l),

@@ -75,4 +75,19 @@ public class LearningRateScheduleTests
         Assert.Throws<ArgumentOutOfRangeException>(() => new LinearDecaySchedule(-1).At(0, 5));
         Assert.Throws<ArgumentOutOfRangeException>(() => new CosineDecaySchedule(1, 2, 1.5).At(0, 5), "checked during warm-up too");
     }
+
+    [Test]
+    public void TrainerStepTIsUpdateTMinusOneSoTheLastStepStillTrains()
+    {
+        // transformers' LambdaLR gives update k (0-based) the value at k; the trainer counts steps from 1.
+        var cosine = new CosineDecaySchedule(1.0).PerTrainerStep(4);
+        double[] expected = [1.0, (1 + Math.Cos(Math.PI / 4)) / 2, 0.5, (1 + Math.Cos(3 * Math.PI / 4)) / 2];
+        for (var t = 1; t <= 4; t++) Assert.That(cosine(t), Is.EqualTo((float)expected[t - 1]), $"step {t}");
+        Assert.That(new LinearDecaySchedule(2.0).PerTrainerStep(4)(4), Is.EqualTo(0.5f), "the last of 4 linear steps");
+        Assert.That(new CosineDecaySchedule(3.0).PerTrainerStep(1)(1), Is.EqualTo(3f), "a one-step run trains at the peak");
+        var warm = new LinearDecaySchedule(1.0, WarmupSteps: 2).PerTrainerStep(6);
+        Assert.That(new[] { warm(1), warm(2), warm(3), warm(6) }, Is.EqualTo(new[] { 0f, 0.5f, 1f, 0.25f }), "warm-up from 0, as transformers");
+        Assert.Throws<ArgumentOutOfRangeException>(() => new CosineDecaySchedule(1.0, WarmupSteps: 5).PerTrainerStep(4));
+    }
 }
+

@@ -30,6 +30,18 @@ public abstract record LearningRateSchedule(double PeakLearningRate, long Warmup
         return PeakLearningRate * DecayFactor(progress);
     }
 
+    /// <summary>The rate of the trainer's 1-based step t (<see cref="TrainerOptions.LearningRate"/>) in a run of
+    /// <paramref name="totalSteps"/>: <see cref="At"/>(t − 1, totalSteps). The last step, t = totalSteps, is update
+    /// totalSteps − 1 and so still trains at a positive rate under linear and cosine decay (as in transformers, where the
+    /// rate reaches its final value only after the last update); a one-step run without warm-up trains at the peak.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A non-positive total, or a schedule <see cref="At"/> refuses.</exception>
+    public Func<int, float> PerTrainerStep(int totalSteps)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(totalSteps);
+        At(0, totalSteps); // refuse a bad schedule now, not at the first step
+        return step => (float)At(step - 1, totalSteps);
+    }
+
     /// <summary>Checks the subclass's own parameters (called by <see cref="At"/>, warm-up included).</summary>
     protected virtual void Validate() { }
 
