@@ -12,7 +12,6 @@ namespace PromptEngine.Tests.Formats;
 public class SafetensorsFuzzTests
 {
     private const int Iterations = 3000;
-    private static readonly TimeSpan TimeBound = TimeSpan.FromSeconds(60);
     private static readonly string[] DTypeSpellings = ["F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL", "U16", "F8_E4M3", "f32", "", "F3"];
     private static readonly string[] NumberSpellings = ["0", "1", "2", "3", "4", "7", "8", "-1", "-0", "1.5", "2.0", "1e3", "4294967296", "9223372036854775807", "9223372036854775808", "99999999999999999999999", "null", "\"4\"", "[]"];
 
@@ -70,7 +69,6 @@ public class SafetensorsFuzzTests
                                   $"({accepted} accepted and verified, {rejected} rejected); per kind: " +
                                   string.Join(", ", MutationNames.Zip(kinds, (n, k) => $"{n} {k}")));
         Assert.That(failures, Is.Empty, string.Join("\n", failures.Take(20)));
-        Assert.That(clock.Elapsed, Is.LessThan(TimeBound));
         // Both outcomes must actually occur, or the oracle has not been exercised.
         Assert.That(accepted, Is.GreaterThan(Iterations / 20));
         Assert.That(rejected, Is.GreaterThan(Iterations / 4));

@@ -15,7 +15,7 @@ public class CachedGenerationStories15MTests
     const string Story = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine. One day, she saw a big, red ball in the sky. It";
 
     [Test]
-    public void GreedyCachedGenerationFromBosIsTheReferenceStoryAndFasterThanRecomputing()
+    public void GreedyCachedGenerationFromBosIsTheReferenceStoryAndEqualsRecomputing()
     {
         using var kernels = KernelContext.Create(KernelBackend.Cpu);
         using var model = ModelFolder.Open(TestAssets.Stories15MFolder);
@@ -46,9 +46,8 @@ public class CachedGenerationStories15MTests
         Assert.That(uncached, Is.EqualTo(cached));
         // Recomputing costs Σ t ≈ 820 position-forwards against 41 for the cache, but on ILGPU's CPU accelerator each of
         // the ~100 launches of a forward costs 1–2 ms of spinning threads whatever its size, and a cached step pays
-        // those too: measured 1.9–2.4× wall on two loaded cores (2026-11-28). Only "faster" is asserted, since wall
-        // time on a shared machine jitters; the printed times are the measurement.
-        Assert.That(uncachedWall, Is.GreaterThan(cachedWall), "wall time");
+        // those too: measured 1.9–2.4× wall on two loaded cores (2026-11-28). Nothing about time is asserted (a shared
+        // machine's load decides wall time); the printed times are the measurement.
     }
 
     [Test]

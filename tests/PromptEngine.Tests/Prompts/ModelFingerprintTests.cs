@@ -59,7 +59,6 @@ public class ModelFingerprintTests
         using var again = ModelFolder.Open(TestAssets.Stories15MFolder);
         Assert.That(ModelFingerprint.Compute(again), Is.EqualTo(first));
         TestContext.Out.WriteLine($"stories15M fingerprint {first} in {elapsed:F1} ms over {model.Tensors.Tensors.Count} tensors");
-        Assert.That(elapsed, Is.LessThan(2000), "samples, never a full hash of 60 MB");
     }
 
     [Test]
