@@ -132,11 +132,12 @@ public class DeviceKitTests
         // the final norm's output and rstd.
         long activations = 4 * ((L + 1) * N * C + L * (5 * N * C + 2 * N * I + 2 * N + B * H * T) + N * C + N);
         // Scratch: ln, projection, dResidual, dLn, dTemp, dAttention, dQ, dK, dV (N·C each); activated, dActivated,
-        // dGate, dUp (N·I each); delta (B·H·T); per-position losses (S), the mean (1), the logits (S·V).
-        long scratch = 4 * (9 * N * C + 4 * N * I + B * H * T + S + 1 + S * V);
-        // Indices: source map, key mask, position ids, prompt-use positions (N each); loss positions, targets (S each);
-        // verbalizer (16); prompt-use offsets (P + 1).
-        long indices = 4 * (4 * N + 2 * S + 16 + P + 1);
+        // dGate, dUp (N·I each); delta (B·H·T); per-position losses (S), the mean (1), the logits (S·V); the last block at
+        // the scored rows: their attention output (S·H·hs = S·C here), block input and residual gradient (S·C each).
+        long scratch = 4 * (9 * N * C + 4 * N * I + B * H * T + S + 1 + S * V + 3 * S * C);
+        // Indices: source map, key mask, position ids, prompt-use positions (N each); loss positions, targets, the scored
+        // rows' order and a head's targets (S each); verbalizer (16); prompt-use offsets (P + 1).
+        long indices = 4 * (4 * N + 4 * S + 16 + P + 1);
         // The prompt, its gradient and two AdamW moments (P·C each), sum of squares, clip scale, 64 norm partials.
         long prompt = 4 * (4 * P * C + 2 + GradNorm.Partitions);
 
