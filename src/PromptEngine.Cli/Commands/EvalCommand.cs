@@ -38,6 +38,8 @@ internal static class EvalCommand
             var deep = MethodOption.Parse(parse.GetValue(methodOption)) == PromptMethod.Prefix;
             if (deep && parse.GetValue(prompt) is null) throw new PromptEngineException("--method prefix needs --prompt (a deep-prompt file or a PEFT PREFIX_TUNING adapter folder)");
             var deepPrompt = deep ? MethodOption.LoadDeep(parse.GetValue(prompt)!, model.Config) : null;
+            if (deepPrompt is not null && PromptCompatibility.Check(deepPrompt, model, parse.GetValue(allow)).Warning is { } deepWarning)
+                CliRunner.Error.WriteLine($"warning: {deepWarning}");
             var soft = !deep && parse.GetValue(prompt) is { } path ? PromptCommand.LoadAny(path, model.Config.HiddenSize, "--prompt") : null;
             if (soft is not null && PromptCompatibility.Check(soft, model, parse.GetValue(allow)).Warning is { } warning)
                 CliRunner.Error.WriteLine($"warning: {warning}");

@@ -40,6 +40,8 @@ internal static class GenerateCommand
             var deep = MethodOption.Parse(parse.GetValue(methodOption)) == PromptMethod.Prefix;
             if (deep && parse.GetValue(prompt) is null) throw new PromptEngineException("--method prefix needs --prompt (a deep-prompt file or a PEFT PREFIX_TUNING adapter folder)");
             var deepPrompt = deep ? MethodOption.LoadDeep(parse.GetValue(prompt)!, folder.Config) : null;
+            if (deepPrompt is not null && PromptCompatibility.Check(deepPrompt, folder, parse.GetValue(allow)).Warning is { } deepWarning)
+                CliRunner.Error.WriteLine($"warning: {deepWarning}");
             if (!deep && parse.GetValue(prompt) is { } file) PathChecks.InputFile("--prompt", file);
             var soft = !deep && parse.GetValue(prompt) is { } path ? PromptFile.Load(path, folder.Config.HiddenSize) : null;
             if (soft is not null && PromptCompatibility.Check(soft, folder, parse.GetValue(allow)).Warning is { } warning)

@@ -57,13 +57,28 @@ public static class PromptCompatibility
             throw new PromptCompatibilityException(source,
                 $"the metadata says base_model_width {recorded} but the tensor is {prompt.Width} wide; the file is inconsistent");
 
-        var theirs = prompt.Meta(PromptMetadata.BaseModelFingerprint);
+        return CheckFingerprint(source, prompt.Meta, model, allowMismatch, $"only its width ({width})");
+    }
+
+    /// <summary>Accepts a deep prompt, whose shape its loader has checked against the model's layers and heads, for
+    /// <paramref name="model"/> or throws when its fingerprint names another model (unless <paramref name="allowMismatch"/>).</summary>
+    /// <exception cref="PromptCompatibilityException">Another model's fingerprint and no mismatch allowed.</exception>
+    public static PromptCompatibilityResult Check(DeepPrompt prompt, ModelFolder model, bool allowMismatch)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        ArgumentNullException.ThrowIfNull(model);
+        return CheckFingerprint(prompt.Source ?? "the deep prompt", prompt.Meta, model, allowMismatch, "only its shape");
+    }
+
+    static PromptCompatibilityResult CheckFingerprint(string source, Func<string, string?> meta, ModelFolder model, bool allowMismatch, string checkedInstead)
+    {
+        var theirs = meta(PromptMetadata.BaseModelFingerprint);
         if (string.IsNullOrEmpty(theirs))
-            return new(PromptMatch.NoFingerprint, $"{source} records no base-model fingerprint; only its width ({width}) could be checked against {model.Path}");
+            return new(PromptMatch.NoFingerprint, $"{source} records no base-model fingerprint; {checkedInstead} could be checked against {model.Path}");
         var ours = ModelFingerprint.Compute(model);
         if (theirs == ours) return new(PromptMatch.SameModel, null);
 
-        var theirPath = prompt.Meta(PromptMetadata.BaseModelNameOrPath) ?? "(not recorded)";
+        var theirPath = meta(PromptMetadata.BaseModelNameOrPath) ?? "(not recorded)";
         var description = $"this prompt was made for another model: prompt's base model {theirPath} (fingerprint {theirs}), "
             + $"current model {PromptMetadata.NameOrPath(model)} at {model.Path} (fingerprint {ours})";
         if (!allowMismatch)

@@ -240,6 +240,30 @@ public class CliReliabilityTests : CliTestBase
     }
 
     [Test]
+    public void EvalAndGenerateRefuseADeepPromptMadeForAnotherModel()
+    {
+        var other = CliTinyModels.Llama(seed: 2);
+        var path = Path.Combine(scratch, "deep.safetensors");
+        using (var otherFolder = PromptEngine.Models.ModelFolder.Open(other))
+            DeepPromptFile.Save(path, DeepPrompt.Random(otherFolder.Config, 2, seed: 4), otherFolder); // same shape, another model
+        var data = CliTinyModels.SentimentData(scratch);
+        foreach (var args in new[]
+                 {
+                     new[] { "generate", "--model", Model, "--method", "prefix", "--prompt", path, "--input", "Once", "--max-new-tokens", "2" },
+                     ["eval", "--model", Model, "--method", "prefix", "--prompt", path, "--data", data],
+                 })
+        {
+            var refused = Run(args);
+            Assert.That(refused.Code, Is.EqualTo(2), args[0]);
+            Assert.That(refused.Err, Does.Contain(path).And.Contain("--allow-model-mismatch"), args[0]);
+            AssertOneLine(refused.Err);
+            var allowed = Run([.. args, "--allow-model-mismatch"]);
+            Assert.That(allowed.Code, Is.EqualTo(0), allowed.Err);
+            Assert.That(allowed.Err, Does.Contain("warning"));
+        }
+    }
+
+    [Test]
     public void LengthsBeyondTheModelsContextAreRefusedNotCapped()
     {
         var data = CliTinyModels.SentimentData(scratch);
