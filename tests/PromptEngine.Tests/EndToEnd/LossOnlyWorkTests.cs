@@ -64,4 +64,45 @@ public class LossOnlyWorkTests
         }
         finally { Directory.Delete(folder, recursive: true); }
     }
+
+    /// <summary>What the shortcuts save on stories15M at the benchmarks' classification shape (B8, 20 prompt rows + 96
+    /// tokens, one scored row each, a two-word verbalizer): training steps and scoring batches with and without them,
+    /// interleaved in one process so that load hits both alike; medians printed. Asserts only that both give the same loss.</summary>
+    [Test, Category("Slow"), NonParallelizable]
+    public void Stories15MStepTimeWithAndWithoutTheShortcuts()
+    {
+        using var model = ModelFolder.Open(TestAssets.Stories15MFolder);
+        var rng = new Random(3);
+        int[] words = [model.Tokenizer.Encode("positive", false)[0], model.Tokenizer.Encode("negative", false)[0]];
+        var rows = Enumerable.Range(0, 8).Select(b => (IReadOnlyList<Slot>)Enumerable.Range(0, 20).Select(Slot.Prompt)
+            .Concat(Enumerable.Range(0, 96).Select(i => Slot.Token(rng.Next(3, model.Config.VocabSize), i == 95 ? words[b % 2] : -1))).ToList()).ToList();
+        var batch = BatchBuilder.Build(rows, words);
+        var prompt = Enumerable.Range(0, 20 * model.Config.HiddenSize).Select(_ => (float)(rng.NextDouble() * 0.1 - 0.05)).ToArray();
+        using var kernels = KernelContext.Create(KernelBackend.Cpu);
+        using var engine = new TransformerEngine(kernels, model, new EngineOptions(8, batch.Length, 20));
+        engine.SetPrompt(prompt);
+        var times = new Dictionary<(bool, bool), List<double>>();
+        var losses = new Dictionary<bool, float>();
+        for (var round = 0; round < 6; round++)
+            foreach (var everything in new[] { true, false })
+            {
+                engine.EveryRowEverywhere = everything;
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                losses[everything] = engine.LossAndPromptGradient(batch);
+                var train = clock.Elapsed.TotalMilliseconds;
+                clock.Restart();
+                engine.Logits(batch);
+                var score = clock.Elapsed.TotalMilliseconds;
+                if (round == 0) continue; // compilation
+                (times.TryGetValue((everything, true), out var t) ? t : times[(everything, true)] = []).Add(train);
+                (times.TryGetValue((everything, false), out var f) ? f : times[(everything, false)] = []).Add(score);
+            }
+        static double Median(List<double> v) { var s = v.Order().ToList(); return (s[(s.Count - 1) / 2] + s[s.Count / 2]) / 2; }
+        foreach (var training in new[] { true, false })
+        {
+            double full = Median(times[(true, training)]), shortcut = Median(times[(false, training)]);
+            TestContext.Out.WriteLine($"stories15M B8 T116 {(training ? "train step" : "scoring")}: every row {full:F0} ms, scored rows only {shortcut:F0} ms ({full / shortcut:F2}x); medians of 5");
+        }
+        Assert.That(losses[false], Is.EqualTo(losses[true]));
+    }
 }
