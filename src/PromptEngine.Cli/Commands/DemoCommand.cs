@@ -132,36 +132,19 @@ internal static class DemoCommand
         return (parse, options);
     }
 
-    /// <summary>Predictions on <paramref name="examples"/> under an optional deep prompt and classifier head, with a progress bar.</summary>
+    /// <summary>Predictions on <paramref name="examples"/> under an optional deep prompt and classifier head (eval's code
+    /// path), with a progress bar.</summary>
     static (bool[] Correct, int[] Predictions) Classify(ModelFolder model, DeepPrompt? prompt, ClassifierHeadWeights? head, Verbalizer verbalizer,
         IReadOnlyList<EncodedExample> examples, string what)
     {
-        using var kernels = KernelContext.Create(KernelBackend.Auto);
-        using var engine = new TransformerEngine(kernels, model, new EngineOptions(InferenceBatch, examples.Max(e => e.Length), 0, Training: false,
-            MaxVerbalizer: Math.Max(16, verbalizer.TokenIds.Length), PrefixTokens: prompt?.VirtualTokens ?? 0));
-        if (prompt is not null) engine.SetPrefix(prompt.ToEngineLayout());
-        using var classifier = head is null ? null : new ClassifierHead(kernels, model.Config.HiddenSize, head.Labels);
-        if (classifier is not null)
-        {
-            classifier.SetParameters([.. head!.Weight, .. head.Bias]);
-            engine.AttachHead(classifier);
-        }
-        var predictions = new int[examples.Count];
-        var order = Enumerable.Range(0, examples.Count).OrderBy(i => examples[i].Length).ToArray(); // similar lengths per batch
+        IReadOnlyList<int> predictions = [];
         CliRunner.Out.Progress().Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
             .Start(ctx =>
             {
                 var bar = ctx.AddTask(what, maxValue: examples.Count);
-                for (var start = 0; start < order.Length; start += InferenceBatch)
-                {
-                    var rows = order.AsSpan(start, Math.Min(InferenceBatch, order.Length - start)).ToArray();
-                    var logits = engine.Logits(TemplateEncoder.BuildBatch(examples, rows, verbalizer));
-                    int R = verbalizer.TokenIds.Length;
-                    for (var s = 0; s < rows.Length; s++) predictions[rows[s]] = ClassificationMetrics.Predict(logits.AsSpan(s * R, R), R)[0];
-                    bar.Increment(rows.Length);
-                }
+                EvalCommand.Evaluate(model, null, verbalizer, examples, InferenceBatch, out _, out predictions, prompt, head, rows => bar.Increment(rows));
             });
-        return (examples.Select((e, i) => predictions[i] == e.Label).ToArray(), predictions);
+        return (examples.Select((e, i) => predictions[i] == e.Label).ToArray(), predictions.ToArray());
     }
 
     /// <summary>What the mixed batch measured: per task, rows served and rows right, and whether every prediction equals
@@ -186,6 +169,7 @@ internal static class DemoCommand
             MaxVerbalizer: Math.Max(16, words.Length), PrefixTokens: prompts[0].VirtualTokens, DeepPrompts: prompts.Length));
         if (prompts.Any(p => p.VirtualTokens != prompts[0].VirtualTokens)) throw new InvalidOperationException("demo: the deep prompts differ in length");
         engine.SetDeepPrompts(prompts.Select(p => p.ToEngineLayout()).ToArray());
+        var heads = results.All(r => r.Head is not null);
         var served = new int[results.Count];
         var correct = new int[results.Count];
         var same = new int[results.Count];
@@ -198,7 +182,6 @@ internal static class DemoCommand
                     var chunk = rows.Skip(start).Take(InferenceBatch).ToList();
                     var batch = BatchBuilder.Build(chunk.Select(p => (IReadOnlyList<Slot>)results[p.Task].Test[p.Index].Slots).ToList(), words)
                         with { DeepPromptOfRow = chunk.Select(p => p.Task).ToArray() };
-                    var heads = results.All(r => r.Head is not null);
                     var scores = heads ? engine.ScoredHiddenStates(batch) : engine.Logits(batch);
                     for (var s = 0; s < chunk.Count; s++)
                     {

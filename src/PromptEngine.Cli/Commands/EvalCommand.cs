@@ -84,7 +84,14 @@ internal static class EvalCommand
     /// <summary>Builds an inference engine sized for the examples and evaluates them (through <paramref name="head"/> when given).</summary>
     public static EvalReport Evaluate(ModelFolder model, SoftPrompt? prompt, Training.Data.Verbalizer verbalizer,
         IReadOnlyList<Training.Data.EncodedExample> examples, int batchSize, out Training.Metrics.ClassificationMetrics metrics, DeepPrompt? deepPrompt = null,
-        ClassifierHeadWeights? head = null)
+        ClassifierHeadWeights? head = null) =>
+        Evaluate(model, prompt, verbalizer, examples, batchSize, out metrics, out _, deepPrompt, head);
+
+    /// <summary>As above, also giving each example's predicted label index (in the examples' order) and reporting the rows
+    /// of each finished batch to <paramref name="rowsDone"/>.</summary>
+    public static EvalReport Evaluate(ModelFolder model, SoftPrompt? prompt, Training.Data.Verbalizer verbalizer,
+        IReadOnlyList<Training.Data.EncodedExample> examples, int batchSize, out Training.Metrics.ClassificationMetrics metrics,
+        out IReadOnlyList<int> predictions, DeepPrompt? deepPrompt = null, ClassifierHeadWeights? head = null, Action<int>? rowsDone = null)
     {
         if (examples.Count == 0) throw new PromptEngineException("no examples to evaluate");
         // No batch holds more rows than there are examples, so the engine is sized by the examples, not by the flag.
@@ -104,9 +111,10 @@ internal static class EvalCommand
         var probe = engine.Logits(Training.Data.TemplateEncoder.BuildBatch(examples, [0], verbalizer));
         if (!probe.All(float.IsFinite))
             throw new PromptEngineException($"{model.Path}: the model{(prompt is null && deepPrompt is null ? "" : " with this prompt")} gives non-finite logits (NaN or infinity) on the first example; its weights or the prompt's values are not finite");
-        var evaluator = new ClassificationEvaluator(examples, verbalizer, batchSize);
+        var evaluator = new ClassificationEvaluator(examples, verbalizer, batchSize, rowsDone);
         var report = evaluator.Evaluate(engine);
         metrics = evaluator.LastMetrics!;
+        predictions = evaluator.LastPredictions!;
         return report;
     }
 }

@@ -244,7 +244,7 @@ public sealed class TransformerEngine : IDisposable
         useOffsets = indices.Reserve("prompt use offsets (P+1)", options.PromptRows + 1);
         usePositions = indices.Reserve("prompt use positions (N)", maxN);
         scoredRows = indices.Reserve("scored rows 0..S-1 (S)", maxS);
-        deepPromptOfRow = indices.Reserve("deep prompt of each row (B)", options.PrefixTokens > 0 ? options.MaxRows : 0);
+        deepPromptOfRow = indices.Reserve("deep prompt of each row (B)", options.DeepPrompts > 1 ? options.MaxRows : 0);
         headTargets = indices.Reserve("head targets (S)", maxS);
 
         long promptLength = (long)options.PromptRows * C;
@@ -825,7 +825,7 @@ public sealed class TransformerEngine : IDisposable
             foreach (var d in chosen)
                 if (d >= options.DeepPrompts) throw new ArgumentException($"batch: deep prompt {d} chosen, the engine holds {options.DeepPrompts}");
         }
-        if (options.PrefixTokens > 0)
+        if (options.DeepPrompts > 1) // with one deep prompt every row attends to it; nothing to send
             View(indices, deepPromptOfRow, batch.Rows).CopyFromCPU(batch.DeepPromptOfRow ?? new int[batch.Rows]);
         if (options.PromptRows > 0)
         {

@@ -39,6 +39,7 @@ public sealed class ClassificationEvaluator : IEvaluator
     readonly IReadOnlyList<EncodedExample> examples;
     readonly Verbalizer verbalizer;
     readonly int batchSize;
+    readonly Action<int>? rowsDone;
 
     /// <summary>The last evaluation's full metrics (per-class precision/recall, confusion matrix).</summary>
     public ClassificationMetrics? LastMetrics { get; private set; }
@@ -46,14 +47,16 @@ public sealed class ClassificationEvaluator : IEvaluator
     /// <summary>The last evaluation's predicted label index per example, in the examples' order (for paired tests).</summary>
     public IReadOnlyList<int>? LastPredictions { get; private set; }
 
-    /// <summary>Evaluates on <paramref name="examples"/> in batches of <paramref name="batchSize"/>.</summary>
-    public ClassificationEvaluator(IReadOnlyList<EncodedExample> examples, Verbalizer verbalizer, int batchSize)
+    /// <summary>Evaluates on <paramref name="examples"/> in batches of <paramref name="batchSize"/>, telling
+    /// <paramref name="rowsDone"/> how many rows each finished batch held (for a progress display).</summary>
+    public ClassificationEvaluator(IReadOnlyList<EncodedExample> examples, Verbalizer verbalizer, int batchSize, Action<int>? rowsDone = null)
     {
         if (examples.Count == 0) throw new PromptEngineException("no evaluation examples");
         if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize));
         this.examples = examples;
         this.verbalizer = verbalizer;
         this.batchSize = batchSize;
+        this.rowsDone = rowsDone;
     }
 
     /// <inheritdoc/>
@@ -81,6 +84,7 @@ public sealed class ClassificationEvaluator : IEvaluator
                 foreach (var l in row) sum += Math.Exp(l - max);
                 lossSum += max + Math.Log(sum) - row[label];
             }
+            rowsDone?.Invoke(indices.Length);
         }
         LastMetrics = ClassificationMetrics.FromIndices(verbalizer.Labels, gold, predicted);
         LastPredictions = predicted;
