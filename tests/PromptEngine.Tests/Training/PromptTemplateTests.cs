@@ -50,7 +50,7 @@ public class PromptTemplateTests
     [TestCase("{text} } {answer}", "column 8: '}' without a marker")]
     [TestCase("{prompt} Sentiment:{answer}", "no {text} (or {input}) marker")]
     [TestCase("{text} {input}{answer}", "column 8: a second text marker {input} (the first is at column 1)")]
-    [TestCase("{prompt}{text}{prompt}{answer}", "column 15: a second {prompt}")]
+    [TestCase("{prompt}{prompt}{text}{answer}", "column 9: {prompt} right after {prompt}")]
     [TestCase("{text}{answer}{answer}", "column 15: {answer} after {answer}")]
     public void RejectsBadTemplatesNamingTheColumn(string template, string expected)
     {

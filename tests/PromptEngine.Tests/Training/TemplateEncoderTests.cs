@@ -90,6 +90,23 @@ public class TemplateEncoderTests
     }
 
     [Test]
+    public void SeveralPromptMarkersShareTheVirtualTokensOutInOrder()
+    {
+        // Interleaved placement: 5 virtual tokens over 3 places are 2 + 2 + 1, bank rows 3.. in reading order.
+        var template = PromptTemplate.Parse("{prompt}Review: {prompt}{text}{prompt} Sentiment:{answer}");
+        Assert.That(template.PromptPlaces, Is.EqualTo(3));
+        var verbalizer = Verbalizer.Create(Stories, template, ImdbLabels);
+        var row = new TemplateEncoder(template, Stories, new EncoderOptions(256, 5, FirstPromptRow: 3), verbalizer).Encode(new Example("Boring.", "positive", 1));
+        var expected = new[] { -4, -5 }.Concat(Stories.Encode("Review: ", addBos: true)).Concat([-6, -7])
+            .Concat(Stories.Encode("Boring.", addBos: false)).Concat([-8]).Concat(Stories.Encode(" Sentiment:", addBos: false));
+        Assert.That(Sources(row.Slots), Is.EqualTo(expected));
+        Assert.That(Stories.IdToPiece(row.Slots[^1].Target), Is.EqualTo("\u2581positive"));
+
+        var e = Assert.Throws<PromptTemplateException>(() => new TemplateEncoder(template, Stories, new EncoderOptions(256, 2), verbalizer))!;
+        Assert.That(e.Message, Does.Contain("places the prompt 3 times, but it has only 2 virtual tokens"));
+    }
+
+    [Test]
     public void LabelWordsMustStartWithDistinctTokensAndNotMergeWithTheContext()
     {
         var template = PromptTemplate.Parse("{prompt}Review: {text} Sentiment:{answer}");

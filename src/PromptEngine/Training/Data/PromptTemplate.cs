@@ -30,7 +30,8 @@ public readonly record struct TemplatePart(TemplatePartKind Kind, string Literal
 
 /// <summary>
 /// How an example becomes a sequence: literal text with the markers <c>{prompt}</c> (the soft prompt,
-/// at most once, anywhere), <c>{text}</c> or its synonym <c>{input}</c> (exactly once) and
+/// anywhere; written several times, the prompt's virtual tokens are shared out among the places in order,
+/// which interleaves the prompt with the text), <c>{text}</c> or its synonym <c>{input}</c> (exactly once) and
 /// <c>{answer}</c> (exactly once, last). <c>{{</c> and <c>}}</c> stand for literal braces.
 /// Example: <c>"{prompt} Review: {text} Sentiment:{answer}"</c>.
 /// </summary>
@@ -45,7 +46,10 @@ public sealed class PromptTemplate
     public IReadOnlyList<TemplatePart> Parts { get; }
 
     /// <summary>Whether the template places a soft prompt.</summary>
-    public bool HasPrompt => Parts.Any(p => p.Kind == TemplatePartKind.Prompt);
+    public bool HasPrompt => PromptPlaces > 0;
+
+    /// <summary>How many <c>{prompt}</c> markers the template has (0 for none).</summary>
+    public int PromptPlaces => Parts.Count(p => p.Kind == TemplatePartKind.Prompt);
 
     /// <summary>The literal right before <c>{answer}</c> (e.g. " Sentiment:"), or empty when a marker
     /// precedes it: the context the answer's tokens continue (see <see cref="Verbalizer"/>).</summary>
@@ -77,7 +81,7 @@ public sealed class PromptTemplate
         PromptTemplateException Error(int index, string problem) =>
             new($"template \"{template}\", column {index + 1}: {problem}");
 
-        int? textColumn = null, promptColumn = null, answerColumn = null;
+        int? textColumn = null, answerColumn = null;
         for (var i = 0; i < template.Length; i++)
         {
             var c = template[i];
@@ -101,8 +105,8 @@ public sealed class PromptTemplate
                     parts.Add(new TemplatePart(TemplatePartKind.Text));
                     break;
                 case "prompt":
-                    if (promptColumn is not null) throw Error(i, $"a second {{prompt}} (the first is at column {promptColumn + 1})");
-                    promptColumn = i;
+                    if (parts.Count > 0 && parts[^1].Kind == TemplatePartKind.Prompt)
+                        throw Error(i, "{prompt} right after {prompt}: write one marker (its virtual tokens are consecutive anyway)");
                     parts.Add(new TemplatePart(TemplatePartKind.Prompt));
                     break;
                 case "answer":

@@ -17,7 +17,8 @@ public enum TruncationSide
 /// <summary>How rows are laid out.</summary>
 /// <param name="MaxLength">Most positions per row, everything counted: BOS, literals, text, prompt
 /// slots and (generation) output tokens; at most the engine's <see cref="EngineOptions.MaxLength"/>.</param>
-/// <param name="PromptTokens">Virtual tokens n the <c>{prompt}</c> marker expands to (0 for none).</param>
+/// <param name="PromptTokens">Virtual tokens n the <c>{prompt}</c> marker expands to (0 for none); with several
+/// markers they are shared out in order, the first markers taking one more when n does not divide evenly.</param>
 /// <param name="FirstPromptRow">Prompt-bank row of the first virtual token (rows FirstPromptRow … +n−1).</param>
 /// <param name="Truncation">Which end of an over-long text is kept.</param>
 /// <param name="AppendEos">Generation: also score the end-of-sequence token after the output, so the
@@ -105,6 +106,8 @@ public sealed class TemplateEncoder
             throw new PromptTemplateException($"template \"{template.Source}\": prompt tokens {options.PromptTokens} and first prompt row {options.FirstPromptRow} must not be negative");
         if (options.PromptTokens > 0 && !template.HasPrompt)
             throw new PromptTemplateException($"template \"{template.Source}\" has no {{prompt}} marker, but {options.PromptTokens} prompt tokens are to be placed");
+        if (options.PromptTokens > 0 && options.PromptTokens < template.PromptPlaces)
+            throw new PromptTemplateException($"template \"{template.Source}\" places the prompt {template.PromptPlaces} times, but it has only {options.PromptTokens} virtual tokens");
         if (options.AppendEos && (verbalizer is not null || tokenizer.EosId < 0))
             throw new PromptTemplateException(verbalizer is not null
                 ? "AppendEos applies to generation; a classification row ends at its label"
@@ -211,12 +214,15 @@ public sealed class TemplateEncoder
         var sources = new List<int>();
         var bos = tokenizer.BosId >= 0;
         int[] outputTokens = [];
+        int places = template.PromptPlaces, place = 0, nextPromptRow = options.FirstPromptRow;
         for (var s = 0; s < segments.Count; s++)
         {
             var segment = segments[s];
             if (segment is null)
             {
-                for (var i = 0; i < options.PromptTokens; i++) sources.Add(-1 - (options.FirstPromptRow + i));
+                var here = options.PromptTokens / places + (place < options.PromptTokens % places ? 1 : 0);
+                for (var i = 0; i < here; i++) sources.Add(-1 - nextPromptRow++);
+                place++;
                 continue;
             }
             var segmentText = string.Concat(segment.Select(p => p.Kind == TemplatePartKind.Text ? text : p.Literal));
