@@ -75,7 +75,8 @@ for seed in "${seeds[@]}"; do
     placement) # where the soft prompt sits in the row
       run prefix "$seed" prompt 20 0.03 --template '{prompt}Review: {text} Sentiment:{answer}'
       run infix "$seed" prompt 20 0.03 --template 'Review: {prompt}{text} Sentiment:{answer}'
-      run suffix "$seed" prompt 20 0.03 --template 'Review: {text} Sentiment:{prompt}{answer}' ;;
+      run suffix "$seed" prompt 20 0.03 --template 'Review: {text}{prompt} Sentiment:{answer}'
+      run interleaved "$seed" prompt 20 0.03 --template '{prompt}Review: {prompt}{text}{prompt} Sentiment:{answer}' ;;
     method) # plain vs deep vs deep + MLP, each with and without the linear head
       run plain20 "$seed" prompt 20 0.03
       run deep2 "$seed" prefix 2 0.03
