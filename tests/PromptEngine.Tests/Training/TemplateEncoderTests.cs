@@ -194,6 +194,7 @@ public class TemplateEncoderTests
 
     [TestCase(TruncationSide.KeepBeginning, "w0 w1 w2 w3 w4 w5 w6")]
     [TestCase(TruncationSide.KeepEnd, "w13 w14 w15 w16 w17 w18 w19")]
+    [TestCase(TruncationSide.KeepBothEnds, "w0 w14 w15 w16 w17 w18 w19")]
     public void TruncationCutsOnlyTheTextFromTheChosenEnd(TruncationSide side, string kept)
     {
         var tokenizer = new WordTokenizer();
@@ -236,6 +237,7 @@ public class TemplateEncoderTests
 
     [TestCase(TruncationSide.KeepBeginning)]
     [TestCase(TruncationSide.KeepEnd)]
+    [TestCase(TruncationSide.KeepBothEnds)]
     public void RealReviewsAreCutToFitAndKeepTheirChosenEnd(TruncationSide side)
     {
         var template = PromptTemplate.Parse("{prompt}Review: {text} Sentiment:{answer}");
@@ -264,7 +266,13 @@ public class TemplateEncoderTests
             var kept = decoded["Review: ".Length..^" Sentiment:".Length];
             Assert.That(kept.Length, Is.GreaterThan(50));
             if (side == TruncationSide.KeepBeginning) Assert.That(example.Text, Does.StartWith(kept));
-            else Assert.That(example.Text, Does.EndWith(kept));
+            else if (side == TruncationSide.KeepEnd) Assert.That(example.Text, Does.EndWith(kept));
+            else
+            {
+                // A quarter of the room from the opening, the rest from the close, the middle gone.
+                Assert.That(example.Text, Does.StartWith(kept[..10]).And.EndWith(kept[^40..]));
+                Assert.That(example.Text, Does.Not.Contain(kept));
+            }
         }
         Assert.That(expectedTruncated, Is.GreaterThan(100), "most IMDB reviews exceed 96 tokens");
         Assert.That(encoder.Report.Truncated, Is.EqualTo(expectedTruncated));

@@ -12,6 +12,10 @@ public enum TruncationSide
     KeepBeginning,
     /// <summary>Keep the end, drop tokens from the beginning (a review's verdict is often at its end).</summary>
     KeepEnd,
+    /// <summary>Keep a quarter of the room from the beginning and three quarters from the end, dropping the middle
+    /// (head + tail truncation, Sun et al. 2019, "How to Fine-Tune BERT for Text Classification?": the opening
+    /// says what is reviewed, the close gives the verdict).</summary>
+    KeepBothEnds,
 }
 
 /// <summary>How rows are laid out.</summary>
@@ -201,10 +205,15 @@ public sealed class TemplateEncoder
 
     string KeptText(IReadOnlyList<int> textIds, int keep)
     {
-        if (options.Truncation == TruncationSide.KeepBeginning)
-            // A cut inside a character's UTF-8 byte pieces decodes to U+FFFD; drop it rather than teach it.
-            return tokenizer.Decode(textIds.Take(keep)).TrimEnd().TrimEnd('\uFFFD').TrimEnd();
-        return tokenizer.Decode(textIds.Skip(textIds.Count - keep)).TrimStart().TrimStart('\uFFFD').TrimStart();
+        // A cut inside a character's UTF-8 byte pieces decodes to U+FFFD; drop it rather than teach it.
+        string Beginning(int count) => tokenizer.Decode(textIds.Take(count)).TrimEnd().TrimEnd('\uFFFD').TrimEnd();
+        string End(int count) => tokenizer.Decode(textIds.Skip(textIds.Count - count)).TrimStart().TrimStart('\uFFFD').TrimStart();
+        return options.Truncation switch
+        {
+            TruncationSide.KeepBeginning => Beginning(keep),
+            TruncationSide.KeepEnd => End(keep),
+            _ => keep < 4 ? End(keep) : Beginning(keep / 4) + " " + End(keep - keep / 4),
+        };
     }
 
     /// <summary>The row for <paramref name="text"/>; <paramref name="example"/> supplies the answer
