@@ -65,6 +65,38 @@ public static class ReportMode
         return 0;
     }
 
+    /// <summary>Prints the machine section alone (<c>machine</c>).</summary>
+    public static int RunMachine()
+    {
+        Print(Header() + "\n");
+        Print(MachineSection(out _));
+        return 0;
+    }
+
+    /// <summary>The scalar FMA peak on 1 and <see cref="Environment.ProcessorCount"/> threads, the SIMD width, and the CPU
+    /// accelerator's launch cost; <paramref name="peak"/> is the all-threads peak in GFLOP/s (the efficiency yardstick).</summary>
+    static string MachineSection(out double peak)
+    {
+        Progress("scalar FMA peak");
+        var one = ScalarPeak.Measure(1);
+        var all = ScalarPeak.Measure(Environment.ProcessorCount);
+        peak = all.GigaFlops;
+        var text = new StringBuilder();
+        text.AppendLine("### Machine: scalar FMA peak, SIMD width, kernel launch cost\n");
+        text.AppendLine(string.Create(Invariant, $"- Scalar float FMA peak ({ScalarPeak.Chains} independent `MathF.FusedMultiplyAdd` chains per thread, 2 FLOP per FMA, best of 3): {one.GigaFlops:F2} GFLOP/s on 1 thread, {all.GigaFlops:F2} GFLOP/s on {all.Threads} threads."));
+        text.AppendLine($"- SIMD: {ScalarPeak.SimdDescription()}. The engine's kernels are scalar (ILGPU's CPU accelerator does not vectorise); efficiencies below are against the {all.Threads}-thread scalar peak.");
+        text.AppendLine();
+        Progress("launch cost");
+        int cores = Environment.ProcessorCount;
+        (int, int)[] shapes = [(1, 1), (cores, 1), (4 * cores, 1), (cores, 2)];
+        text.AppendLine("| CPU device threads per multiprocessor | multiprocessors | launch groups × group size | µs per launch (trivial kernel, median of 3 × 2000) |");
+        text.AppendLine("|---|---|---|---|");
+        foreach (var threads in new[] { KernelContext.CpuMaxGroupSize, 2 })
+            foreach (var sample in LaunchCost.Measure(threads, cores, shapes))
+                text.AppendLine(string.Create(Invariant, $"| {sample.ThreadsPerMultiprocessor} | {sample.Multiprocessors} | {sample.Groups} × {sample.GroupSize} | {sample.Microseconds:F1} |"));
+        return text.ToString();
+    }
+
     static void Print(string text)
     {
         Console.WriteLine(text);
