@@ -64,7 +64,7 @@ public sealed class KernelShapeException : ArgumentException
 /// </remarks>
 public sealed class KernelContext : IDisposable
 {
-    /// <summary>Threads per multiprocessor of the CPU device: the largest group a GPU-shaped kernel gets on the CPU.</summary>
+    /// <summary>Threads per multiprocessor of a GPU-shaped context's CPU device: the largest group a GPU-shaped kernel gets on the CPU.</summary>
     public const int CpuMaxGroupSize = 16;
 
     /// <summary>Warp size of the CPU device: the smallest ILGPU accepts; the group reductions' warp shuffles run on it in the tests.</summary>
