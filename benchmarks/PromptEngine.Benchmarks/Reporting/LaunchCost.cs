@@ -23,7 +23,9 @@ public static class LaunchCost
     /// <param name="Groups">Groups of the launch.</param>
     /// <param name="GroupSize">Threads per group of the launch.</param>
     /// <param name="Microseconds">Median over rounds of the mean wall time per launch, synchronised.</param>
-    public sealed record Sample(int ThreadsPerMultiprocessor, int Multiprocessors, int Groups, int GroupSize, double Microseconds);
+    /// <param name="CpuMicroseconds">Median over rounds of this process's CPU time (user + system, all threads) per
+    /// launch: what the launch costs the machine, less sensitive than wall time to other processes' load.</param>
+    public sealed record Sample(int ThreadsPerMultiprocessor, int Multiprocessors, int Groups, int GroupSize, double Microseconds, double CpuMicroseconds);
 
     static void TrivialKernel(ArrayView<int> counter)
     {
@@ -51,14 +53,20 @@ public static class LaunchCost
             for (var i = 0; i < 50; i++) kernel(accelerator.DefaultStream, config, counter.View); // compile, start threads
             accelerator.Synchronize();
             var times = new List<double>();
+            var cpuTimes = new List<double>();
+            var process = Process.GetCurrentProcess();
             for (var r = 0; r < rounds; r++)
             {
+                process.Refresh();
+                var cpu = process.TotalProcessorTime;
                 var clock = Stopwatch.StartNew();
                 for (var i = 0; i < launches; i++) kernel(accelerator.DefaultStream, config, counter.View);
                 accelerator.Synchronize();
                 times.Add(clock.Elapsed.TotalMilliseconds * 1000 / launches);
+                process.Refresh();
+                cpuTimes.Add((process.TotalProcessorTime - cpu).TotalMilliseconds * 1000 / launches);
             }
-            samples.Add(new Sample(threadsPerMultiprocessor, multiprocessors, groups, groupSize, ReportMode.Median(times)));
+            samples.Add(new Sample(threadsPerMultiprocessor, multiprocessors, groups, groupSize, ReportMode.Median(times), ReportMode.Median(cpuTimes)));
         }
         return samples;
     }

@@ -116,13 +116,13 @@ public static class ReportMode
         // 4·cores groups of 1 is the shape of the engine's elementwise and CPU-shaped Linear launches (ParallelThreads).
         (int, int)[] shapes = [(1, 1), (cores, 1), (4 * cores, 1), (cores, 2)];
         launchMicroseconds = 0;
-        text.AppendLine("| CPU device threads per multiprocessor | multiprocessors | launch groups × group size | µs per launch (trivial kernel, median of 3 × 2000) |");
-        text.AppendLine("|---|---|---|---|");
+        text.AppendLine("| CPU device threads per multiprocessor | multiprocessors | launch groups × group size | µs per launch (trivial kernel, median of 3 × 2000) | CPU µs per launch (all threads) |");
+        text.AppendLine("|---|---|---|---|---|");
         foreach (var threads in new[] { KernelContext.CpuMaxGroupSize, KernelContext.CpuWarpSize })
             foreach (var sample in LaunchCost.Measure(threads, cores, shapes))
             {
                 if (threads == KernelContext.CpuWarpSize && sample.Groups == 4 * cores && sample.GroupSize == 1) launchMicroseconds = sample.Microseconds;
-                text.AppendLine(string.Create(Invariant, $"| {sample.ThreadsPerMultiprocessor} | {sample.Multiprocessors} | {sample.Groups} × {sample.GroupSize} | {sample.Microseconds:F1} |"));
+                text.AppendLine(string.Create(Invariant, $"| {sample.ThreadsPerMultiprocessor} | {sample.Multiprocessors} | {sample.Groups} × {sample.GroupSize} | {sample.Microseconds:F1} | {sample.CpuMicroseconds:F1} |"));
             }
         text.AppendLine();
         text.AppendLine($"The engine's CPU-shaped kernels now run on multiprocessors of {KernelContext.CpuWarpSize} threads (the GPU-shaped ones, in the tests, on {KernelContext.CpuMaxGroupSize}).");
@@ -245,8 +245,8 @@ public static class ReportMode
     static string LayoutTable(string[] workloadNames, int rounds)
     {
         var table = new StringBuilder();
-        table.AppendLine($"| case | step | {KernelContext.CpuMaxGroupSize} threads ms | {KernelContext.CpuWarpSize} threads ms | speedup | loss (same order) |");
-        table.AppendLine("|---|---|---|---|---|---|");
+        table.AppendLine($"| case | step | {KernelContext.CpuMaxGroupSize} threads ms | {KernelContext.CpuWarpSize} threads ms | speedup | {KernelContext.CpuMaxGroupSize} threads CPU ms | {KernelContext.CpuWarpSize} threads CPU ms | CPU time ratio | loss (same order) |");
+        table.AppendLine("|---|---|---|---|---|---|---|---|---|");
         foreach (var name in workloadNames)
         {
             using var workload = Workload.Create(name);
@@ -261,20 +261,26 @@ public static class ReportMode
                 Step(before, training);
                 int repeats = Math.Max(1, (int)Math.Ceiling(300 / Math.Max(warm.Elapsed.TotalMilliseconds, 1e-3)));
                 var samples = runners.Select(_ => new List<double>()).ToArray();
+                var cpuSamples = runners.Select(_ => new List<double>()).ToArray();
+                var process = Process.GetCurrentProcess();
                 for (var r = 0; r < rounds; r++)
                     for (var i = 0; i < runners.Length; i++)
                     {
+                        process.Refresh();
+                        var cpu = process.TotalProcessorTime;
                         var clock = Stopwatch.StartNew();
                         for (var k = 0; k < repeats; k++) Step(runners[i], training);
                         samples[i].Add(clock.Elapsed.TotalMilliseconds / repeats);
+                        process.Refresh();
+                        cpuSamples[i].Add((process.TotalProcessorTime - cpu).TotalMilliseconds / repeats);
                     }
-                double old = Median(samples[0]), now = Median(samples[1]);
+                double old = Median(samples[0]), now = Median(samples[1]), oldCpu = Median(cpuSamples[0]), nowCpu = Median(cpuSamples[1]);
                 table.AppendLine(string.Create(Invariant,
-                    $"| {name} | {(training ? "train" : "forward")} | {old:F1} | {now:F1} | {old / now:F2}x | {losses[0]:F4} / {losses[1]:F4} |"));
+                    $"| {name} | {(training ? "train" : "forward")} | {old:F1} | {now:F1} | {old / now:F2}x | {oldCpu:F1} | {nowCpu:F1} | {oldCpu / nowCpu:F2}x | {losses[0]:F4} / {losses[1]:F4} |"));
             }
         }
         table.AppendLine();
-        table.AppendLine($"Load average after: {LoadAverage()}.");
+        table.AppendLine($"CPU ms: this process's user + system time per step over all its threads (the other processes' load changes it less than wall time). Load average after: {LoadAverage()}.");
         return table.ToString();
     }
 
