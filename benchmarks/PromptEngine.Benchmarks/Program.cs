@@ -14,6 +14,8 @@ namespace PromptEngine.Benchmarks;
 /// <item><c>report</c>: every end-to-end case side by side, a few rounds, one markdown table (see <see cref="ReportMode"/>);</item>
 /// <item><c>deep</c>: prompt-KV reuse speedups, activation recomputation's memory and time, the cost of a deep prompt
 /// (see <see cref="DeepReport"/>);</item>
+/// <item><c>machine</c>: the scalar FMA peak, the SIMD width and the CPU accelerator's launch cost (the report's first
+/// section, alone);</item>
 /// <item><c>memory WORKLOAD IMPLEMENTATION MODE</c>: peak resident memory of one case (the report starts these).</item>
 /// </list></summary>
 public static class Program
@@ -22,6 +24,7 @@ public static class Program
     {
         if (args is ["report", .. var reportArgs]) return ReportMode.Run(reportArgs);
         if (args is ["deep", .. var deepArgs]) return DeepReport.Run(deepArgs);
+        if (args is ["machine"]) return ReportMode.RunMachine();
         if (args is ["memory", var workload, var implementation, var mode]) return MemoryProbe.Run(workload, implementation, mode);
 
         bool quick = args.Contains("--quick");

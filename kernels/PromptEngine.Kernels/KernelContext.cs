@@ -55,18 +55,20 @@ public sealed class KernelShapeException : ArgumentException
 /// per call.
 /// </summary>
 /// <remarks>
-/// On the CPU the device is built with one multiprocessor per core and warps of one thread: kernels
-/// launched with group size 1 then spread their groups over all cores without any barrier traffic.
-/// Sixteen warps per multiprocessor let the GPU-shaped kernels still run there (groups of up to 16
-/// threads, 4×4 tiles), which is how the tests check them without a GPU.
+/// On the CPU the device is built with one multiprocessor per core: kernels launched with group size 1
+/// then spread their groups over all cores without any barrier traffic. ILGPU's CPU accelerator wakes
+/// every thread of every multiprocessor for every launch and makes them meet at a barrier before and
+/// after the kernel, whatever the launch's group size, so a launch's fixed cost grows with the threads per
+/// multiprocessor: CPU-shaped contexts get the fewest ILGPU allows (one warp of 2), GPU-shaped ones 16
+/// (groups of up to 16 threads, 4×4 tiles), which is how the tests check the GPU kernels without a GPU.
 /// </remarks>
 public sealed class KernelContext : IDisposable
 {
-    /// <summary>Threads per multiprocessor of the CPU device: the largest group a GPU-shaped kernel gets on the CPU.</summary>
+    /// <summary>Threads per multiprocessor of a GPU-shaped context's CPU device: the largest group a GPU-shaped kernel gets on the CPU.</summary>
     public const int CpuMaxGroupSize = 16;
 
     /// <summary>Warp size of the CPU device: the smallest ILGPU accepts; the group reductions' warp shuffles run on it in the tests.</summary>
-    const int CpuWarpSize = 2;
+    public const int CpuWarpSize = 2;
 
     /// <summary>Largest group the GPU-shaped kernels use on a real GPU.</summary>
     public const int GpuMaxGroupSize = 256;
@@ -223,13 +225,22 @@ public sealed class KernelContext : IDisposable
     /// <param name="shape">Overrides the kernel family; by default CPU-shaped on the CPU and GPU-shaped on CUDA.
     /// Tests force <see cref="KernelShape.Gpu"/> on the CPU to check the GPU kernels without a GPU.</param>
     /// <param name="cpuMultiprocessors">CPU multiprocessors (worker groups); defaults to <see cref="Environment.ProcessorCount"/>.</param>
+    /// <param name="cpuThreadsPerMultiprocessor">Threads of each CPU multiprocessor, a power of two from
+    /// <see cref="CpuWarpSize"/> to <see cref="CpuMaxGroupSize"/>: by default <see cref="CpuWarpSize"/> for CPU-shaped
+    /// kernels (group size 1; fewer threads make each launch cheaper) and <see cref="CpuMaxGroupSize"/> for GPU-shaped ones.
+    /// The CPU-shaped kernels' results do not depend on it.</param>
     /// <exception cref="AcceleratorUnavailableException">CUDA was requested and no CUDA device is present.</exception>
-    public static KernelContext Create(KernelBackend backend = KernelBackend.Auto, KernelShape? shape = null, int? cpuMultiprocessors = null)
+    public static KernelContext Create(KernelBackend backend = KernelBackend.Auto, KernelShape? shape = null, int? cpuMultiprocessors = null,
+        int? cpuThreadsPerMultiprocessor = null)
     {
         int cores = cpuMultiprocessors ?? Environment.ProcessorCount;
         if (cores < 1)
             throw new ArgumentOutOfRangeException(nameof(cpuMultiprocessors), cores, "The CPU accelerator needs at least one multiprocessor.");
-        var cpuDevice = new CPUDevice(numThreadsPerWarp: CpuWarpSize, numWarpsPerMultiprocessor: CpuMaxGroupSize / CpuWarpSize, numMultiprocessors: cores);
+        int threads = cpuThreadsPerMultiprocessor ?? (shape == KernelShape.Gpu ? CpuMaxGroupSize : CpuWarpSize);
+        if (threads < CpuWarpSize || threads > CpuMaxGroupSize || (threads & (threads - 1)) != 0)
+            throw new ArgumentOutOfRangeException(nameof(cpuThreadsPerMultiprocessor), threads,
+                $"A CPU multiprocessor has a power of two of threads from {CpuWarpSize} to {CpuMaxGroupSize}.");
+        var cpuDevice = new CPUDevice(numThreadsPerWarp: CpuWarpSize, numWarpsPerMultiprocessor: threads / CpuWarpSize, numMultiprocessors: cores);
         var context = Context.Create(builder =>
         {
             builder.CPU(cpuDevice).EnableAlgorithms().Optimize(OptimizationLevel.O2);
@@ -289,8 +300,16 @@ public sealed class KernelContext : IDisposable
     /// <summary>The profiler charging launches to ops, or null (the default): see <see cref="KernelProfiler"/>.</summary>
     public KernelProfiler? Profiler { get; internal set; }
 
-    /// <summary>Every launcher calls this before launching; free unless a profiler is attached.</summary>
-    internal void Enter(string op) => Profiler?.Enter(op);
+    /// <summary>Launcher calls on this context so far (each op's launcher runs one kernel, a few run two or three):
+    /// the number the report divides by steps to give launches per step.</summary>
+    public long Launches { get; private set; }
+
+    /// <summary>Every launcher calls this before launching; counts the launch, and costs nothing more unless a profiler is attached.</summary>
+    internal void Enter(string op)
+    {
+        Launches++;
+        Profiler?.Enter(op);
+    }
 
     /// <summary>Waits until every launched kernel has finished.</summary>
     public void Synchronize() => Accelerator.Synchronize();

@@ -18,10 +18,11 @@ public sealed class EngineRunner : IDisposable
     readonly Batch batch;
 
     /// <summary>Uploads the weights and plans the arenas: saving every layer for a train step, or one layer's worth
-    /// when <paramref name="training"/> is false.</summary>
-    public EngineRunner(Workload workload, bool training)
+    /// when <paramref name="training"/> is false. <paramref name="cpuThreadsPerMultiprocessor"/> overrides the CPU
+    /// device's layout (see <see cref="KernelContext.Create"/>), for the report's before/after of the launch cost.</summary>
+    public EngineRunner(Workload workload, bool training, int? cpuThreadsPerMultiprocessor = null)
     {
-        kernels = KernelContext.Create(KernelBackend.Cpu);
+        kernels = KernelContext.Create(KernelBackend.Cpu, cpuThreadsPerMultiprocessor: cpuThreadsPerMultiprocessor);
         model = ModelFolder.Open(workload.ModelFolder);
         batch = workload.Batch;
         engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, workload.PromptRows, training,
@@ -29,8 +30,14 @@ public sealed class EngineRunner : IDisposable
         engine.SetPrompt(workload.InitialPrompt(model.Config.HiddenSize));
     }
 
-    /// <summary>The kernel context the engine launches on (to attach a <see cref="KernelProfiler"/>).</summary>
+    /// <summary>The kernel context the engine launches on (to attach a <see cref="KernelProfiler"/>, to count launches).</summary>
     public KernelContext Kernels => kernels;
+
+    /// <summary>The model's dimensions.</summary>
+    public TransformerConfig Config => model.Config;
+
+    /// <summary>The batch every step runs.</summary>
+    public Batch Batch => batch;
 
     /// <summary>Device memory by arena (host memory on the CPU accelerator).</summary>
     public MemoryReport Memory => engine.Memory;

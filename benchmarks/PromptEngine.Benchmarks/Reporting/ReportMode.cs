@@ -11,9 +11,12 @@ namespace PromptEngine.Benchmarks.Reporting;
 /// <summary>
 /// <c>report</c>: every end-to-end case of every implementation side by side, in rounds (round r times each
 /// implementation in turn, so a burst of load from elsewhere hits all of them alike), then the peak memory of each
-/// case in a process of its own, then each op at the models' shapes; prints markdown tables.
+/// case in a process of its own, then each op at the models' shapes; prints markdown tables. Before all that, the
+/// machine: its scalar FMA peak, SIMD width and kernel launch cost; after the end-to-end table, the engine's
+/// efficiency against that peak (<see cref="EfficiencyTable"/>) and its step with the old and new CPU device layout.
 /// Options: <c>--rounds N</c> (default 3), <c>--workloads tiny,stories15M</c>, <c>--no-memory</c>, <c>--no-ops</c>,
-/// <c>--no-profile</c> (skip the engine's per-op breakdown of one train step).
+/// <c>--no-profile</c> (skip the engine's per-op breakdown of a step, and with it the Linear efficiency),
+/// <c>--no-layout</c> (skip the CPU device layout before/after).
 /// </summary>
 public static class ReportMode
 {
@@ -24,7 +27,7 @@ public static class ReportMode
     {
         int rounds = 3;
         string[] workloads = ["tiny", "stories15M"];
-        bool memory = true, ops = true, profile = true;
+        bool memory = true, ops = true, profile = true, layout = true;
         for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -34,8 +37,9 @@ public static class ReportMode
                 case "--no-memory": memory = false; break;
                 case "--no-ops": ops = false; break;
                 case "--no-profile": profile = false; break;
+                case "--no-layout": layout = false; break;
                 default:
-                    Console.Error.WriteLine($"report: unknown option '{args[i]}'. Options: --rounds N, --workloads tiny,stories15M, --no-memory, --no-ops, --no-profile");
+                    Console.Error.WriteLine($"report: unknown option '{args[i]}'. Options: --rounds N, --workloads tiny,stories15M, --no-memory, --no-ops, --no-profile, --no-layout");
                     return 2;
             }
         }
@@ -43,14 +47,34 @@ public static class ReportMode
         // Each table is printed as soon as it is complete (a full run takes minutes); progress goes to stderr.
         var clock = Stopwatch.StartNew();
         Print(Header() + "\n");
+        Print(MachineSection(out var peak, out var launchMicroseconds));
         Print($"### End to end ({rounds} rounds; median, with the range over rounds)\n");
-        Print(EndToEndTable(workloads, rounds));
-        if (profile)
-            foreach (var name in workloads)
+        var engineMilliseconds = new Dictionary<(string, bool), double>();
+        Print(EndToEndTable(workloads, rounds, engineMilliseconds));
+        var efficiency = new List<EfficiencyRow>();
+        foreach (var name in workloads)
+            foreach (var training in new[] { true, false })
             {
-                Print($"### Engine, one {name} train step by op (KernelProfiler)\n");
-                Print(ProfileTable(name));
+                using var workload = Workload.Create(name);
+                using var runner = new EngineRunner(workload, training);
+                var flops = StepFlops.Count(runner.Config, runner.Batch, training);
+                long launches = LaunchesPerStep(runner, training);
+                double? linearSeconds = null;
+                if (profile)
+                {
+                    Print($"### Engine, one {name} {(training ? "train step" : "forward")} by op (KernelProfiler)\n");
+                    Print(ProfileTable(name, runner, training, out var linear));
+                    linearSeconds = linear;
+                }
+                efficiency.Add(new EfficiencyRow(name, training ? "train" : "forward", flops, engineMilliseconds[(name, training)], linearSeconds, launches));
             }
+        Print("### Engine efficiency against the scalar FMA peak\n");
+        Print(EfficiencyTable.Render(efficiency, peak, launchMicroseconds));
+        if (layout)
+        {
+            Print($"### Engine step on CPU multiprocessors of {KernelContext.CpuMaxGroupSize} threads (before) and {KernelContext.CpuWarpSize} (now), interleaved ({rounds} rounds; median)\n");
+            Print(LayoutTable(workloads, rounds));
+        }
         if (memory)
         {
             Print("### Peak memory (each case in its own process)\n");
@@ -63,6 +87,46 @@ public static class ReportMode
         }
         Print($"Report took {clock.Elapsed.TotalSeconds:F0} s; load average at the end: {LoadAverage()}.");
         return 0;
+    }
+
+    /// <summary>Prints the machine section alone (<c>machine</c>).</summary>
+    public static int RunMachine()
+    {
+        Print(Header() + "\n");
+        Print(MachineSection(out _, out _));
+        return 0;
+    }
+
+    /// <summary>The scalar FMA peak on 1 and <see cref="Environment.ProcessorCount"/> threads, the SIMD width, and the CPU
+    /// accelerator's launch cost; <paramref name="peak"/> is the all-threads peak in GFLOP/s (the efficiency yardstick),
+    /// <paramref name="launchMicroseconds"/> a trivial elementwise-shaped launch on the engine's CPU device layout.</summary>
+    static string MachineSection(out double peak, out double launchMicroseconds)
+    {
+        Progress("scalar FMA peak");
+        var one = ScalarPeak.Measure(1);
+        var all = ScalarPeak.Measure(Environment.ProcessorCount);
+        peak = all.GigaFlops;
+        var text = new StringBuilder();
+        text.AppendLine("### Machine: scalar FMA peak, SIMD width, kernel launch cost\n");
+        text.AppendLine(string.Create(Invariant, $"- Scalar float FMA peak ({ScalarPeak.Chains} independent `MathF.FusedMultiplyAdd` chains per thread, 2 FLOP per FMA, best of 3): {one.GigaFlops:F2} GFLOP/s on 1 thread, {all.GigaFlops:F2} GFLOP/s on {all.Threads} threads."));
+        text.AppendLine($"- SIMD: {ScalarPeak.SimdDescription()}. The engine's kernels are scalar (ILGPU's CPU accelerator does not vectorise); efficiencies below are against the {all.Threads}-thread scalar peak.");
+        text.AppendLine();
+        Progress("launch cost");
+        int cores = Environment.ProcessorCount;
+        // 4·cores groups of 1 is the shape of the engine's elementwise and CPU-shaped Linear launches (ParallelThreads).
+        (int, int)[] shapes = [(1, 1), (cores, 1), (4 * cores, 1), (cores, 2)];
+        launchMicroseconds = 0;
+        text.AppendLine("| CPU device threads per multiprocessor | multiprocessors | launch groups × group size | µs per launch (trivial kernel, median of 3 × 2000) | CPU µs per launch (all threads) |");
+        text.AppendLine("|---|---|---|---|---|");
+        foreach (var threads in new[] { KernelContext.CpuMaxGroupSize, KernelContext.CpuWarpSize })
+            foreach (var sample in LaunchCost.Measure(threads, cores, shapes))
+            {
+                if (threads == KernelContext.CpuWarpSize && sample.Groups == 4 * cores && sample.GroupSize == 1) launchMicroseconds = sample.Microseconds;
+                text.AppendLine(string.Create(Invariant, $"| {sample.ThreadsPerMultiprocessor} | {sample.Multiprocessors} | {sample.Groups} × {sample.GroupSize} | {sample.Microseconds:F1} | {sample.CpuMicroseconds:F1} |"));
+            }
+        text.AppendLine();
+        text.AppendLine($"The engine's CPU-shaped kernels now run on multiprocessors of {KernelContext.CpuWarpSize} threads (the GPU-shaped ones, in the tests, on {KernelContext.CpuMaxGroupSize}).");
+        return text.ToString();
     }
 
     static void Print(string text)
@@ -93,7 +157,8 @@ public static class ReportMode
     public static string LoadAverage() =>
         File.Exists("/proc/loadavg") ? string.Join(", ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "unknown";
 
-    static string EndToEndTable(string[] workloadNames, int rounds)
+    /// <summary>The end-to-end table; records each case's engine median in <paramref name="engineMilliseconds"/>.</summary>
+    static string EndToEndTable(string[] workloadNames, int rounds, Dictionary<(string, bool), double> engineMilliseconds)
     {
         var implementations = StepRunners.All;
         var table = new StringBuilder();
@@ -122,6 +187,7 @@ public static class ReportMode
                         for (var i = 0; i < runners.Count; i++)
                             samples[i].Add(Time(runners[i], repeats[i]));
                     var medians = samples.Select(Median).ToList();
+                    engineMilliseconds[(name, training)] = medians[0];
                     table.Append(Invariant, $"| {name} | {(training ? "train" : "forward")} | {workload.TokensPerStep} |");
                     foreach (var s in samples) table.Append(Invariant, $" {Median(s):F1} ({s.Min():F1}–{s.Max():F1}) |");
                     foreach (var m in medians.Skip(1)) table.Append(Invariant, $" {medians[0] / m:F2} |");
@@ -137,19 +203,30 @@ public static class ReportMode
         return table.ToString();
     }
 
-    /// <summary>One engine train step with a <see cref="KernelProfiler"/> attached: the profiler synchronises after every
-    /// launch and charges the time to the op, so the step runs a little slower than unprofiled.</summary>
-    static string ProfileTable(string name)
+    /// <summary>Launcher calls of one step of <paramref name="runner"/> (after a warm-up step).</summary>
+    static long LaunchesPerStep(EngineRunner runner, bool training)
     {
-        Progress($"profile {name}");
-        using var workload = Workload.Create(name);
-        using var runner = new EngineRunner(workload, training: true);
-        runner.TrainStep(); // compile every kernel first
+        Step(runner, training);
+        long before = runner.Kernels.Launches;
+        Step(runner, training);
+        return runner.Kernels.Launches - before;
+    }
+
+    static float Step(EngineRunner runner, bool training) => training ? runner.TrainStep() : runner.Forward();
+
+    /// <summary>One engine step with a <see cref="KernelProfiler"/> attached: the profiler synchronises after every
+    /// launch and charges the time to the op, so the step runs a little slower than unprofiled.
+    /// <paramref name="linearSeconds"/>: the time charged to the <c>Linear.*</c> launchers.</summary>
+    static string ProfileTable(string name, EngineRunner runner, bool training, out double linearSeconds)
+    {
+        Progress($"profile {name} {(training ? "train" : "forward")}");
+        Step(runner, training); // compile every kernel first
         var profiler = new KernelProfiler();
         var clock = Stopwatch.StartNew();
         profiler.Start(runner.Kernels);
-        runner.TrainStep();
+        Step(runner, training);
         profiler.Stop();
+        linearSeconds = profiler.Ops.Where(op => op.Op.StartsWith("Linear.", StringComparison.Ordinal)).Sum(op => op.Seconds);
         var wall = clock.Elapsed.TotalMilliseconds;
         var table = new StringBuilder();
         table.AppendLine("| op | launches | ms | share of the profiled step |");
@@ -160,6 +237,50 @@ public static class ReportMode
         table.AppendLine(string.Create(Invariant, $"| profiled step, wall | | {wall:F1} | 100% |"));
         table.AppendLine();
         table.AppendLine($"Load average after the profiled step: {LoadAverage()}.");
+        return table.ToString();
+    }
+
+    /// <summary>The engine's step on the old CPU device layout (16 threads per multiprocessor) and the new one (2), built
+    /// side by side and timed in alternation, so that background load falls on both alike.</summary>
+    static string LayoutTable(string[] workloadNames, int rounds)
+    {
+        var table = new StringBuilder();
+        table.AppendLine($"| case | step | {KernelContext.CpuMaxGroupSize} threads ms | {KernelContext.CpuWarpSize} threads ms | speedup | {KernelContext.CpuMaxGroupSize} threads CPU ms | {KernelContext.CpuWarpSize} threads CPU ms | CPU time ratio | loss (same order) |");
+        table.AppendLine("|---|---|---|---|---|---|---|---|---|");
+        foreach (var name in workloadNames)
+        {
+            using var workload = Workload.Create(name);
+            foreach (var training in new[] { true, false })
+            {
+                Progress($"layout {name} {(training ? "train" : "forward")}");
+                using var before = new EngineRunner(workload, training, KernelContext.CpuMaxGroupSize);
+                using var after = new EngineRunner(workload, training, KernelContext.CpuWarpSize);
+                var runners = new[] { before, after };
+                var losses = runners.Select(r => Step(r, training)).ToList();
+                var warm = Stopwatch.StartNew();
+                Step(before, training);
+                int repeats = Math.Max(1, (int)Math.Ceiling(300 / Math.Max(warm.Elapsed.TotalMilliseconds, 1e-3)));
+                var samples = runners.Select(_ => new List<double>()).ToArray();
+                var cpuSamples = runners.Select(_ => new List<double>()).ToArray();
+                var process = Process.GetCurrentProcess();
+                for (var r = 0; r < rounds; r++)
+                    for (var i = 0; i < runners.Length; i++)
+                    {
+                        process.Refresh();
+                        var cpu = process.TotalProcessorTime;
+                        var clock = Stopwatch.StartNew();
+                        for (var k = 0; k < repeats; k++) Step(runners[i], training);
+                        samples[i].Add(clock.Elapsed.TotalMilliseconds / repeats);
+                        process.Refresh();
+                        cpuSamples[i].Add((process.TotalProcessorTime - cpu).TotalMilliseconds / repeats);
+                    }
+                double old = Median(samples[0]), now = Median(samples[1]), oldCpu = Median(cpuSamples[0]), nowCpu = Median(cpuSamples[1]);
+                table.AppendLine(string.Create(Invariant,
+                    $"| {name} | {(training ? "train" : "forward")} | {old:F1} | {now:F1} | {old / now:F2}x | {oldCpu:F1} | {nowCpu:F1} | {oldCpu / nowCpu:F2}x | {losses[0]:F4} / {losses[1]:F4} |"));
+            }
+        }
+        table.AppendLine();
+        table.AppendLine($"CPU ms: this process's user + system time per step over all its threads (the other processes' load changes it less than wall time). Load average after: {LoadAverage()}.");
         return table.ToString();
     }
 
