@@ -375,6 +375,10 @@ public sealed class TransformerEngine : IDisposable
     /// the engine has, one <see cref="ParameterGroup.Prompt"/> group; empty for an inference engine.</summary>
     public IReadOnlyList<TrainableParameter> Trainables => trainables;
 
+    /// <summary>A training engine's optimizer, its scratch planned in the prompt arena; it steps the engine's
+    /// <see cref="Trainables"/> and any other module on the same kernel context (a prefix projection, a classifier head).</summary>
+    internal AdamWOptimizer Optimizer => optimizer ?? throw new InvalidOperationException("engine: built for inference (EngineOptions.Training = false)");
+
     /// <summary>Replaces the deep prefix (L, 2, Pv, KV·hs) — per layer Pv keys then Pv values, each (KV, hs), keys as
     /// attention uses them (no RoPE is applied) — and resets the gradient and AdamW state.</summary>
     public void SetPrefix(ReadOnlySpan<float> values)
@@ -758,13 +762,6 @@ public sealed class TransformerEngine : IDisposable
     /// <summary>The AdamW state of <see cref="Trainables"/>: first and second moments (P·C prompt values, then the deep
     /// prefix's) and the number of steps taken.</summary>
     public (float[] M, float[] V, int Step) GetOptimizerState() => trainables.GetOptimizerState();
-
-    /// <summary>Restores the AdamW state saved by <see cref="GetOptimizerState"/> (resuming a run).</summary>
-    public void SetOptimizerState(float[] m, float[] v, int step)
-    {
-        if (trainables.Length == 0) throw new InvalidOperationException("engine: no trainable prompt");
-        trainables.SetOptimizerState(m, v, step);
-    }
 
     static T[] ToHost<T>(ArrayView<T> view) where T : unmanaged
     {

@@ -140,17 +140,6 @@ public sealed class ClassifierHead : IDisposable
     /// <summary>The AdamW state: moments (layout of <see cref="GetParameters"/>) and the number of steps taken.</summary>
     public (float[] M, float[] V, int Step) GetOptimizerState() => Trainables.GetOptimizerState();
 
-    /// <summary>Restores the AdamW state saved by <see cref="GetOptimizerState"/> (resuming a run).</summary>
-    /// <exception cref="ArgumentException">A moment of the wrong length.</exception>
-    public void SetOptimizerState(float[] m, float[] v, int step)
-    {
-        ArgumentNullException.ThrowIfNull(m);
-        ArgumentNullException.ThrowIfNull(v);
-        if (m.Length != Parameters || v.Length != Parameters)
-            throw new ArgumentException($"classifier head optimizer state: {m.Length}/{v.Length} values given, the head has {Parameters} parameters");
-        Trainables.SetOptimizerState(m, v, step);
-    }
-
     /// <inheritdoc/>
     public void Dispose() => arena.Dispose();
 }

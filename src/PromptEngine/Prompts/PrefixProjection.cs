@@ -190,17 +190,6 @@ public sealed class PrefixProjection : IDisposable
     /// <summary>The AdamW state: first and second moments (layout of <see cref="GetParameters"/>) and the number of steps taken.</summary>
     public (float[] M, float[] V, int Step) GetOptimizerState() => trainables.GetOptimizerState();
 
-    /// <summary>Restores the AdamW state saved by <see cref="GetOptimizerState"/> (resuming a run).</summary>
-    /// <exception cref="ArgumentException">A moment of the wrong length.</exception>
-    public void SetOptimizerState(float[] m, float[] v, int step)
-    {
-        ArgumentNullException.ThrowIfNull(m);
-        ArgumentNullException.ThrowIfNull(v);
-        if (m.Length != Parameters || v.Length != Parameters)
-            throw new ArgumentException($"prefix projection optimizer state: {m.Length}/{v.Length} values given, the MLP has {Parameters} parameters");
-        trainables.SetOptimizerState(m, v, step);
-    }
-
     void CheckEngine(TransformerEngine engine, string what)
     {
         ArgumentNullException.ThrowIfNull(engine);

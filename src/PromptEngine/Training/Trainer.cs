@@ -165,7 +165,7 @@ public sealed class Trainer
         }
         projection?.Forward(engine); // the engine's prefix is the MLP's output from here on
 
-        using var optimizer = new AdamWOptimizer(engine.Kernels);
+        var optimizer = engine.Optimizer;
         var clock = Stopwatch.StartNew();
         long tokens = 0;
         var outcome = RunOutcome.Completed;
