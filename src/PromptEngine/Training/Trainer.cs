@@ -42,9 +42,9 @@ public sealed record TrainerOptions
     public float Beta2 { get; init; } = 0.999f;
     /// <summary>AdamW ε.</summary>
     public float Epsilon { get; init; } = 1e-8f;
-    /// <summary>Decoupled weight decay on the prompt.</summary>
+    /// <summary>Decoupled weight decay on the prompt (and a classifier head).</summary>
     public float WeightDecay { get; init; }
-    /// <summary>Clip the prompt gradient's norm to this (≤ 0: no clipping).</summary>
+    /// <summary>Clip each group's gradient norm to this (≤ 0: no clipping): the prompt's, and a classifier head's on its own.</summary>
     public float MaxGradNorm { get; init; } = 1f;
     /// <summary>Batches whose gradients are averaged into one optimizer step.</summary>
     public int GradientAccumulation { get; init; } = 1;

@@ -43,6 +43,25 @@ public sealed class TrainableParameterTests(KernelShape shape) : KernelTestBase(
         }
     }
 
+    readonly List<Owned> owned = [];
+
+    [TearDown]
+    public void DisposeParameters()
+    {
+        owned.Clear();
+    }
+
+    /// <summary>Parameters of <paramref name="group"/> named "a (n₀)", "b (n₁)", … with random values, each in its own buffers
+    /// (disposed after the test).</summary>
+    Owned[] Make(ParameterGroup group, Random random, params int[] lengths)
+    {
+        var made = lengths.Select((n, i) => new Owned(this, $"{(char)('a' + i)} ({n})", group, n, random)).ToArray();
+        owned.AddRange(made);
+        return made;
+    }
+
+    static IReadOnlyList<TrainableParameter> ParametersOf(IEnumerable<Owned> owned) => [.. owned.Select(p => p.Parameter)];
+
     /// <summary>Gives each parameter a random gradient (copied to the device) and returns them, in double.</summary>
     static double[][] RandomGradients(IReadOnlyList<Owned> parameters, Random random, double scale) =>
         parameters.Select(p =>
@@ -79,9 +98,8 @@ public sealed class TrainableParameterTests(KernelShape shape) : KernelTestBase(
     {
         var random = new Random(14);
         // Odd lengths, one shorter than the 64 partitions, one spanning many: partitions straddle the parameters.
-        Owned[] group = [new(this, "a (37)", ParameterGroup.Prompt, 37, random), new(this, "b (1000)", ParameterGroup.Prompt, 1000, random),
-            new(this, "c (5)", ParameterGroup.Prompt, 5, random)];
-        IReadOnlyList<TrainableParameter> parameters = [.. group.Select(p => p.Parameter)];
+        var group = Make(ParameterGroup.Prompt, random, 37, 1000, 5);
+        var parameters = ParametersOf(group);
         using var optimizer = new AdamWOptimizer(Kernels);
         const float maxNorm = 0.5f, lr = 1e-2f;
         for (var t = 1; t <= 3; t++)
@@ -95,17 +113,16 @@ public sealed class TrainableParameterTests(KernelShape shape) : KernelTestBase(
         }
         AssertMatches("group step", group);
         Assert.That(parameters.Select(p => p.Step), Is.All.EqualTo(3));
-        foreach (var p in group) p.Dispose();
     }
 
     [Test]
     public void EachGroupIsClippedByItsOwnNormAtItsOwnLearningRate()
     {
         var random = new Random(15);
-        Owned[] prompt = [new(this, "prompt (7, 11)", ParameterGroup.Prompt, 77, random), new(this, "prefix (130)", ParameterGroup.Prompt, 130, random)];
-        Owned[] head = [new(this, "W (2, 11)", ParameterGroup.Head, 22, random), new(this, "b (2)", ParameterGroup.Head, 2, random)];
+        var prompt = Make(ParameterGroup.Prompt, random, 77, 130);
+        var head = Make(ParameterGroup.Head, random, 22, 2);
         // The head's gradient is 100× smaller: clipped together with the prompt's it would barely move; clipped on its own it is not clipped at all.
-        IReadOnlyList<TrainableParameter> all = [.. prompt.Concat(head).Select(p => p.Parameter)];
+        var all = ParametersOf(prompt.Concat(head));
         using var optimizer = new AdamWOptimizer(Kernels);
         const float maxNorm = 1f, promptLr = 1e-2f, headLr = 3e-2f;
         for (var t = 1; t <= 3; t++)
@@ -123,7 +140,6 @@ public sealed class TrainableParameterTests(KernelShape shape) : KernelTestBase(
         }
         AssertMatches("prompt group", prompt);
         AssertMatches("head group", head);
-        foreach (var p in prompt.Concat(head)) p.Dispose();
     }
 
     /// <summary>On the CPU shape bitwise: what keeps a prompt with its deep prefix, or an MLP of five tensors, on exactly the
@@ -133,8 +149,8 @@ public sealed class TrainableParameterTests(KernelShape shape) : KernelTestBase(
     public void SeveralBuffersStepAsOneBufferOfTheirConcatenation()
     {
         var random = new Random(16);
-        Owned[] split = [new(this, "a (100)", ParameterGroup.Prompt, 100, random), new(this, "b (3001)", ParameterGroup.Prompt, 3001, random)];
-        using var joined = new Owned(this, "a and b (3101)", ParameterGroup.Prompt, 3101, new Random(0));
+        var split = Make(ParameterGroup.Prompt, random, 100, 3001);
+        var joined = Make(ParameterGroup.Prompt, new Random(0), 3101)[0];
         joined.Parameter.SetValues([.. split.SelectMany(p => p.Values).Select(x => (float)x)]);
         using var optimizer = new AdamWOptimizer(Kernels);
         var settings = new AdamWSettings(1e-2f, Beta1, Beta2, Eps, WeightDecay, MaxGradNorm: 0.5f);
@@ -143,12 +159,12 @@ public sealed class TrainableParameterTests(KernelShape shape) : KernelTestBase(
         {
             var gradients = RandomGradients(split, random, 1);
             joined.Gradient.View.CopyFromCPU([.. gradients.SelectMany(g => g).Select(x => (float)x)]);
-            var splitNorm = optimizer.Step([.. split.Select(p => p.Parameter)], settings, accumulatedBatches: 3);
+            var splitNorm = optimizer.Step(ParametersOf(split), settings, accumulatedBatches: 3);
             var joinedNorm = optimizer.Step([joined.Parameter], settings, accumulatedBatches: 3);
             if (bitwise) Assert.That(BitConverter.SingleToInt32Bits(splitNorm), Is.EqualTo(BitConverter.SingleToInt32Bits(joinedNorm)), $"norm at step {t}");
             else TensorAssert.Close($"norm {Shape} t{t}", [splitNorm], [joinedNorm], 0, 1e-6);
         }
-        IReadOnlyList<TrainableParameter> splitParameters = [.. split.Select(p => p.Parameter)];
+        var splitParameters = ParametersOf(split);
         var actual = new[] { splitParameters.GetValues(), splitParameters.GetOptimizerState().M, splitParameters.GetOptimizerState().V };
         var (joinedM, joinedV, _) = joined.Parameter.GetOptimizerState();
         var expected = new[] { joined.Parameter.GetValues(), joinedM, joinedV };
@@ -157,15 +173,14 @@ public sealed class TrainableParameterTests(KernelShape shape) : KernelTestBase(
             if (bitwise) Assert.That(Array.ConvertAll(actual[i], BitConverter.SingleToInt32Bits), Is.EqualTo(Array.ConvertAll(expected[i], BitConverter.SingleToInt32Bits)), $"values, m, v [{i}]");
             else TensorAssert.Close($"values, m, v [{i}] {Shape}", actual[i], Array.ConvertAll(expected[i], x => (double)x), Atol, Rtol);
         }
-        foreach (var p in split) p.Dispose();
     }
 
     [Test]
     public void ANonFiniteGradientMovesNoParameterOfTheGroup()
     {
         var random = new Random(17);
-        Owned[] group = [new(this, "a (40)", ParameterGroup.Prompt, 40, random), new(this, "b (9)", ParameterGroup.Prompt, 9, random)];
-        IReadOnlyList<TrainableParameter> parameters = [.. group.Select(p => p.Parameter)];
+        var group = Make(ParameterGroup.Prompt, random, 40, 9);
+        var parameters = ParametersOf(group);
         using var optimizer = new AdamWOptimizer(Kernels);
         RandomGradients(group, random, 1);
         group[1].Gradient.View.SubView(8, 1).CopyFromCPU([float.PositiveInfinity]);
@@ -175,15 +190,14 @@ public sealed class TrainableParameterTests(KernelShape shape) : KernelTestBase(
         Assert.That(parameters.GetValues(), Is.EqualTo(before), "values untouched");
         var (m, v, step) = parameters.GetOptimizerState();
         Assert.That((m.All(x => x == 0), v.All(x => x == 0), step), Is.EqualTo((true, true, 0)), "optimizer state untouched");
-        foreach (var p in group) p.Dispose();
     }
 
     [Test]
     public void ValuesAndOptimizerStateRoundTripThroughTheListLayout()
     {
         var random = new Random(18);
-        Owned[] group = [new(this, "a (3)", ParameterGroup.Prompt, 3, random), new(this, "b (4)", ParameterGroup.Prompt, 4, random)];
-        IReadOnlyList<TrainableParameter> parameters = [.. group.Select(p => p.Parameter)];
+        var group = Make(ParameterGroup.Prompt, random, 3, 4);
+        var parameters = ParametersOf(group);
         float[] values = [1, 2, 3, 4, 5, 6, 7], m = [.1f, .2f, .3f, .4f, .5f, .6f, .7f], v = [1, 1, 2, 2, 3, 3, 4];
         parameters.SetValues(values);
         parameters.SetOptimizerState(m, v, 5);
@@ -193,6 +207,5 @@ public sealed class TrainableParameterTests(KernelShape shape) : KernelTestBase(
         var (m0, _, step0) = group[0].Parameter.GetOptimizerState();
         Assert.That((m0, step0), Is.EqualTo((new float[3], 0)), "setting values starts the optimizer over");
         Assert.That(Assert.Throws<ArgumentException>(() => parameters.SetValues(new float[6]))!.Message, Does.Contain("a (3) and b (4)").And.Contain("hold 7"));
-        foreach (var p in group) p.Dispose();
     }
 }
