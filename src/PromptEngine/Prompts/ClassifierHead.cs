@@ -44,15 +44,12 @@ public sealed class ClassifierHead : IDisposable
         Classes = labels.Count;
         Width = width;
         Labels = labels.ToArray();
-        // Per parameter: its values, gradient and two moments.
-        int[] Reserve(string name, long length) =>
-            [.. new[] { "", "d", "AdamW m of ", "AdamW v of " }.Select(prefix => arena.Reserve(prefix + name, length))];
-        var (w, b) = (Reserve("W (R, C)", (long)Classes * width), Reserve("b (R)", Classes));
+        var w = PlannedParameter.Reserve(arena, "W (R, C)", ParameterGroup.Head, (long)Classes * width);
+        var b = PlannedParameter.Reserve(arena, "b (R)", ParameterGroup.Head, Classes);
         arena.Allocate(kernels.Accelerator);
         try
         {
-            weight = new TrainableParameter("classifier head W (R, C)", ParameterGroup.Head, arena[w[0]], arena[w[1]], arena[w[2]], arena[w[3]]);
-            bias = new TrainableParameter("classifier head b (R)", ParameterGroup.Head, arena[b[0]], arena[b[1]], arena[b[2]], arena[b[3]]);
+            (weight, bias) = (w.Bind(arena), b.Bind(arena));
             Trainables = [weight, bias];
             weight.Values.MemSetToZero();
             bias.Values.MemSetToZero();

@@ -66,9 +66,7 @@ public sealed class PrefixProjection : IDisposable
         (string Name, long Length)[] shapes =
             [("E (Pv, d)", (long)pv * d), ("W1 (H, d)", (long)h * d), ("b1 (H)", h), ("W2 (L*2*d, H)", (long)width * h), ("b2 (L*2*d)", width)];
         Parameters = shapes.Sum(shape => shape.Length);
-        // Per parameter: its values, gradient and two moments.
-        var handles = shapes.Select(shape => new[] { "", "d", "AdamW m of ", "AdamW v of " }
-            .Select(prefix => arena.Reserve(prefix + shape.Name, shape.Length)).ToArray()).ToArray();
+        var planned = shapes.Select(shape => PlannedParameter.Reserve(arena, shape.Name, ParameterGroup.Prompt, shape.Length)).ToArray();
         preTanh = arena.Reserve("pre-tanh (Pv, H)", (long)pv * h);
         hidden = arena.Reserve("tanh output (Pv, H)", (long)pv * h);
         output = arena.Reserve("output (Pv, L*2*d)", (long)pv * width);
@@ -77,8 +75,7 @@ public sealed class PrefixProjection : IDisposable
         arena.Allocate(kernels.Accelerator);
         try
         {
-            trainables = shapes.Select((shape, i) => new TrainableParameter(shape.Name, ParameterGroup.Prompt,
-                arena[handles[i][0]], arena[handles[i][1]], arena[handles[i][2]], arena[handles[i][3]])).ToArray();
+            trainables = [.. planned.Select(parameter => parameter.Bind(arena))];
             trainables.SetValues(Initial(seed));
         }
         catch

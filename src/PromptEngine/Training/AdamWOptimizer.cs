@@ -95,7 +95,7 @@ public sealed class AdamWOptimizer : IDisposable
         var norm = MathF.Sqrt(ToHost(sumSquares));
         int step = parameters[0].Step + 1;
         if (!float.IsFinite(norm))
-            throw new NonFiniteGradientException($"the gradient of the {parameters.Names()} is not finite (norm {norm}) at optimizer step {step}; {(parameters.Count == 1 ? "it was" : "they were")} not updated");
+            throw new NonFiniteGradientException($"the {parameters[0].Group.Description}'s gradient ({parameters.Names()}) is not finite (norm {norm}) at optimizer step {step}; it was not updated");
         foreach (var p in parameters)
         {
             kernels.AdamW.Step(p.Values, p.FirstMoment, p.SecondMoment, p.Gradient, clip, p.Length,
@@ -107,7 +107,7 @@ public sealed class AdamWOptimizer : IDisposable
         kernels.GradNorm.Forward(sumSquares, default, partials, Views(parameters, p => p.Values), 1f);
         var valuesSumSquares = ToHost(sumSquares);
         if (!float.IsFinite(valuesSumSquares))
-            throw new NonFinitePromptException($"optimizer step {step} (learning rate {settings.LearningRate}, weight decay {settings.WeightDecay}) made the {parameters.Names()} non-finite (sum of squares {valuesSumSquares})");
+            throw new NonFinitePromptException($"optimizer step {step} (learning rate {settings.LearningRate}, weight decay {settings.WeightDecay}) made the {parameters[0].Group.Description} ({parameters.Names()}) non-finite (sum of squares {valuesSumSquares})");
         return norm;
     }
 

@@ -1,5 +1,6 @@
 using ILGPU;
 using ILGPU.Runtime;
+using PromptEngine.Engine;
 
 namespace PromptEngine.Training;
 
@@ -109,6 +110,19 @@ public sealed class TrainableParameter
         view.CopyToCPU(result);
         return result;
     }
+}
+
+/// <summary>A parameter planned in an arena before it is allocated: the handles of its values, gradient and two moments,
+/// reserved one after the other under the parameter's name.</summary>
+internal readonly record struct PlannedParameter(string Name, ParameterGroup Group, int Values, int Gradient, int FirstMoment, int SecondMoment)
+{
+    /// <summary>Reserves the four ranges of <paramref name="length"/> elements: "W (R, C)", "dW (R, C)", "AdamW m of W (R, C)", ….</summary>
+    public static PlannedParameter Reserve(Arena<float> arena, string name, ParameterGroup group, long length) =>
+        new(name, group, arena.Reserve(name, length), arena.Reserve("d" + name, length), arena.Reserve("AdamW m of " + name, length),
+            arena.Reserve("AdamW v of " + name, length));
+
+    /// <summary>The parameter over the allocated <paramref name="arena"/>'s views.</summary>
+    public TrainableParameter Bind(Arena<float> arena) => new(Name, Group, arena[Values], arena[Gradient], arena[FirstMoment], arena[SecondMoment]);
 }
 
 /// <summary>A list of parameters read and written as one vector, their values back to back in list order: how a module of
