@@ -42,16 +42,6 @@ public sealed class Arena<T> : IDisposable where T : unmanaged
         }
     }
 
-    /// <summary>One view over the consecutive reservations <paramref name="first"/>..<paramref name="last"/> (reserved one
-    /// after the other, so they are adjacent): e.g. a prompt and a prefix optimised as one parameter vector.</summary>
-    public ArrayView<T> Joined(int first, int last)
-    {
-        if (buffer is null) throw new InvalidOperationException($"arena {Name} is not allocated");
-        if (last < first) throw new ArgumentOutOfRangeException(nameof(last));
-        long offset = reservations[first].Offset, length = reservations[last].Offset + reservations[last].Length - offset;
-        return length == 0 ? default : buffer.View.SubView(offset, length);
-    }
-
     /// <summary>Bytes the arena holds on the device.</summary>
     public long Bytes => buffer?.LengthInBytes ?? total * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
 

@@ -3,6 +3,7 @@ using ILGPU.Runtime;
 using PromptEngine.Kernels;
 using PromptEngine.Models;
 using PromptEngine.Prompts;
+using PromptEngine.Training;
 
 namespace PromptEngine.Engine;
 
@@ -66,7 +67,8 @@ public sealed record MemoryReport(long FrozenWeights, long Activations, long Gra
 /// launches for one new token per row (N = B), attending with <see cref="AttentionDecode"/> to the row's cached
 /// positions. Per step B·5 ints go to the device and the (B, V) logits come back.</para>
 /// <para>Deep prompts (<see cref="EngineOptions.PrefixTokens"/> = Pv &gt; 0, prefix tuning / P-tuning v2) add a trainable
-/// prefix (L, 2, Pv, KV·hs) to the prompt arena, right after the prompt so the optimizer moves both as one vector. Each
+/// prefix (L, 2, Pv, KV·hs) to the prompt arena, a second <see cref="TrainableParameter"/> beside the prompt's (the optimizer
+/// clips the two as one vector, <see cref="Trainables"/>). Each
 /// layer's attention merges its Pv keys and values in after the token attention (<see cref="AttentionPrefix"/>), every
 /// query of every row attending to them as to past keys, and the backward accumulates their gradient over the batch
 /// rows into dPrefix. As in Hugging Face PEFT's PREFIX_TUNING, the prefixes are past_key_values: the batch's positions
@@ -88,7 +90,6 @@ public sealed class TransformerEngine : IDisposable
     readonly Arena<int> cacheIndices = new("kv cache indices");
     readonly Arena<float> injectArena = new("prompt key/value gradients"); // allocated by the first PromptBackward
     readonly int maxN, maxS, maxWidth, savedLayers;
-    int optimizerStep;
 
     // Saved activations (handles into `saved`); per layer unless noted.
     readonly int[] residual;   // (L+1) × (N, C): the residual stream entering each block, and leaving the last
@@ -115,10 +116,12 @@ public sealed class TransformerEngine : IDisposable
     readonly int headTargets; // (S) class index of each scored position's target, −1 to ignore (a classifier head's targets)
     ClassifierHead? head;     // when attached, replaces the LM head's verbalizer rows in the loss and the logits
 
-    // Prompt arena. The deep prefix follows the prompt in each of the four (parameter, gradient, m, v), so the
-    // optimizer sees prompt and prefix as one parameter vector (Arena.Joined).
-    readonly int prompt, dPrompt, adamM, adamV, sumSquares, clipScale, partials; // (P, C) ×4, (1), (1), (64)
+    // Prompt arena: the prompt and the deep prefix, each with its gradient and AdamW moments, and the optimizer's scratch.
+    readonly int prompt, dPrompt, adamM, adamV;     // (P, C) ×4
     readonly int prefix, dPrefix, prefixM, prefixV; // (L, 2, Pv, KV*hs) ×4: per layer its keys, then its values
+    readonly int optimizerScratch;                  // (AdamWOptimizer.ScratchLength)
+    TrainableParameter[] trainables = [];           // the prompt and the prefix (those that exist) of a training engine
+    AdamWOptimizer? optimizer;
 
     // KV cache arena (allocated by the first Prefill).
     readonly int[] keyCache, valueCache; // per layer (B, Tmax, KV*hs), B = MaxRows, Tmax = MaxLength; keys after RoPE
@@ -258,9 +261,7 @@ public sealed class TransformerEngine : IDisposable
         prefixM = promptArena.Reserve("AdamW m of the prefix", trainable * prefixLength);
         adamV = promptArena.Reserve("AdamW v (P, C)", trainable * promptLength);
         prefixV = promptArena.Reserve("AdamW v of the prefix", trainable * prefixLength);
-        sumSquares = promptArena.Reserve("sum of squares (1)", 1);
-        clipScale = promptArena.Reserve("clip scale (1)", 1);
-        partials = promptArena.Reserve("norm partials (64)", GradNorm.Partitions);
+        optimizerScratch = promptArena.Reserve("optimizer scratch: sum of squares, clip scale, norm partials (66)", AdamWOptimizer.ScratchLength);
 
         long cacheLength = (long)options.MaxRows * options.MaxLength * KV;
         keyCache = Enumerable.Range(0, L).Select(l => cacheArena.Reserve($"key cache[{l}] (B, Tmax, KV*hs)", cacheLength)).ToArray();
@@ -291,11 +292,16 @@ public sealed class TransformerEngine : IDisposable
             indices.Allocate(kernels.Accelerator);
             indices[scoredRows].CopyFromCPU(Enumerable.Range(0, maxS).ToArray());
             promptArena.Allocate(kernels.Accelerator);
-            if (options.Training && promptLength + prefixLength > 0)
+            if (options.Training)
             {
-                Trainable(dPrompt).MemSetToZero();
-                Trainable(adamM).MemSetToZero();
-                Trainable(adamV).MemSetToZero();
+                var moved = new List<TrainableParameter>();
+                if (promptLength > 0)
+                    moved.Add(new("prompt (P, C)", ParameterGroup.Prompt, promptArena[prompt], promptArena[dPrompt], promptArena[adamM], promptArena[adamV]));
+                if (prefixLength > 0)
+                    moved.Add(new("prefix (L, 2, Pv, KV*hs)", ParameterGroup.Prompt, promptArena[prefix], promptArena[dPrefix], promptArena[prefixM], promptArena[prefixV]));
+                trainables = [.. moved];
+                trainables.ResetOptimizer();
+                optimizer = new AdamWOptimizer(kernels, promptArena[optimizerScratch]);
             }
         }
         catch (Exception e) when (e is OutOfMemoryException or ILGPU.Runtime.AcceleratorException)
@@ -352,16 +358,7 @@ public sealed class TransformerEngine : IDisposable
         if (values.Length != length) throw new ArgumentException($"prompt: {values.Length} values given, the bank holds P·C = {options.PromptRows}·{config.HiddenSize} = {length}");
         if (length == 0) return;
         promptArena[prompt].CopyFromCPU(values.ToArray());
-        ResetOptimizer();
-    }
-
-    void ResetOptimizer()
-    {
-        if (!options.Training || TrainableLength == 0) return;
-        Trainable(dPrompt).MemSetToZero();
-        Trainable(adamM).MemSetToZero();
-        Trainable(adamV).MemSetToZero();
-        optimizerStep = 0;
+        trainables.ResetOptimizer();
     }
 
     /// <summary>Elements of the deep prefix (L, 2, Pv, KV·hs) for <paramref name="prefixTokens"/> = Pv.</summary>
@@ -374,11 +371,13 @@ public sealed class TransformerEngine : IDisposable
     /// <summary>Elements of the deep prefix, L·2·Pv·KV·hs.</summary>
     public long PrefixLength => PrefixLengthOf(config, options.PrefixTokens);
 
-    long TrainableLength => (long)options.PromptRows * config.HiddenSize + PrefixLength;
+    /// <summary>What a training engine's optimizer moves: the prompt (P, C), then the deep prefix (L, 2, Pv, KV·hs), those
+    /// the engine has, one <see cref="ParameterGroup.Prompt"/> group; empty for an inference engine.</summary>
+    public IReadOnlyList<TrainableParameter> Trainables => trainables;
 
-    /// <summary>The prompt-or-prefix view starting at <paramref name="promptHandle"/> (one of prompt, dPrompt, adamM,
-    /// adamV) joined with its prefix counterpart reserved right after it.</summary>
-    ArrayView<float> Trainable(int promptHandle) => promptArena.Joined(promptHandle, promptHandle + 1);
+    /// <summary>A training engine's optimizer, its scratch planned in the prompt arena; it steps the engine's
+    /// <see cref="Trainables"/> and any other module on the same kernel context (a prefix projection, a classifier head).</summary>
+    internal AdamWOptimizer Optimizer => optimizer ?? throw new InvalidOperationException("engine: built for inference (EngineOptions.Training = false)");
 
     /// <summary>Replaces the deep prefix (L, 2, Pv, KV·hs) — per layer Pv keys then Pv values, each (KV, hs), keys as
     /// attention uses them (no RoPE is applied) — and resets the gradient and AdamW state.</summary>
@@ -390,7 +389,7 @@ public sealed class TransformerEngine : IDisposable
             throw new ArgumentException($"prefix: {values.Length} values given, the engine's deep prefix holds L·2·Pv·KV·hs = {PrefixLength}");
         if (PrefixLength == 0) return;
         promptArena[prefix].CopyFromCPU(values.ToArray());
-        ResetOptimizer();
+        trainables.ResetOptimizer();
     }
 
     /// <summary>Replaces the engine's D deep prompts (<see cref="EngineOptions.DeepPrompts"/>), each (L, 2, Pv, KV·hs) as
@@ -450,7 +449,7 @@ public sealed class TransformerEngine : IDisposable
     /// <summary>Clears dPrompt and dPrefix (start of a step; several batches between clears accumulate).</summary>
     public void ZeroPromptGradient()
     {
-        if (TrainableLength > 0 && options.Training) Trainable(dPrompt).MemSetToZero();
+        trainables.ZeroGradient();
     }
 
     /// <summary>Forward, loss and backward: returns the mean loss over the batch's scored positions and
@@ -744,9 +743,10 @@ public sealed class TransformerEngine : IDisposable
         return ToHost(view);
     }
 
-    /// <summary>One AdamW step on the prompt from the accumulated dPrompt, after dividing it by
-    /// <paramref name="accumulatedBatches"/> and clipping its norm to <paramref name="maxGradNorm"/>
-    /// (≤ 0: no clipping). Returns the gradient norm before clipping.</summary>
+    /// <summary>One AdamW step on <see cref="Trainables"/> (the prompt and the deep prefix, clipped as one vector) from the
+    /// accumulated gradient, after dividing it by <paramref name="accumulatedBatches"/> and clipping its norm to
+    /// <paramref name="maxGradNorm"/> (≤ 0: no clipping); see <see cref="AdamWOptimizer.Step(IReadOnlyList{TrainableParameter}, AdamWSettings, int)"/>.
+    /// Returns the gradient norm before clipping.</summary>
     /// <exception cref="NonFiniteGradientException">The gradient holds NaN or ∞; the prompt and the optimizer
     /// state are left untouched, so the last good state can be saved.</exception>
     /// <exception cref="NonFinitePromptException">The step itself (a learning rate or weight decay too large for float)
@@ -755,41 +755,13 @@ public sealed class TransformerEngine : IDisposable
     public float OptimizerStep(float learningRate, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0f,
         float maxGradNorm = 0f, int accumulatedBatches = 1)
     {
-        if (!options.Training || TrainableLength == 0) throw new InvalidOperationException("engine: no trainable prompt");
-        if (accumulatedBatches < 1) throw new ArgumentOutOfRangeException(nameof(accumulatedBatches), accumulatedBatches, "at least one batch");
-        long count = TrainableLength; // the prompt and the deep prefix, one vector
-        if (accumulatedBatches > 1) kernels.Scale.Forward(Trainable(dPrompt), 1f / accumulatedBatches, count);
-        var clip = maxGradNorm > 0 ? promptArena[clipScale] : default;
-        kernels.GradNorm.Forward(promptArena[sumSquares], clip, promptArena[partials], Trainable(dPrompt), count, maxGradNorm > 0 ? maxGradNorm : 1f);
-        // Read the norm before stepping: a NaN or ∞ gradient must not reach the prompt or the moments.
-        var norm = MathF.Sqrt(ToHost(promptArena[sumSquares])[0]);
-        if (!float.IsFinite(norm)) throw new NonFiniteGradientException($"the prompt gradient is not finite (norm {norm}) at optimizer step {optimizerStep + 1}; the prompt was not updated");
-        kernels.AdamW.Step(Trainable(prompt), Trainable(adamM), Trainable(adamV), Trainable(dPrompt), clip, count,
-            learningRate, beta1, beta2, eps, weightDecay, ++optimizerStep);
-        // The moments stay finite once the gradient's norm is (each |g| is then below √float.MaxValue), but a huge learning
-        // rate or weight decay can still overflow the prompt; one reduction on the device and one float back tell.
-        kernels.GradNorm.Forward(promptArena[sumSquares], default, promptArena[partials], Trainable(prompt), count, 1f);
-        var promptSumSquares = ToHost(promptArena[sumSquares])[0];
-        if (!float.IsFinite(promptSumSquares))
-            throw new NonFinitePromptException($"optimizer step {optimizerStep} (learning rate {learningRate}, weight decay {weightDecay}) made the prompt non-finite (sum of squares {promptSumSquares})");
-        return norm;
+        if (optimizer is null || trainables.Length == 0) throw new InvalidOperationException("engine: no trainable prompt");
+        return optimizer.Step(trainables, new AdamWSettings(learningRate, beta1, beta2, eps, weightDecay, maxGradNorm), accumulatedBatches);
     }
 
-    /// <summary>The AdamW state: first and second moments (P·C prompt values, then the deep prefix's) and the number of steps taken.</summary>
-    public (float[] M, float[] V, int Step) GetOptimizerState() =>
-        options.Training && TrainableLength > 0 ? (ToHost(Trainable(adamM)), ToHost(Trainable(adamV)), optimizerStep) : ([], [], 0);
-
-    /// <summary>Restores the AdamW state saved by <see cref="GetOptimizerState"/> (resuming a run).</summary>
-    public void SetOptimizerState(float[] m, float[] v, int step)
-    {
-        long length = TrainableLength;
-        if (!options.Training || length == 0) throw new InvalidOperationException("engine: no trainable prompt");
-        if (m.Length != length || v.Length != length) throw new ArgumentException($"optimizer state: {m.Length}/{v.Length} values given, the prompt and prefix have {length}");
-        if (step < 0) throw new ArgumentOutOfRangeException(nameof(step));
-        Trainable(adamM).CopyFromCPU(m);
-        Trainable(adamV).CopyFromCPU(v);
-        optimizerStep = step;
-    }
+    /// <summary>The AdamW state of <see cref="Trainables"/>: first and second moments (P·C prompt values, then the deep
+    /// prefix's) and the number of steps taken.</summary>
+    public (float[] M, float[] V, int Step) GetOptimizerState() => trainables.GetOptimizerState();
 
     static T[] ToHost<T>(ArrayView<T> view) where T : unmanaged
     {

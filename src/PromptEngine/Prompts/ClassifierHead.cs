@@ -4,6 +4,7 @@ using ILGPU.Runtime;
 using PromptEngine.Engine;
 using PromptEngine.Kernels;
 using PromptEngine.Safetensors;
+using PromptEngine.Training;
 
 namespace PromptEngine.Prompts;
 
@@ -15,9 +16,10 @@ namespace PromptEngine.Prompts;
 /// frozen weights still never get one.
 /// </summary>
 /// <remarks>
-/// <para>One arena, planned once: W and b back to back (one vector for <see cref="GradNorm"/> and <see cref="AdamW"/>),
-/// their gradients in the same order, AdamW's two moments and the norm's scratch. The engine ADDS the gradient of each
-/// batch (<see cref="CrossEntropy.HeadGradient"/>); <see cref="ZeroGradient"/> clears it at the start of a step.</para>
+/// <para>One arena, planned once: W and b, each a <see cref="TrainableParameter"/> with its gradient and AdamW moments
+/// (<see cref="Trainables"/>, one <see cref="ParameterGroup.Head"/> group: clipped as one vector, at its own learning
+/// rate). The engine ADDS the gradient of each batch (<see cref="CrossEntropy.HeadGradient"/>); <see cref="ZeroGradient"/>
+/// clears it at the start of a step.</para>
 /// <para><see cref="FromLabelWords"/> starts W at the LM head's rows of the verbalizer's words and b at 0, so the head's
 /// logits at step 0 are exactly the zero-shot verbalizer's and the prompt's first gradients are those it gets without a
 /// head. A zero start would put every example at log R with dLoss/dHidden = dLogits·W = 0: the prompt would get no
@@ -27,8 +29,7 @@ public sealed class ClassifierHead : IDisposable
 {
     readonly KernelContext kernels;
     readonly Arena<float> arena = new("classifier head");
-    readonly int weight, bias, dWeight, dBias, adamM, adamV, sumSquares, clipScale, partials;
-    int optimizerStep;
+    readonly TrainableParameter weight, bias; // W (R, C), b (R)
 
     /// <summary>Plans and allocates the head for <paramref name="labels"/>.Count classes on width <paramref name="width"/>,
     /// with W and b zero (set them with <see cref="SetParameters"/>).</summary>
@@ -43,20 +44,16 @@ public sealed class ClassifierHead : IDisposable
         Classes = labels.Count;
         Width = width;
         Labels = labels.ToArray();
-        weight = arena.Reserve("W (R, C)", (long)Classes * width);
-        bias = arena.Reserve("b (R)", Classes);
-        dWeight = arena.Reserve("dW (R, C)", (long)Classes * width);
-        dBias = arena.Reserve("db (R)", Classes);
-        adamM = arena.Reserve("AdamW m (R·C + R)", Parameters);
-        adamV = arena.Reserve("AdamW v (R·C + R)", Parameters);
-        sumSquares = arena.Reserve("sum of squares (1)", 1);
-        clipScale = arena.Reserve("clip scale (1)", 1);
-        partials = arena.Reserve("norm partials (64)", GradNorm.Partitions);
+        var w = PlannedParameter.Reserve(arena, "W (R, C)", ParameterGroup.Head, (long)Classes * width);
+        var b = PlannedParameter.Reserve(arena, "b (R)", ParameterGroup.Head, Classes);
         arena.Allocate(kernels.Accelerator);
         try
         {
-            ParameterView.MemSetToZero();
-            ResetOptimizer();
+            (weight, bias) = (w.Bind(arena), b.Bind(arena));
+            Trainables = [weight, bias];
+            weight.Values.MemSetToZero();
+            bias.Values.MemSetToZero();
+            Trainables.ResetOptimizer();
         }
         catch
         {
@@ -102,15 +99,16 @@ public sealed class ClassifierHead : IDisposable
     /// <summary>The kernel context the head lives on (the engine's).</summary>
     internal KernelContext Kernels => kernels;
 
-    internal ArrayView<float> WeightView => arena[weight];
-    internal ArrayView<float> BiasView => arena[bias];
-    internal ArrayView<float> WeightGradientView => arena[dWeight];
-    internal ArrayView<float> BiasGradientView => arena[dBias];
-    ArrayView<float> ParameterView => arena.Joined(weight, bias);
-    ArrayView<float> GradientView => arena.Joined(dWeight, dBias);
+    /// <summary>What the optimizer moves: W then b, one <see cref="ParameterGroup.Head"/> group.</summary>
+    public IReadOnlyList<TrainableParameter> Trainables { get; }
+
+    internal ArrayView<float> WeightView => weight.Values;
+    internal ArrayView<float> BiasView => bias.Values;
+    internal ArrayView<float> WeightGradientView => weight.Gradient;
+    internal ArrayView<float> BiasGradientView => bias.Gradient;
 
     /// <summary>W (R, C) row-major then b (R), copied to the host.</summary>
-    public float[] GetParameters() => ToHost(ParameterView);
+    public float[] GetParameters() => Trainables.GetValues();
 
     /// <summary>The head as plain weights (to save).</summary>
     public ClassifierHeadWeights GetWeights()
@@ -127,66 +125,17 @@ public sealed class ClassifierHead : IDisposable
             throw new ArgumentException($"classifier head: {values.Length} values given, W (R, C) and b (R) hold {Parameters} (R {Classes}, C {Width})");
         foreach (var value in values)
             if (!float.IsFinite(value)) throw new ArgumentException("classifier head: a non-finite value");
-        ParameterView.CopyFromCPU(values.ToArray());
-        ResetOptimizer();
+        Trainables.SetValues(values);
     }
 
     /// <summary>dLoss/d(W, b) accumulated since the last <see cref="ZeroGradient"/> (layout of <see cref="GetParameters"/>).</summary>
-    public float[] GetGradient() => ToHost(GradientView);
+    public float[] GetGradient() => Trainables.GetGradient();
 
     /// <summary>Clears the gradient (start of a step; the engine adds each batch's).</summary>
-    public void ZeroGradient() => GradientView.MemSetToZero();
-
-    /// <summary>One AdamW step on W and b from the accumulated gradient, after dividing it by <paramref name="accumulatedBatches"/>
-    /// and clipping its norm to <paramref name="maxGradNorm"/> (≤ 0: no clipping), as the prompt's own step does. Returns the
-    /// gradient norm before clipping.</summary>
-    /// <exception cref="NonFiniteGradientException">The gradient holds NaN or ∞; the head and its optimizer state are left untouched.</exception>
-    public float OptimizerStep(float learningRate, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0f,
-        float maxGradNorm = 0f, int accumulatedBatches = 1)
-    {
-        if (accumulatedBatches < 1) throw new ArgumentOutOfRangeException(nameof(accumulatedBatches), accumulatedBatches, "at least one batch");
-        var gradient = GradientView;
-        if (accumulatedBatches > 1) kernels.Scale.Forward(gradient, 1f / accumulatedBatches, Parameters);
-        var clip = maxGradNorm > 0 ? arena[clipScale] : default;
-        kernels.GradNorm.Forward(arena[sumSquares], clip, arena[partials], gradient, Parameters, maxGradNorm > 0 ? maxGradNorm : 1f);
-        var norm = MathF.Sqrt(ToHost(arena[sumSquares])[0]);
-        if (!float.IsFinite(norm))
-            throw new NonFiniteGradientException($"the classifier head's gradient is not finite (norm {norm}) at optimizer step {optimizerStep + 1}; the head was not updated");
-        kernels.AdamW.Step(ParameterView, arena[adamM], arena[adamV], gradient, clip, Parameters, learningRate, beta1, beta2, eps, weightDecay, ++optimizerStep);
-        return norm;
-    }
+    public void ZeroGradient() => Trainables.ZeroGradient();
 
     /// <summary>The AdamW state: moments (layout of <see cref="GetParameters"/>) and the number of steps taken.</summary>
-    public (float[] M, float[] V, int Step) GetOptimizerState() => (ToHost(arena[adamM]), ToHost(arena[adamV]), optimizerStep);
-
-    /// <summary>Restores the AdamW state saved by <see cref="GetOptimizerState"/> (resuming a run).</summary>
-    /// <exception cref="ArgumentException">A moment of the wrong length.</exception>
-    public void SetOptimizerState(float[] m, float[] v, int step)
-    {
-        ArgumentNullException.ThrowIfNull(m);
-        ArgumentNullException.ThrowIfNull(v);
-        if (m.Length != Parameters || v.Length != Parameters)
-            throw new ArgumentException($"classifier head optimizer state: {m.Length}/{v.Length} values given, the head has {Parameters} parameters");
-        if (step < 0) throw new ArgumentOutOfRangeException(nameof(step));
-        arena[adamM].CopyFromCPU(m);
-        arena[adamV].CopyFromCPU(v);
-        optimizerStep = step;
-    }
-
-    void ResetOptimizer()
-    {
-        GradientView.MemSetToZero();
-        arena[adamM].MemSetToZero();
-        arena[adamV].MemSetToZero();
-        optimizerStep = 0;
-    }
-
-    static float[] ToHost(ArrayView<float> view)
-    {
-        var result = new float[view.Length];
-        view.CopyToCPU(result);
-        return result;
-    }
+    public (float[] M, float[] V, int Step) GetOptimizerState() => Trainables.GetOptimizerState();
 
     /// <inheritdoc/>
     public void Dispose() => arena.Dispose();

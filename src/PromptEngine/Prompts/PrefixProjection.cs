@@ -5,6 +5,7 @@ using PromptEngine.Data;
 using PromptEngine.Engine;
 using PromptEngine.Kernels;
 using PromptEngine.Models;
+using PromptEngine.Training;
 
 namespace PromptEngine.Prompts;
 
@@ -18,10 +19,10 @@ namespace PromptEngine.Prompts;
 /// prefixes).
 /// </summary>
 /// <remarks>
-/// <para>One arena holds everything, planned once: the parameters E, W₁, b₁, W₂, b₂ back to back (so
-/// <see cref="GradNorm"/> and <see cref="AdamW"/> run once over them as one vector), their gradients in the same order,
-/// AdamW's two moments, the activations (pre-tanh, tanh output, output) and the backward's scratch. Nothing is allocated
-/// per step and nothing but the gradient norm (one float) comes back to the host.</para>
+/// <para>One arena holds everything, planned once: the parameters E, W₁, b₁, W₂, b₂, each a <see cref="TrainableParameter"/>
+/// with its gradient and AdamW moments (<see cref="Trainables"/>, one <see cref="ParameterGroup.Prompt"/> group that the
+/// optimizer clips as one vector), the activations (pre-tanh, tanh output, output) and the backward's scratch. Nothing is
+/// allocated per step.</para>
 /// <para><see cref="Forward"/> writes the output into a <see cref="TransformerEngine"/>'s prefix, device to device;
 /// <see cref="Backward"/> reads the dPrefix the engine accumulated over a step's batches and differentiates through the
 /// MLP. The MLP is linear in its output gradient, so one backward after the step's last batch gives the gradient of the
@@ -36,16 +37,13 @@ public sealed class PrefixProjection : IDisposable
     readonly Arena<float> arena = new("prefix projection");
     readonly int pv, d, h, width; // Pv, token_dim = KV·hs, hidden H, L·2·d
 
-    // Parameters, back to back (one vector for the optimizer), then their gradients in the same order.
-    readonly int embedding, w1, b1, w2, b2;       // (Pv, d), (H, d), (H), (L·2·d, H), (L·2·d)
-    readonly int dEmbedding, dW1, dB1, dW2, dB2;  // same shapes
-    readonly int adamM, adamV;                    // (Parameters) each
+    // The trainable parameters E (Pv, d), W1 (H, d), b1 (H), W2 (L·2·d, H), b2 (L·2·d), in that order, each with its
+    // gradient and AdamW moments.
+    readonly TrainableParameter[] trainables;
     // Activations of the last Forward, and the backward's scratch.
     readonly int preTanh, hidden, output;         // (Pv, H), (Pv, H) tanh output, (Pv, L·2·d) in PEFT layout
     readonly int dOutput, dTanh;                  // (Pv, L·2·d), (Pv, H): dLoss/d(tanh output), then in place dLoss/d(pre-tanh)
-    readonly int sumSquares, clipScale, partials; // (1), (1), (64)
-    int optimizerStep;
-    bool activationsCurrent; // the saved activations belong to the current parameters
+    long versionOfActivations = -1; // the parameters' version (TrainableParameter.Version) the saved activations belong to
 
     /// <summary>Plans and allocates the arena and initialises the parameters from <paramref name="seed"/>.</summary>
     /// <param name="kernels">The context of the engine whose prefix this projection computes.</param>
@@ -65,32 +63,20 @@ public sealed class PrefixProjection : IDisposable
         (pv, d, h) = (virtualTokens, config.NumKvHeads * config.HeadDim, hiddenSize);
         width = config.NumLayers * 2 * d;
 
-        embedding = arena.Reserve("E (Pv, d)", (long)pv * d);
-        w1 = arena.Reserve("W1 (H, d)", (long)h * d);
-        b1 = arena.Reserve("b1 (H)", h);
-        w2 = arena.Reserve("W2 (L*2*d, H)", (long)width * h);
-        b2 = arena.Reserve("b2 (L*2*d)", width);
-        dEmbedding = arena.Reserve("dE (Pv, d)", (long)pv * d);
-        dW1 = arena.Reserve("dW1 (H, d)", (long)h * d);
-        dB1 = arena.Reserve("db1 (H)", h);
-        dW2 = arena.Reserve("dW2 (L*2*d, H)", (long)width * h);
-        dB2 = arena.Reserve("db2 (L*2*d)", width);
-        Parameters = (long)pv * d + (long)h * d + h + (long)width * h + width;
-        adamM = arena.Reserve("AdamW m (Parameters)", Parameters);
-        adamV = arena.Reserve("AdamW v (Parameters)", Parameters);
+        (string Name, long Length)[] shapes =
+            [("E (Pv, d)", (long)pv * d), ("W1 (H, d)", (long)h * d), ("b1 (H)", h), ("W2 (L*2*d, H)", (long)width * h), ("b2 (L*2*d)", width)];
+        Parameters = shapes.Sum(shape => shape.Length);
+        var planned = shapes.Select(shape => PlannedParameter.Reserve(arena, shape.Name, ParameterGroup.Prompt, shape.Length)).ToArray();
         preTanh = arena.Reserve("pre-tanh (Pv, H)", (long)pv * h);
         hidden = arena.Reserve("tanh output (Pv, H)", (long)pv * h);
         output = arena.Reserve("output (Pv, L*2*d)", (long)pv * width);
         dOutput = arena.Reserve("dOutput (Pv, L*2*d)", (long)pv * width);
         dTanh = arena.Reserve("dTanh (Pv, H)", (long)pv * h);
-        sumSquares = arena.Reserve("sum of squares (1)", 1);
-        clipScale = arena.Reserve("clip scale (1)", 1);
-        partials = arena.Reserve("norm partials (64)", GradNorm.Partitions);
         arena.Allocate(kernels.Accelerator);
         try
         {
-            ParameterView.CopyFromCPU(Initial(seed));
-            ResetOptimizer();
+            trainables = [.. planned.Select(parameter => parameter.Bind(arena))];
+            trainables.SetValues(Initial(seed));
         }
         catch
         {
@@ -117,8 +103,16 @@ public sealed class PrefixProjection : IDisposable
     /// <summary>The provenance line saved prompts carry under <see cref="PromptMetadata.Reparameterisation"/>, e.g. "mlp 512".</summary>
     public string Reparameterisation => string.Create(CultureInfo.InvariantCulture, $"mlp {h}");
 
-    ArrayView<float> ParameterView => arena.Joined(embedding, b2);
-    ArrayView<float> GradientView => arena.Joined(dEmbedding, dB2);
+    /// <summary>What the optimizer moves: E, W₁, b₁, W₂, b₂, one <see cref="ParameterGroup.Prompt"/> group.</summary>
+    public IReadOnlyList<TrainableParameter> Trainables => trainables;
+
+    ArrayView<float> Embedding => trainables[0].Values;
+    ArrayView<float> W1 => trainables[1].Values;
+    ArrayView<float> B1 => trainables[2].Values;
+    ArrayView<float> W2 => trainables[3].Values;
+    ArrayView<float> B2 => trainables[4].Values;
+
+    long Version => trainables.Sum(p => p.Version);
 
     /// <summary>PyTorch's default initialisation, drawn in the order E, W₁, b₁, W₂, b₂ from one generator.</summary>
     float[] Initial(int seed)
@@ -148,11 +142,11 @@ public sealed class PrefixProjection : IDisposable
     public void Forward(TransformerEngine engine)
     {
         CheckEngine(engine, "forward");
-        kernels.Linear.Forward(arena[preTanh], arena[embedding], arena[w1], arena[b1], pv, d, h);
+        kernels.Linear.Forward(arena[preTanh], Embedding, W1, B1, pv, d, h);
         kernels.Tanh.Forward(arena[hidden], arena[preTanh], (long)pv * h);
-        kernels.Linear.Forward(arena[output], arena[hidden], arena[w2], arena[b2], pv, h, width);
+        kernels.Linear.Forward(arena[output], arena[hidden], W2, B2, pv, h, width);
         kernels.PrefixLayout.Forward(engine.PrefixView, arena[output], pv, 2 * config.NumLayers, d);
-        activationsCurrent = true;
+        versionOfActivations = Version;
     }
 
     /// <summary>dLoss/dParameters from the dPrefix <paramref name="engine"/> accumulated (since its last
@@ -164,47 +158,19 @@ public sealed class PrefixProjection : IDisposable
     {
         CheckEngine(engine, "backward");
         if (!engine.Options.Training) throw new ArgumentException("prefix projection: backward needs a training engine (EngineOptions.Training)", nameof(engine));
-        if (!activationsCurrent) throw new InvalidOperationException("prefix projection: the parameters changed since the last Forward; run Forward (and the engine's batches) first");
+        if (versionOfActivations != Version) throw new InvalidOperationException("prefix projection: the parameters changed since the last Forward; run Forward (and the engine's batches) first");
         int L2 = 2 * config.NumLayers;
         kernels.PrefixLayout.Backward(arena[dOutput], engine.PrefixGradientView, pv, L2, d);
-        kernels.Linear.BackwardWeights(arena[dW2], arena[dB2], arena[dOutput], arena[hidden], pv, h, width);
-        kernels.Linear.Backward(arena[dTanh], arena[dOutput], arena[w2], pv, h, width);
+        var (dEmbedding, dW1, dB1, dW2, dB2) = (trainables[0].Gradient, trainables[1].Gradient, trainables[2].Gradient, trainables[3].Gradient, trainables[4].Gradient);
+        kernels.Linear.BackwardWeights(dW2, dB2, arena[dOutput], arena[hidden], pv, h, width);
+        kernels.Linear.Backward(arena[dTanh], arena[dOutput], W2, pv, h, width);
         kernels.Tanh.Backward(arena[dTanh], arena[dTanh], arena[hidden], (long)pv * h); // in place: now dLoss/d(pre-tanh)
-        kernels.Linear.BackwardWeights(arena[dW1], arena[dB1], arena[dTanh], arena[embedding], pv, d, h);
-        kernels.Linear.Backward(arena[dEmbedding], arena[dTanh], arena[w1], pv, d, h);
-    }
-
-    /// <summary>One AdamW step on the MLP's parameters from the gradient of the last <see cref="Backward"/>, after dividing
-    /// it by <paramref name="accumulatedBatches"/> and clipping its norm to <paramref name="maxGradNorm"/> (≤ 0: no
-    /// clipping), as <see cref="TransformerEngine.OptimizerStep"/> does for a plain prompt. Returns the gradient norm
-    /// before clipping. Run <see cref="Forward"/> afterwards to give the engine the new prefix.</summary>
-    /// <exception cref="NonFiniteGradientException">The gradient holds NaN or ∞; the parameters and the optimizer state
-    /// are left untouched, so the last good state can be saved.</exception>
-    /// <exception cref="NonFinitePromptException">The step made the parameters non-finite; they must not be saved.</exception>
-    public float OptimizerStep(float learningRate, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0f,
-        float maxGradNorm = 0f, int accumulatedBatches = 1)
-    {
-        if (accumulatedBatches < 1) throw new ArgumentOutOfRangeException(nameof(accumulatedBatches), accumulatedBatches, "at least one batch");
-        var gradient = GradientView;
-        if (accumulatedBatches > 1) kernels.Scale.Forward(gradient, 1f / accumulatedBatches, Parameters);
-        var clip = maxGradNorm > 0 ? arena[clipScale] : default;
-        kernels.GradNorm.Forward(arena[sumSquares], clip, arena[partials], gradient, Parameters, maxGradNorm > 0 ? maxGradNorm : 1f);
-        // Read the norm before stepping: a NaN or ∞ gradient must not reach the parameters or the moments.
-        var norm = MathF.Sqrt(ToHost(arena[sumSquares])[0]);
-        if (!float.IsFinite(norm))
-            throw new NonFiniteGradientException($"the prefix projection's gradient is not finite (norm {norm}) at optimizer step {optimizerStep + 1}; its parameters were not updated");
-        kernels.AdamW.Step(ParameterView, arena[adamM], arena[adamV], gradient, clip, Parameters, learningRate, beta1, beta2, eps, weightDecay, ++optimizerStep);
-        activationsCurrent = false;
-        // As in TransformerEngine.OptimizerStep: a huge learning rate or weight decay can overflow the parameters.
-        kernels.GradNorm.Forward(arena[sumSquares], default, arena[partials], ParameterView, Parameters, 1f);
-        var sumOfSquares = ToHost(arena[sumSquares])[0];
-        if (!float.IsFinite(sumOfSquares))
-            throw new NonFinitePromptException($"optimizer step {optimizerStep} (learning rate {learningRate}, weight decay {weightDecay}) made the prefix projection's parameters non-finite (sum of squares {sumOfSquares})");
-        return norm;
+        kernels.Linear.BackwardWeights(dW1, dB1, arena[dTanh], Embedding, pv, d, h);
+        kernels.Linear.Backward(dEmbedding, arena[dTanh], W1, pv, d, h);
     }
 
     /// <summary>The parameters E, W₁, b₁, W₂, b₂ (row-major, back to back), copied to the host.</summary>
-    public float[] GetParameters() => ToHost(ParameterView);
+    public float[] GetParameters() => trainables.GetValues();
 
     /// <summary>Replaces the parameters (layout of <see cref="GetParameters"/>) and resets the gradient and AdamW state.</summary>
     /// <exception cref="ArgumentException">Wrong count.</exception>
@@ -212,38 +178,14 @@ public sealed class PrefixProjection : IDisposable
     {
         if (values.Length != Parameters)
             throw new ArgumentException($"prefix projection: {values.Length} values given, E, W1, b1, W2, b2 hold {Parameters} (Pv {pv}, d {d}, H {h}, L·2·d {width})");
-        ParameterView.CopyFromCPU(values.ToArray());
-        ResetOptimizer();
-        activationsCurrent = false;
+        trainables.SetValues(values);
     }
 
     /// <summary>dLoss/dParameters of the last <see cref="Backward"/> (layout of <see cref="GetParameters"/>), copied to the host.</summary>
-    public float[] GetGradient() => ToHost(GradientView);
+    public float[] GetGradient() => trainables.GetGradient();
 
     /// <summary>The AdamW state: first and second moments (layout of <see cref="GetParameters"/>) and the number of steps taken.</summary>
-    public (float[] M, float[] V, int Step) GetOptimizerState() => (ToHost(arena[adamM]), ToHost(arena[adamV]), optimizerStep);
-
-    /// <summary>Restores the AdamW state saved by <see cref="GetOptimizerState"/> (resuming a run).</summary>
-    /// <exception cref="ArgumentException">A moment of the wrong length.</exception>
-    public void SetOptimizerState(float[] m, float[] v, int step)
-    {
-        ArgumentNullException.ThrowIfNull(m);
-        ArgumentNullException.ThrowIfNull(v);
-        if (m.Length != Parameters || v.Length != Parameters)
-            throw new ArgumentException($"prefix projection optimizer state: {m.Length}/{v.Length} values given, the MLP has {Parameters} parameters");
-        if (step < 0) throw new ArgumentOutOfRangeException(nameof(step));
-        arena[adamM].CopyFromCPU(m);
-        arena[adamV].CopyFromCPU(v);
-        optimizerStep = step;
-    }
-
-    void ResetOptimizer()
-    {
-        GradientView.MemSetToZero();
-        arena[adamM].MemSetToZero();
-        arena[adamV].MemSetToZero();
-        optimizerStep = 0;
-    }
+    public (float[] M, float[] V, int Step) GetOptimizerState() => trainables.GetOptimizerState();
 
     void CheckEngine(TransformerEngine engine, string what)
     {
@@ -254,13 +196,6 @@ public sealed class PrefixProjection : IDisposable
         if (engine.PrefixTokens != pv || c.NumLayers != config.NumLayers || c.NumKvHeads != config.NumKvHeads || c.HeadDim != config.HeadDim)
             throw new ArgumentException($"prefix projection: {what}: the projection makes {pv} virtual tokens for {config.NumLayers} layers × {config.NumKvHeads} kv heads × {config.HeadDim}; "
                 + $"the engine's deep prefix has {engine.PrefixTokens} for {c.NumLayers} × {c.NumKvHeads} × {c.HeadDim}", nameof(engine));
-    }
-
-    static float[] ToHost(ArrayView<float> view)
-    {
-        var result = new float[view.Length];
-        view.CopyToCPU(result);
-        return result;
     }
 
     /// <inheritdoc/>

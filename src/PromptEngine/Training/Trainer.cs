@@ -42,9 +42,9 @@ public sealed record TrainerOptions
     public float Beta2 { get; init; } = 0.999f;
     /// <summary>AdamW ε.</summary>
     public float Epsilon { get; init; } = 1e-8f;
-    /// <summary>Decoupled weight decay on the prompt.</summary>
+    /// <summary>Decoupled weight decay on the prompt (and a classifier head).</summary>
     public float WeightDecay { get; init; }
-    /// <summary>Clip the prompt gradient's norm to this (≤ 0: no clipping).</summary>
+    /// <summary>Clip each group's gradient norm to this (≤ 0: no clipping): the prompt's, and a classifier head's on its own.</summary>
     public float MaxGradNorm { get; init; } = 1f;
     /// <summary>Batches whose gradients are averaged into one optimizer step.</summary>
     public int GradientAccumulation { get; init; } = 1;
@@ -82,14 +82,15 @@ public sealed class NonFiniteLossException(string message) : PromptEngineExcepti
 /// early or on cancellation (saving first). On the CPU accelerator every kernel is deterministic, so an
 /// interrupted and resumed run ends bit-identical to an uninterrupted one.
 /// </summary>
-/// <remarks>With a <see cref="PrefixProjection"/> (prefix tuning's reparameterisation MLP), the trainables are the MLP's
-/// parameters instead: each step runs the MLP's backward from the engine's accumulated dPrefix, its optimizer step, and
-/// its forward into the engine's prefix; checkpoints hold the MLP's parameters and moments; saved prompts hold the
-/// engine's prefix, which is the MLP's output folded into a plain deep prompt.
-/// <para>With a classifier head attached to the engine (<see cref="TransformerEngine.AttachHead"/>), the head is trained
-/// jointly: the engine accumulates its gradient beside the prompt's, it takes its own AdamW step (its own moments and
-/// clipping, at <see cref="TrainerOptions.HeadLearningRate"/>) after the prompt's, checkpoints hold it and its moments, and
-/// saved prompts carry it (<see cref="ClassifierHeadWeights"/>).</para></remarks>
+/// <remarks>What is trained is one list of <see cref="TrainableParameter"/>s, stepped by one <see cref="AdamWOptimizer"/> and
+/// saved as one list in checkpoints: the engine's prompt and deep prefix (<see cref="TransformerEngine.Trainables"/>), or,
+/// with a <see cref="PrefixProjection"/> (prefix tuning's reparameterisation MLP), the MLP's parameters instead; then a
+/// classifier head's, when one is attached to the engine (<see cref="TransformerEngine.AttachHead"/>).
+/// <para>With a projection each step runs the MLP's backward from the engine's accumulated dPrefix before the optimizer
+/// step and its forward into the engine's prefix after it; saved prompts hold the engine's prefix, which is the MLP's output
+/// folded into a plain deep prompt.</para>
+/// <para>A head is its own group (<see cref="ParameterGroup.Head"/>): its own clipping, at
+/// <see cref="TrainerOptions.HeadLearningRate"/>; saved prompts carry it (<see cref="ClassifierHeadWeights"/>).</para></remarks>
 public sealed class Trainer
 {
     /// <summary>File name of the rolling checkpoint in the output directory.</summary>
@@ -102,6 +103,7 @@ public sealed class Trainer
     readonly IEvaluator? evaluator;
     readonly TrainerOptions options;
     readonly PrefixProjection? projection;
+    readonly IReadOnlyList<TrainableParameter> tuned; // the prompt group: the engine's prompt and prefix, or the projection's MLP
 
     /// <summary>Called after every optimizer step.</summary>
     public event Action<StepReport>? StepCompleted;
@@ -132,7 +134,12 @@ public sealed class Trainer
         this.evaluator = evaluator;
         this.options = options;
         this.projection = projection;
+        tuned = projection?.Trainables ?? engine.Trainables;
+        if (tuned.Count == 0) throw new ArgumentException("the engine was built for inference (EngineOptions.Training = false); it has no trainable prompt");
     }
+
+    /// <summary>Everything the optimizer moves, group by group: the tuned prompt, then a classifier head.</summary>
+    IReadOnlyList<TrainableParameter> Trainables => [.. tuned, .. engine.Head?.Trainables ?? []];
 
     string CheckpointPath => Path.Combine(options.OutputDirectory, CheckpointFile);
     string BestPromptPath => Path.Combine(options.OutputDirectory, BestPromptFile);
@@ -152,21 +159,13 @@ public sealed class Trainer
                 throw new PromptEngineException($"{CheckpointPath}: the checkpoint is at step {state.Step}, past this run's {options.Steps} steps; it belongs to a longer run");
             if (state.RunFingerprint != options.RunFingerprint)
                 throw new PromptEngineException($"{CheckpointPath}: the checkpoint belongs to a run with other settings (fingerprint {state.RunFingerprint}, this run {options.RunFingerprint}); resume with the same settings or train into another output folder");
-            SetTrainables(state.Prompt);
-            if (engine.Head is { } head)
-            {
-                if (state.Head is null || state.Head.LongLength != head.Parameters || state.HeadM is null || state.HeadV is null)
-                    throw new PromptEngineException($"{CheckpointPath}: the checkpoint holds {(state.Head is null ? "no classifier head" : $"a classifier head of {state.Head.Length} values")}, this run trains one of {head.Parameters}");
-                head.SetParameters(state.Head);
-                head.SetOptimizerState(state.HeadM, state.HeadV, state.HeadOptimizerStep);
-            }
-            if (projection is not null) projection.SetOptimizerState(state.AdamM, state.AdamV, state.OptimizerStep);
-            else engine.SetOptimizerState(state.AdamM, state.AdamV, state.OptimizerStep);
+            Restore(state);
             batches.RestoreState(state.DataState);
             (step, best, bestStep, stale) = (state.Step, state.BestMetric, state.BestStep, state.EvalsWithoutImprovement);
         }
         projection?.Forward(engine); // the engine's prefix is the MLP's output from here on
 
+        var optimizer = engine.Optimizer;
         var clock = Stopwatch.StartNew();
         long tokens = 0;
         var outcome = RunOutcome.Completed;
@@ -190,17 +189,13 @@ public sealed class Trainer
             float norm;
             try
             {
-                if (projection is null)
-                    norm = engine.OptimizerStep(lr, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, options.MaxGradNorm, options.GradientAccumulation);
-                else
-                {
-                    // dPrefix, summed over the step's batches → dMLP; step the MLP; its new output becomes the prefix.
-                    projection.Backward(engine);
-                    norm = projection.OptimizerStep(lr, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, options.MaxGradNorm, options.GradientAccumulation);
-                    projection.Forward(engine);
-                }
-                engine.Head?.OptimizerStep(options.HeadLearningRate?.Invoke(step + 1) ?? lr, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay,
-                    options.MaxGradNorm, options.GradientAccumulation);
+                // With a projection: dPrefix, summed over the step's batches → dMLP; step the MLP; its new output becomes the prefix.
+                projection?.Backward(engine);
+                var groupLr = options.HeadLearningRate?.Invoke(step + 1) ?? lr;
+                var norms = optimizer.Step(Trainables, group => new AdamWSettings(group == ParameterGroup.Head ? groupLr : lr,
+                    options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, options.MaxGradNorm), options.GradientAccumulation);
+                norm = norms[ParameterGroup.Prompt];
+                projection?.Forward(engine);
             }
             catch (NonFiniteGradientException e)
             {
@@ -236,42 +231,40 @@ public sealed class Trainer
         return new RunSummary(outcome, step, best, bestStep, CheckpointPath, File.Exists(BestPromptPath) ? BestPromptPath : null, clock.Elapsed);
     }
 
-    // What the optimizer moves: the prompt (P, C), then the deep prefix (L, 2, Pv, KV·hs), as one vector; or the
-    // projection's parameters E, W1, b1, W2, b2.
-    float[] Trainables() => projection?.GetParameters() ?? [.. engine.GetPrompt(), .. engine.GetPrefix()];
-
-    void SetTrainables(float[] values)
+    /// <summary>Every group's values and optimizer state from <paramref name="state"/>, each checked against what this run trains.</summary>
+    void Restore(CheckpointState state)
     {
-        if (projection is not null)
+        foreach (var group in Trainables.GroupBy(p => p.Group))
         {
-            if (values.LongLength != projection.Parameters)
-                throw new PromptEngineException($"{CheckpointPath}: the checkpoint holds {values.Length} values, this run trains a prefix projection ({projection.Reparameterisation}) of {projection.Parameters} parameters");
-            projection.SetParameters(values);
-            return;
+            IReadOnlyList<TrainableParameter> parameters = [.. group];
+            var saved = state.Find(group.Key.Name);
+            long length = parameters.Length();
+            if (saved is null || saved.Values.LongLength != length)
+                throw new PromptEngineException($"{CheckpointPath}: the checkpoint holds {(saved is null ? $"no {group.Key.Description}" : $"a {group.Key.Description} of {saved.Values.Length} values")}, this run trains "
+                    + (projection is not null && group.Key == ParameterGroup.Prompt ? $"a prefix projection ({projection.Reparameterisation}) of {length} parameters" : $"one of {length}"));
+            parameters.SetValues(saved.Values);
+            parameters.SetOptimizerState(saved.AdamM, saved.AdamV, saved.OptimizerStep);
         }
-        int promptLength = engine.PromptRows * engine.Config.HiddenSize;
-        if (values.LongLength != promptLength + engine.PrefixLength)
-            throw new PromptEngineException($"{CheckpointPath}: the checkpoint holds {values.Length} values, this run trains {promptLength + engine.PrefixLength}");
-        if (promptLength > 0) engine.SetPrompt(values.AsSpan(0, promptLength));
-        if (engine.PrefixLength > 0) engine.SetPrefix(values.AsSpan(promptLength));
     }
 
     void SaveCheckpoint(int step, double? best, int bestStep, int stale)
     {
-        var (m, v, optimizerStep) = projection?.GetOptimizerState() ?? engine.GetOptimizerState();
-        var values = Trainables();
-        // (P, C) for a plain prompt, (Pv, L·2·KV·hs) for a deep one, one row for both or for the projection's parameters.
-        var (rows, width) = projection is not null ? (1, values.Length)
-            : engine.PrefixTokens == 0 ? (engine.PromptRows, engine.Config.HiddenSize)
-            : engine.PromptRows == 0 ? (engine.PrefixTokens, (int)(engine.PrefixLength / engine.PrefixTokens)) : (1, values.Length);
-        var state = new CheckpointState(step, values, m, v, optimizerStep, batches.SaveState(), best, bestStep, stale, rows, width, options.RunFingerprint);
-        if (engine.Head is { } head)
+        var groups = Trainables.GroupBy(p => p.Group).Select(group =>
         {
-            var (headM, headV, headStep) = head.GetOptimizerState();
-            state = state with { Head = head.GetParameters(), HeadM = headM, HeadV = headV, HeadOptimizerStep = headStep };
-        }
-        Checkpoint.Save(CheckpointPath, state);
+            IReadOnlyList<TrainableParameter> parameters = [.. group];
+            var (m, v, optimizerStep) = parameters.GetOptimizerState();
+            return new CheckpointTrainables(group.Key.Name, ShapeOf(group.Key, parameters.Length()), parameters.GetValues(), m, v, optimizerStep);
+        }).ToArray();
+        Checkpoint.Save(CheckpointPath, new CheckpointState(step, groups, batches.SaveState(), best, bestStep, stale, options.RunFingerprint));
     }
+
+    /// <summary>A group's tensor shape in the checkpoint: the prompt's is (P, C) for a plain prompt, (Pv, L·2·KV·hs) for a
+    /// deep one, one row for both or for a projection's parameters; any other group's is flat.</summary>
+    long[] ShapeOf(ParameterGroup group, long length) =>
+        group != ParameterGroup.Prompt ? [length]
+        : projection is not null ? [1, length]
+        : engine.PrefixTokens == 0 ? [engine.PromptRows, engine.Config.HiddenSize]
+        : engine.PromptRows == 0 ? [engine.PrefixTokens, engine.PrefixLength / engine.PrefixTokens] : [1, length];
 
     void SavePrompt(string path, int step, EvalReport report)
     {

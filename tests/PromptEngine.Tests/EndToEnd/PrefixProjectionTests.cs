@@ -149,7 +149,8 @@ public class PrefixProjectionTests
         engine.ZeroPromptGradient();
         Assert.That(float.IsNaN(engine.LossAndPromptGradient(batch)));
         projection.Backward(engine);
-        var e = Assert.Throws<NonFiniteGradientException>(() => projection.OptimizerStep(0.01f, maxGradNorm: 1f))!;
+        using var optimizer = new AdamWOptimizer(kernels);
+        var e = Assert.Throws<NonFiniteGradientException>(() => optimizer.Step(projection.Trainables, new AdamWSettings(0.01f, MaxGradNorm: 1f)))!;
         Assert.That(e.Message, Does.Contain("not finite").And.Contain("step 1"));
         var after = projection.GetParameters();
         Assert.That(after.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(poisoned.Select(BitConverter.SingleToInt32Bits)), "parameters untouched");

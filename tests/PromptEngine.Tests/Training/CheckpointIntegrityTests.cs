@@ -17,8 +17,8 @@ public class CheckpointIntegrityTests
     public void Cleanup() => Directory.Delete(folder, recursive: true);
 
     static CheckpointState State(float[]? prompt = null, float[]? m = null, float[]? v = null, int step = 3) =>
-        new(step, prompt ?? [0.1f, -0.2f, 0.3f, 0.4f, 0.5f, 0.6f], m ?? [0.01f, 0.02f, 0.03f, 0.04f, 0.05f, 0.06f],
-            v ?? [1e-4f, 2e-4f, 3e-4f, 4e-4f, 5e-4f, 6e-4f], step, "data", 0.5, 2, 1, 2, 3, "run");
+        new(step, [new CheckpointTrainables("prompt", [2, 3], prompt ?? [0.1f, -0.2f, 0.3f, 0.4f, 0.5f, 0.6f], m ?? [0.01f, 0.02f, 0.03f, 0.04f, 0.05f, 0.06f],
+            v ?? [1e-4f, 2e-4f, 3e-4f, 4e-4f, 5e-4f, 6e-4f], step)], "data", 0.5, 2, 1, "run");
 
     /// <summary>Flips the lowest mantissa bit of the file's last float: still a finite, plausible value.</summary>
     static void FlipABitOfTheLastValue(string path)
@@ -84,9 +84,9 @@ public class CheckpointIntegrityTests
         var s = State();
         var state = tensor switch
         {
-            "prompt" => s with { Prompt = Values(s.Prompt) },
-            "adam_m" => s with { AdamM = Values(s.AdamM) },
-            _ => s with { AdamV = Values(s.AdamV) },
+            "prompt" => State(prompt: Values(s.Prompt)),
+            "adam_m" => State(m: Values(s.AdamM)),
+            _ => State(v: Values(s.AdamV)),
         };
         var path = Path.Combine(folder, "checkpoint.safetensors");
         Checkpoint.Save(path, state); // the hash matches: these values were written, not damaged
