@@ -15,6 +15,8 @@ data=$cache/data/imdb-v1-seed1234; model=$cache/models/stories15M-v1
 cli() { dotnet run --project src/PromptEngine.Cli -c Release --no-build -- "$@"; }
 [ -f "$data/train.jsonl" ] && [ -f "$model/config.json" ] || cli fetch-assets >/dev/null
 mkdir -p "$out"
+[ -f "$out/results.md" ] || printf '%s\n' "| run | positions, steps, train flags | selection accuracy (validation 1,001-2,000, 95 % Wilson) | training | scoring |" \
+  "|---|---|---|---|---|" > "$out/results.md"
 selection=$out/selection.jsonl
 [ -f "$selection" ] || sed -n 1001,2000p "$data/validation.jsonl" > "$selection"
 
