@@ -7,7 +7,7 @@ using PromptEngine.Import;
 
 namespace PromptEngine.Tests.Assets;
 
-/// <summary>Reads back a safetensors file independently of the library (the branch has no reader yet).</summary>
+/// <summary>Reads back a safetensors file without the library's reader, so that a bug shared by the importer and the reader cannot hide itself.</summary>
 static class SafetensorsReadBack
 {
     public sealed record Tensor(string DType, long[] Shape, byte[] Bytes)
