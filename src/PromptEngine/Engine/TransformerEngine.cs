@@ -102,6 +102,7 @@ public sealed class TransformerEngine : IDisposable
 
     // Scratch and activation gradients (handles into `scratch`).
     readonly int ln, projection, activated;             // (N, C), (N, C), (N, I)
+    readonly int qkv;                                   // (N, (H+2KV)*hs): the fused q/k/v projection, then its gradient
     readonly int dResidual, dLn, dTemp;                 // (N, C)
     readonly int dAttention, dQ, dK, dV, delta;         // (N, H*hs), (N, H*hs), (N, KV*hs), (N, KV*hs), (B, H, T)
     readonly int dActivated, dGate, dUp;                // (N, I)
@@ -217,6 +218,7 @@ public sealed class TransformerEngine : IDisposable
         ln = scratch.Reserve("ln (N, C)", (long)maxN * C);
         projection = scratch.Reserve("projection (N, C)", (long)maxN * C);
         activated = scratch.Reserve("activated (N, I)", (long)maxN * I);
+        qkv = scratch.Reserve("qkv / dQkv (N, (H+2KV)*hs)", (long)maxN * (Q + 2 * KV));
         dResidual = scratch.Reserve("dResidual (N, C)", (long)maxN * C);
         dLn = scratch.Reserve("dLn (N, C)", (long)maxN * C);
         dTemp = scratch.Reserve("dTemp (N, C)", (long)maxN * C);
@@ -907,14 +909,9 @@ public sealed class TransformerEngine : IDisposable
         var r1 = View(saved, rstd1[s], N);
         if (gpt2) kernels.LayerNorm.Forward(lnOut, x, w.AttentionNorm, w.AttentionNormBias, View(saved, mean1[s], N), r1, N, C, eps);
         else kernels.RmsNorm.Forward(lnOut, x, w.AttentionNorm, r1, N, C, eps);
-        kernels.Linear.Forward(lq, lnOut, w.Query, w.QueryBias, N, C, Q);
-        kernels.Linear.Forward(lk, lnOut, w.Key, w.KeyBias, N, C, KV);
-        kernels.Linear.Forward(lv, lnOut, w.Value, w.ValueBias, N, C, KV);
-        if (!gpt2)
-        {
-            kernels.Rope.Forward(lq, lq, positions, B, T, H, hs, theta);
-            kernels.Rope.Forward(lk, lk, positions, B, T, KVH, hs, theta);
-        }
+        var fused = View(scratch, qkv, (long)N * (Q + 2 * KV));
+        kernels.Linear.Forward(fused, lnOut, w.Qkv, w.QkvBias, N, C, Q + 2 * KV);
+        kernels.Rope.ForwardFromQkv(lq, lk, lv, fused, positions, B, T, H, KVH, hs, theta, rotate: !gpt2);
         if (cacheMode != CacheMode.None)
         {
             var (kCache, vCache) = (View(cacheArena, keyCache[l], (long)B * Tmax * KV), View(cacheArena, valueCache[l], (long)B * Tmax * KV));
@@ -1078,7 +1075,7 @@ public sealed class TransformerEngine : IDisposable
             }
             kernels.Residual.Forward(dOut, dOut, dTmp, rc);
 
-            // Attention half, reversed: dx = dh + norm'(Wqᵀ dq + Wkᵀ dk + Wvᵀ dv)
+            // Attention half, reversed: dx = dh + norm'(Wqkvᵀ [dq | dk | dv])
             var (lq, lk, lv) = (View(saved, q[s], (long)N * Q), View(saved, k[s], (long)N * KV), View(saved, v[s], (long)N * KV));
             if (compact)
             {
@@ -1103,15 +1100,10 @@ public sealed class TransformerEngine : IDisposable
                 kernels.Residual.Forward(dk, dk, injectArena[injected].SubView(2 * l * part, part), part);
                 kernels.Residual.Forward(dv, dv, injectArena[injected].SubView((2 * l + 1) * part, part), part);
             }
-            if (!gpt2)
-            {
-                kernels.Rope.Backward(dq, dq, positions, B, T, H, hs, theta);
-                kernels.Rope.Backward(dk, dk, positions, B, T, KVH, hs, theta);
-            }
+            var dQkv = View(scratch, qkv, (long)N * (Q + 2 * KV));
+            kernels.Rope.BackwardToQkv(dQkv, dq, dk, dv, positions, B, T, H, KVH, hs, theta, rotate: !gpt2);
             var dxNorm = View(scratch, dLn, nc);
-            kernels.Linear.Backward(dxNorm, dq, w.Query, N, C, Q);
-            kernels.Linear.Backward(dxNorm, dk, w.Key, N, C, KV, accumulate: true);
-            kernels.Linear.Backward(dxNorm, dv, w.Value, N, C, KV, accumulate: true);
+            kernels.Linear.Backward(dxNorm, dQkv, w.Qkv, N, C, Q + 2 * KV);
             // The residual path: dRes carries dx' down (all rows), or, below a compacted block, only the scored rows' dh.
             var dxAttention = compact ? dRes : View(scratch, dTemp, nc);
             if (gpt2) kernels.LayerNorm.Backward(dxAttention, dxNorm, x, w.AttentionNorm, View(saved, mean1[s], N), View(saved, rstd1[s], N), N, C);
