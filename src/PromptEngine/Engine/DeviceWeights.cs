@@ -18,8 +18,8 @@ public readonly record struct BlockWeights(
     ArrayView<float> AttentionOutputBias, // (C) or empty
     ArrayView<float> MlpNorm,           // (C)
     ArrayView<float> MlpNormBias,       // (C) or empty
-    WeightView MlpGate,           // (I, C) or empty (GPT-2)
-    WeightView MlpUp,             // (I, C)
+    WeightView MlpGateUp,         // (2I, C): Llama's gate rows then up rows; empty for GPT-2
+    WeightView MlpUp,             // (I, C): GPT-2's c_fc; empty for Llama
     ArrayView<float> MlpUpBias,         // (I) or empty
     WeightView MlpDown,           // (C, I)
     ArrayView<float> MlpDownBias);      // (C) or empty
@@ -30,7 +30,8 @@ public readonly record struct BlockWeights(
 /// families run the same Linear kernels. The query, key and value projections are one matrix of (H + 2·KV)·hs rows:
 /// GPT-2 stores them so (c_attn), and Llama's q_proj, k_proj and v_proj (and their biases, when present) follow each
 /// other in the weight map, so they are placed back to back and one view spans them, with no copy. One Linear then
-/// computes q, k and v together.
+/// computes q, k and v together. Llama's gate_proj and up_proj are spanned the same way, (2I, C), for one Linear into
+/// the SwiGLU.
 /// <para>The block projections (q, k, v, o, gate, up, down: all but a few percent of a large model) are stored in the
 /// chosen <see cref="WeightFormat"/>, in a second arena when that is 16-bit; embeddings, norms, biases and the LM head
 /// stay float32 (their kernels read float32 only). The Linear kernels widen 16-bit weights as they read them and
@@ -87,7 +88,7 @@ public sealed class DeviceWeights : IDisposable
     }
 
     DeviceWeights(MemoryBuffer1D<float, Stride1D.Dense> arena, MemoryBuffer? projections, TransformerConfig config, WeightFormat format,
-        Dictionary<(WeightRole, int), WeightView> views)
+        Dictionary<(WeightRole, int), WeightView> views, Dictionary<int, WeightView> gateUp)
     {
         this.arena = arena;
         this.projections = projections;
@@ -120,7 +121,7 @@ public sealed class DeviceWeights : IDisposable
                     Get(WeightRole.AttentionNorm, i), default, qkv, qkvBias,
                     Matrix(WeightRole.AttentionOutput, i), Get(WeightRole.AttentionOutputBias, i),
                     Get(WeightRole.MlpNorm, i), default,
-                    Matrix(WeightRole.MlpGate, i), Matrix(WeightRole.MlpUp, i), default,
+                    gateUp.TryGetValue(i, out var mlpGateUp) ? mlpGateUp : default(ArrayView<float>), default(ArrayView<float>), default,
                     Matrix(WeightRole.MlpDown, i), default);
             }
         }
@@ -171,12 +172,14 @@ public sealed class DeviceWeights : IDisposable
                 }
                 return View(first.Projection, first.Offset, length);
             }
+            var gateUp = new Dictionary<int, WeightView>();
             for (var layer = 0; layer < map.Config.NumLayers; layer++)
             {
                 if (Span(layer, WeightRole.Query, WeightRole.Key, WeightRole.Value) is { } qkv) views[(WeightRole.QkvFused, layer)] = qkv;
                 if (Span(layer, WeightRole.QueryBias, WeightRole.KeyBias, WeightRole.ValueBias) is { } qkvBias) views[(WeightRole.QkvFusedBias, layer)] = qkvBias;
+                if (Span(layer, WeightRole.MlpGate, WeightRole.MlpUp) is { } mlpGateUp) gateUp[layer] = mlpGateUp;
             }
-            return new DeviceWeights(arena, projections, map.Config, format, views);
+            return new DeviceWeights(arena, projections, map.Config, format, views, gateUp);
         }
         catch
         {

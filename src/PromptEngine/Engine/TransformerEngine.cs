@@ -97,7 +97,7 @@ public sealed class TransformerEngine : IDisposable
     readonly int[] q, k, v;    // (N, H*hs), (N, KV*hs), (N, KV*hs); q and k after RoPE
     readonly int[] attention;  // (N, H*hs) attention output
     readonly int[] lse;        // (B, H, T) attention log-sum-exp
-    readonly int[] gate, up;   // (N, I) MLP pre-activations (gate only for SwiGLU)
+    readonly int[] preActivation; // (N, I) GPT-2's up projection, or (N, 2I) Llama's gate then up per row
     readonly int finalNorm, finalRstd, finalMean; // (N, C), (N), (N)
 
     // Scratch and activation gradients (handles into `scratch`).
@@ -105,7 +105,7 @@ public sealed class TransformerEngine : IDisposable
     readonly int qkv;                                   // (N, (H+2KV)*hs): the fused q/k/v projection, then its gradient
     readonly int dResidual, dLn, dTemp;                 // (N, C)
     readonly int dAttention, dQ, dK, dV, delta;         // (N, H*hs), (N, H*hs), (N, KV*hs), (N, KV*hs), (B, H, T)
-    readonly int dActivated, dGate, dUp;                // (N, I)
+    readonly int dActivated, dPreActivation;            // (N, I), and (N, I) or (N, 2I) as preActivation
     readonly int losses, meanLoss, logits;              // (S), (1), (S, V or R): logits, then dLogits in place
     readonly int scoredAttention, scoredInput, dScored; // (S, H*hs), (S, C), (S, C): the last block at the scored rows only
 
@@ -209,8 +209,7 @@ public sealed class TransformerEngine : IDisposable
         v = PerLayer("v (N, KV*hs)", (long)maxN * KV);
         attention = PerLayer("attention (N, H*hs)", (long)maxN * Q);
         lse = PerLayer("lse (B, H, T)", headsRows);
-        gate = PerLayer("gate (N, I)", (long)maxN * I, !gpt2);
-        up = PerLayer("up (N, I)", (long)maxN * I);
+        preActivation = PerLayer(gpt2 ? "up (N, I)" : "gate and up (N, 2I)", (long)maxN * (gpt2 ? I : 2 * I));
         finalNorm = saved.Reserve("final norm (N, C)", (long)maxN * C);
         finalRstd = saved.Reserve("final rstd (N)", maxN);
         finalMean = saved.Reserve("final mean (N)", gpt2 ? maxN : 0);
@@ -228,8 +227,7 @@ public sealed class TransformerEngine : IDisposable
         dV = scratch.Reserve("dV (N, KV*hs)", options.Training ? (long)maxN * KV : 0);
         delta = scratch.Reserve("delta (B, H, T)", options.Training ? headsRows : 0);
         dActivated = scratch.Reserve("dActivated (N, I)", options.Training ? (long)maxN * I : 0);
-        dGate = scratch.Reserve("dGate (N, I)", options.Training && !gpt2 ? (long)maxN * I : 0);
-        dUp = scratch.Reserve("dUp (N, I)", options.Training ? (long)maxN * I : 0);
+        dPreActivation = scratch.Reserve(gpt2 ? "dUp (N, I)" : "dGate and dUp (N, 2I)", options.Training ? (long)maxN * (gpt2 ? I : 2 * I) : 0);
         losses = scratch.Reserve("losses (S)", maxS);
         meanLoss = scratch.Reserve("mean loss (1)", 1);
         logits = scratch.Reserve("logits / dLogits (S, V)", (long)maxS * maxWidth);
@@ -944,21 +942,20 @@ public sealed class TransformerEngine : IDisposable
         // MLP half: x' = h + Wdown · act(norm(h))
         var hNorm = View(scratch, ln, rc);
         var r2 = View(saved, rstd2[s], R);
-        var u = View(saved, up[s], (long)R * I);
         var act = View(scratch, activated, (long)R * I);
         if (gpt2)
         {
+            var u = View(saved, preActivation[s], (long)R * I);
             kernels.LayerNorm.Forward(hNorm, h, w.MlpNorm, w.MlpNormBias, View(saved, mean2[s], R), r2, R, C, eps);
             kernels.Linear.Forward(u, hNorm, w.MlpUp, w.MlpUpBias, R, C, I);
             kernels.Gelu.Forward(act, u, (long)R * I);
         }
         else
         {
-            var g = View(saved, gate[s], (long)R * I);
+            var gateUp = View(saved, preActivation[s], 2L * R * I);
             kernels.RmsNorm.Forward(hNorm, h, w.MlpNorm, r2, R, C, eps);
-            kernels.Linear.Forward(g, hNorm, w.MlpGate, default, R, C, I);
-            kernels.Linear.Forward(u, hNorm, w.MlpUp, default, R, C, I);
-            kernels.SwiGlu.Forward(act, g, u, R, I);
+            kernels.Linear.Forward(gateUp, hNorm, w.MlpGateUp, default, R, C, 2 * I);
+            kernels.SwiGlu.Forward(act, gateUp, R, I);
         }
         kernels.Linear.Forward(proj, act, w.MlpDown, w.MlpDownBias, R, I, C);
         kernels.Residual.Forward(View(saved, residual[l + 1], rc), h, proj, rc);
@@ -1052,25 +1049,22 @@ public sealed class TransformerEngine : IDisposable
             var dNorm = View(scratch, dLn, rc);
             var dTmp = View(scratch, dTemp, rc);
             var dAct = View(scratch, dActivated, (long)R * I);
-            var dU = View(scratch, dUp, (long)R * I);
             var h = View(saved, mid[s], rc);
-            var u = View(saved, up[s], (long)R * I);
 
             // MLP half, reversed: dh = dx' + norm'(Wdownᵀ-path)
             kernels.Linear.Backward(dAct, dOut, w.MlpDown, R, I, C);
             if (gpt2)
             {
+                var (u, dU) = (View(saved, preActivation[s], (long)R * I), View(scratch, dPreActivation, (long)R * I));
                 kernels.Gelu.Backward(dU, dAct, u, (long)R * I);
                 kernels.Linear.Backward(dNorm, dU, w.MlpUp, R, C, I);
                 kernels.LayerNorm.Backward(dTmp, dNorm, h, w.MlpNorm, View(saved, mean2[s], R), View(saved, rstd2[s], R), R, C);
             }
             else
             {
-                var g = View(saved, gate[s], (long)R * I);
-                var dG = View(scratch, dGate, (long)R * I);
-                kernels.SwiGlu.Backward(dG, dU, dAct, g, u, R, I);
-                kernels.Linear.Backward(dNorm, dG, w.MlpGate, R, C, I);
-                kernels.Linear.Backward(dNorm, dU, w.MlpUp, R, C, I, accumulate: true);
+                var (gateUp, dGateUp) = (View(saved, preActivation[s], 2L * R * I), View(scratch, dPreActivation, 2L * R * I));
+                kernels.SwiGlu.Backward(dGateUp, dAct, gateUp, R, I);
+                kernels.Linear.Backward(dNorm, dGateUp, w.MlpGateUp, R, C, 2 * I);
                 kernels.RmsNorm.Backward(dTmp, dNorm, h, w.MlpNorm, View(saved, rstd2[s], R), R, C);
             }
             kernels.Residual.Forward(dOut, dOut, dTmp, rc);
