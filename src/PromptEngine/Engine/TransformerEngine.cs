@@ -220,7 +220,7 @@ public sealed class TransformerEngine : IDisposable
         qkv = scratch.Reserve("qkv / dQkv (N, (H+2KV)*hs)", (long)maxN * (Q + 2 * KV));
         dResidual = scratch.Reserve("dResidual (N, C)", (long)maxN * C);
         dLn = scratch.Reserve("dLn (N, C)", (long)maxN * C);
-        dTemp = scratch.Reserve("dTemp (N, C)", (long)maxN * C);
+        dTemp = scratch.Reserve("dTemp (N, C): LayerNorm's input gradient before its residual add", gpt2 ? (long)maxN * C : 0);
         dAttention = scratch.Reserve("dAttention (N, H*hs)", options.Training ? (long)maxN * Q : 0);
         dQ = scratch.Reserve("dQ (N, H*hs)", options.Training ? (long)maxN * Q : 0);
         dK = scratch.Reserve("dK (N, KV*hs)", options.Training ? (long)maxN * KV : 0);
@@ -857,14 +857,15 @@ public sealed class TransformerEngine : IDisposable
         if (gpt2) kernels.PositionEmbedding.Forward(x0, positions, weights.PositionEmbedding, N, C, config.MaxPositions);
 
         // Inference, and training with recomputation, reuse one layer's worth of saved tensors.
+        int Slot(int layer) => training && !options.Recompute ? layer : 0;
         for (int l = 0; l < config.NumLayers; l++)
-            BlockForward(l, training && !options.Recompute ? l : 0, cacheMode);
+            BlockForward(l, Slot(l), cacheMode, nextSlot: Slot(l + 1));
 
         int R = scoredOnly ? current!.LossPositions.Length : N; // rows leaving the last block
         long rc = (long)R * C;
         var xL = View(saved, residual[config.NumLayers], rc);
+        // (Llama's last block ended with the final norm, fused with its residual add.)
         if (gpt2) kernels.LayerNorm.Forward(View(saved, finalNorm, rc), xL, weights.FinalNorm, weights.FinalNormBias, View(saved, finalMean, R), View(saved, finalRstd, R), R, C, eps);
-        else kernels.RmsNorm.Forward(View(saved, finalNorm, rc), xL, weights.FinalNorm, View(saved, finalRstd, R), R, C, eps);
     }
 
     /// <summary>Whether this forward runs the last block after its attention, the final norm and the loss at the scored
@@ -884,8 +885,12 @@ public sealed class TransformerEngine : IDisposable
     /// The forward runs it for every layer; with <see cref="EngineOptions.Recompute"/> the backward runs it again, from
     /// the saved block input, into slot 0 just before differentiating the block. When the forward keeps only the scored
     /// rows (<see cref="ScoredRowsOnly"/>), the last block gathers them after its attention and residual[L] holds them
-    /// compacted, (S, C).</summary>
-    void BlockForward(int l, int s, CacheMode cacheMode)
+    /// compacted, (S, C).
+    /// <para>In the forward's chain of blocks (<paramref name="nextSlot"/> ≥ 0) a Llama block ends with the next norm fused
+    /// into its residual add: the next block's attention norm (its output in the ln scratch, its rstd in slot
+    /// <paramref name="nextSlot"/>) or, after the last block, the final norm; a chained block after the first therefore
+    /// finds its input already normalised. Re-run alone (recomputation), a block norms its own input and ends with the add.</para></summary>
+    void BlockForward(int l, int s, CacheMode cacheMode, int nextSlot = -1)
     {
         bool decoding = cacheMode == CacheMode.Decode;
         int B = decoding ? decodeRows : current!.Rows, T = decoding ? 1 : current!.Length, N = B * T;
@@ -902,11 +907,13 @@ public sealed class TransformerEngine : IDisposable
         var (lq, lk, lv) = (View(saved, q[s], (long)N * Q), View(saved, k[s], (long)N * KV), View(saved, v[s], (long)N * KV));
         var att = View(saved, attention[s], (long)N * Q);
 
+        bool chained = nextSlot >= 0 && !gpt2;
+
         // Attention half: h = x + Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
         var lnOut = View(scratch, ln, nc);
         var r1 = View(saved, rstd1[s], N);
         if (gpt2) kernels.LayerNorm.Forward(lnOut, x, w.AttentionNorm, w.AttentionNormBias, View(saved, mean1[s], N), r1, N, C, eps);
-        else kernels.RmsNorm.Forward(lnOut, x, w.AttentionNorm, r1, N, C, eps);
+        else if (!(chained && l > 0)) kernels.RmsNorm.Forward(lnOut, x, w.AttentionNorm, r1, N, C, eps);
         var fused = View(scratch, qkv, (long)N * (Q + 2 * KV));
         kernels.Linear.Forward(fused, lnOut, w.Qkv, w.QkvBias, N, C, Q + 2 * KV);
         kernels.Rope.ForwardFromQkv(lq, lk, lv, fused, positions, B, T, H, KVH, hs, theta, rotate: !gpt2);
@@ -937,7 +944,6 @@ public sealed class TransformerEngine : IDisposable
         var proj = View(scratch, projection, rc);
         var h = View(saved, mid[s], rc);
         kernels.Linear.Forward(proj, attRows, w.AttentionOutput, w.AttentionOutputBias, R, Q, C);
-        kernels.Residual.Forward(h, xRows, proj, rc);
 
         // MLP half: x' = h + Wdown · act(norm(h))
         var hNorm = View(scratch, ln, rc);
@@ -946,6 +952,7 @@ public sealed class TransformerEngine : IDisposable
         if (gpt2)
         {
             var u = View(saved, preActivation[s], (long)R * I);
+            kernels.Residual.Forward(h, xRows, proj, rc);
             kernels.LayerNorm.Forward(hNorm, h, w.MlpNorm, w.MlpNormBias, View(saved, mean2[s], R), r2, R, C, eps);
             kernels.Linear.Forward(u, hNorm, w.MlpUp, w.MlpUpBias, R, C, I);
             kernels.Gelu.Forward(act, u, (long)R * I);
@@ -953,12 +960,17 @@ public sealed class TransformerEngine : IDisposable
         else
         {
             var gateUp = View(saved, preActivation[s], 2L * R * I);
-            kernels.RmsNorm.Forward(hNorm, h, w.MlpNorm, r2, R, C, eps);
+            kernels.ResidualRmsNorm.Forward(h, hNorm, r2, xRows, proj, w.MlpNorm, R, C, eps);
             kernels.Linear.Forward(gateUp, hNorm, w.MlpGateUp, default, R, C, 2 * I);
             kernels.SwiGlu.Forward(act, gateUp, R, I);
         }
         kernels.Linear.Forward(proj, act, w.MlpDown, w.MlpDownBias, R, I, C);
-        kernels.Residual.Forward(View(saved, residual[l + 1], rc), h, proj, rc);
+        var output = View(saved, residual[l + 1], rc);
+        if (!chained) kernels.Residual.Forward(output, h, proj, rc);
+        else if (l + 1 < config.NumLayers)
+            kernels.ResidualRmsNorm.Forward(output, lnOut, View(saved, rstd1[nextSlot], N), h, proj, weights.Block(l + 1).AttentionNorm, N, C, eps);
+        else
+            kernels.ResidualRmsNorm.Forward(output, View(saved, finalNorm, rc), View(saved, finalRstd, R), h, proj, weights.FinalNorm, R, C, eps);
     }
 
     /// <summary>The final norm's rows the loss reads (all B·T, or the S scored ones compacted) and, for each scored
@@ -1047,7 +1059,6 @@ public sealed class TransformerEngine : IDisposable
             long rc = (long)R * C;
             var dOut = compact ? View(scratch, dScored, rc) : dRes;
             var dNorm = View(scratch, dLn, rc);
-            var dTmp = View(scratch, dTemp, rc);
             var dAct = View(scratch, dActivated, (long)R * I);
             var h = View(saved, mid[s], rc);
 
@@ -1058,16 +1069,17 @@ public sealed class TransformerEngine : IDisposable
                 var (u, dU) = (View(saved, preActivation[s], (long)R * I), View(scratch, dPreActivation, (long)R * I));
                 kernels.Gelu.Backward(dU, dAct, u, (long)R * I);
                 kernels.Linear.Backward(dNorm, dU, w.MlpUp, R, C, I);
+                var dTmp = View(scratch, dTemp, rc);
                 kernels.LayerNorm.Backward(dTmp, dNorm, h, w.MlpNorm, View(saved, mean2[s], R), View(saved, rstd2[s], R), R, C);
+                kernels.Residual.Forward(dOut, dOut, dTmp, rc);
             }
             else
             {
                 var (gateUp, dGateUp) = (View(saved, preActivation[s], 2L * R * I), View(scratch, dPreActivation, 2L * R * I));
                 kernels.SwiGlu.Backward(dGateUp, dAct, gateUp, R, I);
                 kernels.Linear.Backward(dNorm, dGateUp, w.MlpGateUp, R, C, 2 * I);
-                kernels.RmsNorm.Backward(dTmp, dNorm, h, w.MlpNorm, View(saved, rstd2[s], R), R, C);
+                kernels.RmsNorm.Backward(dOut, dNorm, h, w.MlpNorm, View(saved, rstd2[s], R), R, C, accumulate: true);
             }
-            kernels.Residual.Forward(dOut, dOut, dTmp, rc);
 
             // Attention half, reversed: dx = dh + norm'(Wqkvᵀ [dq | dk | dv])
             var (lq, lk, lv) = (View(saved, q[s], (long)N * Q), View(saved, k[s], (long)N * KV), View(saved, v[s], (long)N * KV));
@@ -1099,11 +1111,15 @@ public sealed class TransformerEngine : IDisposable
             var dxNorm = View(scratch, dLn, nc);
             kernels.Linear.Backward(dxNorm, dQkv, w.Qkv, N, C, Q + 2 * KV);
             // The residual path: dRes carries dx' down (all rows), or, below a compacted block, only the scored rows' dh.
-            var dxAttention = compact ? dRes : View(scratch, dTemp, nc);
-            if (gpt2) kernels.LayerNorm.Backward(dxAttention, dxNorm, x, w.AttentionNorm, View(saved, mean1[s], N), View(saved, rstd1[s], N), N, C);
-            else kernels.RmsNorm.Backward(dxAttention, dxNorm, x, w.AttentionNorm, View(saved, rstd1[s], N), N, C);
+            // RMSNorm adds into dRes itself; LayerNorm's gradient goes through dTemp and a residual add.
+            if (gpt2)
+            {
+                var dxAttention = compact ? dRes : View(scratch, dTemp, nc);
+                kernels.LayerNorm.Backward(dxAttention, dxNorm, x, w.AttentionNorm, View(saved, mean1[s], N), View(saved, rstd1[s], N), N, C);
+                if (!compact) kernels.Residual.Forward(dRes, dRes, dxAttention, nc);
+            }
+            else kernels.RmsNorm.Backward(dRes, dxNorm, x, w.AttentionNorm, View(saved, rstd1[s], N), N, C, accumulate: !compact);
             if (compact) kernels.RowGather.Backward(dRes, dOut, View(indices, lossPositions, R), N, R, C);
-            else kernels.Residual.Forward(dRes, dRes, dxAttention, nc);
         }
 
         // Embedding, reversed: only the prompt rows receive gradient (positions and tokens are frozen).
