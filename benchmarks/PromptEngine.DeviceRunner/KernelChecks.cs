@@ -170,11 +170,12 @@ public static class KernelChecks
             c.LayerNorm.Forward(o[0], i[0], i[1], i[2], o[1], o[2], rows, channels, 1e-5f);
             c.LayerNorm.Backward(o[3], i[3], i[0], i[1], o[1], o[2], rows, channels);
         });
-        Check($"SwiGlu {rows}x{channels}", [input, dNorm, scale.Concat(input).Take(input.Length).ToArray()], [input.Length, input.Length, input.Length],
-            ["out", "dGate", "dUp"], (c, i, o) =>
+        // Gate and up as one (rows, 2·channels) tensor: any values serve, the device is compared with the CPU.
+        Check($"SwiGlu {rows}x{channels}", [input.Concat(scale.Concat(input).Take(input.Length)).ToArray(), dNorm], [input.Length, 2 * input.Length],
+            ["out", "dGateUp"], (c, i, o) =>
             {
-                c.SwiGlu.Forward(o[0], i[0], i[2], rows, channels);
-                c.SwiGlu.Backward(o[1], o[2], i[1], i[0], i[2], rows, channels);
+                c.SwiGlu.Forward(o[0], i[0], rows, channels);
+                c.SwiGlu.Backward(o[1], i[1], i[0], rows, channels);
             });
         Check($"Gelu {rows}x{channels}", [input, dNorm], [input.Length, input.Length], ["out", "dX"], (c, i, o) =>
         {

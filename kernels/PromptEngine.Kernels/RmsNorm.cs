@@ -8,7 +8,9 @@ namespace PromptEngine.Kernels;
 /// RMSNorm over the last axis (LLaMA): <c>out = x · rstd · w</c> with <c>rstd = 1/√(mean(x²) + ε)</c>, saving
 /// rstd per row for the backward. Backward goes to the input only (the weight is frozen):
 /// <c>dX = rstd·(w⊙dOut) − x·rstd³·mean(w⊙dOut⊙x)</c>. Shapes: x, out, dOut, dX (N, C) with N = B·T;
-/// w (C); rstd (N). dX is overwritten.
+/// w (C); rstd (N). dX is overwritten, or accumulated into when asked: a pre-norm block's input x is also the residual
+/// stream, whose gradient the norm's adds to, so the backward adds in place of a separate residual launch.
+/// <see cref="ResidualRmsNorm"/>, below, is the forward fused with the residual add before it.
 /// </summary>
 /// <remarks>CPU-shaped kernels run equal runs of rows per thread, through pointers (see <see cref="Linear"/>); GPU-shaped kernels one group per row, reducing in shared memory.</remarks>
 public sealed class RmsNorm
@@ -60,7 +62,7 @@ public sealed class RmsNorm
         ArrayView<float> input,  // (N, C)
         ArrayView<float> weight, // (C)
         ArrayView<float> rstd,   // (N)
-        int n, int c)
+        int n, int c, int accumulate)
     {
         int perThread = (n + Grid.DimX - 1) / Grid.DimX;
         int first = Grid.GlobalIndex.X * perThread;
@@ -82,8 +84,12 @@ public sealed class RmsNorm
                     dot = MathF.FusedMultiplyAdd(weightBase[i] * g[i], x[i], dot);
                 float r = rstdBase[row];
                 float scale = r * r * r * dot / c;
-                for (int i = 0; i < c; i++)
-                    dx[i] = r * weightBase[i] * g[i] - x[i] * scale;
+                if (accumulate != 0)
+                    for (int i = 0; i < c; i++)
+                        dx[i] += r * weightBase[i] * g[i] - x[i] * scale;
+                else
+                    for (int i = 0; i < c; i++)
+                        dx[i] = r * weightBase[i] * g[i] - x[i] * scale;
             }
         }
     }
@@ -119,7 +125,7 @@ public sealed class RmsNorm
         ArrayView<float> input,  // (N, C)
         ArrayView<float> weight, // (C)
         ArrayView<float> rstd,   // (N)
-        int n, int c)
+        int n, int c, int accumulate)
     {
         int row = Grid.IdxX;
         var scratch = SharedMemory.GetDynamic<float>();
@@ -131,7 +137,10 @@ public sealed class RmsNorm
         float r = rstd[row];
         float scale = r * r * r * dot / c;
         for (int i = Group.IdxX; i < c; i += Group.DimX)
-            dX[offset + i] = r * weight[i] * dOut[offset + i] - input[offset + i] * scale;
+        {
+            float d = r * weight[i] * dOut[offset + i] - input[offset + i] * scale;
+            dX[offset + i] = accumulate != 0 ? dX[offset + i] + d : d;
+        }
     }
 
     #endregion
@@ -140,7 +149,7 @@ public sealed class RmsNorm
 
     readonly KernelContext context;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float> forward;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> backward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> backward;
 
     internal RmsNorm(KernelContext context)
     {
@@ -149,7 +158,7 @@ public sealed class RmsNorm
         bool cpu = context.Shape == KernelShape.Cpu;
         forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(
             cpu ? ForwardRowKernel : ForwardGroupKernel);
-        backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(
+        backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(
             cpu ? BackwardRowKernel : BackwardGroupKernel);
     }
 
@@ -174,16 +183,18 @@ public sealed class RmsNorm
         forward(Config(n), output, input, weight, rstd, n, c, eps);
     }
 
-    /// <summary>dX from dOut, using the rstd saved by <see cref="Forward"/>.</summary>
-    /// <param name="dX">Input gradient (N, C), overwritten.</param>
+    /// <summary>dX from dOut (or dX += it), using the rstd saved by <see cref="Forward"/>.</summary>
+    /// <param name="dX">Input gradient (N, C), overwritten or accumulated into.</param>
     /// <param name="dOut">Output gradient (N, C).</param>
     /// <param name="input">The forward's input (N, C).</param>
     /// <param name="weight">Scale (C).</param>
     /// <param name="rstd">Saved rstd (N).</param>
     /// <param name="n">Rows (B·T).</param>
     /// <param name="c">Channels.</param>
+    /// <param name="accumulate">Add into <paramref name="dX"/> (the residual stream's gradient) instead of overwriting it.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match the dimensions.</exception>
-    public void Backward(ArrayView<float> dX, ArrayView<float> dOut, ArrayView<float> input, ArrayView<float> weight, ArrayView<float> rstd, int n, int c)
+    public void Backward(ArrayView<float> dX, ArrayView<float> dOut, ArrayView<float> input, ArrayView<float> weight, ArrayView<float> rstd, int n, int c,
+        bool accumulate = false)
     {
         const string op = "RmsNorm.Backward";
         context.Enter(op);
@@ -193,7 +204,7 @@ public sealed class RmsNorm
         Check.Length(op, "inp", input, (long)n * c, "N*C");
         Check.Length(op, "weight", weight, c, "C");
         Check.Length(op, "rstd", rstd, n, "N");
-        backward(Config(n), dX, dOut, input, weight, rstd, n, c);
+        backward(Config(n), dX, dOut, input, weight, rstd, n, c, accumulate ? 1 : 0);
     }
 
     /// <summary>CPU: <see cref="KernelContext.ParallelThreads"/> threads at most, each deriving its run of rows from the grid
@@ -206,20 +217,66 @@ public sealed class RmsNorm
 }
 
 /// <summary>
-/// Fused residual add + RMSNorm, GPU-shaped (llm.c's fused_residual_forward): <c>residual = x + delta</c>, then
-/// <c>out = residual · rstd · w</c> with <c>rstd = 1/√(mean(residual²) + ε)</c>, in one pass over the row instead
-/// of <see cref="Residual"/> then <see cref="RmsNorm"/> (one read of the residual saved, one launch fewer per block).
-/// Shapes: x, delta, residual, out (N, C); w (C); rstd (N). residual, out and rstd are overwritten; residual may be
-/// the same buffer as x (each element is read, then written, by the same thread). The backward is
-/// <see cref="RmsNorm.Backward"/> followed by the residual's identity gradient, so no fused backward exists.
+/// Fused residual add + RMSNorm (llm.c's fused_residual_forward): <c>residual = x + delta</c>, then
+/// <c>out = residual · rstd · w</c> with <c>rstd = 1/√(mean(residual²) + ε)</c>, in one launch instead of
+/// <see cref="Residual"/> then <see cref="RmsNorm"/>: the engine's residual add after the attention (then the MLP's norm)
+/// and after the MLP (then the next block's or the final norm). Shapes: x, delta, residual, out (N, C); w (C); rstd (N).
+/// residual, out and rstd are overwritten; residual may be the same buffer as x (each element is read, then written, by
+/// the same thread). The backward is <see cref="RmsNorm.Backward"/> accumulating into the residual stream's gradient,
+/// so no fused backward exists.
 /// </summary>
-/// <remarks>A file of its own rather than a region of RmsNorm.cs while that file's CPU kernels are being rewritten
-/// on another branch; it belongs there once both are merged. Not yet in the engine's launch lists.</remarks>
+/// <remarks>CPU-shaped: runs of rows per thread, the add then <see cref="RmsNorm"/>'s row arithmetic, so the result is
+/// bit for bit the two launches'. GPU-shaped: one group per row, reducing in shared memory.</remarks>
 public sealed class ResidualRmsNorm
 {
     #region Kernels
 
-    /// <summary>One group per row; shared memory holds Group.DimX floats for the reduction.</summary>
+    /// <summary>CPU-shaped: the launch's threads split the rows into equal runs.</summary>
+    internal static unsafe void ForwardRowKernel(
+        ArrayView<float> residual, // (N, C) x + delta
+        ArrayView<float> output,   // (N, C)
+        ArrayView<float> rstd,     // (N)
+        ArrayView<float> x,        // (N, C)
+        ArrayView<float> delta,    // (N, C)
+        ArrayView<float> weight,   // (C)
+        int n, int c, float eps)
+    {
+        int perThread = (n + Grid.DimX - 1) / Grid.DimX;
+        int first = Grid.GlobalIndex.X * perThread;
+        if (first >= n)
+            return;
+        int last = Math.Min(first + perThread, n);
+        fixed (float* residualBase = &residual[0])
+        fixed (float* outputBase = &output[0])
+        fixed (float* rstdBase = &rstd[0])
+        fixed (float* xBase = &x[0])
+        fixed (float* deltaBase = &delta[0])
+        fixed (float* weightBase = &weight[0])
+        {
+            for (int row = first; row < last; row++)
+            {
+                long offset = (long)row * c;
+                float* sum = residualBase + offset, a = xBase + offset, b = deltaBase + offset, y = outputBase + offset;
+                for (int i = 0; i < c; i++)
+                    sum[i] = a[i] + b[i];
+                float s0 = 0, s1 = 0;
+                int j = 0;
+                for (; j + 1 < c; j += 2)
+                {
+                    s0 = MathF.FusedMultiplyAdd(sum[j], sum[j], s0);
+                    s1 = MathF.FusedMultiplyAdd(sum[j + 1], sum[j + 1], s1);
+                }
+                if (j < c)
+                    s0 = MathF.FusedMultiplyAdd(sum[j], sum[j], s0);
+                float r = XMath.Rsqrt((s0 + s1) / c + eps);
+                rstdBase[row] = r;
+                for (j = 0; j < c; j++)
+                    y[j] = sum[j] * r * weightBase[j];
+            }
+        }
+    }
+
+    /// <summary>GPU-shaped: one group per row; shared memory holds Group.DimX floats for the reduction.</summary>
     internal static void ForwardGroupKernel(
         ArrayView<float> residual, // (N, C) x + delta
         ArrayView<float> output,   // (N, C)
@@ -227,7 +284,7 @@ public sealed class ResidualRmsNorm
         ArrayView<float> x,        // (N, C)
         ArrayView<float> delta,    // (N, C)
         ArrayView<float> weight,   // (C)
-        int c, float eps)
+        int n, int c, float eps)
     {
         int row = Grid.IdxX;
         var scratch = SharedMemory.GetDynamic<float>();
@@ -252,13 +309,13 @@ public sealed class ResidualRmsNorm
     #region Launchers
 
     readonly KernelContext context;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> forward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float> forward;
 
     internal ResidualRmsNorm(KernelContext context)
     {
         this.context = context;
         forward = context.Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, int, float>(ForwardGroupKernel);
+            ArrayView<float>, int, int, float>(context.Shape == KernelShape.Cpu ? ForwardRowKernel : ForwardGroupKernel);
     }
 
     /// <summary>residual = x + delta; out = RMSNorm(residual)·w, saving rstd.</summary>
@@ -276,6 +333,7 @@ public sealed class ResidualRmsNorm
         ArrayView<float> weight, int n, int c, float eps)
     {
         const string op = "ResidualRmsNorm.Forward";
+        context.Enter(op);
         Check.Positive(op, ("N", n), ("C", c));
         Check.Length(op, "residual", residual, (long)n * c, "N*C");
         Check.Length(op, "out", output, (long)n * c, "N*C");
@@ -283,8 +341,10 @@ public sealed class ResidualRmsNorm
         Check.Length(op, "x", x, (long)n * c, "N*C");
         Check.Length(op, "delta", delta, (long)n * c, "N*C");
         Check.Length(op, "w", weight, c, "C");
-        forward(new KernelConfig(n, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(context.GroupSize)),
-            residual, output, rstd, x, delta, weight, c, eps);
+        var config = context.Shape == KernelShape.Cpu
+            ? context.FlatConfig(Math.Min(n, context.ParallelThreads))
+            : new KernelConfig(n, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(context.GroupSize));
+        forward(config, residual, output, rstd, x, delta, weight, n, c, eps);
     }
 
     #endregion

@@ -12,18 +12,14 @@ namespace PromptEngine.Engine;
 public readonly record struct BlockWeights(
     ArrayView<float> AttentionNorm,     // (C)
     ArrayView<float> AttentionNormBias, // (C) or empty
-    WeightView Query,             // (H*hs, C)
-    WeightView Key,               // (KV*hs, C)
-    WeightView Value,             // (KV*hs, C)
-    ArrayView<float> QueryBias,         // (H*hs) or empty
-    ArrayView<float> KeyBias,           // (KV*hs) or empty
-    ArrayView<float> ValueBias,         // (KV*hs) or empty
+    WeightView Qkv,               // ((H + 2·KV)*hs, C): the q, k and v rows back to back
+    ArrayView<float> QkvBias,           // ((H + 2·KV)*hs) or empty
     WeightView AttentionOutput,   // (C, H*hs)
     ArrayView<float> AttentionOutputBias, // (C) or empty
     ArrayView<float> MlpNorm,           // (C)
     ArrayView<float> MlpNormBias,       // (C) or empty
-    WeightView MlpGate,           // (I, C) or empty (GPT-2)
-    WeightView MlpUp,             // (I, C)
+    WeightView MlpGateUp,         // (2I, C): Llama's gate rows then up rows; empty for GPT-2
+    WeightView MlpUp,             // (I, C): GPT-2's c_fc; empty for Llama
     ArrayView<float> MlpUpBias,         // (I) or empty
     WeightView MlpDown,           // (C, I)
     ArrayView<float> MlpDownBias);      // (C) or empty
@@ -31,8 +27,11 @@ public readonly record struct BlockWeights(
 /// <summary>The frozen-weights arena: every weight of the model placed once on the device, with named views per block.
 /// Nothing here is ever written after upload, and no gradient or optimizer state exists for it.</summary>
 /// <remarks>GPT-2's Conv1D weights are stored (in, out); they are transposed once at upload so both
-/// families run the same Linear kernels. GPT-2's fused c_attn becomes three row ranges (q, k, v) of
-/// one (3C, C) matrix, so both families also share the attention code path.
+/// families run the same Linear kernels. The query, key and value projections are one matrix of (H + 2·KV)·hs rows:
+/// GPT-2 stores them so (c_attn), and Llama's q_proj, k_proj and v_proj (and their biases, when present) follow each
+/// other in the weight map, so they are placed back to back and one view spans them, with no copy. One Linear then
+/// computes q, k and v together. Llama's gate_proj and up_proj are spanned the same way, (2I, C), for one Linear into
+/// the SwiGLU.
 /// <para>The block projections (q, k, v, o, gate, up, down: all but a few percent of a large model) are stored in the
 /// chosen <see cref="WeightFormat"/>, in a second arena when that is 16-bit; embeddings, norms, biases and the LM head
 /// stay float32 (their kernels read float32 only). The Linear kernels widen 16-bit weights as they read them and
@@ -89,7 +88,7 @@ public sealed class DeviceWeights : IDisposable
     }
 
     DeviceWeights(MemoryBuffer1D<float, Stride1D.Dense> arena, MemoryBuffer? projections, TransformerConfig config, WeightFormat format,
-        Dictionary<(WeightRole, int), WeightView> views)
+        Dictionary<(WeightRole, int), WeightView> views, Dictionary<int, WeightView> gateUp)
     {
         this.arena = arena;
         this.projections = projections;
@@ -102,18 +101,15 @@ public sealed class DeviceWeights : IDisposable
         FinalNorm = Get(WeightRole.FinalNorm);
         FinalNormBias = Get(WeightRole.FinalNormBias);
         LmHead = config.TieWordEmbeddings ? TokenEmbedding : Get(WeightRole.LmHead);
-        int c = config.HiddenSize;
         blocks = new BlockWeights[config.NumLayers];
         for (var i = 0; i < config.NumLayers; i++)
         {
+            // GPT-2's c_attn is (3C, C) after the transpose; Llama's span is placed by Place.
+            var (qkv, qkvBias) = (Matrix(WeightRole.QkvFused, i), Get(WeightRole.QkvFusedBias, i));
             if (config.Family == ModelFamily.Gpt2)
             {
-                var qkv = Matrix(WeightRole.QkvFused, i);   // (3C, C) after the transpose
-                var qkvBias = Get(WeightRole.QkvFusedBias, i); // (3C)
                 blocks[i] = new BlockWeights(
-                    Get(WeightRole.AttentionNorm, i), Get(WeightRole.AttentionNormBias, i),
-                    qkv.SubView(0, (long)c * c), qkv.SubView((long)c * c, (long)c * c), qkv.SubView(2L * c * c, (long)c * c),
-                    qkvBias.SubView(0, c), qkvBias.SubView(c, c), qkvBias.SubView(2 * c, c),
+                    Get(WeightRole.AttentionNorm, i), Get(WeightRole.AttentionNormBias, i), qkv, qkvBias,
                     Matrix(WeightRole.AttentionOutput, i), Get(WeightRole.AttentionOutputBias, i),
                     Get(WeightRole.MlpNorm, i), Get(WeightRole.MlpNormBias, i),
                     default(ArrayView<float>), Matrix(WeightRole.MlpUp, i), Get(WeightRole.MlpUpBias, i),
@@ -122,12 +118,10 @@ public sealed class DeviceWeights : IDisposable
             else
             {
                 blocks[i] = new BlockWeights(
-                    Get(WeightRole.AttentionNorm, i), default,
-                    Matrix(WeightRole.Query, i), Matrix(WeightRole.Key, i), Matrix(WeightRole.Value, i),
-                    Get(WeightRole.QueryBias, i), Get(WeightRole.KeyBias, i), Get(WeightRole.ValueBias, i),
+                    Get(WeightRole.AttentionNorm, i), default, qkv, qkvBias,
                     Matrix(WeightRole.AttentionOutput, i), Get(WeightRole.AttentionOutputBias, i),
                     Get(WeightRole.MlpNorm, i), default,
-                    Matrix(WeightRole.MlpGate, i), Matrix(WeightRole.MlpUp, i), default,
+                    gateUp.TryGetValue(i, out var mlpGateUp) ? mlpGateUp : default(ArrayView<float>), default(ArrayView<float>), default,
                     Matrix(WeightRole.MlpDown, i), default);
             }
         }
@@ -148,26 +142,44 @@ public sealed class DeviceWeights : IDisposable
             if (format == WeightFormat.F16) projections = half = accelerator.Allocate1D<Half>(Math.Max(1, projectionWeights));
             if (format == WeightFormat.Bf16) projections = bf16 = accelerator.Allocate1D<ushort>(Math.Max(1, projectionWeights));
             var views = new Dictionary<(WeightRole, int), WeightView>();
+            var placed = new Dictionary<(WeightRole, int), (bool Projection, long Offset, long Length)>();
             long floatOffset = 0, projectionOffset = 0;
             for (var index = 0; index < map.Weights.Count; index++)
             {
                 var w = map.Weights[index];
                 long count = w.Shape.Aggregate(1L, (a, d) => a * d);
-                WeightView view;
-                if (format != WeightFormat.F32 && IsProjection(w.Role))
-                {
-                    view = half is not null ? WeightView.Of(half.View.SubView(projectionOffset, count)) : WeightView.OfBf16(bf16!.View.SubView(projectionOffset, count));
-                    projectionOffset += count;
-                }
-                else
-                {
-                    view = WeightView.Of(arena.View.SubView(floatOffset, count));
-                    floatOffset += count;
-                }
+                bool projection = format != WeightFormat.F32 && IsProjection(w.Role);
+                placed[(w.Role, w.Layer)] = (projection, projection ? projectionOffset : floatOffset, count);
+                var view = View(projection, projection ? projectionOffset : floatOffset, count);
+                if (projection) projectionOffset += count;
+                else floatOffset += count;
                 fill(index, w, view);
                 views[(w.Role, w.Layer)] = view;
             }
-            return new DeviceWeights(arena, projections, map.Config, format, views);
+            WeightView View(bool projection, long offset, long length) => !projection ? WeightView.Of(arena.View.SubView(offset, length))
+                : half is not null ? WeightView.Of(half.View.SubView(offset, length)) : WeightView.OfBf16(bf16!.View.SubView(offset, length));
+            // One view over weights placed back to back (the map lists them in this order), or null when the first is absent.
+            WeightView? Span(int layer, params WeightRole[] roles)
+            {
+                if (!placed.TryGetValue((roles[0], layer), out var first)) return null;
+                long length = 0;
+                foreach (var role in roles)
+                {
+                    var part = placed[(role, layer)];
+                    if (part.Projection != first.Projection || part.Offset != first.Offset + length)
+                        throw new InvalidOperationException($"weights: {role} of layer {layer} is not placed right after {roles[0]}'s run");
+                    length += part.Length;
+                }
+                return View(first.Projection, first.Offset, length);
+            }
+            var gateUp = new Dictionary<int, WeightView>();
+            for (var layer = 0; layer < map.Config.NumLayers; layer++)
+            {
+                if (Span(layer, WeightRole.Query, WeightRole.Key, WeightRole.Value) is { } qkv) views[(WeightRole.QkvFused, layer)] = qkv;
+                if (Span(layer, WeightRole.QueryBias, WeightRole.KeyBias, WeightRole.ValueBias) is { } qkvBias) views[(WeightRole.QkvFusedBias, layer)] = qkvBias;
+                if (Span(layer, WeightRole.MlpGate, WeightRole.MlpUp) is { } mlpGateUp) gateUp[layer] = mlpGateUp;
+            }
+            return new DeviceWeights(arena, projections, map.Config, format, views, gateUp);
         }
         catch
         {

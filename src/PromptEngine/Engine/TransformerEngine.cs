@@ -98,14 +98,15 @@ public sealed class TransformerEngine : IDisposable
     readonly int[] q, k, v;    // (N, H*hs), (N, KV*hs), (N, KV*hs); q and k after RoPE
     readonly int[] attention;  // (N, H*hs) attention output
     readonly int[] lse;        // (B, H, T) attention log-sum-exp
-    readonly int[] gate, up;   // (N, I) MLP pre-activations (gate only for SwiGLU)
+    readonly int[] preActivation; // (N, I) GPT-2's up projection, or (N, 2I) Llama's gate then up per row
     readonly int finalNorm, finalRstd, finalMean; // (N, C), (N), (N)
 
     // Scratch and activation gradients (handles into `scratch`).
     readonly int ln, projection, activated;             // (N, C), (N, C), (N, I)
+    readonly int qkv;                                   // (N, (H+2KV)*hs): the fused q/k/v projection, then its gradient
     readonly int dResidual, dLn, dTemp;                 // (N, C)
     readonly int dAttention, dQ, dK, dV, delta;         // (N, H*hs), (N, H*hs), (N, KV*hs), (N, KV*hs), (B, H, T)
-    readonly int dActivated, dGate, dUp;                // (N, I)
+    readonly int dActivated, dPreActivation;            // (N, I), and (N, I) or (N, 2I) as preActivation
     readonly int losses, meanLoss, logits;              // (S), (1), (S, V or R): logits, then dLogits in place
     readonly int scoredAttention, scoredInput, dScored; // (S, H*hs), (S, C), (S, C): the last block at the scored rows only
 
@@ -211,8 +212,7 @@ public sealed class TransformerEngine : IDisposable
         v = PerLayer("v (N, KV*hs)", (long)maxN * KV);
         attention = PerLayer("attention (N, H*hs)", (long)maxN * Q);
         lse = PerLayer("lse (B, H, T)", headsRows);
-        gate = PerLayer("gate (N, I)", (long)maxN * I, !gpt2);
-        up = PerLayer("up (N, I)", (long)maxN * I);
+        preActivation = PerLayer(gpt2 ? "up (N, I)" : "gate and up (N, 2I)", (long)maxN * (gpt2 ? I : 2 * I));
         finalNorm = saved.Reserve("final norm (N, C)", (long)maxN * C);
         finalRstd = saved.Reserve("final rstd (N)", maxN);
         finalMean = saved.Reserve("final mean (N)", gpt2 ? maxN : 0);
@@ -220,17 +220,17 @@ public sealed class TransformerEngine : IDisposable
         ln = scratch.Reserve("ln (N, C)", (long)maxN * C);
         projection = scratch.Reserve("projection (N, C)", (long)maxN * C);
         activated = scratch.Reserve("activated (N, I)", (long)maxN * I);
+        qkv = scratch.Reserve("qkv / dQkv (N, (H+2KV)*hs)", (long)maxN * (Q + 2 * KV));
         dResidual = scratch.Reserve("dResidual (N, C)", (long)maxN * C);
         dLn = scratch.Reserve("dLn (N, C)", (long)maxN * C);
-        dTemp = scratch.Reserve("dTemp (N, C)", (long)maxN * C);
+        dTemp = scratch.Reserve("dTemp (N, C): LayerNorm's input gradient before its residual add", gpt2 ? (long)maxN * C : 0);
         dAttention = scratch.Reserve("dAttention (N, H*hs)", options.Training ? (long)maxN * Q : 0);
         dQ = scratch.Reserve("dQ (N, H*hs)", options.Training ? (long)maxN * Q : 0);
         dK = scratch.Reserve("dK (N, KV*hs)", options.Training ? (long)maxN * KV : 0);
         dV = scratch.Reserve("dV (N, KV*hs)", options.Training ? (long)maxN * KV : 0);
         delta = scratch.Reserve("delta (B, H, T)", options.Training ? headsRows : 0);
         dActivated = scratch.Reserve("dActivated (N, I)", options.Training ? (long)maxN * I : 0);
-        dGate = scratch.Reserve("dGate (N, I)", options.Training && !gpt2 ? (long)maxN * I : 0);
-        dUp = scratch.Reserve("dUp (N, I)", options.Training ? (long)maxN * I : 0);
+        dPreActivation = scratch.Reserve(gpt2 ? "dUp (N, I)" : "dGate and dUp (N, 2I)", options.Training ? (long)maxN * (gpt2 ? I : 2 * I) : 0);
         losses = scratch.Reserve("losses (S)", maxS);
         meanLoss = scratch.Reserve("mean loss (1)", 1);
         logits = scratch.Reserve("logits / dLogits (S, V)", (long)maxS * maxWidth);
@@ -829,14 +829,15 @@ public sealed class TransformerEngine : IDisposable
         if (gpt2) kernels.PositionEmbedding.Forward(x0, positions, weights.PositionEmbedding, N, C, config.MaxPositions);
 
         // Inference, and training with recomputation, reuse one layer's worth of saved tensors.
+        int Slot(int layer) => training && !options.Recompute ? layer : 0;
         for (int l = 0; l < config.NumLayers; l++)
-            BlockForward(l, training && !options.Recompute ? l : 0, cacheMode);
+            BlockForward(l, Slot(l), cacheMode, nextSlot: Slot(l + 1));
 
         int R = scoredOnly ? current!.LossPositions.Length : N; // rows leaving the last block
         long rc = (long)R * C;
         var xL = View(saved, residual[config.NumLayers], rc);
+        // (Llama's last block ended with the final norm, fused with its residual add.)
         if (gpt2) kernels.LayerNorm.Forward(View(saved, finalNorm, rc), xL, weights.FinalNorm, weights.FinalNormBias, View(saved, finalMean, R), View(saved, finalRstd, R), R, C, eps);
-        else kernels.RmsNorm.Forward(View(saved, finalNorm, rc), xL, weights.FinalNorm, View(saved, finalRstd, R), R, C, eps);
     }
 
     /// <summary>Whether this forward runs the last block after its attention, the final norm and the loss at the scored
@@ -856,8 +857,12 @@ public sealed class TransformerEngine : IDisposable
     /// The forward runs it for every layer; with <see cref="EngineOptions.Recompute"/> the backward runs it again, from
     /// the saved block input, into slot 0 just before differentiating the block. When the forward keeps only the scored
     /// rows (<see cref="ScoredRowsOnly"/>), the last block gathers them after its attention and residual[L] holds them
-    /// compacted, (S, C).</summary>
-    void BlockForward(int l, int s, CacheMode cacheMode)
+    /// compacted, (S, C).
+    /// <para>In the forward's chain of blocks (<paramref name="nextSlot"/> ≥ 0) a Llama block ends with the next norm fused
+    /// into its residual add: the next block's attention norm (its output in the ln scratch, its rstd in slot
+    /// <paramref name="nextSlot"/>) or, after the last block, the final norm; a chained block after the first therefore
+    /// finds its input already normalised. Re-run alone (recomputation), a block norms its own input and ends with the add.</para></summary>
+    void BlockForward(int l, int s, CacheMode cacheMode, int nextSlot = -1)
     {
         bool decoding = cacheMode == CacheMode.Decode;
         int B = decoding ? decodeRows : current!.Rows, T = decoding ? 1 : current!.Length, N = B * T;
@@ -874,19 +879,16 @@ public sealed class TransformerEngine : IDisposable
         var (lq, lk, lv) = (View(saved, q[s], (long)N * Q), View(saved, k[s], (long)N * KV), View(saved, v[s], (long)N * KV));
         var att = View(saved, attention[s], (long)N * Q);
 
+        bool chained = nextSlot >= 0 && !gpt2;
+
         // Attention half: h = x + Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
         var lnOut = View(scratch, ln, nc);
         var r1 = View(saved, rstd1[s], N);
         if (gpt2) kernels.LayerNorm.Forward(lnOut, x, w.AttentionNorm, w.AttentionNormBias, View(saved, mean1[s], N), r1, N, C, eps);
-        else kernels.RmsNorm.Forward(lnOut, x, w.AttentionNorm, r1, N, C, eps);
-        kernels.Linear.Forward(lq, lnOut, w.Query, w.QueryBias, N, C, Q);
-        kernels.Linear.Forward(lk, lnOut, w.Key, w.KeyBias, N, C, KV);
-        kernels.Linear.Forward(lv, lnOut, w.Value, w.ValueBias, N, C, KV);
-        if (!gpt2)
-        {
-            kernels.Rope.Forward(lq, lq, positions, B, T, H, hs, theta);
-            kernels.Rope.Forward(lk, lk, positions, B, T, KVH, hs, theta);
-        }
+        else if (!(chained && l > 0)) kernels.RmsNorm.Forward(lnOut, x, w.AttentionNorm, r1, N, C, eps);
+        var fused = View(scratch, qkv, (long)N * (Q + 2 * KV));
+        kernels.Linear.Forward(fused, lnOut, w.Qkv, w.QkvBias, N, C, Q + 2 * KV);
+        kernels.Rope.ForwardFromQkv(lq, lk, lv, fused, positions, B, T, H, KVH, hs, theta, rotate: !gpt2);
         if (cacheMode != CacheMode.None)
         {
             var (kCache, vCache) = (View(cacheArena, keyCache[l], (long)B * Tmax * KV), View(cacheArena, valueCache[l], (long)B * Tmax * KV));
@@ -914,29 +916,33 @@ public sealed class TransformerEngine : IDisposable
         var proj = View(scratch, projection, rc);
         var h = View(saved, mid[s], rc);
         kernels.Linear.Forward(proj, attRows, w.AttentionOutput, w.AttentionOutputBias, R, Q, C);
-        kernels.Residual.Forward(h, xRows, proj, rc);
 
         // MLP half: x' = h + Wdown · act(norm(h))
         var hNorm = View(scratch, ln, rc);
         var r2 = View(saved, rstd2[s], R);
-        var u = View(saved, up[s], (long)R * I);
         var act = View(scratch, activated, (long)R * I);
         if (gpt2)
         {
+            var u = View(saved, preActivation[s], (long)R * I);
+            kernels.Residual.Forward(h, xRows, proj, rc);
             kernels.LayerNorm.Forward(hNorm, h, w.MlpNorm, w.MlpNormBias, View(saved, mean2[s], R), r2, R, C, eps);
             kernels.Linear.Forward(u, hNorm, w.MlpUp, w.MlpUpBias, R, C, I);
             kernels.Gelu.Forward(act, u, (long)R * I);
         }
         else
         {
-            var g = View(saved, gate[s], (long)R * I);
-            kernels.RmsNorm.Forward(hNorm, h, w.MlpNorm, r2, R, C, eps);
-            kernels.Linear.Forward(g, hNorm, w.MlpGate, default, R, C, I);
-            kernels.Linear.Forward(u, hNorm, w.MlpUp, default, R, C, I);
-            kernels.SwiGlu.Forward(act, g, u, R, I);
+            var gateUp = View(saved, preActivation[s], 2L * R * I);
+            kernels.ResidualRmsNorm.Forward(h, hNorm, r2, xRows, proj, w.MlpNorm, R, C, eps);
+            kernels.Linear.Forward(gateUp, hNorm, w.MlpGateUp, default, R, C, 2 * I);
+            kernels.SwiGlu.Forward(act, gateUp, R, I);
         }
         kernels.Linear.Forward(proj, act, w.MlpDown, w.MlpDownBias, R, I, C);
-        kernels.Residual.Forward(View(saved, residual[l + 1], rc), h, proj, rc);
+        var output = View(saved, residual[l + 1], rc);
+        if (!chained) kernels.Residual.Forward(output, h, proj, rc);
+        else if (l + 1 < config.NumLayers)
+            kernels.ResidualRmsNorm.Forward(output, lnOut, View(saved, rstd1[nextSlot], N), h, proj, weights.Block(l + 1).AttentionNorm, N, C, eps);
+        else
+            kernels.ResidualRmsNorm.Forward(output, View(saved, finalNorm, rc), View(saved, finalRstd, R), h, proj, weights.FinalNorm, R, C, eps);
     }
 
     /// <summary>The final norm's rows the loss reads (all B·T, or the S scored ones compacted) and, for each scored
@@ -1025,32 +1031,29 @@ public sealed class TransformerEngine : IDisposable
             long rc = (long)R * C;
             var dOut = compact ? View(scratch, dScored, rc) : dRes;
             var dNorm = View(scratch, dLn, rc);
-            var dTmp = View(scratch, dTemp, rc);
             var dAct = View(scratch, dActivated, (long)R * I);
-            var dU = View(scratch, dUp, (long)R * I);
             var h = View(saved, mid[s], rc);
-            var u = View(saved, up[s], (long)R * I);
 
             // MLP half, reversed: dh = dx' + norm'(Wdownᵀ-path)
             kernels.Linear.Backward(dAct, dOut, w.MlpDown, R, I, C);
             if (gpt2)
             {
+                var (u, dU) = (View(saved, preActivation[s], (long)R * I), View(scratch, dPreActivation, (long)R * I));
                 kernels.Gelu.Backward(dU, dAct, u, (long)R * I);
                 kernels.Linear.Backward(dNorm, dU, w.MlpUp, R, C, I);
+                var dTmp = View(scratch, dTemp, rc);
                 kernels.LayerNorm.Backward(dTmp, dNorm, h, w.MlpNorm, View(saved, mean2[s], R), View(saved, rstd2[s], R), R, C);
+                kernels.Residual.Forward(dOut, dOut, dTmp, rc);
             }
             else
             {
-                var g = View(saved, gate[s], (long)R * I);
-                var dG = View(scratch, dGate, (long)R * I);
-                kernels.SwiGlu.Backward(dG, dU, dAct, g, u, R, I);
-                kernels.Linear.Backward(dNorm, dG, w.MlpGate, R, C, I);
-                kernels.Linear.Backward(dNorm, dU, w.MlpUp, R, C, I, accumulate: true);
-                kernels.RmsNorm.Backward(dTmp, dNorm, h, w.MlpNorm, View(saved, rstd2[s], R), R, C);
+                var (gateUp, dGateUp) = (View(saved, preActivation[s], 2L * R * I), View(scratch, dPreActivation, 2L * R * I));
+                kernels.SwiGlu.Backward(dGateUp, dAct, gateUp, R, I);
+                kernels.Linear.Backward(dNorm, dGateUp, w.MlpGateUp, R, C, 2 * I);
+                kernels.RmsNorm.Backward(dOut, dNorm, h, w.MlpNorm, View(saved, rstd2[s], R), R, C, accumulate: true);
             }
-            kernels.Residual.Forward(dOut, dOut, dTmp, rc);
 
-            // Attention half, reversed: dx = dh + norm'(Wqᵀ dq + Wkᵀ dk + Wvᵀ dv)
+            // Attention half, reversed: dx = dh + norm'(Wqkvᵀ [dq | dk | dv])
             var (lq, lk, lv) = (View(saved, q[s], (long)N * Q), View(saved, k[s], (long)N * KV), View(saved, v[s], (long)N * KV));
             if (compact)
             {
@@ -1075,21 +1078,20 @@ public sealed class TransformerEngine : IDisposable
                 kernels.Residual.Forward(dk, dk, injectArena[injected].SubView(2 * l * part, part), part);
                 kernels.Residual.Forward(dv, dv, injectArena[injected].SubView((2 * l + 1) * part, part), part);
             }
-            if (!gpt2)
-            {
-                kernels.Rope.Backward(dq, dq, positions, B, T, H, hs, theta);
-                kernels.Rope.Backward(dk, dk, positions, B, T, KVH, hs, theta);
-            }
+            var dQkv = View(scratch, qkv, (long)N * (Q + 2 * KV));
+            kernels.Rope.BackwardToQkv(dQkv, dq, dk, dv, positions, B, T, H, KVH, hs, theta, rotate: !gpt2);
             var dxNorm = View(scratch, dLn, nc);
-            kernels.Linear.Backward(dxNorm, dq, w.Query, N, C, Q);
-            kernels.Linear.Backward(dxNorm, dk, w.Key, N, C, KV, accumulate: true);
-            kernels.Linear.Backward(dxNorm, dv, w.Value, N, C, KV, accumulate: true);
+            kernels.Linear.Backward(dxNorm, dQkv, w.Qkv, N, C, Q + 2 * KV);
             // The residual path: dRes carries dx' down (all rows), or, below a compacted block, only the scored rows' dh.
-            var dxAttention = compact ? dRes : View(scratch, dTemp, nc);
-            if (gpt2) kernels.LayerNorm.Backward(dxAttention, dxNorm, x, w.AttentionNorm, View(saved, mean1[s], N), View(saved, rstd1[s], N), N, C);
-            else kernels.RmsNorm.Backward(dxAttention, dxNorm, x, w.AttentionNorm, View(saved, rstd1[s], N), N, C);
+            // RMSNorm adds into dRes itself; LayerNorm's gradient goes through dTemp and a residual add.
+            if (gpt2)
+            {
+                var dxAttention = compact ? dRes : View(scratch, dTemp, nc);
+                kernels.LayerNorm.Backward(dxAttention, dxNorm, x, w.AttentionNorm, View(saved, mean1[s], N), View(saved, rstd1[s], N), N, C);
+                if (!compact) kernels.Residual.Forward(dRes, dRes, dxAttention, nc);
+            }
+            else kernels.RmsNorm.Backward(dRes, dxNorm, x, w.AttentionNorm, View(saved, rstd1[s], N), N, C, accumulate: !compact);
             if (compact) kernels.RowGather.Backward(dRes, dOut, View(indices, lossPositions, R), N, R, C);
-            else kernels.Residual.Forward(dRes, dRes, dxAttention, nc);
         }
 
         // Embedding, reversed: only the prompt rows receive gradient (positions and tokens are frozen).

@@ -128,13 +128,14 @@ public class DeviceKitTests
         Assert.That(projections + floats, Is.EqualTo(6_738_415_616L), "Llama-2-7B's published parameter count");
         long weights = 2 * projections + 4 * floats;
         // Saved for the backward: the residual stream entering each block and leaving the last; per layer the mid
-        // stream, q, k, v, the attention output (N·C each), gate and up (N·I each), two rstd (N) and the lse (B·H·T);
+        // stream, q, k, v, the attention output (N·C each), gate and up (N·2I together), two rstd (N) and the lse (B·H·T);
         // the final norm's output and rstd.
         long activations = 4 * ((L + 1) * N * C + L * (5 * N * C + 2 * N * I + 2 * N + B * H * T) + N * C + N);
-        // Scratch: ln, projection, dResidual, dLn, dTemp, dAttention, dQ, dK, dV (N·C each); activated, dActivated,
-        // dGate, dUp (N·I each); delta (B·H·T); per-position losses (S), the mean (1), the logits (S·V); the last block at
+        // Scratch: ln, projection, dResidual, dLn, dAttention, dQ, dK, dV (N·C each; RMSNorm's backward adds into dResidual
+        // itself, so no dTemp as GPT-2's LayerNorm needs); the fused q/k/v projection and
+        // then its gradient (N·3C); activated, dActivated (N·I each), dGate and dUp together (N·2I); delta (B·H·T); per-position losses (S), the mean (1), the logits (S·V); the last block at
         // the scored rows: their attention output (S·H·hs = S·C here), block input and residual gradient (S·C each).
-        long scratch = 4 * (9 * N * C + 4 * N * I + B * H * T + S + 1 + S * V + 3 * S * C);
+        long scratch = 4 * (8 * N * C + 3 * N * C + 4 * N * I + B * H * T + S + 1 + S * V + 3 * S * C);
         // Indices: source map, key mask, position ids, prompt-use positions (N each); loss positions, targets, the scored
         // rows' order and a head's targets (S each); verbalizer (16); prompt-use offsets (P + 1).
         long indices = 4 * (4 * N + 4 * S + 16 + P + 1);

@@ -11,6 +11,7 @@ public sealed class ElementwiseTests(KernelShape shape) : KernelTestBase(shape)
     const double Atol = 2e-6, Rtol = 1e-5;
 
     [TestCase(5, 23)]
+    [TestCase(3, 1)]
     public void SwiGluMatchesReference(int n, int h)
     {
         var random = new Random(21);
@@ -23,17 +24,17 @@ public sealed class ElementwiseTests(KernelShape shape) : KernelTestBase(shape)
         SwiGluReference.Forward(expectedOut, gate, up, n, h);
         SwiGluReference.Backward(expectedDGate, expectedDUp, dOut, gate, up, n, h);
 
-        using var gateBuffer = Upload(gate);
-        using var upBuffer = Upload(up);
+        // The kernel takes gate and up as one (N, 2H) tensor, each row its gate values then its up values.
+        double[] Rows(double[] left, double[] right) =>
+            Enumerable.Range(0, n).SelectMany(row => left.Skip(row * h).Take(h).Concat(right.Skip(row * h).Take(h))).ToArray();
+        using var gateUpBuffer = Upload(Rows(gate, up));
         using var dOutBuffer = Upload(dOut);
         using var outBuffer = Poisoned(n * h);
-        using var dGateBuffer = Poisoned(n * h);
-        using var dUpBuffer = Poisoned(n * h);
-        Kernels.SwiGlu.Forward(outBuffer.View, gateBuffer.View, upBuffer.View, n, h);
-        Kernels.SwiGlu.Backward(dGateBuffer.View, dUpBuffer.View, dOutBuffer.View, gateBuffer.View, upBuffer.View, n, h);
+        using var dGateUpBuffer = Poisoned(2 * n * h);
+        Kernels.SwiGlu.Forward(outBuffer.View, gateUpBuffer.View, n, h);
+        Kernels.SwiGlu.Backward(dGateUpBuffer.View, dOutBuffer.View, gateUpBuffer.View, n, h);
         TensorAssert.Close($"SwiGlu.Forward {Shape}", Download(outBuffer), expectedOut, Atol, Rtol);
-        TensorAssert.Close($"SwiGlu.Backward dGate {Shape}", Download(dGateBuffer), expectedDGate, Atol, Rtol);
-        TensorAssert.Close($"SwiGlu.Backward dUp {Shape}", Download(dUpBuffer), expectedDUp, Atol, Rtol);
+        TensorAssert.Close($"SwiGlu.Backward dGate, dUp {Shape}", Download(dGateUpBuffer), Rows(expectedDGate, expectedDUp), Atol, Rtol);
     }
 
     [Test]
@@ -107,6 +108,54 @@ public sealed class ElementwiseTests(KernelShape shape) : KernelTestBase(shape)
 
         Kernels.Rope.Forward(xBuffer.View, xBuffer.View, positionBuffer.View, b, t, h, hs, theta);
         TensorAssert.Close($"Rope.Forward in place {Shape}", Download(xBuffer), expectedOut, ropeAtol, Rtol);
+    }
+
+    /// <summary>The fused projection's split with RoPE on the way (Llama, GQA: 4 query heads over 2 key/value heads) and
+    /// without (GPT-2), forward and backward, against <see cref="QkvSplitReference"/>; the reference's backward is first
+    /// checked by finite differences of its forward. The rotation's tolerance is Rope's (1e-5: the angle is rounded to float
+    /// as HF rounds it); the copies are exact.</summary>
+    [TestCase(true)]
+    [TestCase(false)]
+    public void QkvSplitMatchesReference(bool rotate)
+    {
+        const int b = 2, t = 3, heads = 4, kvHeads = 2, hs = 6;
+        const float theta = 10000f;
+        int n = b * t, qCount = n * heads * hs, kvCount = n * kvHeads * hs, width = (heads + 2 * kvHeads) * hs;
+        var random = new Random(rotate ? 31 : 32);
+        var qkv = RandomValues(random, n * width);
+        var (dq, dk, dv) = (RandomValues(random, qCount), RandomValues(random, kvCount), RandomValues(random, kvCount));
+        int[] positions = [0, 1, 2, 37, 5, 63];
+        var (q, k, v) = (new double[qCount], new double[kvCount], new double[kvCount]);
+        QkvSplitReference.Forward(q, k, v, qkv, positions, b, t, heads, kvHeads, hs, theta, rotate);
+        var dQkv = new double[n * width];
+        QkvSplitReference.Backward(dQkv, dq, dk, dv, positions, b, t, heads, kvHeads, hs, theta, rotate);
+
+        double[] Outputs(double[] input)
+        {
+            var (fq, fk, fv) = (new double[qCount], new double[kvCount], new double[kvCount]);
+            QkvSplitReference.Forward(fq, fk, fv, input, positions, b, t, heads, kvHeads, hs, theta, rotate);
+            return [.. fq, .. fk, .. fv];
+        }
+        TensorAssert.Close("QkvSplitReference.Backward vs finite differences", dQkv, FiniteDifference.Gradient(Outputs, qkv, [.. dq, .. dk, .. dv]), 1e-8, 1e-6);
+
+        const double ropeAtol = 1e-5;
+        using var qkvBuffer = Upload(qkv);
+        using var positionBuffer = Upload(positions);
+        using var qBuffer = Poisoned(qCount);
+        using var kBuffer = Poisoned(kvCount);
+        using var vBuffer = Poisoned(kvCount);
+        Kernels.Rope.ForwardFromQkv(qBuffer.View, kBuffer.View, vBuffer.View, qkvBuffer.View, positionBuffer.View, b, t, heads, kvHeads, hs, theta, rotate);
+        string name = $"{Shape}{(rotate ? "" : " without rotation")}";
+        TensorAssert.Close($"Rope.ForwardFromQkv q {name}", Download(qBuffer), q, ropeAtol, Rtol);
+        TensorAssert.Close($"Rope.ForwardFromQkv k {name}", Download(kBuffer), k, ropeAtol, Rtol);
+        TensorAssert.Close($"Rope.ForwardFromQkv v {name}", Download(vBuffer), v, 0, 0);
+
+        using var dqBuffer = Upload(dq);
+        using var dkBuffer = Upload(dk);
+        using var dvBuffer = Upload(dv);
+        using var dQkvBuffer = Poisoned(n * width);
+        Kernels.Rope.BackwardToQkv(dQkvBuffer.View, dqBuffer.View, dkBuffer.View, dvBuffer.View, positionBuffer.View, b, t, heads, kvHeads, hs, theta, rotate);
+        TensorAssert.Close($"Rope.BackwardToQkv {name}", Download(dQkvBuffer), dQkv, ropeAtol, Rtol);
     }
 
     [Test]

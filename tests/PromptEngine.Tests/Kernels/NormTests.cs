@@ -37,6 +37,12 @@ public sealed class RmsNormTests(KernelShape shape) : KernelTestBase(shape)
         TensorAssert.Close($"RmsNorm.Forward out {Shape}", Download(outBuffer), expectedOut, ForwardAtol, Rtol);
         TensorAssert.Close($"RmsNorm.Forward rstd {Shape}", Download(rstdBuffer), expectedRstd, ForwardAtol, Rtol);
         TensorAssert.Close($"RmsNorm.Backward dX {Shape}", Download(dXBuffer), expectedDx, BackwardAtol, Rtol);
+
+        // Accumulating: dX += the same gradient, onto a residual stream's gradient already there (one float add more).
+        var residualGradient = RandomValues(random, n * c);
+        using var accumulated = Upload(residualGradient);
+        Kernels.RmsNorm.Backward(accumulated.View, dOutBuffer.View, xBuffer.View, wBuffer.View, rstdBuffer.View, n, c, accumulate: true);
+        TensorAssert.Close($"RmsNorm.Backward dX += {Shape}", Download(accumulated), residualGradient.Zip(expectedDx, (a, d) => a + d).ToArray(), BackwardAtol, Rtol);
     }
 }
 

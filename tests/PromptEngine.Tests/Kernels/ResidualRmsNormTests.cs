@@ -3,9 +3,12 @@ using PromptEngine.Tests.Reference;
 
 namespace PromptEngine.Tests.Kernels;
 
-/// <summary>The fused residual + RMSNorm GPU kernel on the CPU device against the double reference (the add in double,
-/// then <see cref="RmsNormReference"/>), out of place and in place (residual written over x).</summary>
-public sealed class ResidualRmsNormTests() : KernelTestBase(KernelShape.Gpu)
+/// <summary>The fused residual + RMSNorm kernels, both shapes, against the double reference (the add in double, then
+/// <see cref="RmsNormReference"/>), out of place and in place (residual written over x). Its backward is RmsNorm's,
+/// accumulating (RmsNormTests), checked by finite differences through <see cref="RmsNormReference"/>.</summary>
+[TestFixture(KernelShape.Cpu)]
+[TestFixture(KernelShape.Gpu)]
+public sealed class ResidualRmsNormTests(KernelShape shape) : KernelTestBase(shape)
 {
     // The float sum differs from the double one by half an ulp; the norm then sums C squares in float: 1e-6 + 1e-5·|ref|.
     const double Atol = 1e-6, Rtol = 1e-5;
@@ -32,7 +35,7 @@ public sealed class ResidualRmsNormTests() : KernelTestBase(KernelShape.Gpu)
         using var rstd = Poisoned(n);
         var residualView = residual?.View ?? xBuffer.View;
         Kernels.ResidualRmsNorm.Forward(residualView, output.View, rstd.View, xBuffer.View, deltaBuffer.View, weightBuffer.View, n, c, 1e-5f);
-        string name = $"{n}x{c}{(inPlace ? " in place" : "")}";
+        string name = $"{Shape} {n}x{c}{(inPlace ? " in place" : "")}";
         TensorAssert.Close($"ResidualRmsNorm residual {name}", Download(residual ?? xBuffer), sum, Atol, Rtol);
         TensorAssert.Close($"ResidualRmsNorm out {name}", Download(output), expectedOut, Atol, Rtol);
         TensorAssert.Close($"ResidualRmsNorm rstd {name}", Download(rstd), expectedRstd, Atol, Rtol);

@@ -105,6 +105,62 @@ public static class RopeReference
     }
 }
 
+/// <summary>The fused q/k/v projection's split in double: each row [q (H·hs) | k (KV·hs) | v (KV·hs)] becomes q and k,
+/// rotated by <see cref="RopeReference"/> when asked, and v; the backward concatenates the rotated-back dq, dk and dv.</summary>
+public static class QkvSplitReference
+{
+    /// <summary>q (N, H·hs), k and v (N, KV·hs) from qkv (N, (H + 2·KV)·hs), N = B·T.</summary>
+    public static void Forward(double[] q, double[] k, double[] v, double[] qkv, int[] positions, int b, int t, int heads, int kvHeads, int headSize,
+        double theta, bool rotate)
+    {
+        var (qPart, kPart, vPart) = Split(qkv, b * t, heads * headSize, kvHeads * headSize);
+        if (rotate)
+        {
+            RopeReference.Forward(q, qPart, positions, b, t, heads, headSize, theta);
+            RopeReference.Forward(k, kPart, positions, b, t, kvHeads, headSize, theta);
+        }
+        else
+        {
+            qPart.CopyTo(q, 0);
+            kPart.CopyTo(k, 0);
+        }
+        vPart.CopyTo(v, 0);
+    }
+
+    /// <summary>dQkv (N, (H + 2·KV)·hs) from dq, dk, dv.</summary>
+    public static void Backward(double[] dQkv, double[] dq, double[] dk, double[] dv, int[] positions, int b, int t, int heads, int kvHeads, int headSize,
+        double theta, bool rotate)
+    {
+        int n = b * t, qWidth = heads * headSize, kvWidth = kvHeads * headSize, width = qWidth + 2 * kvWidth;
+        var (dqBack, dkBack) = (new double[dq.Length], new double[dk.Length]);
+        if (rotate)
+        {
+            RopeReference.Backward(dqBack, dq, positions, b, t, heads, headSize, theta);
+            RopeReference.Backward(dkBack, dk, positions, b, t, kvHeads, headSize, theta);
+        }
+        else (dqBack, dkBack) = (dq, dk);
+        for (int row = 0; row < n; row++)
+        {
+            Array.Copy(dqBack, row * qWidth, dQkv, row * width, qWidth);
+            Array.Copy(dkBack, row * kvWidth, dQkv, row * width + qWidth, kvWidth);
+            Array.Copy(dv, row * kvWidth, dQkv, row * width + qWidth + kvWidth, kvWidth);
+        }
+    }
+
+    static (double[] Q, double[] K, double[] V) Split(double[] qkv, int n, int qWidth, int kvWidth)
+    {
+        int width = qWidth + 2 * kvWidth;
+        var (q, k, v) = (new double[n * qWidth], new double[n * kvWidth], new double[n * kvWidth]);
+        for (int row = 0; row < n; row++)
+        {
+            Array.Copy(qkv, row * width, q, row * qWidth, qWidth);
+            Array.Copy(qkv, row * width + qWidth, k, row * kvWidth, kvWidth);
+            Array.Copy(qkv, row * width + qWidth + kvWidth, v, row * kvWidth, kvWidth);
+        }
+        return (q, k, v);
+    }
+}
+
 /// <summary>y = tanh(x); backward from the saved output, dX = dY·(1 − y²).</summary>
 public static class TanhReference
 {
