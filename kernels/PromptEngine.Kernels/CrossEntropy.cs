@@ -27,13 +27,15 @@ namespace PromptEngine.Kernels;
 /// <para>Selected rows must be distinct (the scatter writes each once; duplicates would race): check with
 /// <see cref="CheckSelection"/> on the host. An index the kernels find out of range (row ≥ N, id ≥ V, a target
 /// outside the allowed set) yields NaN in the logits or the loss rather than an out-of-bounds access.</para>
-/// <para>CPU-shaped kernels: one thread per column of logits, per selected row, or per (selected row, 4 channels). GPU-shaped:
-/// Tile×Tile shared-memory tiles for both products and one group per selected row for the softmax.</para>
+/// <para>CPU-shaped kernels: both products in runs of 4×4 register blocks per thread, as <see cref="Linear"/>'s (the
+/// logits over (selected rows, columns), the backward over (selected rows, channels) in column chunks), and one thread
+/// per selected row for the softmax, with one exponential per column. GPU-shaped: Tile×Tile shared-memory tiles for
+/// both products and one group per selected row for the softmax.</para>
 /// </remarks>
 public sealed class CrossEntropy
 {
-    /// <summary>Channels per thread of the CPU-shaped backward.</summary>
-    const int ChannelBlock = 4;
+    /// <summary>Edge of the CPU-shaped kernels' register micro-tile (as <see cref="Linear.MicroTile"/>).</summary>
+    const int MicroTile = Linear.MicroTile;
 
     /// <summary>Columns summed into a partial before it joins the running total (CPU-shaped backward).</summary>
     const int SumBlock = 256;
@@ -54,51 +56,114 @@ public sealed class CrossEntropy
         return -1;
     }
 
-    /// <summary>CPU-shaped logits: one thread per column, over every selected row, so each weight row is read
-    /// from memory once while the S hidden rows stay in cache.</summary>
-    internal static void LogitsColumnKernel(
+    /// <summary>CPU-shaped logits: each thread computes a run of <paramref name="blocksPerThread"/> 4×4 blocks of
+    /// (selected rows, columns), column-major over the blocks, so a run keeps its four weight rows in cache while it
+    /// sweeps the S hidden rows (the weight, 37 MB for stories15M, is read from memory once).</summary>
+    /// <remarks>Through pointers taken once per launch thread, as <see cref="Linear"/>'s micro-tile kernels do, for
+    /// the same reason: view indexers' bounds assertions push the sixteen accumulators out of registers. The launchers
+    /// check every length; an index out of range (row ≥ N, id ≥ V) is never dereferenced and yields NaN.</remarks>
+    internal static unsafe void LogitsMicroTileKernel(
         ArrayView<float> logits, // (S, width)
         ArrayView<float> hidden, // (N, C)
         ArrayView<int> rows,     // (S)
         ArrayView<float> weight, // (V, C)
         ArrayView<int> allowed,  // (R) or empty
-        int n, int c, int s, int v, int r)
+        int n, int c, int s, int v, int r, int blocksPerThread)
     {
         int width = r > 0 ? r : v;
-        int column = Grid.GlobalIndex.X;
-        if (column >= width)
+        int blocksS = (s + MicroTile - 1) / MicroTile;
+        int blocks = blocksS * ((width + MicroTile - 1) / MicroTile);
+        int first = Grid.GlobalIndex.X * blocksPerThread;
+        if (first >= blocks)
             return;
-        int vocabularyRow = VocabularyRow(allowed, r, column);
-        bool vocabularyValid = vocabularyRow >= 0 && vocabularyRow < v;
-        long w0 = (long)vocabularyRow * c;
-        // Four selected rows at a time: four independent accumulators per weight load.
-        for (int s0 = 0; s0 < s; s0 += ChannelBlock)
+        int last = Math.Min(first + blocksPerThread, blocks);
+        fixed (float* logitsBase = &logits[0])
+        fixed (float* hiddenBase = &hidden[0])
+        fixed (int* rowsBase = &rows[0])
+        fixed (float* weightBase = &weight[0])
+        fixed (int* allowedBase = &(r > 0 ? ref allowed[0] : ref rows[0]))
         {
-            int r0 = rows[s0], r1 = rows[Math.Min(s0 + 1, s - 1)], r2 = rows[Math.Min(s0 + 2, s - 1)], r3 = rows[Math.Min(s0 + 3, s - 1)];
-            bool valid = vocabularyValid && r0 >= 0 && r0 < n && r1 >= 0 && r1 < n && r2 >= 0 && r2 < n && r3 >= 0 && r3 < n;
-            float a0 = float.NaN, a1 = float.NaN, a2 = float.NaN, a3 = float.NaN;
-            if (valid)
-            {
-                a0 = a1 = a2 = a3 = 0;
-                long h0 = (long)r0 * c, h1 = (long)r1 * c, h2 = (long)r2 * c, h3 = (long)r3 * c;
-                for (int i = 0; i < c; i++)
-                {
-                    float w = weight[w0 + i];
-                    a0 += hidden[h0 + i] * w;
-                    a1 += hidden[h1 + i] * w;
-                    a2 += hidden[h2 + i] * w;
-                    a3 += hidden[h3 + i] * w;
-                }
-            }
-            logits[(long)s0 * width + column] = a0;
-            if (s0 + 1 < s) logits[(long)(s0 + 1) * width + column] = a1;
-            if (s0 + 2 < s) logits[(long)(s0 + 2) * width + column] = a2;
-            if (s0 + 3 < s) logits[(long)(s0 + 3) * width + column] = a3;
+            for (int block = first; block < last; block++)
+                LogitsMicroTile(logitsBase, hiddenBase, rowsBase, weightBase, allowedBase,
+                    block % blocksS * MicroTile, block / blocksS * MicroTile, n, c, s, v, r);
         }
     }
 
-    /// <summary>CPU-shaped softmax and loss: one thread per selected row; dLogits overwrites the row's logits.</summary>
-    internal static void LossRowKernel(
+    /// <summary>Hidden row of selected row <paramref name="selected"/> (clamped to the last selected row), and whether
+    /// it lies in [0, N); an invalid row is read as row 0 and its results replaced by NaN.</summary>
+    static unsafe int HiddenRow(int* rows, int selected, int s, int n, out bool valid)
+    {
+        int row = rows[Math.Min(selected, s - 1)];
+        valid = row >= 0 && row < n;
+        return valid ? row : 0;
+    }
+
+    /// <summary>Vocabulary row of column <paramref name="column"/> (clamped to the last column) through pointers, and
+    /// whether it lies in [0, V); an invalid id is read as row 0 and its results replaced by NaN.</summary>
+    static unsafe int VocabularyRow(int* allowed, int column, int width, int v, int r, out bool valid)
+    {
+        column = Math.Min(column, width - 1);
+        int row = r > 0 ? allowed[column] : column;
+        valid = row >= 0 && row < v;
+        return valid ? row : 0;
+    }
+
+    /// <summary>The logits' 4×4 block at (selected row s0, column j0): sixteen accumulators over C, through pointers only
+    /// (see <see cref="Linear"/>'s ForwardMicroTile for why it is a method apart).</summary>
+    static unsafe void LogitsMicroTile(float* logits, float* hidden, int* rows, float* weight, int* allowed,
+        int s0, int j0, int n, int c, int s, int v, int r)
+    {
+        int width = r > 0 ? r : v;
+        float* x0 = hidden + (long)HiddenRow(rows, s0, s, n, out bool x0Valid) * c;
+        float* x1 = hidden + (long)HiddenRow(rows, s0 + 1, s, n, out bool x1Valid) * c;
+        float* x2 = hidden + (long)HiddenRow(rows, s0 + 2, s, n, out bool x2Valid) * c;
+        float* x3 = hidden + (long)HiddenRow(rows, s0 + 3, s, n, out bool x3Valid) * c;
+        float* w0 = weight + (long)VocabularyRow(allowed, j0, width, v, r, out bool w0Valid) * c;
+        float* w1 = weight + (long)VocabularyRow(allowed, j0 + 1, width, v, r, out bool w1Valid) * c;
+        float* w2 = weight + (long)VocabularyRow(allowed, j0 + 2, width, v, r, out bool w2Valid) * c;
+        float* w3 = weight + (long)VocabularyRow(allowed, j0 + 3, width, v, r, out bool w3Valid) * c;
+        float a00 = 0, a01 = 0, a02 = 0, a03 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0;
+        float a20 = 0, a21 = 0, a22 = 0, a23 = 0, a30 = 0, a31 = 0, a32 = 0, a33 = 0;
+        for (int i = 0; i < c; i++)
+        {
+            float xv0 = x0[i], xv1 = x1[i], xv2 = x2[i], xv3 = x3[i];
+            float wv = w0[i];
+            a00 = MathF.FusedMultiplyAdd(xv0, wv, a00); a10 = MathF.FusedMultiplyAdd(xv1, wv, a10);
+            a20 = MathF.FusedMultiplyAdd(xv2, wv, a20); a30 = MathF.FusedMultiplyAdd(xv3, wv, a30);
+            wv = w1[i];
+            a01 = MathF.FusedMultiplyAdd(xv0, wv, a01); a11 = MathF.FusedMultiplyAdd(xv1, wv, a11);
+            a21 = MathF.FusedMultiplyAdd(xv2, wv, a21); a31 = MathF.FusedMultiplyAdd(xv3, wv, a31);
+            wv = w2[i];
+            a02 = MathF.FusedMultiplyAdd(xv0, wv, a02); a12 = MathF.FusedMultiplyAdd(xv1, wv, a12);
+            a22 = MathF.FusedMultiplyAdd(xv2, wv, a22); a32 = MathF.FusedMultiplyAdd(xv3, wv, a32);
+            wv = w3[i];
+            a03 = MathF.FusedMultiplyAdd(xv0, wv, a03); a13 = MathF.FusedMultiplyAdd(xv1, wv, a13);
+            a23 = MathF.FusedMultiplyAdd(xv2, wv, a23); a33 = MathF.FusedMultiplyAdd(xv3, wv, a33);
+        }
+        StoreLogits(logits, s0, j0, s, width, x0Valid, w0Valid, w1Valid, w2Valid, w3Valid, a00, a01, a02, a03);
+        StoreLogits(logits, s0 + 1, j0, s, width, x1Valid, w0Valid, w1Valid, w2Valid, w3Valid, a10, a11, a12, a13);
+        StoreLogits(logits, s0 + 2, j0, s, width, x2Valid, w0Valid, w1Valid, w2Valid, w3Valid, a20, a21, a22, a23);
+        StoreLogits(logits, s0 + 3, j0, s, width, x3Valid, w0Valid, w1Valid, w2Valid, w3Valid, a30, a31, a32, a33);
+    }
+
+    /// <summary>Stores up to four logits of one selected row, NaN where the row or the column's id was invalid,
+    /// skipping what lies past the edge.</summary>
+    static unsafe void StoreLogits(float* logits, int selected, int j0, int s, int width, bool rowValid,
+        bool valid0, bool valid1, bool valid2, bool valid3, float l0, float l1, float l2, float l3)
+    {
+        if (selected >= s)
+            return;
+        float* o = logits + (long)selected * width + j0;
+        o[0] = rowValid && valid0 ? l0 : float.NaN;
+        if (j0 + 1 < width) o[1] = rowValid && valid1 ? l1 : float.NaN;
+        if (j0 + 2 < width) o[2] = rowValid && valid2 ? l2 : float.NaN;
+        if (j0 + 3 < width) o[3] = rowValid && valid3 ? l3 : float.NaN;
+    }
+
+    /// <summary>CPU-shaped softmax and loss: one thread per selected row, one exponential per column (the shifted
+    /// exponentials are kept in the row and scaled by 1/Σ, rather than recomputed as exp(l − logsumexp)); dLogits
+    /// overwrites the row's logits.</summary>
+    internal static unsafe void LossRowKernel(
         ArrayView<float> losses,  // (S)
         ArrayView<float> dLogits, // (S, width): logits in, dLogits out
         ArrayView<int> targets,   // (S)
@@ -109,37 +174,45 @@ public sealed class CrossEntropy
         if (selected >= s)
             return;
         int width = r > 0 ? r : v;
-        long offset = (long)selected * width;
         int target = targets[selected];
-        if (target < 0)
-        {
-            losses[selected] = 0;
-            for (int j = 0; j < width; j++)
-                dLogits[offset + j] = 0;
-            return;
-        }
         int count = 0;
         for (int i = 0; i < s; i++)
             count += targets[i] >= 0 ? 1 : 0;
-        float max = float.NegativeInfinity;
-        for (int j = 0; j < width; j++)
-            max = Math.Max(max, dLogits[offset + j]);
-        // Compensated (Kahan) sum: a plain float sum over a 32,000-word vocabulary drifts by ~1e-5 relative,
-        // which the TorchSharp oracle saw on stories15M's loss (5e-5 against float64).
-        float sum = 0, compensation = 0;
-        for (int j = 0; j < width; j++)
+        int targetColumn = target >= 0 ? TargetColumn(allowed, v, r, target) : -1;
+        fixed (float* logitsBase = &dLogits[0])
         {
-            float term = XMath.Exp(dLogits[offset + j] - max) - compensation;
-            float next = sum + term;
-            compensation = (next - sum) - term;
-            sum = next;
+            float* row = logitsBase + (long)selected * width;
+            if (target < 0)
+            {
+                losses[selected] = 0;
+                for (int j = 0; j < width; j++)
+                    row[j] = 0;
+                return;
+            }
+            float max = float.NegativeInfinity;
+            for (int j = 0; j < width; j++)
+                max = Math.Max(max, row[j]);
+            float targetLogit = targetColumn >= 0 ? row[targetColumn] : float.NaN;
+            // Compensated (Kahan) sum: a plain float sum over a 32,000-word vocabulary drifts by ~1e-5 relative,
+            // which the TorchSharp oracle saw on stories15M's loss (5e-5 against float64).
+            float sum = 0, compensation = 0;
+            for (int j = 0; j < width; j++)
+            {
+                float e = XMath.Exp(row[j] - max);
+                row[j] = e;
+                float term = e - compensation;
+                float next = sum + term;
+                compensation = (next - sum) - term;
+                sum = next;
+            }
+            losses[selected] = max + XMath.Log(sum) - targetLogit;
+            float inverseCount = targetColumn >= 0 ? 1f / count : float.NaN;
+            float scale = inverseCount / sum;
+            for (int j = 0; j < width; j++)
+                row[j] *= scale;
+            if (targetColumn >= 0)
+                row[targetColumn] -= inverseCount;
         }
-        float logSumExp = max + XMath.Log(sum);
-        int targetColumn = TargetColumn(allowed, v, r, target);
-        losses[selected] = targetColumn >= 0 ? logSumExp - dLogits[offset + targetColumn] : float.NaN;
-        float inverseCount = targetColumn >= 0 ? 1f / count : float.NaN;
-        for (int j = 0; j < width; j++)
-            dLogits[offset + j] = (XMath.Exp(dLogits[offset + j] - logSumExp) - (j == targetColumn ? 1f : 0f)) * inverseCount;
     }
 
     /// <summary>Mean loss over the non-ignored rows, summed in row order by one thread (0 when every row is ignored).</summary>
@@ -162,58 +235,100 @@ public sealed class CrossEntropy
         meanLoss[0] = count > 0 ? sum / count : 0f;
     }
 
-    /// <summary>CPU-shaped backward: one thread per (selected row, 4 consecutive channels) reducing over the
-    /// columns in 4 registers; writes only the selected rows of dHidden (the launcher zeroes the rest first).</summary>
-    internal static void BackwardChannelsKernel(
+    /// <summary>CPU-shaped backward: each thread owns a run of <paramref name="blocksPerThread"/> 4×4 blocks of
+    /// (selected rows, channels) of dHidden and reduces them over the columns in chunks of <see cref="SumBlock"/>: for
+    /// each chunk it sweeps its blocks (the chunk's weight rows stay in cache), then adds the sixteen partial sums to
+    /// the selected rows of dHidden, which the launcher zeroes first.</summary>
+    /// <remarks>Blocked sum: rounding grows with width/SumBlock + SumBlock terms rather than with the whole vocabulary
+    /// (32,000 for stories15M). Through pointers, as <see cref="LogitsMicroTileKernel"/>.</remarks>
+    internal static unsafe void BackwardMicroTileKernel(
         ArrayView<float> dHidden, // (N, C)
         ArrayView<float> dLogits, // (S, width)
         ArrayView<float> weight,  // (V, C)
         ArrayView<int> rows,      // (S)
         ArrayView<int> allowed,   // (R) or empty
-        int n, int c, int s, int v, int r)
+        int n, int c, int s, int v, int r, int blocksPerThread)
     {
-        int blocks = (c + ChannelBlock - 1) / ChannelBlock;
-        int index = Grid.GlobalIndex.X;
-        if (index >= s * blocks)
-            return;
         int width = r > 0 ? r : v;
-        int selected = index / blocks;
-        int c0 = index % blocks * ChannelBlock;
+        int blocksC = (c + MicroTile - 1) / MicroTile;
+        int blocks = blocksC * ((s + MicroTile - 1) / MicroTile);
+        int first = Grid.GlobalIndex.X * blocksPerThread;
+        if (first >= blocks)
+            return;
+        int last = Math.Min(first + blocksPerThread, blocks);
+        fixed (float* dHiddenBase = &dHidden[0])
+        fixed (float* dLogitsBase = &dLogits[0])
+        fixed (float* weightBase = &weight[0])
+        fixed (int* rowsBase = &rows[0])
+        fixed (int* allowedBase = &(r > 0 ? ref allowed[0] : ref rows[0]))
+        {
+            for (int j0 = 0; j0 < width; j0 += SumBlock)
+            {
+                int end = Math.Min(j0 + SumBlock, width);
+                for (int block = first; block < last; block++)
+                    BackwardMicroTile(dHiddenBase, dLogitsBase, weightBase, rowsBase, allowedBase,
+                        block / blocksC * MicroTile, block % blocksC * MicroTile, j0, end, n, c, s, v, r);
+            }
+        }
+    }
+
+    /// <summary>Adds Σ over columns [j0, end) of dLogits[s, j]·W[u_j, c] to dHidden's 4×4 block at (selected row s0,
+    /// channel c0), through pointers only.</summary>
+    static unsafe void BackwardMicroTile(float* dHidden, float* dLogits, float* weight, int* rows, int* allowed,
+        int s0, int c0, int j0, int end, int n, int c, int s, int v, int r)
+    {
+        int width = r > 0 ? r : v;
+        float* d0 = dLogits + (long)Math.Min(s0, s - 1) * width, d1 = dLogits + (long)Math.Min(s0 + 1, s - 1) * width;
+        float* d2 = dLogits + (long)Math.Min(s0 + 2, s - 1) * width, d3 = dLogits + (long)Math.Min(s0 + 3, s - 1) * width;
+        // Channels past the edge are clamped on load and skipped on store.
+        int k1 = Math.Min(c0 + 1, c - 1) - c0, k2 = Math.Min(c0 + 2, c - 1) - c0, k3 = Math.Min(c0 + 3, c - 1) - c0;
+        float a00 = 0, a01 = 0, a02 = 0, a03 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0;
+        float a20 = 0, a21 = 0, a22 = 0, a23 = 0, a30 = 0, a31 = 0, a32 = 0, a33 = 0;
+        bool vocabularyValid = true;
+        for (int j = j0; j < end; j++)
+        {
+            int vocabularyRow = r > 0 ? allowed[j] : j;
+            if (vocabularyRow < 0 || vocabularyRow >= v)
+            {
+                vocabularyValid = false;
+                continue;
+            }
+            float* column = weight + (long)vocabularyRow * c + c0;
+            float dv0 = d0[j], dv1 = d1[j], dv2 = d2[j], dv3 = d3[j];
+            float wv = column[0];
+            a00 = MathF.FusedMultiplyAdd(dv0, wv, a00); a10 = MathF.FusedMultiplyAdd(dv1, wv, a10);
+            a20 = MathF.FusedMultiplyAdd(dv2, wv, a20); a30 = MathF.FusedMultiplyAdd(dv3, wv, a30);
+            wv = column[k1];
+            a01 = MathF.FusedMultiplyAdd(dv0, wv, a01); a11 = MathF.FusedMultiplyAdd(dv1, wv, a11);
+            a21 = MathF.FusedMultiplyAdd(dv2, wv, a21); a31 = MathF.FusedMultiplyAdd(dv3, wv, a31);
+            wv = column[k2];
+            a02 = MathF.FusedMultiplyAdd(dv0, wv, a02); a12 = MathF.FusedMultiplyAdd(dv1, wv, a12);
+            a22 = MathF.FusedMultiplyAdd(dv2, wv, a22); a32 = MathF.FusedMultiplyAdd(dv3, wv, a32);
+            wv = column[k3];
+            a03 = MathF.FusedMultiplyAdd(dv0, wv, a03); a13 = MathF.FusedMultiplyAdd(dv1, wv, a13);
+            a23 = MathF.FusedMultiplyAdd(dv2, wv, a23); a33 = MathF.FusedMultiplyAdd(dv3, wv, a33);
+        }
+        AddHiddenRow(dHidden, rows, s0, c0, n, c, s, vocabularyValid, a00, a01, a02, a03);
+        AddHiddenRow(dHidden, rows, s0 + 1, c0, n, c, s, vocabularyValid, a10, a11, a12, a13);
+        AddHiddenRow(dHidden, rows, s0 + 2, c0, n, c, s, vocabularyValid, a20, a21, a22, a23);
+        AddHiddenRow(dHidden, rows, s0 + 3, c0, n, c, s, vocabularyValid, a30, a31, a32, a33);
+    }
+
+    /// <summary>Adds up to four partial sums to the hidden row of selected row <paramref name="selected"/> (NaN when a
+    /// column's id was invalid), skipping selections past the edge, rows outside [0, N) and channels past C.</summary>
+    static unsafe void AddHiddenRow(float* dHidden, int* rows, int selected, int c0, int n, int c, int s, bool valid,
+        float p0, float p1, float p2, float p3)
+    {
+        if (selected >= s)
+            return;
         int row = rows[selected];
         if (row < 0 || row >= n)
             return;
-        // Channels past the edge are clamped on load and skipped on store.
-        int c1 = Math.Min(c0 + 1, c - 1), c2 = Math.Min(c0 + 2, c - 1), c3 = Math.Min(c0 + 3, c - 1);
-        long offset = (long)selected * width;
-        // Blocked sum: partial sums over SumBlock columns are added to the totals, so rounding grows with
-        // width/SumBlock + SumBlock terms rather than with the whole vocabulary (32,000 for stories15M).
-        float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        for (int j0 = 0; j0 < width; j0 += SumBlock)
-        {
-            float p0 = 0, p1 = 0, p2 = 0, p3 = 0;
-            int end = Math.Min(j0 + SumBlock, width);
-            for (int j = j0; j < end; j++)
-            {
-                int vocabularyRow = VocabularyRow(allowed, r, j);
-                float g = dLogits[offset + j];
-                if (vocabularyRow < 0 || vocabularyRow >= v)
-                {
-                    p0 = p1 = p2 = p3 = float.NaN;
-                    continue;
-                }
-                long w = (long)vocabularyRow * c;
-                p0 += g * weight[w + c0];
-                p1 += g * weight[w + c1];
-                p2 += g * weight[w + c2];
-                p3 += g * weight[w + c3];
-            }
-            a0 += p0; a1 += p1; a2 += p2; a3 += p3;
-        }
-        long output = (long)row * c + c0;
-        dHidden[output] = a0;
-        if (c0 + 1 < c) dHidden[output + 1] = a1;
-        if (c0 + 2 < c) dHidden[output + 2] = a2;
-        if (c0 + 3 < c) dHidden[output + 3] = a3;
+        float* o = dHidden + (long)row * c + c0;
+        o[0] += valid ? p0 : float.NaN;
+        if (c0 + 1 < c) o[1] += valid ? p1 : float.NaN;
+        if (c0 + 2 < c) o[2] += valid ? p2 : float.NaN;
+        if (c0 + 3 < c) o[3] += valid ? p3 : float.NaN;
     }
 
     /// <summary>GPU-shaped logits: group (Tile, Tile) computes a Tile×Tile block of (selected rows, columns);
@@ -395,10 +510,13 @@ public sealed class CrossEntropy
     #region Launchers
 
     readonly KernelContext context;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, int, int, int, int, int> logits;
+    // The products: micro-tile kernels on the CPU shape, shared-memory tiles on the GPU shape (the other stays null).
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, int, int, int, int, int, int>? logitsMicroTile;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, int, int, int, int, int>? logitsTiled;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int> loss;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int> mean;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int, int, int> backward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int, int, int, int>? backwardMicroTile;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int, int, int>? backwardTiled;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> addBias;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int> headGradient;
 
@@ -407,13 +525,23 @@ public sealed class CrossEntropy
         this.context = context;
         var accelerator = context.Accelerator;
         bool cpu = context.Shape == KernelShape.Cpu;
-        logits = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, int, int, int, int, int>(
-            cpu ? LogitsColumnKernel : LogitsTiledKernel);
+        if (cpu)
+        {
+            logitsMicroTile = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, int, int, int, int, int, int>(
+                LogitsMicroTileKernel);
+            backwardMicroTile = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int, int, int, int>(
+                BackwardMicroTileKernel);
+        }
+        else
+        {
+            logitsTiled = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, int, int, int, int, int>(
+                LogitsTiledKernel);
+            backwardTiled = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int, int, int>(
+                BackwardTiledKernel);
+        }
         loss = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int>(
             cpu ? LossRowKernel : LossGroupKernel);
         mean = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(MeanKernel);
-        backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int, int, int>(
-            cpu ? BackwardChannelsKernel : BackwardTiledKernel);
         addBias = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(AddBiasKernel);
         headGradient = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int>(HeadGradientKernel);
     }
@@ -504,10 +632,14 @@ public sealed class CrossEntropy
         Check.Length(op, "rows", rows, s, "S");
         Check.Length(op, "allowed", allowed, r, "R");
         dHidden.MemSetToZero(context.Accelerator.DefaultStream);
-        var config = context.Shape == KernelShape.Cpu
-            ? new KernelConfig(s * ((c + ChannelBlock - 1) / ChannelBlock), 1)
-            : ProductConfig(s, c);
-        backward(config, dHidden, dLogits, weight, rows, allowed, n, c, s, v, r);
+        if (backwardMicroTile is not null)
+        {
+            long blocks = MicroTileBlocks(s, c);
+            int perThread = context.ElementChunk(blocks);
+            backwardMicroTile(context.FlatConfig((blocks + perThread - 1) / perThread), dHidden, dLogits, weight, rows, allowed, n, c, s, v, r, perThread);
+        }
+        else
+            backwardTiled!(ProductConfig(s, c), dHidden, dLogits, weight, rows, allowed, n, c, s, v, r);
     }
 
     /// <summary>A classifier head's gradients from the dLogits <see cref="Forward"/> left: ADDS
@@ -606,10 +738,19 @@ public sealed class CrossEntropy
     void LaunchLogits(ArrayView<float> output, ArrayView<float> hidden, ArrayView<int> rows, ArrayView<float> weight, ArrayView<int> allowed,
         int n, int c, int s, int v, int r, ArrayView<float> bias)
     {
-        var config = context.Shape == KernelShape.Cpu ? new KernelConfig(Width(v, r), 1) : ProductConfig(s, Width(v, r));
-        logits(config, output, hidden, rows, weight, allowed, n, c, s, v, r);
+        if (logitsMicroTile is not null)
+        {
+            long blocks = MicroTileBlocks(s, Width(v, r));
+            int perThread = context.ElementChunk(blocks);
+            logitsMicroTile(context.FlatConfig((blocks + perThread - 1) / perThread), output, hidden, rows, weight, allowed, n, c, s, v, r, perThread);
+        }
+        else
+            logitsTiled!(ProductConfig(s, Width(v, r)), output, hidden, rows, weight, allowed, n, c, s, v, r);
         if (bias.Length > 0) addBias(ElementConfig(s * Width(v, r)), output, bias, s, Width(v, r));
     }
+
+    /// <summary>4×4 blocks covering a rows × cols output.</summary>
+    static long MicroTileBlocks(int rows, int cols) => (long)((rows + MicroTile - 1) / MicroTile) * ((cols + MicroTile - 1) / MicroTile);
 
     /// <summary>One thread per element: groups of one on the CPU (a thread per group is the CPU accelerator's shape), of
     /// <see cref="KernelContext.GroupSize"/> on a GPU.</summary>

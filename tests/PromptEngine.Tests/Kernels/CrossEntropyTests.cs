@@ -27,20 +27,30 @@ public sealed class CrossEntropyTests(KernelShape shape) : KernelTestBase(shape)
     [TestCase(37, new int[0], new[] { 5, 36, -1, 0 })]   // the whole (odd-sized) vocabulary
     [TestCase(29, new[] { 17, 3 }, new[] { 3, 17, -1, 3 })] // a two-word verbalizer
     [TestCase(40, new[] { 9, 31, 2, 25, 38, 11, 6, 19, 33, 1, 14, 27, 22, 35, 4, 16, 29, 8 }, new[] { 31, 8, -1, 22 })] // R > the GPU shape's group
-    public void ForwardAndBackwardMatchReference(int v, int[] allowed, int[] targets)
+    public void ForwardAndBackwardMatchReference(int v, int[] allowed, int[] targets) =>
+        CheckForwardAndBackward(Rows, v, allowed, targets);
+
+    // The whole 601-word vocabulary: the CPU backward adds three column chunks of 256 into dHidden. Five selected rows
+    // leave a ragged last block of the CPU kernels' four-row blocks in both products, with and without a subset.
+    [TestCase(601, new int[0], new[] { 5, 600, -1, 0, 300 })]
+    [TestCase(601, new[] { 600, 7, 256, 255, 3, 512 }, new[] { 256, 600, 3, -1, 512 })]
+    public void WideVocabularyAndRaggedRowBlockMatchReference(int v, int[] allowed, int[] targets) =>
+        CheckForwardAndBackward(LogitRows, v, allowed, targets);
+
+    void CheckForwardAndBackward(int[] rows, int v, int[] allowed, int[] targets)
     {
-        int s = Rows.Length, r = allowed.Length, width = r > 0 ? r : v;
-        CrossEntropy.CheckSelection(Rows, targets, allowed, N, v);
+        int s = rows.Length, r = allowed.Length, width = r > 0 ? r : v;
+        CrossEntropy.CheckSelection(rows, targets, allowed, N, v);
         var (hidden, weight) = Inputs(v, v * 10 + r);
         var expectedLosses = new double[s];
         var expectedMean = new double[1];
         var expectedDHidden = new double[N * C];
-        CrossEntropyReference.Forward(expectedLosses, expectedMean, hidden, Rows, targets, weight, allowed, N, C, s, v, r);
-        CrossEntropyReference.Backward(expectedDHidden, hidden, Rows, targets, weight, allowed, N, C, s, v, r);
+        CrossEntropyReference.Forward(expectedLosses, expectedMean, hidden, rows, targets, weight, allowed, N, C, s, v, r);
+        CrossEntropyReference.Backward(expectedDHidden, hidden, rows, targets, weight, allowed, N, C, s, v, r);
 
         using var hiddenBuffer = Upload(hidden);
         using var weightBuffer = Upload(weight);
-        using var rowsBuffer = Upload(Rows);
+        using var rowsBuffer = Upload(rows);
         using var targetsBuffer = Upload(targets);
         using var allowedBuffer = Upload(allowed.Length > 0 ? allowed : [0]);
         var allowedView = r > 0 ? allowedBuffer.View : allowedBuffer.View.SubView(0, 0);
@@ -52,7 +62,7 @@ public sealed class CrossEntropyTests(KernelShape shape) : KernelTestBase(shape)
             weightBuffer.View, allowedView, N, C, s, v, r);
         Kernels.CrossEntropy.Backward(dHidden.View, dLogits.View, weightBuffer.View, rowsBuffer.View, allowedView, N, C, s, v, r);
 
-        string name = $"{Shape} V{v} R{r}";
+        string name = $"{Shape} V{v} R{r} S{s}";
         TensorAssert.Close($"CrossEntropy.Forward losses {name}", Download(losses), expectedLosses, LossAtol, Rtol);
         TensorAssert.Close($"CrossEntropy.Forward mean {name}", Download(mean), expectedMean, LossAtol, Rtol);
         TensorAssert.Close($"CrossEntropy.Backward dHidden {name}", Download(dHidden), expectedDHidden, GradientAtol, Rtol);
