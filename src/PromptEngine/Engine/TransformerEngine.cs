@@ -56,10 +56,12 @@ public sealed record MemoryReport(long FrozenWeights, long Activations, long Gra
 /// computing data gradients through the frozen blocks, and ends by accumulating into dPrompt.
 /// </summary>
 /// <remarks>
-/// <para>Memory lives in four arenas allocated once: frozen weights (<see cref="DeviceWeights"/>); saved
-/// activations; gradients and scratch; the prompt with its gradient and AdamW moments. Per call only
-/// the batch's index maps are copied to the device, and one float (the mean loss) comes back.</para>
-/// <para>Generation adds a fifth, the KV cache: every layer's rotated keys and values, (B, Tmax, KV, hs) each for
+/// <para>Memory lives in arenas allocated once: frozen weights (<see cref="DeviceWeights"/>); saved
+/// activations; gradients and scratch; the batch's index maps; the prompt and deep prefix with their gradients and
+/// AdamW moments. Per call only the batch's index maps are copied to the device, and one float (the mean loss) comes
+/// back. Two more are allocated on first use only: the keys' and values' gradients of a shared prompt
+/// (<see cref="PromptBackward"/>), and generation's.</para>
+/// <para>Generation's arenas hold the KV cache and its index maps: every layer's rotated keys and values, (B, Tmax, KV, hs) each for
 /// B = MaxRows and Tmax = MaxLength, with the step's logits (B, V) and index maps. It is planned with the others
 /// but allocated on the first <see cref="Prefill"/> only, once, so a training engine that never generates does
 /// not pay for it. <see cref="Prefill"/> runs the ordinary forward over each row's prompt rows and tokens and
