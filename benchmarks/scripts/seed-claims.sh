@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The seed's claims about prompt tuning, measured on stories15M (issue #12 §4): one table per question, every run scored
-# on the same first 1,000 held-out test examples with a Wilson 95 % interval. Every run shares the demo's base: 8,000
-# training examples in the same seeded order, batches of 8, AdamW with cosine decay after 20 warm-up steps, the best
-# prompt kept on the first 200 validation examples (evaluated 3 times per run); only the table's variable changes.
+# on the same first 1,000 held-out test examples with a Wilson 95 % interval. Every run shares the demo's training
+# settings (8,000 training examples in the same seeded order, batches of 8, AdamW with cosine decay after 20 warm-up
+# steps, the best prompt kept on the first 200 validation examples, evaluated 3 times per run) and keeps the text's
+# opening (the default truncation, as imdb-methods.sh does); only the table's variable changes.
 # Nothing here is chosen on test examples: the tables report, the demo's recipe was chosen with imdb-recipe.sh on
 # validation reviews.
 #
