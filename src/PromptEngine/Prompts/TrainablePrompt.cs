@@ -65,18 +65,18 @@ public sealed record PromptConfig(PromptMethod Method, int VirtualTokens, int Ml
     /// <param name="initText">The text of <see cref="PromptInitMethod.Text"/>.</param>
     /// <param name="initFile">The prompt file or adapter of <see cref="PromptInitMethod.File"/>.</param>
     /// <param name="allowModelMismatch">Accept a plain file prompt made for another model of the same width.</param>
-    /// <exception cref="ArgumentException">A text start for a deep prompt, or a file start with an MLP (a saved deep prompt is
-    /// the MLP's folded output and cannot be unfolded into one).</exception>
+    /// <exception cref="PromptEngineException">A text start for a deep prompt, or a file start with an MLP (a saved deep prompt
+    /// is the MLP's folded output and cannot be unfolded into one).</exception>
     public TunedPrompt? Initial(ModelFolder model, PromptInitMethod init, int seed, string? initText = null, string? initFile = null,
         bool allowModelMismatch = false)
     {
         ArgumentNullException.ThrowIfNull(model);
         Validate();
         if (Method == PromptMethod.Prefix && init == PromptInitMethod.Text)
-            throw new ArgumentException("prompt method: a text start has no deep-prompt counterpart; start a deep prompt at random or from a file");
+            throw new PromptEngineException("prompt method: a text start has no deep-prompt counterpart; start a deep prompt at random or from a file");
         if (MlpHiddenSize > 0)
             return init == PromptInitMethod.File
-                ? throw new ArgumentException("prompt method: prefix tuning's MLP cannot start from a file: a saved deep prompt is the MLP's folded output and cannot be unfolded into an MLP")
+                ? throw new PromptEngineException("prompt method: prefix tuning's MLP cannot start from a file: a saved deep prompt is the MLP's folded output and cannot be unfolded into an MLP")
                 : null;
         if (Method == PromptMethod.Prefix)
             return init == PromptInitMethod.File
@@ -94,17 +94,22 @@ public sealed record PromptConfig(PromptMethod Method, int VirtualTokens, int Ml
 
     /// <summary>The trainable prompt of this method on <paramref name="engine"/> (built with <see cref="EngineOptions"/>),
     /// starting at <paramref name="initial"/> (null with an MLP, whose parameters start from <paramref name="seed"/>), with a
-    /// head starting at the verbalizer's LM-head rows (the zero-shot verbalizer, <see cref="ClassifierHead.FromLabelWords"/>)
+    /// head starting at the LM-head rows of the label words (the zero-shot verbalizer, <see cref="ClassifierHead.FromLabelWords"/>)
     /// when <see cref="LinearHead"/>. It owns the MLP and the head, and attaches the head to the engine.</summary>
-    /// <exception cref="ArgumentException">An engine of another shape, a start of another method or size, a head without a
-    /// verbalizer.</exception>
-    public TrainablePrompt Create(TransformerEngine engine, TunedPrompt? initial, int seed, Verbalizer? verbalizer = null)
+    /// <param name="engine">A training engine of <see cref="EngineOptions"/>.</param>
+    /// <param name="initial">The start, of this method and size (<see cref="Initial"/>); null with an MLP.</param>
+    /// <param name="seed">Seed of an MLP's parameters.</param>
+    /// <param name="labels">With a head: the class labels, in row order (a verbalizer's <see cref="Verbalizer.Labels"/>).</param>
+    /// <param name="labelTokenIds">With a head: each label's scored token (a verbalizer's <see cref="Verbalizer.TokenIds"/>).</param>
+    /// <exception cref="ArgumentException">An engine of another shape, a start of another method or size, a head without labels.</exception>
+    public TrainablePrompt Create(TransformerEngine engine, TunedPrompt? initial, int seed, IReadOnlyList<string>? labels = null, IReadOnlyList<int>? labelTokenIds = null)
     {
         ArgumentNullException.ThrowIfNull(engine);
         Validate();
         if (engine.PromptRows != InputRows || engine.PrefixTokens != PrefixTokens)
             throw new ArgumentException($"prompt method: the engine holds {engine.PromptRows} prompt rows and {engine.PrefixTokens} deep-prompt tokens; this method needs {InputRows} and {PrefixTokens}");
-        if (LinearHead && verbalizer is null) throw new ArgumentException("prompt method: a linear head classifies; it needs the task's verbalizer (labels)");
+        if (LinearHead && (labels is null || labelTokenIds is null))
+            throw new ArgumentException("prompt method: a linear head classifies; it needs the task's labels and their label-word tokens");
         if (MlpHiddenSize == 0 && (initial is null || initial.Method != Method || initial.VirtualTokens != VirtualTokens))
             throw new ArgumentException($"prompt method: a {Method} prompt of {VirtualTokens} virtual tokens starts from one of its kind and size; "
                 + (initial is null ? "none was given" : $"{initial.Source ?? "the start"} is a {initial.Method} prompt of {initial.VirtualTokens}"));
@@ -114,9 +119,10 @@ public sealed record PromptConfig(PromptMethod Method, int VirtualTokens, int Ml
         {
             if (MlpHiddenSize > 0) projection = new PrefixProjection(engine.Kernels, engine.Config, VirtualTokens, MlpHiddenSize, seed);
             else initial!.SetValuesIn(engine);
-            head = LinearHead ? ClassifierHead.FromLabelWords(engine, verbalizer!.Labels, verbalizer.TokenIds) : null;
+            head = LinearHead ? ClassifierHead.FromLabelWords(engine, labels!, labelTokenIds!) : null;
             engine.AttachHead(head);
             var trainable = TrainablePrompt.Over(engine, projection, ownsModules: true);
+            trainable.ParametersToEngine(); // an MLP's output is the engine's prefix from the start
             // An MLP's start is its seeded parameters.
             trainable.InitMetadata = initial?.Metadata ?? new Dictionary<string, string>
             {

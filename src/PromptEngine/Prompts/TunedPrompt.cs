@@ -35,6 +35,12 @@ public abstract class TunedPrompt
     /// the model's positions.</summary>
     public abstract int VirtualTokens { get; }
 
+    /// <summary>The values, (<see cref="VirtualTokens"/>, <see cref="Width"/>) row-major in the method's PEFT layout.</summary>
+    public abstract float[] Values { get; }
+
+    /// <summary>Width of a row: the model's hidden size C for a plain prompt, L·2·KV·hs for a deep one.</summary>
+    public abstract int Width { get; }
+
     /// <summary>Rows the prompt occupies in each input row (<see cref="EngineOptions.PromptRows"/>): n for a plain prompt,
     /// 0 for a deep one, which lives in the attention layers.</summary>
     public abstract int InputRows { get; }
@@ -135,50 +141,66 @@ public abstract class TunedPrompt
     public abstract void ExportPeft(string folder, ModelFolder model, PromptInitMethod? initMethod = null, string? initText = null);
 
     /// <summary>Reads a tuned prompt with its head from a prompt file, a PEFT adapter folder or one prompt of a bank
-    /// (<c>bank.safetensors#name</c>, plain prompts only), checked against the model's shape.</summary>
+    /// (<c>bank.safetensors#name</c>, plain prompts only), checked against the model's shape when it is given.</summary>
     /// <param name="path">The file, folder or bank entry.</param>
     /// <param name="config">The model: a plain prompt must have its width, a deep prompt its layers, kv heads and head size,
-    /// a head its width.</param>
+    /// a head its width. Null: the file is read as it is (a deep PEFT adapter cannot be, see <see cref="ImportPeft"/>).</param>
     /// <param name="method">The method the caller expects; the other kind is refused (<see cref="PromptKindException"/>).
     /// Null: whichever the file holds.</param>
     /// <param name="labels">The task's labels, when known: a head of other labels is refused (see <see cref="CheckHeadLabels"/>).</param>
     /// <exception cref="PromptFormatException">No such file, a malformed file or head, the other kind of prompt than expected.</exception>
     /// <exception cref="PromptCompatibilityException">A prompt or head that does not fit the model, a head of other labels.</exception>
-    public static TunedPrompt Load(string path, TransformerConfig config, PromptMethod? method = null, IReadOnlyList<string>? labels = null)
+    public static TunedPrompt Load(string path, TransformerConfig? config, PromptMethod? method = null, IReadOnlyList<string>? labels = null)
     {
         ArgumentNullException.ThrowIfNull(path);
-        ArgumentNullException.ThrowIfNull(config);
         TunedPrompt prompt;
-        if (Directory.Exists(path))
-        {
-            var found = method ?? (PeftAdapter.PeftType(path) == "PREFIX_TUNING" ? PromptMethod.Prefix : PromptMethod.Prompt);
-            var head = PeftAdapter.LoadHead(path, config.HiddenSize, null);
-            var location = new HeadLocation(Path.Combine(path, PeftAdapter.WeightsFileName), ClassifierHeadWeights.PeftWeightTensor);
-            prompt = found == PromptMethod.Prefix
-                ? new DeepTunedPrompt(PeftAdapter.LoadPrefix(path, config), head, location)
-                : new PlainTunedPrompt(PeftAdapter.Load(path, config.HiddenSize), head, location);
-        }
+        if (Directory.Exists(path)) prompt = ImportPeft(path, config, method);
         else if (BankEntry(path) is { } entry)
         {
             if (method == PromptMethod.Prefix)
                 throw new PromptKindException(entry.Bank, PromptMetadata.Method, PromptMethod.Prompt, "a prompt bank holds plain prompts, not deep prompts (prefix tuning)");
             var soft = PromptBank.Load(entry.Bank).Get(entry.Name);
-            if (soft.Width != config.HiddenSize)
+            if (config is not null && soft.Width != config.HiddenSize)
                 throw new PromptCompatibilityException(path, $"prompt width {soft.Width} does not match the model's hidden size {config.HiddenSize}");
             prompt = new PlainTunedPrompt(soft, null, null);
         }
         else
         {
             if (!File.Exists(path)) throw new PromptFormatException(path, null, "no such file or folder");
-            var found = method ?? DeepPromptFile.MethodOf(path);
-            var head = ClassifierHeadWeights.Read(path, config.HiddenSize, null);
             var location = new HeadLocation(path, ClassifierHeadWeights.WeightTensor);
-            prompt = found == PromptMethod.Prefix
-                ? new DeepTunedPrompt(DeepPromptFile.Load(path, config), head, location)
-                : new PlainTunedPrompt(PromptFile.Load(path, config.HiddenSize), head, location);
+            prompt = (method ?? DeepPromptFile.MethodOf(path)) == PromptMethod.Prefix
+                ? new DeepTunedPrompt(DeepPromptFile.Load(path, config), ReadHead(location, ClassifierHeadWeights.BiasTensor, config), location)
+                : new PlainTunedPrompt(PromptFile.Load(path, config?.HiddenSize), ReadHead(location, ClassifierHeadWeights.BiasTensor, config), location);
         }
         if (labels is not null) prompt.CheckHeadLabels(labels);
         return prompt;
+    }
+
+    /// <summary>Reads a Hugging Face PEFT adapter folder: PROMPT_TUNING as a plain prompt, PREFIX_TUNING as a deep prompt, with
+    /// the head of a SEQ_CLS adapter.</summary>
+    /// <param name="folder">The adapter folder.</param>
+    /// <param name="config">The model; a deep prompt's adapter is read against its layers and heads, so it needs one.</param>
+    /// <param name="method">The method expected (the other is refused), or null: whichever the adapter holds.</param>
+    /// <exception cref="PromptFormatException">A malformed adapter or head, another PEFT method, a deep prompt without a model.</exception>
+    /// <exception cref="PromptCompatibilityException">An adapter or head that does not fit the model.</exception>
+    public static TunedPrompt ImportPeft(string folder, TransformerConfig? config = null, PromptMethod? method = null)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        var found = method ?? (PeftAdapter.PeftType(folder) == "PREFIX_TUNING" ? PromptMethod.Prefix : PromptMethod.Prompt);
+        var location = new HeadLocation(Path.Combine(folder, PeftAdapter.WeightsFileName), ClassifierHeadWeights.PeftWeightTensor);
+        if (found == PromptMethod.Prompt) return new PlainTunedPrompt(PeftAdapter.Load(folder, config?.HiddenSize), ReadHead(location, ClassifierHeadWeights.PeftBiasTensor, config), location);
+        if (config is null)
+            throw new PromptFormatException(folder, "peft_type", "a PREFIX_TUNING adapter holds a deep prompt, which is read against its model's layers and heads; the base model is needed to read it");
+        return new DeepTunedPrompt(PeftAdapter.LoadPrefix(folder, config), ReadHead(location, ClassifierHeadWeights.PeftBiasTensor, config), location);
+    }
+
+    /// <summary>The head stored beside a prompt (or null): of the model's width when it is known, else of its own.</summary>
+    static ClassifierHeadWeights? ReadHead(HeadLocation location, string biasTensor, TransformerConfig? config)
+    {
+        using var file = SafetensorsFile.Open(location.File);
+        if (!file.TryGetTensor(location.WeightTensor, out var weight)) return null;
+        var width = config?.HiddenSize ?? (weight.Shape.Length == 2 ? (int)Math.Min(weight.Shape[1], int.MaxValue) : 0);
+        return ClassifierHeadWeights.Read(file, location.File, width, null, location.WeightTensor, biasTensor);
     }
 
     /// <summary>"bank.safetensors#name" when <paramref name="path"/> names one prompt of an existing bank file.</summary>
@@ -218,6 +240,10 @@ public sealed class PlainTunedPrompt : TunedPrompt
     /// <inheritdoc/>
     public override int InputRows => Prompt.VirtualTokens;
     /// <inheritdoc/>
+    public override float[] Values => Prompt.Values;
+    /// <inheritdoc/>
+    public override int Width => Prompt.Width;
+    /// <inheritdoc/>
     public override IReadOnlyDictionary<string, string> Metadata => Prompt.Metadata;
     /// <inheritdoc/>
     public override string? Source => Prompt.Source;
@@ -246,6 +272,7 @@ public sealed class PlainTunedPrompt : TunedPrompt
                 throw new PromptCompatibilityException(path, $"prompt width {Prompt.Width} does not match the model's hidden size {model.Config.HiddenSize} ({model.Path})");
             foreach (var (key, value) in PromptMetadata.ForModel(model)) metadata[key] = value;
         }
+        metadata[PromptMetadata.VirtualTokens] = PromptMetadata.Invariant(Prompt.VirtualTokens);
         PromptFile.Save(path, Prompt.Values, Prompt.VirtualTokens, Prompt.Width, metadata, head: Head);
     }
 
@@ -273,6 +300,10 @@ public sealed class DeepTunedPrompt : TunedPrompt
     public override int VirtualTokens => Prompt.VirtualTokens;
     /// <inheritdoc/>
     public override int InputRows => 0;
+    /// <inheritdoc/>
+    public override float[] Values => Prompt.Values;
+    /// <inheritdoc/>
+    public override int Width => Prompt.Width;
     /// <inheritdoc/>
     public override IReadOnlyDictionary<string, string> Metadata => Prompt.Metadata;
     /// <inheritdoc/>
