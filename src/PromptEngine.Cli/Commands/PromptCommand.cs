@@ -66,10 +66,7 @@ internal static class PromptCommand
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace an adapter already in the --peft folder." };
         var command = new Command("export", "Write a prompt as a Hugging Face PEFT adapter (PROMPT_TUNING, or PREFIX_TUNING for a deep prompt; SEQ_CLS with a head).\nExample: promptengine prompt export best_prompt.safetensors --model stories15M --peft adapter/");
         command.Arguments.Add(path);
-        command.Options.Add(model);
-        command.Options.Add(output);
-        command.Options.Add(allow);
-        command.Options.Add(overwrite);
+        foreach (var option in new Option[] { model, output, allow, overwrite }) command.Options.Add(option);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var target = parse.GetValue(output)!;
@@ -98,9 +95,7 @@ internal static class PromptCommand
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace an existing --out file." };
         var command = new Command("import", "Read a Hugging Face PEFT prompt-tuning or prefix-tuning adapter into a prompt file.\nExample: promptengine prompt import adapter/ --out prompt.safetensors --model stories15M");
         command.Arguments.Add(path);
-        command.Options.Add(output);
-        command.Options.Add(model);
-        command.Options.Add(overwrite);
+        foreach (var option in new Option[] { output, model, overwrite }) command.Options.Add(option);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var target = parse.GetValue(output)!;

@@ -20,8 +20,10 @@ namespace PromptEngine.Prompts;
 /// </remarks>
 public abstract class TunedPrompt
 {
-    private protected TunedPrompt(ClassifierHeadWeights? head, HeadLocation? headLocation)
+    private protected TunedPrompt(float[] values, int virtualTokens, int width, IReadOnlyDictionary<string, string> metadata, string? source,
+        ClassifierHeadWeights? head, HeadLocation? headLocation)
     {
+        (Values, VirtualTokens, Width, Metadata, Source) = (values, virtualTokens, width, metadata, source);
         Head = head;
         this.headLocation = headLocation;
     }
@@ -33,13 +35,13 @@ public abstract class TunedPrompt
 
     /// <summary>Virtual tokens n: rows of a plain prompt, key/value positions of a deep one. Either way the prompt takes n of
     /// the model's positions.</summary>
-    public abstract int VirtualTokens { get; }
+    public int VirtualTokens { get; }
 
     /// <summary>The values, (<see cref="VirtualTokens"/>, <see cref="Width"/>) row-major in the method's PEFT layout.</summary>
-    public abstract float[] Values { get; }
+    public float[] Values { get; }
 
     /// <summary>Width of a row: the model's hidden size C for a plain prompt, L·2·KV·hs for a deep one.</summary>
-    public abstract int Width { get; }
+    public int Width { get; }
 
     /// <summary>Rows the prompt occupies in each input row (<see cref="EngineOptions.PromptRows"/>): n for a plain prompt,
     /// 0 for a deep one, which lives in the attention layers.</summary>
@@ -52,11 +54,11 @@ public abstract class TunedPrompt
     public ClassifierHeadWeights? Head { get; }
 
     /// <summary>The file's string metadata (keys in <see cref="PromptMetadata"/>).</summary>
-    public abstract IReadOnlyDictionary<string, string> Metadata { get; }
+    public IReadOnlyDictionary<string, string> Metadata { get; }
 
     /// <summary>Where the prompt was read from (a file, an adapter folder, "bank.safetensors#name"), for messages; null for
     /// one made in memory.</summary>
-    public abstract string? Source { get; }
+    public string? Source { get; }
 
     /// <summary>The metadata value under <paramref name="key"/>, or null.</summary>
     public string? Meta(string key) => Metadata.TryGetValue(key, out var value) ? value : null;
@@ -224,11 +226,8 @@ internal readonly record struct HeadLocation(string File, string WeightTensor);
 /// token embeddings, and optionally a head.</summary>
 public sealed class PlainTunedPrompt : TunedPrompt
 {
-    internal PlainTunedPrompt(SoftPrompt prompt, ClassifierHeadWeights? head, HeadLocation? headLocation) : base(head, headLocation)
-    {
-        ArgumentNullException.ThrowIfNull(prompt);
-        Prompt = prompt;
-    }
+    internal PlainTunedPrompt(SoftPrompt prompt, ClassifierHeadWeights? head, HeadLocation? headLocation)
+        : base(prompt.Values, prompt.VirtualTokens, prompt.Width, prompt.Metadata, prompt.Source, head, headLocation) => Prompt = prompt;
 
     /// <summary>The prompt's values, (n, C).</summary>
     public SoftPrompt Prompt { get; }
@@ -236,27 +235,13 @@ public sealed class PlainTunedPrompt : TunedPrompt
     /// <inheritdoc/>
     public override PromptMethod Method => PromptMethod.Prompt;
     /// <inheritdoc/>
-    public override int VirtualTokens => Prompt.VirtualTokens;
-    /// <inheritdoc/>
     public override int InputRows => Prompt.VirtualTokens;
-    /// <inheritdoc/>
-    public override float[] Values => Prompt.Values;
-    /// <inheritdoc/>
-    public override int Width => Prompt.Width;
-    /// <inheritdoc/>
-    public override IReadOnlyDictionary<string, string> Metadata => Prompt.Metadata;
-    /// <inheritdoc/>
-    public override string? Source => Prompt.Source;
 
     /// <inheritdoc/>
     public override TunedPrompt WithHead(ClassifierHeadWeights? head) => new PlainTunedPrompt(Prompt, head, null);
 
     /// <inheritdoc/>
-    public override void SetValuesIn(TransformerEngine engine)
-    {
-        ArgumentNullException.ThrowIfNull(engine);
-        engine.SetPrompt(Prompt.Values);
-    }
+    public override void SetValuesIn(TransformerEngine engine) => (engine ?? throw new ArgumentNullException(nameof(engine))).SetPrompt(Prompt.Values);
 
     /// <inheritdoc/>
     public override PromptCompatibilityResult CheckCompatibility(ModelFolder model, bool allowMismatch) => PromptCompatibility.Check(Prompt, model, allowMismatch);
@@ -285,11 +270,8 @@ public sealed class PlainTunedPrompt : TunedPrompt
 /// a head. A prompt trained through prefix tuning's MLP is one of these, the MLP's output folded.</summary>
 public sealed class DeepTunedPrompt : TunedPrompt
 {
-    internal DeepTunedPrompt(DeepPrompt prompt, ClassifierHeadWeights? head, HeadLocation? headLocation) : base(head, headLocation)
-    {
-        ArgumentNullException.ThrowIfNull(prompt);
-        Prompt = prompt;
-    }
+    internal DeepTunedPrompt(DeepPrompt prompt, ClassifierHeadWeights? head, HeadLocation? headLocation)
+        : base(prompt.Values, prompt.VirtualTokens, prompt.Width, prompt.Metadata, prompt.Source, head, headLocation) => Prompt = prompt;
 
     /// <summary>The prompt's values, (Pv, L·2·KV·hs) in PEFT's layout.</summary>
     public DeepPrompt Prompt { get; }
@@ -297,27 +279,13 @@ public sealed class DeepTunedPrompt : TunedPrompt
     /// <inheritdoc/>
     public override PromptMethod Method => PromptMethod.Prefix;
     /// <inheritdoc/>
-    public override int VirtualTokens => Prompt.VirtualTokens;
-    /// <inheritdoc/>
     public override int InputRows => 0;
-    /// <inheritdoc/>
-    public override float[] Values => Prompt.Values;
-    /// <inheritdoc/>
-    public override int Width => Prompt.Width;
-    /// <inheritdoc/>
-    public override IReadOnlyDictionary<string, string> Metadata => Prompt.Metadata;
-    /// <inheritdoc/>
-    public override string? Source => Prompt.Source;
 
     /// <inheritdoc/>
     public override TunedPrompt WithHead(ClassifierHeadWeights? head) => new DeepTunedPrompt(Prompt, head, null);
 
     /// <inheritdoc/>
-    public override void SetValuesIn(TransformerEngine engine)
-    {
-        ArgumentNullException.ThrowIfNull(engine);
-        engine.SetPrefix(Prompt.ToEngineLayout());
-    }
+    public override void SetValuesIn(TransformerEngine engine) => (engine ?? throw new ArgumentNullException(nameof(engine))).SetPrefix(Prompt.ToEngineLayout());
 
     /// <inheritdoc/>
     public override PromptCompatibilityResult CheckCompatibility(ModelFolder model, bool allowMismatch) => PromptCompatibility.Check(Prompt, model, allowMismatch);
