@@ -37,7 +37,7 @@ internal static class EvalCommand
             using var model = ModelFolder.Open(parse.GetValue(task.Model)!);
             var tuned = MethodOption.Load(parse, prompt, methodOption, model, parse.GetValue(allow));
             var dataset = task.Load(parse, parse.GetValue(data)!, "--data");
-            var (_, verbalizer, encoder) = task.Build(parse, model, dataset, tuned?.InputRows ?? 0);
+            var (_, verbalizer, encoder) = task.Build(parse, model, dataset, tuned?.PromptRows ?? 0);
             var encoded = TaskOptions.Encode(encoder, dataset, parse.GetValue(examples));
             // A prompt trained with --head linear carries its classifier, which then scores the answer instead of the verbalizer.
             tuned?.CheckHeadLabels(verbalizer.Labels);

@@ -56,7 +56,7 @@ internal static class GenerateCommand
             using var engine = EngineFactory.ForInference(kernels, folder, tuned, 1, maxLength, sizingFlags: "--max-new-tokens");
             // Generation reads the LM head: a classifier head the prompt carries has no say here.
             tuned?.SetValuesIn(engine);
-            var promptRows = Enumerable.Range(0, tuned?.InputRows ?? 0).ToArray();
+            var promptRows = Enumerable.Range(0, tuned?.PromptRows ?? 0).ToArray();
             // Weights (or a prompt) holding NaN or infinities would decode to arbitrary tokens: say so instead.
             var probeRow = promptRows.Select(Slot.Prompt).Concat(tokens.Select((t, i) => Slot.Token(t, i == tokens.Count - 1 ? 0 : -1))).ToList();
             if (!engine.Logits(BatchBuilder.Build([probeRow])).All(float.IsFinite))

@@ -191,7 +191,7 @@ internal static class TrainCommand
         var validationData = task.Load(parse, validationPath, "--validation");
         var method = s.Config;
         // A deep prompt lives in the attention layers, so the rows hold no prompt slots.
-        var (template, verbalizer, encoder) = task.BuildAny(parse, model, trainData, method.InputRows);
+        var (template, verbalizer, encoder) = task.BuildAny(parse, model, trainData, method.PromptRows);
         if (method.LinearHead && verbalizer is null) throw new PromptEngineException("--head linear classifies: it needs a classification task (labels), not --task Generation");
         var trainExamples = TaskOptions.Encode(encoder, trainData, s.TrainExamples);
         var evalExamples = TaskOptions.Encode(encoder, validationData, s.EvalExamples);
