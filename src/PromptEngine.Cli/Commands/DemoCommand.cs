@@ -91,7 +91,7 @@ internal static class DemoCommand
 
     /// <summary>What one task's part of the demo measured.</summary>
     sealed record TaskResult(DemoTask Task, IReadOnlyList<EncodedExample> Test, Verbalizer Verbalizer, bool[] ZeroShotCorrect, bool[] TunedCorrect,
-        int[] TunedPredictions, TrainOutcome Training, string PromptPath, ClassifierHeadWeights? Head);
+        int[] TunedPredictions, TrainOutcome Training, string PromptPath, TunedPrompt Prompt);
 
     static TaskResult RunTask(DemoTask task, string modelFolder, string output)
     {
@@ -103,7 +103,7 @@ internal static class DemoCommand
         var test = TaskOptions.Encode(encoder, testData, task.TestExamples);
 
         console.Write(new Rule($"{task.Name}: zero-shot on the first {test.Count:N0} held-out test {task.Noun}"));
-        var zeroShot = Classify(model, null, null, verbalizer, test, "zero-shot");
+        var zeroShot = Classify(model, null, verbalizer, test, "zero-shot");
         console.Write(new Text(Accuracy("zero-shot", zeroShot.Correct) + Environment.NewLine));
 
         console.Write(new Rule($"{task.Name}: tuning a {task.PromptTokens}-token deep prompt, {task.Steps} steps of {BatchSize} {task.Noun}, best on {EvalExamples} validation {task.Noun}"));
@@ -117,11 +117,10 @@ internal static class DemoCommand
         TrainCommand.Report(outcome);
 
         console.Write(new Rule($"{task.Name}: the prompt chosen on validation, on the same {test.Count:N0} test {task.Noun}"));
-        var deep = DeepPromptFile.Load(outcome.PromptPath, model.Config);
-        var head = ClassifierHeadWeights.Read(outcome.PromptPath, model.Config.HiddenSize, verbalizer.Labels);
-        var tuned = Classify(model, deep, head, verbalizer, test, "tuned");
+        var prompt = TunedPrompt.Load(outcome.PromptPath, model.Config, PromptMethod.Prefix, verbalizer.Labels);
+        var tuned = Classify(model, prompt, verbalizer, test, "tuned");
         console.Write(new Text(Accuracy("tuned", tuned.Correct) + Environment.NewLine));
-        return new TaskResult(task, test, verbalizer, zeroShot.Correct, tuned.Correct, tuned.Predictions, outcome, outcome.PromptPath, head);
+        return new TaskResult(task, test, verbalizer, zeroShot.Correct, tuned.Correct, tuned.Predictions, outcome, outcome.PromptPath, prompt);
     }
 
     /// <summary>The task's options as <c>train</c> would parse them.</summary>
@@ -136,9 +135,9 @@ internal static class DemoCommand
         return (parse, options);
     }
 
-    /// <summary>Predictions on <paramref name="examples"/> under an optional deep prompt and classifier head (eval's code
-    /// path), with a progress bar.</summary>
-    static (bool[] Correct, int[] Predictions) Classify(ModelFolder model, DeepPrompt? prompt, ClassifierHeadWeights? head, Verbalizer verbalizer,
+    /// <summary>Predictions on <paramref name="examples"/> under an optional tuned prompt and its head (eval's code path), with
+    /// a progress bar.</summary>
+    static (bool[] Correct, int[] Predictions) Classify(ModelFolder model, TunedPrompt? prompt, Verbalizer verbalizer,
         IReadOnlyList<EncodedExample> examples, string what)
     {
         IReadOnlyList<int> predictions = [];
@@ -146,7 +145,7 @@ internal static class DemoCommand
             .Start(ctx =>
             {
                 var bar = ctx.AddTask(what, maxValue: examples.Count);
-                EvalCommand.Evaluate(model, null, verbalizer, examples, InferenceBatch, out _, out predictions, prompt, head, rows => bar.Increment(rows));
+                EvalCommand.Evaluate(model, prompt, verbalizer, examples, InferenceBatch, out _, out predictions, rows => bar.Increment(rows));
             });
         return (examples.Select((e, i) => predictions[i] == e.Label).ToArray(), predictions.ToArray());
     }
@@ -162,7 +161,8 @@ internal static class DemoCommand
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using var model = ModelFolder.Open(modelFolder);
-        var prompts = results.Select(r => DeepPromptFile.Load(r.PromptPath, model.Config)).ToArray();
+        // The engine's bank of several prompts for one batch holds deep prompts (the demo's method).
+        var prompts = results.Select(r => (r.Prompt as DeepTunedPrompt ?? throw new InvalidOperationException($"demo: {r.PromptPath} is not a deep prompt")).Prompt).ToArray();
         var words = results.SelectMany(r => r.Verbalizer.TokenIds).ToArray();
         if (words.Distinct().Count() != words.Length) throw new InvalidOperationException("demo: the two tasks' label words share a token");
         var offsets = results.Select((r, i) => results.Take(i).Sum(p => p.Verbalizer.TokenIds.Length)).ToArray();
@@ -173,7 +173,7 @@ internal static class DemoCommand
             MaxVerbalizer: Math.Max(16, words.Length), PrefixTokens: prompts[0].VirtualTokens, DeepPrompts: prompts.Length));
         if (prompts.Any(p => p.VirtualTokens != prompts[0].VirtualTokens)) throw new InvalidOperationException("demo: the deep prompts differ in length");
         engine.SetDeepPrompts(prompts.Select(p => p.ToEngineLayout()).ToArray());
-        var heads = results.All(r => r.Head is not null);
+        var heads = results.All(r => r.Prompt.Head is not null);
         var served = new int[results.Count];
         var correct = new int[results.Count];
         var same = new int[results.Count];
@@ -192,7 +192,7 @@ internal static class DemoCommand
                         var (t, i) = chunk[s];
                         int R = results[t].Verbalizer.TokenIds.Length;
                         var predicted = heads
-                            ? ClassificationMetrics.Predict(ApplyHead(results[t].Head!, scores.AsSpan(s * model.Config.HiddenSize, model.Config.HiddenSize)), R)[0]
+                            ? ClassificationMetrics.Predict(ApplyHead(results[t].Prompt.Head!, scores.AsSpan(s * model.Config.HiddenSize, model.Config.HiddenSize)), R)[0]
                             : ClassificationMetrics.Predict(scores.AsSpan(s * words.Length + offsets[t], R), R)[0];
                         served[t]++;
                         if (predicted == results[t].Test[i].Label) correct[t]++;

@@ -35,30 +35,23 @@ internal static class EvalCommand
         command.SetAction(parse => CliRunner.Run(() =>
         {
             using var model = ModelFolder.Open(parse.GetValue(task.Model)!);
-            var deep = MethodOption.Parse(parse.GetValue(methodOption)) == PromptMethod.Prefix;
-            if (deep && parse.GetValue(prompt) is null) throw new PromptEngineException("--method prefix needs --prompt (a deep-prompt file or a PEFT PREFIX_TUNING adapter folder)");
-            var deepPrompt = deep ? MethodOption.LoadDeep(parse.GetValue(prompt)!, model.Config) : null;
-            if (deepPrompt is not null && PromptCompatibility.Check(deepPrompt, model, parse.GetValue(allow)).Warning is { } deepWarning)
-                CliRunner.Error.WriteLine($"warning: {deepWarning}");
-            var soft = !deep && parse.GetValue(prompt) is { } path ? PromptCommand.LoadAny(path, model.Config.HiddenSize, "--prompt") : null;
-            if (soft is not null && PromptCompatibility.Check(soft, model, parse.GetValue(allow)).Warning is { } warning)
-                CliRunner.Error.WriteLine($"warning: {warning}");
+            var tuned = MethodOption.Load(parse, prompt, methodOption, model, parse.GetValue(allow));
             var dataset = task.Load(parse, parse.GetValue(data)!, "--data");
-            var (_, verbalizer, encoder) = task.Build(parse, model, dataset, soft?.VirtualTokens ?? 0);
+            var (_, verbalizer, encoder) = task.Build(parse, model, dataset, tuned?.PromptRows ?? 0);
             var encoded = TaskOptions.Encode(encoder, dataset, parse.GetValue(examples));
             // A prompt trained with --head linear carries its classifier, which then scores the answer instead of the verbalizer.
-            var head = parse.GetValue(prompt) is { } promptPath ? LoadHead(promptPath, model.Config.HiddenSize, verbalizer.Labels) : null;
-            if (deepPrompt is not null && encoded.Count > 0 && deepPrompt.VirtualTokens + encoded.Max(e => e.Length) > model.Config.MaxPositions)
-                throw new UsageException($"the deep prompt's {deepPrompt.VirtualTokens} positions + rows of up to {encoded.Max(e => e.Length)} positions exceed the model's {model.Config.MaxPositions}; lower --max-length");
+            tuned?.CheckHeadLabels(verbalizer.Labels);
+            if (tuned is not null && encoded.Count > 0 && tuned.PrefixTokens + encoded.Max(e => e.Length) > model.Config.MaxPositions)
+                throw new UsageException($"the deep prompt's {tuned.PrefixTokens} positions + rows of up to {encoded.Max(e => e.Length)} positions exceed the model's {model.Config.MaxPositions}; lower --max-length");
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var report = Evaluate(model, soft, verbalizer, encoded, parse.GetValue(batch), out var metrics, deepPrompt, head);
+            var report = Evaluate(model, tuned, verbalizer, encoded, parse.GetValue(batch), out var metrics);
             if (parse.GetValue(json))
             {
                 CliRunner.Out.Profile.Width = int.MaxValue;
                 CliRunner.Out.Write(new Text(JsonSerializer.Serialize(new
                 {
-                    accuracy = report.Metric, loss = report.Loss, examples = encoded.Count, prompt_tokens = soft?.VirtualTokens ?? deepPrompt?.VirtualTokens ?? 0,
-                    method = deep ? "prefix" : "prompt", head = head is null ? HeadOption.None : HeadOption.Linear, details = report.Details,
+                    accuracy = report.Metric, loss = report.Loss, examples = encoded.Count, prompt_tokens = tuned?.VirtualTokens ?? 0,
+                    method = MethodOption.Name(tuned?.Method ?? PromptMethod.Prompt), head = tuned?.Head is null ? HeadOption.None : HeadOption.Linear, details = report.Details,
                     labels = metrics.Labels,
                     confusion = Enumerable.Range(0, metrics.Labels.Count).Select(g => Enumerable.Range(0, metrics.Labels.Count).Select(p => metrics.Confusion[g, p]).ToArray()).ToArray(),
                     seconds = clock.Elapsed.TotalSeconds,
@@ -67,7 +60,7 @@ internal static class EvalCommand
             else
             {
                 CliRunner.Out.Write(new Text(string.Create(CultureInfo.InvariantCulture,
-                    $"{encoded.Count} examples, {(deep ? "deep prompt" : "prompt")} {soft?.VirtualTokens ?? deepPrompt?.VirtualTokens ?? 0} virtual tokens{(head is null ? "" : ", linear head")}, loss {report.Loss:F4}, {clock.Elapsed.TotalSeconds:F1} s") + Environment.NewLine));
+                    $"{encoded.Count} examples, {MethodOption.Noun(tuned?.Method ?? PromptMethod.Prompt)} {tuned?.VirtualTokens ?? 0} virtual tokens{(tuned?.Head is null ? "" : ", linear head")}, loss {report.Loss:F4}, {clock.Elapsed.TotalSeconds:F1} s") + Environment.NewLine));
                 CliRunner.Out.Write(new Text(metrics.ToTable() + Environment.NewLine));
             }
             return 0;
@@ -75,42 +68,28 @@ internal static class EvalCommand
         return command;
     }
 
-    /// <summary>The classifier head a prompt file or PEFT adapter folder carries, or null (none, or a bank entry).</summary>
-    /// <exception cref="PromptEngineException">A head that does not fit the model's width or the task's labels, named by file and tensor.</exception>
-    public static ClassifierHeadWeights? LoadHead(string promptPath, int width, IReadOnlyList<string> labels) =>
-        Directory.Exists(promptPath) ? PeftAdapter.LoadHead(promptPath, width, labels)
-        : File.Exists(promptPath) ? ClassifierHeadWeights.Read(promptPath, width, labels) : null;
-
-    /// <summary>Builds an inference engine sized for the examples and evaluates them (through <paramref name="head"/> when given).</summary>
-    public static EvalReport Evaluate(ModelFolder model, SoftPrompt? prompt, Training.Data.Verbalizer verbalizer,
-        IReadOnlyList<Training.Data.EncodedExample> examples, int batchSize, out Training.Metrics.ClassificationMetrics metrics, DeepPrompt? deepPrompt = null,
-        ClassifierHeadWeights? head = null) =>
-        Evaluate(model, prompt, verbalizer, examples, batchSize, out metrics, out _, deepPrompt, head);
+    /// <summary>Builds an inference engine sized for the examples and evaluates them under <paramref name="prompt"/> (and its
+    /// head), or zero-shot without one.</summary>
+    public static EvalReport Evaluate(ModelFolder model, TunedPrompt? prompt, Training.Data.Verbalizer verbalizer,
+        IReadOnlyList<Training.Data.EncodedExample> examples, int batchSize, out Training.Metrics.ClassificationMetrics metrics) =>
+        Evaluate(model, prompt, verbalizer, examples, batchSize, out metrics, out _);
 
     /// <summary>As above, also giving each example's predicted label index (in the examples' order) and reporting the rows
     /// of each finished batch to <paramref name="rowsDone"/>.</summary>
-    public static EvalReport Evaluate(ModelFolder model, SoftPrompt? prompt, Training.Data.Verbalizer verbalizer,
+    public static EvalReport Evaluate(ModelFolder model, TunedPrompt? prompt, Training.Data.Verbalizer verbalizer,
         IReadOnlyList<Training.Data.EncodedExample> examples, int batchSize, out Training.Metrics.ClassificationMetrics metrics,
-        out IReadOnlyList<int> predictions, DeepPrompt? deepPrompt = null, ClassifierHeadWeights? head = null, Action<int>? rowsDone = null)
+        out IReadOnlyList<int> predictions, Action<int>? rowsDone = null)
     {
         if (examples.Count == 0) throw new PromptEngineException("no examples to evaluate");
         // No batch holds more rows than there are examples, so the engine is sized by the examples, not by the flag.
         batchSize = Math.Min(batchSize, examples.Count);
         using var kernels = KernelContext.Create(KernelBackend.Auto);
-        using var engine = EngineFactory.Create(kernels, model, new EngineOptions(batchSize, examples.Max(e => e.Length), prompt?.VirtualTokens ?? 0,
-            Training: false, MaxVerbalizer: Math.Max(16, verbalizer.TokenIds.Length), PrefixTokens: deepPrompt?.VirtualTokens ?? 0));
-        if (prompt is not null) engine.SetPrompt(prompt.Values);
-        if (deepPrompt is not null) engine.SetPrefix(deepPrompt.ToEngineLayout());
-        using var classifier = head is null ? null : new ClassifierHead(kernels, model.Config.HiddenSize, head.Labels);
-        if (classifier is not null)
-        {
-            classifier.SetParameters([.. head!.Weight, .. head.Bias]);
-            engine.AttachHead(classifier);
-        }
+        using var engine = EngineFactory.ForInference(kernels, model, prompt, batchSize, examples.Max(e => e.Length), Math.Max(16, verbalizer.TokenIds.Length));
+        using var classifier = prompt?.ApplyTo(engine);
         // Weights (or a prompt) holding NaN or infinities give logits no label can be read from: say so before evaluating.
         var probe = engine.Logits(Training.Data.TemplateEncoder.BuildBatch(examples, [0], verbalizer));
         if (!probe.All(float.IsFinite))
-            throw new PromptEngineException($"{model.Path}: the model{(prompt is null && deepPrompt is null ? "" : " with this prompt")} gives non-finite logits (NaN or infinity) on the first example; its weights or the prompt's values are not finite");
+            throw new PromptEngineException($"{model.Path}: the model{(prompt is null ? "" : " with this prompt")} gives non-finite logits (NaN or infinity) on the first example; its weights or the prompt's values are not finite");
         var evaluator = new ClassificationEvaluator(examples, verbalizer, batchSize, rowsDone);
         var report = evaluator.Evaluate(engine);
         metrics = evaluator.LastMetrics!;

@@ -13,7 +13,7 @@ internal static class GenerateCommand
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "Hugging Face model folder.", Required = true };
-        var prompt = new Option<string?>("--prompt") { Description = "Prompt file placed before the text (prefix)." };
+        var prompt = new Option<string?>("--prompt") { Description = "Prompt file, bank#name or PEFT adapter folder, placed before the text (prefix)." };
         var input = new Option<string?>("--input") { Description = "Text to continue; without it generation starts from BOS." };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate at most; prompt, input and new tokens must fit the model's context.", Required = true };
         var allow = new Option<bool>("--allow-model-mismatch") { Description = "Use a prompt whose fingerprint names another model of the same width." };
@@ -37,21 +37,13 @@ internal static class GenerateCommand
         command.SetAction(parse => CliRunner.Run(() =>
         {
             using var folder = ModelFolder.Open(parse.GetValue(model)!);
-            var deep = MethodOption.Parse(parse.GetValue(methodOption)) == PromptMethod.Prefix;
-            if (deep && parse.GetValue(prompt) is null) throw new PromptEngineException("--method prefix needs --prompt (a deep-prompt file or a PEFT PREFIX_TUNING adapter folder)");
-            var deepPrompt = deep ? MethodOption.LoadDeep(parse.GetValue(prompt)!, folder.Config) : null;
-            if (deepPrompt is not null && PromptCompatibility.Check(deepPrompt, folder, parse.GetValue(allow)).Warning is { } deepWarning)
-                CliRunner.Error.WriteLine($"warning: {deepWarning}");
-            if (!deep && parse.GetValue(prompt) is { } file) PathChecks.InputFile("--prompt", file);
-            var soft = !deep && parse.GetValue(prompt) is { } path ? PromptFile.Load(path, folder.Config.HiddenSize) : null;
-            if (soft is not null && PromptCompatibility.Check(soft, folder, parse.GetValue(allow)).Warning is { } warning)
-                CliRunner.Error.WriteLine($"warning: {warning}");
+            var tuned = MethodOption.Load(parse, prompt, methodOption, folder, parse.GetValue(allow));
             var tokenizer = folder.Tokenizer;
             var text = parse.GetValue(input) ?? "";
             var tokens = tokenizer.Encode(text, addBos: tokenizer.BosId >= 0).ToList();
             if (tokens.Count == 0) throw new PromptEngineException("nothing to start from: the tokenizer has no BOS and --input is empty");
             // Prompt rows sit in the row; a deep prompt's virtual tokens take cache slots and positions the same way.
-            var n = soft?.VirtualTokens ?? deepPrompt?.VirtualTokens ?? 0;
+            var n = tuned?.VirtualTokens ?? 0;
             var context = folder.Config.ContextLength;
             if (n + tokens.Count >= context)
                 throw new PromptEngineException($"prompt {n} + input {tokens.Count} tokens leave no room in the model's {context} positions");
@@ -61,14 +53,15 @@ internal static class GenerateCommand
                 throw new UsageException($"--max-new-tokens {parse.GetValue(maxNew)} does not fit: prompt {n} + input {tokens.Count} tokens leave room for {room} new tokens in the model's {context} positions");
             var maxLength = Math.Min(context, n + tokens.Count + parse.GetValue(maxNew));
             using var kernels = KernelContext.Create(KernelBackend.Auto);
-            using var engine = EngineFactory.Create(kernels, folder, new EngineOptions(1, maxLength, deep ? 0 : n, Training: false, PrefixTokens: deep ? n : 0), "--max-new-tokens");
-            if (soft is not null) engine.SetPrompt(soft.Values);
-            if (deepPrompt is not null) engine.SetPrefix(deepPrompt.ToEngineLayout());
+            using var engine = EngineFactory.ForInference(kernels, folder, tuned, 1, maxLength, sizingFlags: "--max-new-tokens");
+            // Generation reads the LM head: a classifier head the prompt carries has no say here.
+            tuned?.SetValuesIn(engine);
+            var promptRows = Enumerable.Range(0, tuned?.PromptRows ?? 0).ToArray();
             // Weights (or a prompt) holding NaN or infinities would decode to arbitrary tokens: say so instead.
-            var probeRow = Enumerable.Range(0, deep ? 0 : n).Select(Slot.Prompt).Concat(tokens.Select((t, i) => Slot.Token(t, i == tokens.Count - 1 ? 0 : -1))).ToList();
+            var probeRow = promptRows.Select(Slot.Prompt).Concat(tokens.Select((t, i) => Slot.Token(t, i == tokens.Count - 1 ? 0 : -1))).ToList();
             if (!engine.Logits(BatchBuilder.Build([probeRow])).All(float.IsFinite))
-                throw new PromptEngineException($"{folder.Path}: the model{(soft is null && deepPrompt is null ? "" : " with this prompt")} gives non-finite logits (NaN or infinity); its weights or the prompt's values are not finite");
-            var generated = Generator.Generate(engine, tokens, Enumerable.Range(0, deep ? 0 : n).ToArray(),
+                throw new PromptEngineException($"{folder.Path}: the model{(tuned is null ? "" : " with this prompt")} gives non-finite logits (NaN or infinity); its weights or the prompt's values are not finite");
+            var generated = Generator.Generate(engine, tokens, promptRows,
                 new SamplingOptions(parse.GetValue(maxNew), parse.GetValue(temperature), parse.GetValue(seed), tokenizer.EosId >= 0 ? tokenizer.EosId : null,
                     parse.GetValue(topK), parse.GetValue(topP) ?? 1f));
             // The text is the result, not a layout: no wrapping at the console's width, whether stdout is a terminal or a pipe.

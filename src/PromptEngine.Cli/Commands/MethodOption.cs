@@ -23,7 +23,26 @@ internal static class MethodOption
     /// <summary>The method a (validated) option value names.</summary>
     public static PromptMethod Parse(string? value) => value == "prefix" ? PromptMethod.Prefix : PromptMethod.Prompt;
 
-    /// <summary>A deep prompt from a PEFT PREFIX_TUNING adapter folder or a deep-prompt file, checked against the model.</summary>
-    public static DeepPrompt LoadDeep(string path, TransformerConfig config) =>
-        Directory.Exists(path) ? PeftAdapter.LoadPrefix(path, config) : DeepPromptFile.Load(path, config);
+    /// <summary>The option value that names <paramref name="method"/>: "prompt" or "prefix".</summary>
+    public static string Name(PromptMethod method) => method == PromptMethod.Prefix ? "prefix" : "prompt";
+
+    /// <summary>What a message calls a prompt of <paramref name="method"/>: "prompt" or "deep prompt".</summary>
+    public static string Noun(PromptMethod method) => method == PromptMethod.Prefix ? "deep prompt" : "prompt";
+
+    /// <summary>The tuned prompt <paramref name="prompt"/> names (a prompt file, a PEFT adapter folder or bank.safetensors#name),
+    /// of the method <paramref name="method"/> says, with its head; checked against the model (a warning printed for a
+    /// mismatch allowed). Null without <c>--prompt</c>.</summary>
+    /// <exception cref="PromptEngineException">--method prefix without --prompt, no such file, a prompt of the other method,
+    /// or one that does not fit the model.</exception>
+    public static TunedPrompt? Load(ParseResult parse, Option<string?> prompt, Option<string> method, ModelFolder model, bool allowMismatch)
+    {
+        var expected = Parse(parse.GetValue(method));
+        if (parse.GetValue(prompt) is not { } path)
+            return expected == PromptMethod.Prefix
+                ? throw new PromptEngineException("--method prefix needs --prompt (a deep-prompt file or a PEFT PREFIX_TUNING adapter folder)") : null;
+        PathChecks.PromptInput("--prompt", path);
+        var tuned = TunedPrompt.Load(path, model.Config, expected);
+        if (tuned.CheckCompatibility(model, allowMismatch).Warning is { } warning) CliRunner.Error.WriteLine($"warning: {warning}");
+        return tuned;
+    }
 }

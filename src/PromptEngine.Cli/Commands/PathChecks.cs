@@ -13,6 +13,14 @@ internal static class PathChecks
         if (!File.Exists(path)) throw new PromptEngineException($"{flag} {path}: no such file");
     }
 
+    /// <summary>A prompt to read: a file, a PEFT adapter folder, or <c>bank.safetensors#name</c> of an existing file.</summary>
+    public static void PromptInput(string flag, string path)
+    {
+        var hash = path.LastIndexOf('#');
+        if (!File.Exists(path) && !Directory.Exists(path) && !(hash > 0 && File.Exists(path[..hash])))
+            throw new PromptEngineException($"{flag} {path}: no such file or folder");
+    }
+
     /// <summary>An output folder: not a file, not under a file.</summary>
     public static void OutputFolder(string flag, string path)
     {

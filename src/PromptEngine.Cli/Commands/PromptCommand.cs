@@ -18,21 +18,6 @@ internal static class PromptCommand
         return command;
     }
 
-    /// <summary>A prompt file, a PEFT adapter folder, or one prompt of a bank as <c>bank.safetensors#name</c>.</summary>
-    public static SoftPrompt LoadAny(string path, int? width = null, string flag = "prompt")
-    {
-        if (Directory.Exists(path)) return PeftAdapter.Load(path, width);
-        var hash = path.LastIndexOf('#');
-        if (hash > 0 && !File.Exists(path) && File.Exists(path[..hash]))
-        {
-            if (!IsBank(path[..hash]))
-                throw new PromptEngineException($"{path[..hash]} is a single prompt file, not a prompt bank; give it without '#{path[(hash + 1)..]}'");
-            return PromptBank.Load(path[..hash]).Get(path[(hash + 1)..]);
-        }
-        if (!File.Exists(path)) throw new PromptEngineException($"{flag} {path}: no such file or folder");
-        return PromptFile.Load(path, width);
-    }
-
     static Command Inspect()
     {
         var path = new Argument<string>("path") { Description = "Prompt file, prompt bank, or PEFT adapter folder." };
@@ -50,7 +35,8 @@ internal static class PromptCommand
                 console.Write(table);
                 return 0;
             }
-            var prompt = LoadAny(target);
+            PathChecks.PromptInput("prompt", target);
+            var prompt = TunedPrompt.Load(target, null);
             var values = prompt.Values;
             double mean = values.Average(), std = Math.Sqrt(values.Select(v => (v - mean) * (v - mean)).Average());
             var summary = new Table().AddColumns("field", "value").HideHeaders();
@@ -73,17 +59,14 @@ internal static class PromptCommand
 
     static Command Export()
     {
-        var path = new Argument<string>("prompt") { Description = "Prompt file (or bank.safetensors#name)." };
+        var path = new Argument<string>("prompt") { Description = "Prompt file, deep-prompt file (or bank.safetensors#name); a head trained with it goes along." };
         var model = new Option<string>("--model") { Description = "The base model folder the prompt was trained for.", Required = true };
         var output = new Option<string>("--peft") { Description = "Adapter folder to write (adapter_model.safetensors + adapter_config.json).", Required = true };
         var allow = new Option<bool>("--allow-model-mismatch") { Description = "Export even if the prompt's fingerprint names another model." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace an adapter already in the --peft folder." };
-        var command = new Command("export", "Write a prompt as a Hugging Face PEFT prompt-tuning adapter.\nExample: promptengine prompt export best_prompt.safetensors --model stories15M --peft adapter/");
+        var command = new Command("export", "Write a prompt as a Hugging Face PEFT adapter (PROMPT_TUNING, or PREFIX_TUNING for a deep prompt; SEQ_CLS with a head).\nExample: promptengine prompt export best_prompt.safetensors --model stories15M --peft adapter/");
         command.Arguments.Add(path);
-        command.Options.Add(model);
-        command.Options.Add(output);
-        command.Options.Add(allow);
-        command.Options.Add(overwrite);
+        foreach (var option in new Option[] { model, output, allow, overwrite }) command.Options.Add(option);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var target = parse.GetValue(output)!;
@@ -93,10 +76,11 @@ internal static class PromptCommand
             if (!parse.GetValue(overwrite) && written.FirstOrDefault(File.Exists) is { } existing)
                 throw new UsageException($"--peft {target} already holds an adapter ({Path.GetFileName(existing)}); add --overwrite to replace it, or choose another folder");
             using var folder = ModelFolder.Open(parse.GetValue(model)!);
-            var prompt = LoadAny(parse.GetValue(path)!, folder.Config.HiddenSize);
-            var check = PromptCompatibility.Check(prompt, folder, parse.GetValue(allow));
+            PathChecks.PromptInput("prompt", parse.GetValue(path)!);
+            var prompt = TunedPrompt.Load(parse.GetValue(path)!, folder.Config);
+            var check = prompt.CheckCompatibility(folder, parse.GetValue(allow));
             if (check.Warning is { } warning) CliRunner.Error.WriteLine($"warning: {warning}");
-            PeftAdapter.Save(parse.GetValue(output)!, prompt, folder);
+            prompt.ExportPeft(parse.GetValue(output)!, folder);
             CliRunner.Out.Write(new Text($"wrote {parse.GetValue(output)} ({prompt.VirtualTokens} virtual tokens × {prompt.Width})" + Environment.NewLine));
             return 0;
         }));
@@ -105,15 +89,13 @@ internal static class PromptCommand
 
     static Command Import()
     {
-        var path = new Argument<string>("adapter") { Description = "PEFT adapter folder (PROMPT_TUNING)." };
+        var path = new Argument<string>("adapter") { Description = "PEFT adapter folder (PROMPT_TUNING, or PREFIX_TUNING with --model)." };
         var output = new Option<string>("--out") { Description = "Prompt file to write.", Required = true };
         var model = new Option<string?>("--model") { Description = "Base model folder; records its fingerprint in the prompt and checks the width." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace an existing --out file." };
-        var command = new Command("import", "Read a Hugging Face PEFT prompt-tuning adapter into a prompt file.\nExample: promptengine prompt import adapter/ --out prompt.safetensors --model stories15M");
+        var command = new Command("import", "Read a Hugging Face PEFT prompt-tuning or prefix-tuning adapter into a prompt file.\nExample: promptengine prompt import adapter/ --out prompt.safetensors --model stories15M");
         command.Arguments.Add(path);
-        command.Options.Add(output);
-        command.Options.Add(model);
-        command.Options.Add(overwrite);
+        foreach (var option in new Option[] { output, model, overwrite }) command.Options.Add(option);
         command.SetAction(parse => CliRunner.Run(() =>
         {
             var target = parse.GetValue(output)!;
@@ -122,8 +104,8 @@ internal static class PromptCommand
             if (File.Exists(target) && !parse.GetValue(overwrite))
                 throw new UsageException($"--out {target} already exists; add --overwrite to replace it, or choose another file");
             using var folder = parse.GetValue(model) is { } m ? ModelFolder.Open(m) : null;
-            var prompt = PeftAdapter.Load(parse.GetValue(path)!, folder?.Config.HiddenSize);
-            PromptFile.Save(parse.GetValue(output)!, prompt, folder);
+            var prompt = TunedPrompt.ImportPeft(parse.GetValue(path)!, folder?.Config);
+            prompt.Save(parse.GetValue(output)!, folder);
             CliRunner.Out.Write(new Text($"wrote {parse.GetValue(output)} ({prompt.VirtualTokens} virtual tokens × {prompt.Width})" + Environment.NewLine));
             return 0;
         }));

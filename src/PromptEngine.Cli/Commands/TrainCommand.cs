@@ -18,7 +18,11 @@ internal sealed record TrainSettings(
     string OutputDirectory, int PromptTokens, string Init, string? InitText, string? InitFile, int Steps, int BatchSize, int Accumulation,
     float LearningRate, string Schedule, int WarmupSteps, float WeightDecay, float MaxGradNorm, int EvalEvery, int EvalExamples,
     int Patience, int CheckpointEvery, ulong Seed, int TrainExamples, MetricsFormat Metrics, bool Resume, bool AllowModelMismatch, int StopAfter = 0,
-    PromptMethod Method = PromptMethod.Prompt, int PrefixProjection = 0, string Head = HeadOption.None, float HeadLearningRate = HeadOption.DefaultLearningRate);
+    PromptMethod Method = PromptMethod.Prompt, int PrefixProjection = 0, string Head = HeadOption.None, float HeadLearningRate = HeadOption.DefaultLearningRate)
+{
+    /// <summary>The prompt method the flags choose.</summary>
+    public PromptConfig Config => new(Method, PromptTokens, PrefixProjection, Head == HeadOption.Linear);
+}
 
 /// <summary>The <c>--head</c> and <c>--head-lr</c> options of train.</summary>
 internal static class HeadOption
@@ -179,59 +183,36 @@ internal static class TrainCommand
         var console = CliRunner.Out;
         if (s.WarmupSteps > s.Steps) throw new UsageException($"--warmup {s.WarmupSteps} is longer than the run's --steps {s.Steps}");
         CheckOutput(parse, task, trainPath, validationPath, s, replacePrevious);
-        if (s.InitFile is { } initFile && PromptInit.TryParseMethod(s.Init, out var initMethod) && initMethod == PromptInitMethod.File && !Directory.Exists(initFile))
+        PromptInit.TryParseMethod(s.Init, out var initMethod);
+        if (s.InitFile is { } initFile && initMethod == PromptInitMethod.File && !Directory.Exists(initFile))
             PathChecks.InputFile("--init-file", initFile);
         using var model = ModelFolder.Open(parse.GetValue(task.Model)!);
         var trainData = task.Load(parse, trainPath, "--train");
         var validationData = task.Load(parse, validationPath, "--validation");
+        var method = s.Config;
         // A deep prompt lives in the attention layers, so the rows hold no prompt slots.
-        var deep = s.Method == PromptMethod.Prefix;
-        var (template, verbalizer, encoder) = task.BuildAny(parse, model, trainData, deep ? 0 : s.PromptTokens);
-        var withHead = s.Head == HeadOption.Linear;
-        if (withHead && verbalizer is null) throw new PromptEngineException("--head linear classifies: it needs a classification task (labels), not --task Generation");
+        var (template, verbalizer, encoder) = task.BuildAny(parse, model, trainData, method.PromptRows);
+        if (method.LinearHead && verbalizer is null) throw new PromptEngineException("--head linear classifies: it needs a classification task (labels), not --task Generation");
         var trainExamples = TaskOptions.Encode(encoder, trainData, s.TrainExamples);
         var evalExamples = TaskOptions.Encode(encoder, validationData, s.EvalExamples);
         foreach (var (name, report) in new[] { (trainPath, trainData.Report), (validationPath, validationData.Report) })
             if (report.Malformed > 0) CliRunner.Error.WriteLine($"warning: {name}: skipped {report.Malformed} malformed line(s), e.g. {report.MalformedSamples.FirstOrDefault()}");
         var lengthLimit = Math.Max(trainExamples.Max(e => e.Length), evalExamples.Max(e => e.Length));
-        if (deep && s.PromptTokens + lengthLimit > model.Config.MaxPositions)
+        if (method.PrefixTokens + lengthLimit > model.Config.MaxPositions)
             throw new UsageException($"--prompt-tokens {s.PromptTokens} deep-prompt positions + rows of up to {lengthLimit} positions exceed the model's {model.Config.MaxPositions}; lower --prompt-tokens or --max-length");
 
         // The prompt: initialised (or resumed from the checkpoint by the trainer).
-        PromptInit.TryParseMethod(s.Init, out var method);
-        var initializer = new PromptInit(model);
-        // Deep prompts start random (as PEFT's PrefixEncoder embedding does; --init vocab also means random for them) or from a file;
-        // with --prefix-projection the MLP's seeded parameters make the prefix instead.
-        if (s.PrefixProjection > 0 && (!deep || method == PromptInitMethod.File))
-            throw new PromptEngineException("--prefix-projection needs --method prefix and a random start (not --init file)");
-        var projected = s.PrefixProjection > 0;
-        var deepPrompt = !deep || projected ? null : method == PromptInitMethod.File ? MethodOption.LoadDeep(s.InitFile!, model.Config)
-            : DeepPrompt.Random(model.Config, s.PromptTokens, unchecked((int)s.Seed));
-        if (deepPrompt is not null && deepPrompt.VirtualTokens != s.PromptTokens)
-            throw new PromptEngineException($"--init-file {s.InitFile} has {deepPrompt.VirtualTokens} virtual tokens, --prompt-tokens says {s.PromptTokens}");
-        SoftPrompt? prompt = deep ? null : method switch
-        {
-            PromptInitMethod.Random => initializer.Random(s.PromptTokens, unchecked((int)s.Seed)),
-            PromptInitMethod.Text => initializer.FromText(s.InitText!, s.PromptTokens),
-            PromptInitMethod.File => initializer.FromFile(s.InitFile!, s.AllowModelMismatch),
-            _ => initializer.SampledVocabulary(s.PromptTokens, unchecked((int)s.Seed)),
-        };
-        if (prompt is not null && prompt.VirtualTokens != s.PromptTokens)
-            throw new PromptEngineException($"--init-file {s.InitFile} has {prompt.VirtualTokens} virtual tokens, --prompt-tokens says {s.PromptTokens}");
+        var initial = method.Initial(model, initMethod, unchecked((int)s.Seed), s.InitText, s.InitFile, s.AllowModelMismatch);
+        if (initial is not null && initial.VirtualTokens != s.PromptTokens)
+            throw new PromptEngineException($"--init-file {s.InitFile} has {initial.VirtualTokens} virtual tokens, --prompt-tokens says {s.PromptTokens}");
 
         using var kernels = KernelContext.Create(KernelBackend.Auto);
         // A batch never holds more rows than there are examples (the sampler's batches of a smaller set are the whole set),
         // so the engine is sized by what the data needs, not by the flag.
         var rows = Math.Max(Math.Min(s.BatchSize, trainExamples.Count), Math.Min(s.BatchSize, evalExamples.Count));
-        using var engine = EngineFactory.Create(kernels, model, new EngineOptions(rows, lengthLimit, deep ? 0 : s.PromptTokens,
-            MaxVerbalizer: Math.Max(16, verbalizer?.TokenIds.Length ?? 0), PrefixTokens: deep ? s.PromptTokens : 0));
-        using var projection = projected ? new PrefixProjection(kernels, model.Config, s.PromptTokens, s.PrefixProjection, unchecked((int)s.Seed)) : null;
-        if (projection is not null) projection.Forward(engine);
-        else if (deep) engine.SetPrefix(deepPrompt!.ToEngineLayout());
-        else engine.SetPrompt(prompt!.Values);
-        // The head starts as the zero-shot verbalizer (the label words' LM-head rows, bias 0); see ClassifierHead.
-        using var head = withHead ? ClassifierHead.FromLabelWords(engine, verbalizer!.Labels, verbalizer.TokenIds) : null;
-        engine.AttachHead(head);
+        using var engine = EngineFactory.Create(kernels, model, method.EngineOptions(rows, lengthLimit, Math.Max(16, verbalizer?.TokenIds.Length ?? 0)));
+        // A head starts as the zero-shot verbalizer (the label words' LM-head rows, bias 0); see ClassifierHead.
+        using var trainable = method.Create(engine, initial, unchecked((int)s.Seed), verbalizer?.Labels, verbalizer?.TokenIds);
         var classification = verbalizer is null ? null : new ClassificationEvaluator(evalExamples, verbalizer, s.BatchSize);
         IEvaluator evaluator = classification ?? (IEvaluator)new LossEvaluator(evalExamples, s.BatchSize);
         double? before = null;
@@ -242,20 +223,14 @@ internal static class TrainCommand
         }
 
         var schedule = LearningRateSchedule.Create(s.Schedule, s.LearningRate, s.WarmupSteps);
-        IReadOnlyDictionary<string, string> initMetadata = projection is not null
-            ? new Dictionary<string, string> { [PromptMetadata.InitMethod] = "random", [PromptMetadata.InitSeed] = unchecked((int)s.Seed).ToString(CultureInfo.InvariantCulture) }
-            : deep ? deepPrompt!.Metadata : prompt!.Metadata;
-        var promptMetadata = PromptMetadata.ForModel(model).Concat(initMetadata.Where(p => p.Key.StartsWith("init", StringComparison.Ordinal)))
+        var promptMetadata = PromptMetadata.ForModel(model).Concat(trainable.InitMetadata.Where(p => p.Key.StartsWith("init", StringComparison.Ordinal)))
             .GroupBy(p => p.Key).ToDictionary(g => g.Key, g => g.First().Value);
-        // Provenance: the saved deep prompt is the MLP's output, folded (the trainer records it too on the best prompt).
-        if (projection is not null) promptMetadata[PromptMetadata.Reparameterisation] = projection.Reparameterisation;
         var runSettings = new { s.PromptTokens, s.Init, s.InitText, s.InitFile, s.Steps, s.BatchSize, s.Accumulation, s.LearningRate, s.Schedule, s.WarmupSteps,
             s.WeightDecay, s.MaxGradNorm, s.EvalEvery, s.EvalExamples, s.Patience, s.Seed, s.TrainExamples, template = task.TemplateText(parse), kind = parse.GetValue(task.Task),
             labels = verbalizer?.Labels, maxLength = parse.GetValue(task.MaxLength), trainPath = Path.GetFullPath(trainPath), validationPath = Path.GetFullPath(validationPath),
             model = ModelFingerprint.Compute(model),
-            // The projection joins the method's name rather than a field of its own, so runs without it keep their fingerprint.
-            method = (projected ? string.Create(CultureInfo.InvariantCulture, $"{s.Method} mlp {s.PrefixProjection}") : s.Method.ToString())
-                + (withHead ? string.Create(CultureInfo.InvariantCulture, $" head linear lr {s.HeadLearningRate:R}") : "") };
+            // An MLP and a head join the method's name rather than fields of their own, so runs without them keep their fingerprint.
+            method = method.Name + (method.LinearHead ? string.Create(CultureInfo.InvariantCulture, $" head linear lr {s.HeadLearningRate:R}") : "") };
         var headSchedule = LearningRateSchedule.Create(s.Schedule, s.HeadLearningRate, s.WarmupSteps);
         var options = new TrainerOptions
         {
@@ -270,10 +245,10 @@ internal static class TrainCommand
             OutputDirectory = s.OutputDirectory,
             RunFingerprint = Checkpoint.Fingerprint(runSettings),
             PromptMetadata = promptMetadata,
-            HeadLearningRate = withHead ? step => (float)headSchedule.At(step, s.Steps) : null,
+            HeadLearningRate = method.LinearHead ? step => (float)headSchedule.At(step, s.Steps) : null,
         };
         var batches = new SampledBatches(trainExamples, new BatchSamplerOptions(s.BatchSize, s.Seed, Shuffle: true, BucketWindowBatches: 20), verbalizer);
-        var trainer = new Trainer(engine, batches, evaluator, options, projection);
+        var trainer = new Trainer(trainable, batches, evaluator, options);
 
         Directory.CreateDirectory(s.OutputDirectory);
         var metricsPath = Path.Combine(s.OutputDirectory, s.Metrics == MetricsFormat.Csv ? "metrics.csv" : "metrics.jsonl");
@@ -333,35 +308,18 @@ internal static class TrainCommand
             Console.CancelKeyPress -= onCancel;
         }
 
-        // The best prompt (by validation accuracy) is the run's product, in both layouts.
+        // The best prompt (by validation accuracy) is the run's product, as a prompt file and a PEFT adapter.
         var bestPath = summary.BestPromptPath ?? Path.Combine(s.OutputDirectory, Trainer.BestPromptFile);
-        if (summary.BestPromptPath is null)
-        {
-            if (deep) DeepPromptFile.Save(bestPath, DeepPrompt.FromEngineLayout(engine.GetPrefix(), s.PromptTokens, model.Config, promptMetadata), head: head?.GetWeights());
-            else PromptFile.Save(bestPath, engine.GetPrompt(), engine.PromptRows, engine.Config.HiddenSize, promptMetadata, head: head?.GetWeights());
-        }
-        var bestHead = withHead ? ClassifierHeadWeights.Read(bestPath, model.Config.HiddenSize, verbalizer!.Labels)
-            ?? throw new PromptEngineException($"{bestPath}: the best prompt was saved without its classifier head") : null;
+        if (summary.BestPromptPath is null) trainable.Snapshot(promptMetadata).Save(bestPath);
+        var best = TunedPrompt.Load(bestPath, model.Config, method.Method, verbalizer?.Labels);
+        if (method.LinearHead && best.Head is null) throw new PromptEngineException($"{bestPath}: the best prompt was saved without its classifier head");
         var adapterPath = Path.Combine(s.OutputDirectory, "adapter");
-        SoftPrompt? best = null;
-        DeepPrompt? bestDeep = null;
-        if (deep)
-        {
-            bestDeep = DeepPromptFile.Load(bestPath, model.Config);
-            PeftAdapter.SavePrefix(adapterPath, bestDeep, model, bestHead);
-        }
-        else
-        {
-            best = PromptFile.Load(bestPath, model.Config.HiddenSize);
-            PeftAdapter.Save(adapterPath, best, model, method, s.InitText, bestHead);
-        }
+        best.ExportPeft(adapterPath, model, initMethod, s.InitText);
         EvalReport? final = null;
         string? table = null;
         if (summary.Outcome != RunOutcome.Interrupted)
         {
-            if (deep) engine.SetPrefix(bestDeep!.ToEngineLayout());
-            else engine.SetPrompt(best!.Values);
-            if (bestHead is not null) head!.SetParameters([.. bestHead.Weight, .. bestHead.Bias]);
+            trainable.Apply(best);
             final = evaluator.Evaluate(engine);
             table = classification?.LastMetrics?.ToTable();
             File.WriteAllText(Path.Combine(s.OutputDirectory, "eval.json"), JsonSerializer.Serialize(new
@@ -372,7 +330,7 @@ internal static class TrainCommand
             }, new JsonSerializerOptions { WriteIndented = true }));
         }
         var plotPath = Path.Combine(s.OutputDirectory, "curves.png");
-        CurvePlot.Save(plotPath, losses, evals, verbalizer is null ? "-loss" : "accuracy", $"{(deep ? "prefix" : "prompt")} tuning{(projected ? $" (MLP {s.PrefixProjection})" : "")}{(withHead ? " + linear head" : "")}: {s.PromptTokens} virtual tokens, lr {s.LearningRate}");
+        CurvePlot.Save(plotPath, losses, evals, verbalizer is null ? "-loss" : "accuracy", $"{method.Title}: {s.PromptTokens} virtual tokens, lr {s.LearningRate}");
         var secondsPerStep = last is null ? 0 : last.Elapsed.TotalSeconds / Math.Max(1, last.Step - (resumeStep ?? 0));
         return new TrainOutcome(summary, before, final, table, bestPath, adapterPath, plotPath, metricsPath, new FileInfo(bestPath).Length,
             secondsPerStep, last?.TokensPerSecond ?? 0, stoppedAsPlanned, terminated);

@@ -64,7 +64,7 @@ public sealed record DeepPrompt(float[] Values, int VirtualTokens, int NumLayers
     {
         if (NumLayers != config.NumLayers || KvHeads != config.NumKvHeads || HeadDim != config.HeadDim)
             throw new PromptCompatibilityException(where ?? Source ?? "deep prompt",
-                $"the deep prompt has {NumLayers} layers × {KvHeads} kv heads × head size {HeadDim}; the model has {config.NumLayers} × {config.NumKvHeads} × {config.HeadDim}");
+                $"'{PromptFile.TensorName}': shape ({VirtualTokens}, {Width}) is a deep prompt of {NumLayers} layers × {KvHeads} kv heads × head size {HeadDim}; the model has {config.NumLayers} × {config.NumKvHeads} × {config.HeadDim}");
     }
 
     /// <summary>The engine's layout (L, 2, Pv, KV·hs): per layer the Pv keys, then the Pv values (see <c>TransformerEngine.SetPrefix</c>).</summary>

@@ -70,29 +70,7 @@ public static class PeftAdapter
         metadata["format"] = "pt";
         List<TensorToWrite> tensors = [TensorToWrite.F32(PromptFile.TensorName, [prompt.VirtualTokens, prompt.Width], prompt.Values)];
         AddHead(folder, tensors, metadata, head, model.Config.HiddenSize);
-
-        Directory.CreateDirectory(folder);
-        var stamp = $"{Environment.ProcessId}.{Guid.NewGuid():N}";
-        var weightsTemp = Path.Combine(folder, $".{WeightsFileName}.{stamp}.tmp");
-        var configTemp = Path.Combine(folder, $".{ConfigFileName}.{stamp}.tmp");
-        try
-        {
-            SafetensorsWriter.Write(weightsTemp, tensors, metadata, integrityHash: true);
-            using (var stream = new FileStream(configTemp, FileMode.CreateNew, FileAccess.Write))
-            {
-                stream.Write(config);
-                stream.Flush(flushToDisk: true);
-            }
-            // Weights first: a crash between the renames leaves new weights beside the old config, which
-            // Load refuses when the shapes differ rather than silently mixing two adapters.
-            File.Move(weightsTemp, Path.Combine(folder, WeightsFileName), overwrite: true);
-            File.Move(configTemp, Path.Combine(folder, ConfigFileName), overwrite: true);
-        }
-        finally
-        {
-            TryDelete(weightsTemp);
-            TryDelete(configTemp);
-        }
+        WriteAdapter(folder, tensors, metadata, config);
     }
 
     /// <summary>PEFT's prompt_tuning_init spelling of a method, as every PEFT release from 0.6 accepts it: "TEXT" or
@@ -152,21 +130,7 @@ public static class PeftAdapter
     public static SoftPrompt Load(string folder, int? expectedWidth = null)
     {
         ArgumentNullException.ThrowIfNull(folder);
-        if (!Directory.Exists(folder))
-            throw new PromptFormatException(folder, null, File.Exists(folder) ? "is a file; a PEFT adapter is a folder holding adapter_config.json and adapter_model.safetensors" : "no such adapter folder");
-        var configPath = Path.Combine(folder, ConfigFileName);
-        var weightsPath = Path.Combine(folder, WeightsFileName);
-        if (!File.Exists(configPath)) throw new PromptFormatException(configPath, null, "missing; a PEFT adapter folder holds adapter_config.json");
-
-        JsonElement root;
-        try
-        {
-            using var document = JsonDocument.Parse(File.ReadAllBytes(configPath), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
-            root = document.RootElement.Clone();
-        }
-        catch (JsonException e) { throw new PromptFormatException(configPath, null, $"not valid JSON: {e.Message}", e); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new PromptFormatException(configPath, null, $"cannot read: {e.Message}", e); }
-        if (root.ValueKind != JsonValueKind.Object) throw new PromptFormatException(configPath, null, "the top level is not a JSON object");
+        var (root, configPath, weightsPath) = ReadConfig(folder);
 
         var peftType = String(root, "peft_type", configPath) ?? throw new PromptFormatException(configPath, "peft_type", "missing; every PEFT adapter_config.json has it");
         switch (peftType)
@@ -415,6 +379,8 @@ public static class PeftAdapter
                 stream.Write(config);
                 stream.Flush(flushToDisk: true);
             }
+            // Weights first: a crash between the renames leaves new weights beside the old config, which
+            // Load refuses when the shapes differ rather than silently mixing two adapters.
             File.Move(weightsTemp, Path.Combine(folder, WeightsFileName), overwrite: true);
             File.Move(configTemp, Path.Combine(folder, ConfigFileName), overwrite: true);
         }

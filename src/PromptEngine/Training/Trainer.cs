@@ -82,64 +82,64 @@ public sealed class NonFiniteLossException(string message) : PromptEngineExcepti
 /// early or on cancellation (saving first). On the CPU accelerator every kernel is deterministic, so an
 /// interrupted and resumed run ends bit-identical to an uninterrupted one.
 /// </summary>
-/// <remarks>What is trained is one list of <see cref="TrainableParameter"/>s, stepped by one <see cref="AdamWOptimizer"/> and
-/// saved as one list in checkpoints: the engine's prompt and deep prefix (<see cref="TransformerEngine.Trainables"/>), or,
-/// with a <see cref="PrefixProjection"/> (prefix tuning's reparameterisation MLP), the MLP's parameters instead; then a
-/// classifier head's, when one is attached to the engine (<see cref="TransformerEngine.AttachHead"/>).
-/// <para>With a projection each step runs the MLP's backward from the engine's accumulated dPrefix before the optimizer
-/// step and its forward into the engine's prefix after it; saved prompts hold the engine's prefix, which is the MLP's output
-/// folded into a plain deep prompt.</para>
-/// <para>A head is its own group (<see cref="ParameterGroup.Head"/>): its own clipping, at
-/// <see cref="TrainerOptions.HeadLearningRate"/>; saved prompts carry it (<see cref="ClassifierHeadWeights"/>).</para></remarks>
+/// <remarks>What is trained is a <see cref="TrainablePrompt"/>: one list of <see cref="TrainableParameter"/>s (the prompt's
+/// group, then a classifier head's when one rides on it), stepped by one <see cref="AdamWOptimizer"/> and saved as one list
+/// in checkpoints. Each step the prompt brings the engine's accumulated gradient to its parameters before the optimizer step
+/// and their values back into the engine after it (both nothing for a prompt the engine holds itself; the MLP's backward
+/// and forward for prefix tuning's reparameterisation). A head is its own group (<see cref="ParameterGroup.Head"/>): its own
+/// clipping, at <see cref="TrainerOptions.HeadLearningRate"/>; saved prompts carry it.</remarks>
 public sealed class Trainer
 {
     /// <summary>File name of the rolling checkpoint in the output directory.</summary>
     public const string CheckpointFile = "checkpoint.safetensors";
-    /// <summary>File name of the best prompt so far (PEFT tensor layout; a <see cref="DeepPromptFile"/> when the engine trains a deep prefix).</summary>
+    /// <summary>File name of the best prompt so far (the prompt method's own file: <see cref="TunedPrompt.Save"/>).</summary>
     public const string BestPromptFile = "best_prompt.safetensors";
 
+    readonly TrainablePrompt prompt;
     readonly TransformerEngine engine;
     readonly ITrainingBatches batches;
     readonly IEvaluator? evaluator;
     readonly TrainerOptions options;
-    readonly PrefixProjection? projection;
-    readonly IReadOnlyList<TrainableParameter> tuned; // the prompt group: the engine's prompt and prefix, or the projection's MLP
 
     /// <summary>Called after every optimizer step.</summary>
     public event Action<StepReport>? StepCompleted;
     /// <summary>Called after every evaluation, with the step it ran at.</summary>
     public event Action<int, EvalReport>? Evaluated;
 
-    /// <summary>Creates a trainer over an engine whose prompt bank (and deep prefix) is the prompt being tuned, or, with
-    /// <paramref name="projection"/>, whose deep prefix is computed by that reparameterisation MLP, which is then what is
-    /// trained (its current parameters overwrite the engine's prefix when the run starts).</summary>
-    /// <exception cref="ArgumentException">Bad options; nothing to train; a projection on an engine with a plain prompt too,
-    /// or one that does not fit the engine's prefix.</exception>
-    public Trainer(TransformerEngine engine, ITrainingBatches batches, IEvaluator? evaluator, TrainerOptions options, PrefixProjection? projection = null)
+    /// <summary>Creates a trainer of <paramref name="prompt"/> (any method, with or without a head).</summary>
+    /// <exception cref="ArgumentException">Bad options.</exception>
+    public Trainer(TrainablePrompt prompt, ITrainingBatches batches, IEvaluator? evaluator, TrainerOptions options)
     {
-        if (options.Steps <= 0) throw new ArgumentException($"steps must be positive, got {options.Steps}");
-        if (options.GradientAccumulation <= 0) throw new ArgumentException($"gradient accumulation must be positive, got {options.GradientAccumulation}");
-        if (engine.PromptRows == 0 && engine.PrefixTokens == 0) throw new ArgumentException("the engine has no prompt or deep prefix to train");
-        if (projection is not null)
-        {
-            if (engine.PromptRows > 0)
-                throw new ArgumentException($"the prefix projection reparameterises the deep prefix only; this engine also trains a plain prompt of {engine.PromptRows} rows");
-            if (engine.PrefixTokens != projection.VirtualTokens)
-                throw new ArgumentException($"the prefix projection makes {projection.VirtualTokens} virtual tokens; the engine's deep prefix has {engine.PrefixTokens}");
-            if (projection.Parameters > Array.MaxLength)
-                throw new ArgumentException($"the prefix projection's {projection.Parameters} parameters exceed one checkpoint tensor");
-        }
-        this.engine = engine;
+        ArgumentNullException.ThrowIfNull(prompt);
+        CheckOptions(options);
+        this.prompt = prompt;
+        engine = prompt.Engine;
         this.batches = batches;
         this.evaluator = evaluator;
         this.options = options;
-        this.projection = projection;
-        tuned = projection?.Trainables ?? engine.Trainables;
-        if (tuned.Count == 0) throw new ArgumentException("the engine was built for inference (EngineOptions.Training = false); it has no trainable prompt");
     }
 
-    /// <summary>Everything the optimizer moves, group by group: the tuned prompt, then a classifier head.</summary>
-    IReadOnlyList<TrainableParameter> Trainables => [.. tuned, .. engine.Head?.Trainables ?? []];
+    /// <summary>Creates a trainer over an engine whose prompt bank (and deep prefix) is the prompt being tuned, or, with
+    /// <paramref name="projection"/>, whose deep prefix is computed by that reparameterisation MLP, which is then what is
+    /// trained (its current parameters overwrite the engine's prefix when the run starts); see <see cref="TrainablePrompt.Over"/>.</summary>
+    /// <exception cref="ArgumentException">Bad options; nothing to train; a projection on an engine with a plain prompt too,
+    /// or one that does not fit the engine's prefix.</exception>
+    public Trainer(TransformerEngine engine, ITrainingBatches batches, IEvaluator? evaluator, TrainerOptions options, PrefixProjection? projection = null)
+        : this(CheckOptions(options) ? TrainablePrompt.Over(engine, projection) : null!, batches, evaluator, options)
+    {
+    }
+
+    /// <summary>Refuses options no run can have (before the prompt is looked at, as it always was); true otherwise.</summary>
+    /// <exception cref="ArgumentException">Non-positive steps or accumulation.</exception>
+    static bool CheckOptions(TrainerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Steps <= 0) throw new ArgumentException($"steps must be positive, got {options.Steps}");
+        if (options.GradientAccumulation <= 0) throw new ArgumentException($"gradient accumulation must be positive, got {options.GradientAccumulation}");
+        return true;
+    }
+
+    IReadOnlyList<TrainableParameter> Trainables => prompt.Trainables;
 
     string CheckpointPath => Path.Combine(options.OutputDirectory, CheckpointFile);
     string BestPromptPath => Path.Combine(options.OutputDirectory, BestPromptFile);
@@ -163,7 +163,7 @@ public sealed class Trainer
             batches.RestoreState(state.DataState);
             (step, best, bestStep, stale) = (state.Step, state.BestMetric, state.BestStep, state.EvalsWithoutImprovement);
         }
-        projection?.Forward(engine); // the engine's prefix is the MLP's output from here on
+        prompt.ParametersToEngine(); // an MLP's output is the engine's prefix from here on
 
         var optimizer = engine.Optimizer;
         var clock = Stopwatch.StartNew();
@@ -189,13 +189,12 @@ public sealed class Trainer
             float norm;
             try
             {
-                // With a projection: dPrefix, summed over the step's batches → dMLP; step the MLP; its new output becomes the prefix.
-                projection?.Backward(engine);
+                prompt.GradientToParameters();
                 var groupLr = options.HeadLearningRate?.Invoke(step + 1) ?? lr;
                 var norms = optimizer.Step(Trainables, group => new AdamWSettings(group == ParameterGroup.Head ? groupLr : lr,
                     options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, options.MaxGradNorm), options.GradientAccumulation);
                 norm = norms[ParameterGroup.Prompt];
-                projection?.Forward(engine);
+                prompt.ParametersToEngine();
             }
             catch (NonFiniteGradientException e)
             {
@@ -241,7 +240,7 @@ public sealed class Trainer
             long length = parameters.Length();
             if (saved is null || saved.Values.LongLength != length)
                 throw new PromptEngineException($"{CheckpointPath}: the checkpoint holds {(saved is null ? $"no {group.Key.Description}" : $"a {group.Key.Description} of {saved.Values.Length} values")}, this run trains "
-                    + (projection is not null && group.Key == ParameterGroup.Prompt ? $"a prefix projection ({projection.Reparameterisation}) of {length} parameters" : $"one of {length}"));
+                    + (group.Key == ParameterGroup.Prompt ? prompt.Describe(length) : $"one of {length}"));
             parameters.SetValues(saved.Values);
             parameters.SetOptimizerState(saved.AdamM, saved.AdamV, saved.OptimizerStep);
         }
@@ -258,13 +257,8 @@ public sealed class Trainer
         Checkpoint.Save(CheckpointPath, new CheckpointState(step, groups, batches.SaveState(), best, bestStep, stale, options.RunFingerprint));
     }
 
-    /// <summary>A group's tensor shape in the checkpoint: the prompt's is (P, C) for a plain prompt, (Pv, L·2·KV·hs) for a
-    /// deep one, one row for both or for a projection's parameters; any other group's is flat.</summary>
-    long[] ShapeOf(ParameterGroup group, long length) =>
-        group != ParameterGroup.Prompt ? [length]
-        : projection is not null ? [1, length]
-        : engine.PrefixTokens == 0 ? [engine.PromptRows, engine.Config.HiddenSize]
-        : engine.PromptRows == 0 ? [engine.PrefixTokens, engine.PrefixLength / engine.PrefixTokens] : [1, length];
+    /// <summary>A group's tensor shape in the checkpoint: the prompt's as its method stores it, any other group's flat.</summary>
+    long[] ShapeOf(ParameterGroup group, long length) => group == ParameterGroup.Prompt ? prompt.CheckpointShape : [length];
 
     void SavePrompt(string path, int step, EvalReport report)
     {
@@ -273,12 +267,6 @@ public sealed class Trainer
             ["step"] = step.ToString(System.Globalization.CultureInfo.InvariantCulture),
             [report.MetricName] = report.Metric.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
         };
-        // The engine's prefix is the projection's output: the file holds it folded, and says how it was made.
-        if (projection is not null) metadata[Prompts.PromptMetadata.Reparameterisation] = projection.Reparameterisation;
-        var head = engine.Head?.GetWeights();
-        if (engine.PrefixTokens > 0)
-            DeepPromptFile.Save(path, DeepPrompt.FromEngineLayout(engine.GetPrefix(), engine.PrefixTokens, engine.Config, metadata), head: head);
-        else
-            PromptFile.Save(path, engine.GetPrompt(), engine.PromptRows, engine.Config.HiddenSize, metadata, head: head);
+        prompt.Snapshot(metadata).Save(path);
     }
 }
