@@ -7,49 +7,6 @@ using PromptEngine.Training;
 
 namespace PromptEngine.Engine;
 
-/// <summary>Sizes the engine's arenas once.</summary>
-/// <param name="MaxRows">Largest batch B.</param>
-/// <param name="MaxLength">Longest row T (prompt slots included).</param>
-/// <param name="PromptRows">Rows P of the prompt bank (all prompts of the bank, stacked); 0 for none.</param>
-/// <param name="Training">Save what backward needs for every layer; false keeps one layer's worth (inference).</param>
-/// <param name="MaxLossPositions">Most scored positions S per batch; B·T by default.</param>
-/// <param name="MaxVerbalizer">Most vocabulary rows a verbalizer restricts the softmax to.</param>
-/// <param name="PrefixTokens">Deep-prompt virtual tokens Pv (prefix tuning / P-tuning v2): every layer gets Pv trainable key
-/// and value vectors per kv head that all queries attend to, as Hugging Face PEFT's PREFIX_TUNING past_key_values.
-/// Batches then number their positions from Pv (HF's cache_position); 0 for none.</param>
-/// <param name="Recompute">Activation recomputation (training): keep only each block's input (the residual stream) and
-/// re-run the block's forward in the backward, just before differentiating it; the per-layer activations shrink to one
-/// layer's worth at the cost of a second forward through every block. Results are bit-identical to the normal path.</param>
-/// <param name="DeepPrompts">Deep prompts of Pv virtual tokens held at once, D (inference): each batch row attends to its
-/// own (<see cref="Batch.DeepPromptOfRow"/>), so rows of different tasks share one batch. Training holds one.</param>
-/// <param name="WeightFormat">How the frozen block projections are stored on the device: float32, or half / bfloat16 for
-/// half the memory (widened as read, accumulated in float32; see <see cref="DeviceWeights"/>).</param>
-public sealed record EngineOptions(int MaxRows, int MaxLength, int PromptRows, bool Training = true, int? MaxLossPositions = null, int MaxVerbalizer = 16,
-    int PrefixTokens = 0, bool Recompute = false, WeightFormat WeightFormat = WeightFormat.F32, int DeepPrompts = 1);
-
-/// <summary>Device memory by arena, in bytes. There is no weight-gradient or weight-optimizer arena:
-/// the frozen weights get neither.</summary>
-/// <param name="KvCache">The generation arena (every layer's K and V cache, the step's logits and indices); 0 until the
-/// first <see cref="TransformerEngine.Prefill"/> allocates it.</param>
-/// <summary>The device (or, on the CPU accelerator, the process) could not give the engine the memory it plans for:
-/// the message says how many bytes were asked for and for which batch shape, so that a smaller batch or length can be chosen.</summary>
-public sealed class DeviceMemoryException(string message, long requestedBytes, Exception inner) : PromptEngineException(message, inner)
-{
-    /// <summary>Bytes the engine asked for at construction.</summary>
-    public long RequestedBytes { get; } = requestedBytes;
-
-    internal static DeviceMemoryException For(KernelContext kernels, long bytes, EngineOptions options, Exception inner) =>
-        new(string.Create(System.Globalization.CultureInfo.InvariantCulture,
-            $"not enough memory on {kernels.Accelerator.Name}: the engine needs {bytes:N0} bytes ({bytes / (1024.0 * 1024 * 1024):F2} GiB) for batches of {options.MaxRows} rows × {options.MaxLength} positions"),
-            bytes, inner);
-}
-
-public sealed record MemoryReport(long FrozenWeights, long Activations, long GradientsAndScratch, long Indices, long PromptAndOptimizer, long KvCache = 0)
-{
-    /// <summary>Everything the engine holds.</summary>
-    public long Total => FrozenWeights + Activations + GradientsAndScratch + Indices + PromptAndOptimizer + KvCache;
-}
-
 /// <summary>
 /// The transformer forward pass and the prompt-only backward pass, as flat lists of kernel launches.
 /// The forward saves exactly what the backward needs; the backward runs the same list in reverse,
@@ -184,7 +141,7 @@ public sealed class TransformerEngine : IDisposable
     /// Weights <paramref name="given"/> by the caller are disposed when the options are refused, as the engine owns them.</summary>
     TransformerEngine(KernelContext? kernels, TransformerConfig modelConfig, Func<DeviceWeights>? placeWeights, EngineOptions options, DeviceWeights? given = null)
     {
-        try { CheckOptions(modelConfig, options); }
+        try { options.Check(modelConfig); }
         catch
         {
             given?.Dispose();
@@ -316,22 +273,6 @@ public sealed class TransformerEngine : IDisposable
             Dispose();
             throw;
         }
-    }
-
-    static void CheckOptions(TransformerConfig config, EngineOptions options)
-    {
-        if (options.MaxRows <= 0 || options.MaxLength <= 0) throw new ArgumentException($"engine: batch {options.MaxRows}×{options.MaxLength} must be positive");
-        if (options.MaxLength > config.MaxPositions)
-            throw new ArgumentException($"engine: sequence length {options.MaxLength} exceeds the model's {config.MaxPositions} positions");
-        if (options.MaxLength > config.ContextLength)
-            throw new SlidingWindowException(config, options.MaxLength);
-        if (options.PrefixTokens < 0) throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens");
-        if (options.DeepPrompts < 1) throw new ArgumentException($"engine: {options.DeepPrompts} deep prompts; at least 1");
-        if (options.DeepPrompts > 1 && options.Training)
-            throw new ArgumentException($"engine: training holds one deep prompt, not {options.DeepPrompts}; several are for inference (EngineOptions.Training = false)");
-        // Each batch checks its own Pv + positions against the model (Load); the cache's Pv + tokens against MaxLength (Prefill).
-        if (options.PrefixTokens >= config.ContextLength)
-            throw new ArgumentException($"engine: {options.PrefixTokens} prefix tokens leave no room in the model's {config.ContextLength} positions");
     }
 
     /// <summary>Bytes the engine asks the device for at construction: the weights and every arena planned for the options
@@ -1114,19 +1055,3 @@ public sealed class TransformerEngine : IDisposable
         injectArena.Dispose();
     }
 }
-
-/// <summary>The prompt gradient became NaN or infinite; the step was not applied.</summary>
-public sealed class NonFiniteGradientException(string message) : PromptEngineException(message);
-
-/// <summary>A sequence longer than the model's sliding attention window: the engine computes full causal attention, which
-/// is the windowed model's function only up to the window's length, so longer sequences are refused, not computed wrongly.</summary>
-public sealed class SlidingWindowException(TransformerConfig config, int length)
-    : PromptEngineException($"{config.Architecture} attends within a sliding window of {config.SlidingWindow} positions, which this engine "
-        + $"does not implement; sequences of up to {config.ContextLength} positions are computed exactly, {length} would not be")
-{
-    /// <summary>The longest sequence computed exactly.</summary>
-    public int ContextLength { get; } = config.ContextLength;
-}
-
-/// <summary>An optimizer step made the trainable values NaN, infinite or too large for float; they must not be saved.</summary>
-public sealed class NonFinitePromptException(string message) : PromptEngineException(message);
