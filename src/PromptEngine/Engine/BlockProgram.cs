@@ -30,7 +30,7 @@ internal abstract class BlockProgram(KernelContext kernels, TransformerConfig co
     protected readonly TransformerConfig config = config;
     protected readonly EngineOptions options = options;
     protected readonly DeviceWeights weights = weights;
-    protected readonly MemoryPlan m = memory;
+    protected readonly MemoryPlan m = memory; // every tensor by name: m.Queries(s, N), m.DResidual(N), …
 
     /// <summary>The program of <paramref name="config"/>'s family.</summary>
     public static BlockProgram For(KernelContext kernels, TransformerConfig config, EngineOptions options, DeviceWeights weights, MemoryPlan memory) =>
@@ -111,7 +111,6 @@ internal abstract class BlockProgram(KernelContext kernels, TransformerConfig co
         }
         Loaded = batch;
     }
-
 
     /// <summary>The forward over the loaded batch (<see cref="Loaded"/>), or, decoding, over one new position
     /// of each of <paramref name="decodeRows"/> cached rows; <paramref name="training"/> saves every layer's activations.</summary>
