@@ -52,3 +52,15 @@ public sealed class Arena<T> : IDisposable where T : unmanaged
     /// <inheritdoc/>
     public void Dispose() => buffer?.Dispose();
 }
+
+/// <summary>Copies between the host and a device view.</summary>
+internal static class DeviceViews
+{
+    /// <summary>The view's elements, copied to the host.</summary>
+    public static T[] ToHost<T>(this ArrayView<T> view) where T : unmanaged
+    {
+        var result = new T[view.Length];
+        view.CopyToCPU(result);
+        return result;
+    }
+}

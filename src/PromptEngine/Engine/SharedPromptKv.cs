@@ -1,3 +1,7 @@
+using ILGPU.Runtime;
+using PromptEngine.Kernels;
+using PromptEngine.Models;
+
 namespace PromptEngine.Engine;
 
 /// <summary>
@@ -39,5 +43,56 @@ public static class SharedPromptKv
         var loss = rowsEngine.LossAndPromptGradient(rows);
         promptEngine.PromptBackward(rowsEngine.GetPrefixGradient());
         return loss;
+    }
+}
+
+/// <summary>The engine's side of prompt-KV reuse: a prompt's keys and values computed alone, and, in training, the backward
+/// of that prompt-only row from the gradient its keys and values received elsewhere (see <see cref="SharedPromptKv"/>).</summary>
+internal sealed class PromptKv(KernelContext kernels, TransformerConfig config, EngineOptions options, MemoryPlan memory, BlockProgram program, KvCache cache)
+{
+    /// <summary>See <see cref="TransformerEngine.PromptKeysAndValues"/>.</summary>
+    public float[] KeysAndValues(IReadOnlyList<int> promptRows)
+    {
+        if (options.PrefixTokens > 0) throw new InvalidOperationException("prompt KV: the engine has a deep prefix of its own; use an engine without one");
+        int P = promptRows.Count;
+        if (P == 0 || P > options.MaxLength) throw new ArgumentException($"prompt KV: {P} prompt rows; between 1 and the engine's length {options.MaxLength}");
+        foreach (var row in promptRows)
+            if (row < 0 || row >= options.PromptRows) throw new ArgumentException($"prompt KV: prompt row {row} is outside the bank of {options.PromptRows} rows");
+        cache.Prefill(BatchBuilder.Build([promptRows.Select(Slot.Prompt).ToList()]));
+        cache.Clear();
+        return cache.FirstRow(P); // row 0 of the cache starts with its P slots
+    }
+
+    /// <summary>See <see cref="TransformerEngine.PromptForward"/>.</summary>
+    public float[] Forward(IReadOnlyList<int> promptRows)
+    {
+        if (!options.Training || options.Recompute || options.PrefixTokens > 0)
+            throw new InvalidOperationException("prompt forward: needs a training engine without recomputation or a deep prefix");
+        int P = promptRows.Count;
+        if (P == 0 || P > options.MaxLength) throw new ArgumentException($"prompt forward: {P} prompt rows; between 1 and the engine's length {options.MaxLength}");
+        program.Load(BatchBuilder.Build([promptRows.Select(Slot.Prompt).ToList()]));
+        program.Forward(training: true);
+        long part = (long)P * config.NumKvHeads * config.HeadDim;
+        var result = new float[2 * config.NumLayers * part];
+        for (var l = 0; l < config.NumLayers; l++)
+        {
+            memory.Keys(l, P).ToHost().CopyTo(result, 2 * l * part);
+            memory.Values(l, P).ToHost().CopyTo(result, (2 * l + 1) * part);
+        }
+        return result;
+    }
+
+    /// <summary>See <see cref="TransformerEngine.PromptBackward"/>.</summary>
+    public void Backward(ReadOnlySpan<float> dKeysAndValues)
+    {
+        if (program.Loaded is not { Rows: 1 } batch || !options.Training) throw new InvalidOperationException("prompt backward: call PromptForward first");
+        int P = batch.Length;
+        long part = (long)P * config.NumKvHeads * config.HeadDim;
+        if (dKeysAndValues.Length != 2 * config.NumLayers * part)
+            throw new ArgumentException($"prompt backward: {dKeysAndValues.Length} values given, (L, 2, P, KV·hs) = {2 * config.NumLayers * part}");
+        memory.EnsureInjected(kernels.Accelerator);
+        memory.UploadInjected(dKeysAndValues);
+        memory.DResidual(P).MemSetToZero(); // no loss at the prompt positions themselves
+        program.Backward(injectedRows: P);
     }
 }
