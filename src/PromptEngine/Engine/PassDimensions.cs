@@ -14,6 +14,18 @@ internal enum CacheMode
 }
 
 /// <summary>The sizes of one pass: the model's and the batch's, computed once per forward; its backward reuses them.</summary>
+/// <param name="L">Layers.</param>
+/// <param name="B">Rows of the batch.</param>
+/// <param name="T">Positions per row.</param>
+/// <param name="C">Hidden size.</param>
+/// <param name="H">Query heads.</param>
+/// <param name="KVH">Key/value heads.</param>
+/// <param name="hs">Head size.</param>
+/// <param name="I">The MLP's intermediate size.</param>
+/// <param name="Tmax">The engine's longest row (the KV cache's stride).</param>
+/// <param name="Pv">The deep prompt's virtual tokens (0 without one).</param>
+/// <param name="Eps">The norms' epsilon.</param>
+/// <param name="Theta">RoPE's base.</param>
 /// <param name="Mode">How the pass uses the KV cache.</param>
 /// <param name="Scored">S when the last block runs after its attention at the S scored rows only
 /// (<see cref="BlockProgram.Forward"/>), else 0.</param>

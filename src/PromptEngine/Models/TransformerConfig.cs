@@ -5,7 +5,13 @@ namespace PromptEngine.Models;
 /// <summary>The two model families the engine computes. Llama covers Llama, Mistral and Qwen2
 /// (RMSNorm, RoPE, SwiGLU, grouped-query attention); Gpt2 covers GPT-2 (LayerNorm, learned
 /// positions, GELU-tanh, fused QKV stored as Conv1D).</summary>
-public enum ModelFamily { Llama, Gpt2 }
+public enum ModelFamily
+{
+    /// <summary>Llama, Mistral and Qwen2: RMSNorm, rotary positions, SwiGLU, grouped-query attention.</summary>
+    Llama,
+    /// <summary>GPT-2: LayerNorm, learned positions, GELU (tanh), fused q/k/v stored as Conv1D.</summary>
+    Gpt2,
+}
 
 /// <summary>A model's shape and numerics, read from a Hugging Face <c>config.json</c> and
 /// normalised across families so that the engine never looks at family-specific field names.</summary>

@@ -117,6 +117,9 @@ public static class DeepPromptFile
     /// the model's description (<see cref="PromptMetadata.ForModel"/>).</summary>
     /// <exception cref="PromptFormatException">Malformed or non-finite (the old file is left as it was).</exception>
     /// <exception cref="PromptCompatibilityException">The prompt does not fit <paramref name="model"/>.</exception>
+    /// <param name="path">The file to write (replaced atomically).</param>
+    /// <param name="prompt">The deep prompt.</param>
+    /// <param name="model">The model it was trained on, or null to skip the fit check and the model's description.</param>
     /// <param name="head">A classifier head trained with the prompt, saved beside it as in <see cref="PromptFile.Save(string, float[], int, int, IReadOnlyDictionary{string, string}?, bool, ClassifierHeadWeights?)"/>.</param>
     public static void Save(string path, DeepPrompt prompt, ModelFolder? model = null, ClassifierHeadWeights? head = null)
     {

@@ -199,6 +199,9 @@ public static class PeftAdapter
     /// (PEFT itself saves the projection's output). Atomic like <see cref="Save"/>.</summary>
     /// <exception cref="PromptCompatibilityException">The prompt does not fit <paramref name="model"/>.</exception>
     /// <exception cref="PromptFormatException">The prompt is malformed, or <paramref name="folder"/> is a file.</exception>
+    /// <param name="folder">The adapter folder to write (created or replaced atomically).</param>
+    /// <param name="prompt">The deep prompt.</param>
+    /// <param name="model">The model it was trained on: its shape is checked and its name recorded as the base model.</param>
     /// <param name="head">A classifier head trained with the prompt: the adapter becomes a sequence-classification one
     /// (<see cref="WithHead"/>).</param>
     public static void SavePrefix(string folder, DeepPrompt prompt, ModelFolder model, ClassifierHeadWeights? head = null)

@@ -13,7 +13,7 @@ public enum PromptMatch
     MismatchAllowed,
 }
 
-/// <summary>The outcome of an accepted <see cref="PromptCompatibility.Check"/>.</summary>
+/// <summary>The outcome of an accepted <see cref="PromptCompatibility.Check(SoftPrompt, ModelFolder, bool)"/> (or its deep-prompt overload).</summary>
 /// <param name="Match">What was found.</param>
 /// <param name="Warning">A line to show the user when <paramref name="Match"/> is not <see cref="PromptMatch.SameModel"/>; else null.</param>
 public sealed record PromptCompatibilityResult(PromptMatch Match, string? Warning);

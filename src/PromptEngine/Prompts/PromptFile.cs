@@ -38,6 +38,12 @@ public static class PromptFile
     /// A prompt (not a gradient) with a non-finite value is refused and the old file left as it was.</summary>
     /// <exception cref="ArgumentException">The values do not make (virtualTokens, width).</exception>
     /// <exception cref="PromptFormatException">A prompt value is NaN or infinite.</exception>
+    /// <param name="path">The file to write (replaced atomically).</param>
+    /// <param name="values">The prompt (or gradient) values, row-major (virtualTokens, width).</param>
+    /// <param name="virtualTokens">Rows: the prompt's virtual tokens.</param>
+    /// <param name="width">Columns: the model's hidden size.</param>
+    /// <param name="metadata">String metadata stored in the safetensors header (model description, init, template…).</param>
+    /// <param name="isGradient">Whether the values are a gradient (marked as such in the metadata; not refused for non-finite values).</param>
     /// <param name="head">A classifier head trained with the prompt, saved beside it (<see cref="ClassifierHeadWeights.WeightTensor"/>,
     /// <see cref="ClassifierHeadWeights.BiasTensor"/>, labels in the metadata); read it back with <see cref="ClassifierHeadWeights.Read(string, int, IReadOnlyList{string}?)"/>.</param>
     public static void Save(string path, float[] values, int virtualTokens, int width, IReadOnlyDictionary<string, string>? metadata = null, bool isGradient = false,

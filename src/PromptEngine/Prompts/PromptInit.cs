@@ -134,7 +134,7 @@ public sealed class PromptInit
 
     /// <summary>A copy of an existing prompt: a prompt file, or a PEFT adapter folder (one holding
     /// adapter_config.json). Its width must be the model's; unless <paramref name="allowModelMismatch"/>,
-    /// a prompt fingerprinted for another model is refused (see <see cref="PromptCompatibility.Check"/>).</summary>
+    /// a prompt fingerprinted for another model is refused (see <see cref="PromptCompatibility.Check(SoftPrompt, ModelFolder, bool)"/>).</summary>
     /// <exception cref="PromptFormatException">The file or adapter is unreadable.</exception>
     /// <exception cref="PromptCompatibilityException">Another width, or another model without the override.</exception>
     public SoftPrompt FromFile(string path, bool allowModelMismatch = false)

@@ -4,7 +4,26 @@ namespace PromptEngine.Safetensors;
 /// the others are readable as metadata tensors.</summary>
 public enum DType
 {
-    F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL,
+    /// <summary>64-bit IEEE float.</summary>
+    F64,
+    /// <summary>32-bit IEEE float.</summary>
+    F32,
+    /// <summary>16-bit IEEE float (half).</summary>
+    F16,
+    /// <summary>bfloat16: the upper 16 bits of a 32-bit float.</summary>
+    BF16,
+    /// <summary>64-bit signed integer.</summary>
+    I64,
+    /// <summary>32-bit signed integer.</summary>
+    I32,
+    /// <summary>16-bit signed integer.</summary>
+    I16,
+    /// <summary>8-bit signed integer.</summary>
+    I8,
+    /// <summary>8-bit unsigned integer.</summary>
+    U8,
+    /// <summary>Boolean, one byte each.</summary>
+    BOOL,
 }
 
 /// <summary>Sizes and names of <see cref="DType"/> values as safetensors spells them.</summary>

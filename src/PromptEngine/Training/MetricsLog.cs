@@ -4,7 +4,13 @@ using System.Text.Json;
 namespace PromptEngine.Training;
 
 /// <summary>Format of the metrics file.</summary>
-public enum MetricsFormat { Csv, Jsonl }
+public enum MetricsFormat
+{
+    /// <summary>Comma-separated, one header line, one row per step.</summary>
+    Csv,
+    /// <summary>One JSON object per line and step.</summary>
+    Jsonl,
+}
 
 /// <summary>One row of the metrics file: a training step, with the evaluation when one ran at that step.</summary>
 public sealed record MetricsRow(int Step, double Loss, double GradNorm, double LearningRate, double TokensPerSecond, double ElapsedSeconds,

@@ -68,7 +68,15 @@ public sealed record TrainerOptions
 public sealed record StepReport(int Step, int TotalSteps, float Loss, float GradNorm, float LearningRate, long Tokens, double TokensPerSecond, TimeSpan Elapsed);
 
 /// <summary>How a run ended.</summary>
-public enum RunOutcome { Completed, EarlyStopped, Interrupted }
+public enum RunOutcome
+{
+    /// <summary>Every step ran.</summary>
+    Completed,
+    /// <summary>The validation metric stopped improving for the patience's evaluations.</summary>
+    EarlyStopped,
+    /// <summary>Cancelled (a signal or a step limit): the last state is in the checkpoint.</summary>
+    Interrupted,
+}
 
 /// <summary>The end of a run.</summary>
 public sealed record RunSummary(RunOutcome Outcome, int Step, double? BestMetric, int BestStep, string CheckpointPath, string? BestPromptPath, TimeSpan Elapsed);
@@ -121,7 +129,7 @@ public sealed class Trainer
 
     /// <summary>Creates a trainer over an engine whose prompt bank (and deep prefix) is the prompt being tuned, or, with
     /// <paramref name="projection"/>, whose deep prefix is computed by that reparameterisation MLP, which is then what is
-    /// trained (its current parameters overwrite the engine's prefix when the run starts); see <see cref="TrainablePrompt.Over"/>.</summary>
+    /// trained (its current parameters overwrite the engine's prefix when the run starts); see <see cref="TrainablePrompt.Over(TransformerEngine, PrefixProjection?)"/>.</summary>
     /// <exception cref="ArgumentException">Bad options; nothing to train; a projection on an engine with a plain prompt too,
     /// or one that does not fit the engine's prefix.</exception>
     public Trainer(TransformerEngine engine, ITrainingBatches batches, IEvaluator? evaluator, TrainerOptions options, PrefixProjection? projection = null)
