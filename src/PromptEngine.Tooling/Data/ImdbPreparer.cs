@@ -160,18 +160,8 @@ public static partial class ImdbPreparer
         json.WriteString("source", source);
         json.WriteNumber("rows", total);
         json.WriteNumber("seed", summary.Seed);
-        json.WriteString("shuffle", "SplitMix64 Fisher-Yates, stratified by label");
-        json.WriteStartObject("splits");
-        foreach (var (name, counts) in new[] { ("train", summary.Train), ("validation", summary.Validation), ("test", summary.Test) })
-        {
-            json.WriteStartObject(name);
-            json.WriteString("file", name + ".jsonl");
-            json.WriteNumber("count", counts.Count);
-            json.WriteNumber("positive", counts.Positive);
-            json.WriteNumber("negative", counts.Negative);
-            json.WriteEndObject();
-        }
-        json.WriteEndObject();
+        SplitFiles.WriteSplits(json, [.. new[] { ("train", summary.Train), ("validation", summary.Validation), ("test", summary.Test) }
+            .Select(s => (s.Item1, s.Item2.Count, new[] { ("positive", s.Item2.Positive), ("negative", s.Item2.Negative) }))]);
         json.WriteEndObject();
     }
 }

@@ -157,18 +157,8 @@ public static class SpamAssassinPreparer
         json.WriteNumber("seed", summary.Seed);
         json.WriteNumber("maxChars", summary.MaxChars);
         json.WriteString("text", "\"Subject: \" + subject + \"\\n\" + first text/plain body (else text/html, tags stripped), decoded, whitespace collapsed, capped");
-        json.WriteString("shuffle", "SplitMix64 Fisher-Yates, stratified by label");
-        json.WriteStartObject("splits");
-        foreach (var (name, counts) in new[] { ("train", summary.Train), ("validation", summary.Validation), ("test", summary.Test) })
-        {
-            json.WriteStartObject(name);
-            json.WriteString("file", name + ".jsonl");
-            json.WriteNumber("count", counts.Count);
-            json.WriteNumber("ham", counts.Ham);
-            json.WriteNumber("spam", counts.Spam);
-            json.WriteEndObject();
-        }
-        json.WriteEndObject();
+        SplitFiles.WriteSplits(json, [.. new[] { ("train", summary.Train), ("validation", summary.Validation), ("test", summary.Test) }
+            .Select(s => (s.Item1, s.Item2.Count, new[] { ("ham", s.Item2.Ham), ("spam", s.Item2.Spam) }))]);
         json.WriteEndObject();
     }
 }

@@ -30,6 +30,23 @@ internal static class SplitFiles
         });
     }
 
+    /// <summary>Writes the summary's "shuffle" line and its "splits" object: per split its file, row count and rows per
+    /// class, in the order given.</summary>
+    public static void WriteSplits(Utf8JsonWriter json, params (string Name, int Count, (string Label, int Rows)[] Classes)[] splits)
+    {
+        json.WriteString("shuffle", "SplitMix64 Fisher-Yates, stratified by label");
+        json.WriteStartObject("splits");
+        foreach (var (name, count, classes) in splits)
+        {
+            json.WriteStartObject(name);
+            json.WriteString("file", name + ".jsonl");
+            json.WriteNumber("count", count);
+            foreach (var (label, rows) in classes) json.WriteNumber(label, rows);
+            json.WriteEndObject();
+        }
+        json.WriteEndObject();
+    }
+
     /// <summary>Runs <paramref name="write"/> on a temp file beside <paramref name="path"/>, then renames it
     /// over <paramref name="path"/>; the temp file is removed if writing fails.</summary>
     public static void WriteAtomically(string path, Action<Stream> write)
