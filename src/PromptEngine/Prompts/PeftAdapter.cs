@@ -159,14 +159,7 @@ public static class PeftAdapter
             throw new PromptFormatException(weightsPath, null, "missing; a PEFT adapter folder holds adapter_model.safetensors");
         }
 
-        SoftPrompt prompt;
-        using (var file = SafetensorsFile.Open(weightsPath))
-        {
-            file.VerifyIntegrity();
-            if (!file.TryGetTensor(PromptFile.TensorName, out _))
-                throw new PromptFormatException(weightsPath, PromptFile.TensorName, $"no such tensor (found: {string.Join(", ", file.Tensors.Select(t => t.Name))})");
-            prompt = PromptFile.ReadTensor(file, PromptFile.TensorName, weightsPath, null, file.Metadata);
-        }
+        var prompt = ReadPromptEmbeddings(weightsPath);
         if (virtualTokens is { } n && n != prompt.VirtualTokens)
             throw new PromptFormatException(configPath, "num_virtual_tokens", $"{n}, but tensor '{PromptFile.TensorName}' in {WeightsFileName} has {prompt.VirtualTokens} rows");
         if (tokenDim is { } d && d != prompt.Width)
@@ -262,14 +255,7 @@ public static class PeftAdapter
         if (!File.Exists(weightsPath))
             throw new PromptFormatException(weightsPath, null, File.Exists(Path.Combine(folder, PickleWeightsFileName))
                 ? $"pickle (.bin) adapter weights are not supported, only {WeightsFileName}" : "missing; a PEFT adapter folder holds adapter_model.safetensors");
-        SoftPrompt flat;
-        using (var file = SafetensorsFile.Open(weightsPath))
-        {
-            file.VerifyIntegrity();
-            if (!file.TryGetTensor(PromptFile.TensorName, out _))
-                throw new PromptFormatException(weightsPath, PromptFile.TensorName, $"no such tensor (found: {string.Join(", ", file.Tensors.Select(t => t.Name))})");
-            flat = PromptFile.ReadTensor(file, PromptFile.TensorName, weightsPath, null, file.Metadata);
-        }
+        var flat = ReadPromptEmbeddings(weightsPath);
         if (flat.VirtualTokens != virtualTokens)
             throw new PromptFormatException(configPath, "num_virtual_tokens", $"{virtualTokens}, but tensor '{PromptFile.TensorName}' has {flat.VirtualTokens} rows");
         if (flat.Width != layers * 2 * tokenDim)
@@ -413,5 +399,15 @@ public static class PeftAdapter
         try { if (File.Exists(path)) File.Delete(path); }
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }
+    }
+
+    /// <summary>The adapter's prompt_embeddings tensor, after the file's integrity check.</summary>
+    static SoftPrompt ReadPromptEmbeddings(string weightsPath)
+    {
+        using var file = SafetensorsFile.Open(weightsPath);
+        file.VerifyIntegrity();
+        if (!file.TryGetTensor(PromptFile.TensorName, out _))
+            throw new PromptFormatException(weightsPath, PromptFile.TensorName, $"no such tensor (found: {string.Join(", ", file.Tensors.Select(t => t.Name))})");
+        return PromptFile.ReadTensor(file, PromptFile.TensorName, weightsPath, null, file.Metadata);
     }
 }
