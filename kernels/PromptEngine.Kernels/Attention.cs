@@ -92,10 +92,9 @@ public sealed class Attention
         Dimensions dims)
     {
         int rows = dims.B * dims.T * dims.H; // row = (b·T + i)·H + head
-        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
-        if (first >= rows)
+        var run = ThreadRun.Of(rows, dims.RowsPerThread);
+        if (run.IsEmpty)
             return;
-        int last = Math.Min(first + dims.RowsPerThread, rows);
         fixed (float* outputBase = &output[0])
         fixed (float* lseBase = &lse[0])
         fixed (float* qBase = &q[0])
@@ -103,7 +102,7 @@ public sealed class Attention
         fixed (float* vBase = &v[0])
         fixed (int* maskBase = &mask[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
                 ForwardRow(outputBase, lseBase, qBase, kBase, vBase, maskBase, dims, row);
         }
     }
@@ -194,10 +193,9 @@ public sealed class Attention
         Dimensions dims)
     {
         int rows = dims.B * dims.T * dims.H;
-        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
-        if (first >= rows)
+        var run = ThreadRun.Of(rows, dims.RowsPerThread);
+        if (run.IsEmpty)
             return;
-        int last = Math.Min(first + dims.RowsPerThread, rows);
         fixed (float* dQBase = &dQ[0])
         fixed (float* deltaBase = &delta[0])
         fixed (float* dOutBase = &dOut[0])
@@ -208,7 +206,7 @@ public sealed class Attention
         fixed (float* outputBase = &output[0])
         fixed (float* lseBase = &lse[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
                 BackwardQueryRow(dQBase, deltaBase, dOutBase, qBase, kBase, vBase, maskBase, outputBase, lseBase, dims, row);
         }
     }
@@ -260,10 +258,9 @@ public sealed class Attention
         Dimensions dims)
     {
         int rows = dims.B * dims.T * dims.KV; // row = (b·T + j)·KV + kvHead
-        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
-        if (first >= rows)
+        var run = ThreadRun.Of(rows, dims.RowsPerThread);
+        if (run.IsEmpty)
             return;
-        int last = Math.Min(first + dims.RowsPerThread, rows);
         fixed (float* dKBase = &dK[0])
         fixed (float* dVBase = &dV[0])
         fixed (float* dOutBase = &dOut[0])
@@ -274,7 +271,7 @@ public sealed class Attention
         fixed (float* lseBase = &lse[0])
         fixed (float* deltaBase = &delta[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
                 BackwardKeyRow(dKBase, dVBase, dOutBase, qBase, kBase, vBase, maskBase, lseBase, deltaBase, dims, row);
         }
     }
@@ -432,14 +429,10 @@ public sealed class Attention
             throw new KernelShapeException($"{op}: B*T*H = {(long)b * t * h} rows exceed the launch limit.");
     }
 
-    /// <summary>CPU launch: runs of rows over <see cref="KernelContext.ParallelThreads"/> threads.</summary>
-    KernelConfig Config(int rows, out int rowsPerThread)
-    {
-        // Rows near the end of a sequence see more keys: interleaving would balance better, but runs of a
-        // few hundred rows over many threads already spread the causal triangle evenly enough.
-        rowsPerThread = context.ElementChunk(rows);
-        return context.FlatConfig((rows + rowsPerThread - 1) / rowsPerThread);
-    }
+    /// <summary>CPU launch: a <see cref="ThreadRun"/> of rows per thread. Rows near the end of a sequence see more keys:
+    /// interleaving would balance better, but runs of a few hundred rows over many threads already spread the causal
+    /// triangle evenly enough.</summary>
+    KernelConfig Config(int rows, out int rowsPerThread) => context.RunConfig(rows, out rowsPerThread);
 
     #endregion
 }

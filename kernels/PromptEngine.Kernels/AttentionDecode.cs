@@ -142,7 +142,7 @@ public sealed class AttentionDecode
             else
                 sum += XMath.Exp(s - max);
         }
-        float groupMax = GroupReduceMax.Max(scratch, max);
+        float groupMax = GroupReduce.Max(scratch, max);
         float total = GroupReduce.Sum(scratch, sum > 0 ? sum * XMath.Exp(max - groupMax) : 0f);
         for (int d = thread; d < headSize; d += threads)
             output[qOffset + d] = 0;
@@ -180,9 +180,8 @@ public sealed class AttentionDecode
         int b, int t, int capacity, int width, int chunk)
     {
         long total = (long)b * t * width;
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, total);
-        for (long e = start; e < end; e++)
+        var run = ThreadRun.Of(total, chunk);
+        for (long e = run.Start; e < run.End; e++)
         {
             long rowPosition = e / width;
             int channel = (int)(e - rowPosition * width);
@@ -276,7 +275,7 @@ public sealed class AttentionDecode
         Check.Length(op, "k", k, added, "B*T*KV*hs");
         Check.Length(op, "v", v, added, "B*T*KV*hs");
         Check.Length(op, "slots", slots, b, "B");
-        append(context.ElementConfig(added, out int chunk), kCache, vCache, k, v, slots, b, t, capacity, kv * headSize, chunk);
+        append(context.RunConfig(added, out int chunk), kCache, vCache, k, v, slots, b, t, capacity, kv * headSize, chunk);
     }
 
     #endregion

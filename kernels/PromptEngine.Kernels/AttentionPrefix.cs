@@ -58,10 +58,9 @@ public sealed class AttentionPrefix
         Attention.Dimensions dims)
     {
         int rows = dims.B * dims.T * dims.H; // row = (b·T + i)·H + head
-        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
-        if (first >= rows)
+        var run = ThreadRun.Of(rows, dims.RowsPerThread);
+        if (run.IsEmpty)
             return;
-        int last = Math.Min(first + dims.RowsPerThread, rows);
         long prefixSize = (long)dims.Prefix * dims.KV * dims.HeadSize;
         fixed (float* outputBase = &output[0])
         fixed (float* lseBase = &lse[0])
@@ -69,7 +68,7 @@ public sealed class AttentionPrefix
         fixed (float* kBase = &prefixK[0])
         fixed (float* vBase = &prefixV[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
             {
                 long bank = prefixOfRow.Length > 0 ? prefixOfRow[row / (dims.H * dims.T)] * prefixSize : 0;
                 ForwardRow(outputBase, lseBase, qBase, kBase + bank, vBase + bank, dims, row);
@@ -132,10 +131,9 @@ public sealed class AttentionPrefix
         Attention.Dimensions dims)
     {
         int rows = dims.B * dims.T * dims.H;
-        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
-        if (first >= rows)
+        var run = ThreadRun.Of(rows, dims.RowsPerThread);
+        if (run.IsEmpty)
             return;
-        int last = Math.Min(first + dims.RowsPerThread, rows);
         fixed (float* dQBase = &dQ[0])
         fixed (float* dOutBase = &dOut[0])
         fixed (float* qBase = &q[0])
@@ -144,7 +142,7 @@ public sealed class AttentionPrefix
         fixed (float* lseBase = &lse[0])
         fixed (float* deltaBase = &delta[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
                 BackwardQueryRow(dQBase, dOutBase, qBase, kBase, vBase, lseBase, deltaBase, dims, row);
         }
     }
@@ -187,10 +185,9 @@ public sealed class AttentionPrefix
         Attention.Dimensions dims)
     {
         int rows = dims.Prefix * dims.KV; // row = j·KV + kvHead
-        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
-        if (first >= rows)
+        var run = ThreadRun.Of(rows, dims.RowsPerThread);
+        if (run.IsEmpty)
             return;
-        int last = Math.Min(first + dims.RowsPerThread, rows);
         fixed (float* dKBase = &dPrefixK[0])
         fixed (float* dVBase = &dPrefixV[0])
         fixed (float* dOutBase = &dOut[0])
@@ -200,7 +197,7 @@ public sealed class AttentionPrefix
         fixed (float* lseBase = &lse[0])
         fixed (float* deltaBase = &delta[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
                 BackwardPrefixRow(dKBase, dVBase, dOutBase, qBase, kBase, vBase, lseBase, deltaBase, dims, row);
         }
     }
@@ -273,7 +270,7 @@ public sealed class AttentionPrefix
             else
                 sum += XMath.Exp(s - max);
         }
-        float groupMax = GroupReduceMax.Max(scratch, max);
+        float groupMax = GroupReduce.Max(scratch, max);
         float total = GroupReduce.Sum(scratch, sum > 0 ? sum * XMath.Exp(max - groupMax) : 0f);
         long statistic = ((long)batch * h + head) * t + position;
         float tokenLse = lse[statistic];
@@ -427,9 +424,8 @@ public sealed class AttentionPrefix
         int b, int capacity, int prefixWidth, int width, int chunk)
     {
         long total = (long)b * prefixWidth;
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, total);
-        for (long e = start; e < end; e++)
+        var run = ThreadRun.Of(total, chunk);
+        for (long e = run.Start; e < run.End; e++)
         {
             int batch = (int)(e / prefixWidth);
             int inner = (int)(e - (long)batch * prefixWidth);
@@ -575,7 +571,7 @@ public sealed class AttentionPrefix
         Check.Length(op, "vCache", vCache, cache, "B*Tmax*KV*hs");
         CheckBank(op, prefixK.Length, prefixV.Length, prefixOfRow.Length, b, kv, headSize, prefix);
         long total = b * prefixes;
-        fillCache(context.ElementConfig(total, out int chunk), kCache, vCache, prefixK, prefixV, prefixOfRow, b, capacity, (int)prefixes, kv * headSize, chunk);
+        fillCache(context.RunConfig(total, out int chunk), kCache, vCache, prefixK, prefixV, prefixOfRow, b, capacity, (int)prefixes, kv * headSize, chunk);
     }
 
     static void CheckDimensions(string op, int b, int t, int h, int kv, int headSize, int prefix)
@@ -587,15 +583,8 @@ public sealed class AttentionPrefix
             throw new KernelShapeException($"{op}: B*T*H = {(long)b * t * h} rows exceed the launch limit.");
     }
 
-    /// <summary>CPU: runs of rows over <see cref="KernelContext.ParallelThreads"/> threads; GPU: one group per row.</summary>
-    KernelConfig Config(int rows, out int rowsPerThread)
-    {
-        rowsPerThread = 1;
-        if (context.Shape == KernelShape.Gpu)
-            return new KernelConfig(rows, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(2 * context.GroupSize));
-        rowsPerThread = context.ElementChunk(rows);
-        return context.FlatConfig((rows + rowsPerThread - 1) / rowsPerThread);
-    }
+    /// <summary>CPU: a <see cref="ThreadRun"/> of rows per thread; GPU: one group per row (two reductions' scratch).</summary>
+    KernelConfig Config(int rows, out int rowsPerThread) => context.RowConfig(rows, out rowsPerThread, sharedFloatsPerThread: 2);
 
     #endregion
 }

@@ -17,25 +17,23 @@ public sealed class RmsNorm
 {
     #region Kernels
 
-    /// <summary>CPU-shaped forward: the launch's threads split the rows into equal runs.</summary>
+    /// <summary>CPU-shaped forward: a <see cref="ThreadRun"/> of rows per thread.</summary>
     internal static unsafe void ForwardRowKernel(
         ArrayView<float> output, // (N, C)
         ArrayView<float> input,  // (N, C)
         ArrayView<float> weight, // (C)
         ArrayView<float> rstd,   // (N)
-        int n, int c, float eps)
+        int n, int c, float eps, int rowsPerThread)
     {
-        int perThread = (n + Grid.DimX - 1) / Grid.DimX;
-        int first = Grid.GlobalIndex.X * perThread;
-        if (first >= n)
+        var run = ThreadRun.Of(n, rowsPerThread);
+        if (run.IsEmpty)
             return;
-        int last = Math.Min(first + perThread, n);
         fixed (float* outputBase = &output[0])
         fixed (float* inputBase = &input[0])
         fixed (float* weightBase = &weight[0])
         fixed (float* rstdBase = &rstd[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
             {
                 float* x = inputBase + (long)row * c, y = outputBase + (long)row * c;
                 float s0 = 0, s1 = 0;
@@ -55,27 +53,25 @@ public sealed class RmsNorm
         }
     }
 
-    /// <summary>CPU-shaped backward: the launch's threads split the rows into equal runs.</summary>
+    /// <summary>CPU-shaped backward: a <see cref="ThreadRun"/> of rows per thread.</summary>
     internal static unsafe void BackwardRowKernel(
         ArrayView<float> dX,     // (N, C)
         ArrayView<float> dOut,   // (N, C)
         ArrayView<float> input,  // (N, C)
         ArrayView<float> weight, // (C)
         ArrayView<float> rstd,   // (N)
-        int n, int c, int accumulate)
+        int n, int c, int accumulate, int rowsPerThread)
     {
-        int perThread = (n + Grid.DimX - 1) / Grid.DimX;
-        int first = Grid.GlobalIndex.X * perThread;
-        if (first >= n)
+        var run = ThreadRun.Of(n, rowsPerThread);
+        if (run.IsEmpty)
             return;
-        int last = Math.Min(first + perThread, n);
         fixed (float* dXBase = &dX[0])
         fixed (float* dOutBase = &dOut[0])
         fixed (float* inputBase = &input[0])
         fixed (float* weightBase = &weight[0])
         fixed (float* rstdBase = &rstd[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
             {
                 long offset = (long)row * c;
                 float* x = inputBase + offset, g = dOutBase + offset, dx = dXBase + offset;
@@ -100,7 +96,7 @@ public sealed class RmsNorm
         ArrayView<float> input,  // (N, C)
         ArrayView<float> weight, // (C)
         ArrayView<float> rstd,   // (N)
-        int n, int c, float eps)
+        int n, int c, float eps, int rowsPerThread)
     {
         int row = Grid.IdxX;
         var scratch = SharedMemory.GetDynamic<float>();
@@ -125,7 +121,7 @@ public sealed class RmsNorm
         ArrayView<float> input,  // (N, C)
         ArrayView<float> weight, // (C)
         ArrayView<float> rstd,   // (N)
-        int n, int c, int accumulate)
+        int n, int c, int accumulate, int rowsPerThread)
     {
         int row = Grid.IdxX;
         var scratch = SharedMemory.GetDynamic<float>();
@@ -148,17 +144,17 @@ public sealed class RmsNorm
     #region Launchers
 
     readonly KernelContext context;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float> forward;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> backward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int> forward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int> backward;
 
     internal RmsNorm(KernelContext context)
     {
         this.context = context;
         var accelerator = context.Accelerator;
         bool cpu = context.Shape == KernelShape.Cpu;
-        forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(
+        forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int>(
             cpu ? ForwardRowKernel : ForwardGroupKernel);
-        backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(
+        backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(
             cpu ? BackwardRowKernel : BackwardGroupKernel);
     }
 
@@ -180,7 +176,7 @@ public sealed class RmsNorm
         Check.Length(op, "inp", input, (long)n * c, "N*C");
         Check.Length(op, "weight", weight, c, "C");
         Check.Length(op, "rstd", rstd, n, "N");
-        forward(Config(n), output, input, weight, rstd, n, c, eps);
+        forward(context.RowConfig(n, out int rowsPerThread), output, input, weight, rstd, n, c, eps, rowsPerThread);
     }
 
     /// <summary>dX from dOut (or dX += it), using the rstd saved by <see cref="Forward"/>.</summary>
@@ -204,14 +200,8 @@ public sealed class RmsNorm
         Check.Length(op, "inp", input, (long)n * c, "N*C");
         Check.Length(op, "weight", weight, c, "C");
         Check.Length(op, "rstd", rstd, n, "N");
-        backward(Config(n), dX, dOut, input, weight, rstd, n, c, accumulate ? 1 : 0);
+        backward(context.RowConfig(n, out int rowsPerThread), dX, dOut, input, weight, rstd, n, c, accumulate ? 1 : 0, rowsPerThread);
     }
-
-    /// <summary>CPU: <see cref="KernelContext.ParallelThreads"/> threads at most, each deriving its run of rows from the grid
-    /// (a thread per row would pay the CPU accelerator's per-group cost N times); GPU: one group per row.</summary>
-    KernelConfig Config(int rows) => context.Shape == KernelShape.Cpu
-        ? context.FlatConfig(Math.Min(rows, context.ParallelThreads))
-        : new KernelConfig(rows, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(context.GroupSize));
 
     #endregion
 }
@@ -231,7 +221,7 @@ public sealed class ResidualRmsNorm
 {
     #region Kernels
 
-    /// <summary>CPU-shaped: the launch's threads split the rows into equal runs.</summary>
+    /// <summary>CPU-shaped: a <see cref="ThreadRun"/> of rows per thread.</summary>
     internal static unsafe void ForwardRowKernel(
         ArrayView<float> residual, // (N, C) x + delta
         ArrayView<float> output,   // (N, C)
@@ -239,13 +229,11 @@ public sealed class ResidualRmsNorm
         ArrayView<float> x,        // (N, C)
         ArrayView<float> delta,    // (N, C)
         ArrayView<float> weight,   // (C)
-        int n, int c, float eps)
+        int n, int c, float eps, int rowsPerThread)
     {
-        int perThread = (n + Grid.DimX - 1) / Grid.DimX;
-        int first = Grid.GlobalIndex.X * perThread;
-        if (first >= n)
+        var run = ThreadRun.Of(n, rowsPerThread);
+        if (run.IsEmpty)
             return;
-        int last = Math.Min(first + perThread, n);
         fixed (float* residualBase = &residual[0])
         fixed (float* outputBase = &output[0])
         fixed (float* rstdBase = &rstd[0])
@@ -253,7 +241,7 @@ public sealed class ResidualRmsNorm
         fixed (float* deltaBase = &delta[0])
         fixed (float* weightBase = &weight[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
             {
                 long offset = (long)row * c;
                 float* sum = residualBase + offset, a = xBase + offset, b = deltaBase + offset, y = outputBase + offset;
@@ -284,7 +272,7 @@ public sealed class ResidualRmsNorm
         ArrayView<float> x,        // (N, C)
         ArrayView<float> delta,    // (N, C)
         ArrayView<float> weight,   // (C)
-        int n, int c, float eps)
+        int n, int c, float eps, int rowsPerThread)
     {
         int row = Grid.IdxX;
         var scratch = SharedMemory.GetDynamic<float>();
@@ -309,13 +297,13 @@ public sealed class ResidualRmsNorm
     #region Launchers
 
     readonly KernelContext context;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float> forward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int> forward;
 
     internal ResidualRmsNorm(KernelContext context)
     {
         this.context = context;
         forward = context.Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, int, int, float>(context.Shape == KernelShape.Cpu ? ForwardRowKernel : ForwardGroupKernel);
+            ArrayView<float>, int, int, float, int>(context.Shape == KernelShape.Cpu ? ForwardRowKernel : ForwardGroupKernel);
     }
 
     /// <summary>residual = x + delta; out = RMSNorm(residual)·w, saving rstd.</summary>
@@ -341,10 +329,7 @@ public sealed class ResidualRmsNorm
         Check.Length(op, "x", x, (long)n * c, "N*C");
         Check.Length(op, "delta", delta, (long)n * c, "N*C");
         Check.Length(op, "w", weight, c, "C");
-        var config = context.Shape == KernelShape.Cpu
-            ? context.FlatConfig(Math.Min(n, context.ParallelThreads))
-            : new KernelConfig(n, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(context.GroupSize));
-        forward(config, residual, output, rstd, x, delta, weight, n, c, eps);
+        forward(context.RowConfig(n, out int rowsPerThread), residual, output, rstd, x, delta, weight, n, c, eps, rowsPerThread);
     }
 
     #endregion

@@ -37,9 +37,8 @@ public sealed class Rope
     {
         int half = headSize / 2;
         long pairs = (long)rows * heads * half;
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, pairs);
-        for (long pair = start; pair < end; pair++)
+        var run = ThreadRun.Of(pairs, chunk);
+        for (long pair = run.Start; pair < run.End; pair++)
         {
             long rowHead = pair / half;
             int i = (int)(pair - rowHead * half);
@@ -64,17 +63,16 @@ public sealed class Rope
         ArrayView<int> positions,   // (B, T)
         int rows, int heads, int headSize, float theta, float direction, int chunk)
     {
-        int first = Grid.GlobalIndex.X * chunk;
-        if (first >= rows)
+        var run = ThreadRun.Of(rows, chunk);
+        if (run.IsEmpty)
             return;
-        int last = Math.Min(first + chunk, rows);
         int half = headSize / 2;
         long rowLength = (long)heads * headSize;
         fixed (float* outputBase = &output[0])
         fixed (float* inputBase = &input[0])
         fixed (int* positionBase = &positions[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
             {
                 float position = positionBase[row];
                 float* x = inputBase + row * rowLength, y = outputBase + row * rowLength;
@@ -108,10 +106,9 @@ public sealed class Rope
         ArrayView<int> positions,   // (B, T)
         int rows, int heads, int kvHeads, int headSize, float theta, int rotate, int merge, int chunk)
     {
-        int first = Grid.GlobalIndex.X * chunk;
-        if (first >= rows)
+        var run = ThreadRun.Of(rows, chunk);
+        if (run.IsEmpty)
             return;
-        int last = Math.Min(first + chunk, rows);
         int half = headSize / 2;
         long qWidth = (long)heads * headSize, kvWidth = (long)kvHeads * headSize, width = qWidth + 2 * kvWidth;
         fixed (float* qkvBase = &qkv[0])
@@ -119,7 +116,7 @@ public sealed class Rope
         fixed (float* kBase = &k[0])
         fixed (float* vBase = &v[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
             {
                 float* fused = qkvBase + row * width, qRow = qBase + row * qWidth, kRow = kBase + row * kvWidth, vRow = vBase + row * kvWidth;
                 // Merge reads the separate tensors and writes the fused row; split the other way round.
@@ -174,9 +171,8 @@ public sealed class Rope
         long qWidth = (long)heads * headSize, kvWidth = (long)kvHeads * headSize, width = qWidth + 2 * kvWidth;
         long perRow = qPairs + kPairs + kvWidth;
         long items = rows * perRow;
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, items);
-        for (long item = start; item < end; item++)
+        var run = ThreadRun.Of(items, chunk);
+        for (long item = run.Start; item < run.End; item++)
         {
             long row = item / perRow, at = item - row * perRow;
             if (at >= qPairs + kPairs)
@@ -293,13 +289,12 @@ public sealed class Rope
         var positionView = rotate ? positions : default; // read only when rotating
         if (context.Shape == KernelShape.Cpu)
         {
-            int rowChunk = context.ElementChunk(rows);
-            qkvSplit(context.FlatConfig((rows + rowChunk - 1) / rowChunk), qkv, q, k, v, positionView, b * t, heads, kvHeads, headSize, theta,
+            qkvSplit(context.RunConfig(rows, out int rowChunk), qkv, q, k, v, positionView, b * t, heads, kvHeads, headSize, theta,
                 rotate ? 1 : 0, merge ? 1 : 0, rowChunk);
             return;
         }
         long items = rows * ((heads + kvHeads) * (long)(headSize / 2) + (long)kvHeads * headSize);
-        qkvSplit(context.ElementConfig(items, out int chunk), qkv, q, k, v, positionView, b * t, heads, kvHeads, headSize, theta,
+        qkvSplit(context.RunConfig(items, out int chunk), qkv, q, k, v, positionView, b * t, heads, kvHeads, headSize, theta,
             rotate ? 1 : 0, merge ? 1 : 0, chunk);
     }
 
@@ -344,12 +339,11 @@ public sealed class Rope
         Check.Length(op, "positions", positions, (long)b * t, "B*T");
         if (context.Shape == KernelShape.Cpu)
         {
-            int rowChunk = context.ElementChunk((long)b * t);
-            rotate(context.FlatConfig(((long)b * t + rowChunk - 1) / rowChunk), output, input, positions, b * t, h, headSize, theta, direction, rowChunk);
+            rotate(context.RunConfig((long)b * t, out int rowChunk), output, input, positions, b * t, h, headSize, theta, direction, rowChunk);
             return;
         }
         long pairs = count / 2;
-        rotate(context.ElementConfig(pairs, out int chunk), output, input, positions, b * t, h, headSize, theta, direction, chunk);
+        rotate(context.RunConfig(pairs, out int chunk), output, input, positions, b * t, h, headSize, theta, direction, chunk);
     }
 
     #endregion

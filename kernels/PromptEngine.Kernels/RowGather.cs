@@ -26,16 +26,15 @@ public sealed class RowGather
         ArrayView<int> rows,     // (S)
         int width, long count, int chunk)
     {
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, count);
-        if (start >= end)
+        var run = ThreadRun.Of(count, chunk);
+        if (run.IsEmpty)
             return;
         // Pointers taken once per thread: the view indexer would assert bounds per element on the CPU (see Linear).
         fixed (float* outputBase = &output[0])
         fixed (float* inputBase = &input[0])
         fixed (int* rowsBase = &rows[0])
         {
-            for (long i = start; i < end; i++)
+            for (long i = run.Start; i < run.End; i++)
             {
                 long row = i / width, column = i - row * width;
                 outputBase[i] = inputBase[(long)rowsBase[row] * width + column];
@@ -50,15 +49,14 @@ public sealed class RowGather
         ArrayView<int> rows,      // (S)
         int width, long count, int chunk)
     {
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, count);
-        if (start >= end)
+        var run = ThreadRun.Of(count, chunk);
+        if (run.IsEmpty)
             return;
         fixed (float* dInputBase = &dInput[0])
         fixed (float* dOutputBase = &dOutput[0])
         fixed (int* rowsBase = &rows[0])
         {
-            for (long i = start; i < end; i++)
+            for (long i = run.Start; i < run.End; i++)
             {
                 long row = i / width, column = i - row * width;
                 dInputBase[(long)rowsBase[row] * width + column] += dOutputBase[i];
@@ -98,7 +96,7 @@ public sealed class RowGather
         Check.Length(op, "in", input, (long)n * width, "N*C");
         Check.Length(op, "rows", rows, s, "S");
         long count = (long)s * width;
-        forward(context.ElementConfig(count, out int chunk), output, input, rows, width, count, chunk);
+        forward(context.RunConfig(count, out int chunk), output, input, rows, width, count, chunk);
     }
 
     /// <summary>dIn[rows[i], :] += dOut[i, :] (the gradient of <see cref="Forward"/>, added into <paramref name="dInput"/>).</summary>
@@ -118,7 +116,7 @@ public sealed class RowGather
         Check.Length(op, "dOut", dOutput, (long)s * width, "S*C");
         Check.Length(op, "rows", rows, s, "S");
         long count = (long)s * width;
-        backward(context.ElementConfig(count, out int chunk), dInput, dOutput, rows, width, count, chunk);
+        backward(context.RunConfig(count, out int chunk), dInput, dOutput, rows, width, count, chunk);
     }
 
     #endregion
