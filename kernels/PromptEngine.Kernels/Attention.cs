@@ -30,37 +30,6 @@ namespace PromptEngine.Kernels;
 /// </remarks>
 public sealed class Attention
 {
-    /// <summary>The op's dimensions, passed to the kernels as one argument: the backward kernels would otherwise need
-    /// more parameters than ILGPU's LoadStreamKernel overloads take. Public because ILGPU's runtime assembly must see
-    /// every kernel parameter type; the launchers take plain integers.</summary>
-    public readonly struct Dimensions(int b, int t, int h, int kv, int headSize, int rowsPerThread = 1, int prefix = 0)
-    {
-        /// <summary>Batch rows.</summary>
-        public readonly int B = b;
-
-        /// <summary>Sequence length.</summary>
-        public readonly int T = t;
-
-        /// <summary>Query heads.</summary>
-        public readonly int H = h;
-
-        /// <summary>Key/value heads.</summary>
-        public readonly int KV = kv;
-
-        /// <summary>Channels per head.</summary>
-        public readonly int HeadSize = headSize;
-
-        /// <summary>1/√hs, rounded to float once on the host.</summary>
-        public readonly float Scale = (float)(1 / Math.Sqrt(headSize));
-
-        /// <summary>Rows each thread of a CPU-shaped kernel takes in turn (a launch of one thread per row would pay
-        /// the CPU accelerator's cost per group, about a microsecond, thousands of times).</summary>
-        public readonly int RowsPerThread = rowsPerThread;
-
-        /// <summary>Deep-prompt keys per kv head Pv that every query attends to besides its own (<see cref="AttentionPrefix"/>); 0 here.</summary>
-        public readonly int Prefix = prefix;
-    }
-
     #region Kernels
 
     /// <summary>scale · q[qOffset..+hs] · k[kOffset..+hs].</summary>
@@ -89,7 +58,7 @@ public sealed class Attention
         ArrayView<float> k,      // (B, T, KV, hs)
         ArrayView<float> v,      // (B, T, KV, hs)
         ArrayView<int> mask,     // (B, T)
-        Dimensions dims)
+        AttentionDimensions dims)
     {
         int rows = dims.B * dims.T * dims.H; // row = (b·T + i)·H + head
         var run = ThreadRun.Of(rows, dims.RowsPerThread);
@@ -111,7 +80,7 @@ public sealed class Attention
     /// maximum and is rescaled whenever the maximum grows, then divided by the sum (as FlashAttention does per tile).
     /// Pointer-only, like every CPU-shaped row method here, so RyuJIT keeps its accumulators in registers (see
     /// <see cref="Linear"/>'s remarks).</summary>
-    static unsafe void ForwardRow(float* output, float* lse, float* q, float* k, float* v, int* mask, Dimensions dims, int row)
+    static unsafe void ForwardRow(float* output, float* lse, float* q, float* k, float* v, int* mask, AttentionDimensions dims, int row)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
         int head = row % h, batchPosition = row / h, position = batchPosition % t, batch = batchPosition / t;
@@ -190,7 +159,7 @@ public sealed class Attention
         ArrayView<int> mask,     // (B, T)
         ArrayView<float> output, // (B, T, H, hs)
         ArrayView<float> lse,    // (B, H, T)
-        Dimensions dims)
+        AttentionDimensions dims)
     {
         int rows = dims.B * dims.T * dims.H;
         var run = ThreadRun.Of(rows, dims.RowsPerThread);
@@ -213,7 +182,7 @@ public sealed class Attention
 
     /// <summary>dQ_i = scale·Σ_j p_ij(dP_ij − delta_i)·k_j for one query row, with delta_i = dOut_i·out_i.</summary>
     static unsafe void BackwardQueryRow(float* dQ, float* delta, float* dOut, float* q, float* k, float* v, int* mask,
-        float* output, float* lse, Dimensions dims, int row)
+        float* output, float* lse, AttentionDimensions dims, int row)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
         int head = row % h, batchPosition = row / h, position = batchPosition % t, batch = batchPosition / t;
@@ -255,7 +224,7 @@ public sealed class Attention
         ArrayView<int> mask,    // (B, T)
         ArrayView<float> lse,   // (B, H, T)
         ArrayView<float> delta, // (B, H, T)
-        Dimensions dims)
+        AttentionDimensions dims)
     {
         int rows = dims.B * dims.T * dims.KV; // row = (b·T + j)·KV + kvHead
         var run = ThreadRun.Of(rows, dims.RowsPerThread);
@@ -278,7 +247,7 @@ public sealed class Attention
 
     /// <summary>dV_j = Σ p_ij·dOut_i and dK_j = scale·Σ p_ij(dP_ij − delta_i)·q_i for one key row, over its group's heads.</summary>
     static unsafe void BackwardKeyRow(float* dK, float* dV, float* dOut, float* q, float* k, float* v, int* mask,
-        float* lse, float* delta, Dimensions dims, int row)
+        float* lse, float* delta, AttentionDimensions dims, int row)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
         int kvHead = row % kv, batchPosition = row / kv, position = batchPosition % t, batch = batchPosition / t;
@@ -319,11 +288,11 @@ public sealed class Attention
 
     readonly KernelContext context;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-        Dimensions>? forward;
+        AttentionDimensions>? forward;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<int>, ArrayView<float>, ArrayView<float>, Dimensions>? backwardQuery;
+        ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionDimensions>? backwardQuery;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<int>, ArrayView<float>, ArrayView<float>, Dimensions>? backwardKey;
+        ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionDimensions>? backwardKey;
 
     internal Attention(KernelContext context)
     {
@@ -332,11 +301,11 @@ public sealed class Attention
         if (context.Shape != KernelShape.Cpu)
             return; // the GPU shape hands over to FlashAttention
         forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-            Dimensions>(ForwardRowKernel);
+            AttentionDimensions>(ForwardRowKernel);
         backwardQuery = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<int>, ArrayView<float>, ArrayView<float>, Dimensions>(BackwardQueryRowKernel);
+            ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionDimensions>(BackwardQueryRowKernel);
         backwardKey = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<int>, ArrayView<float>, ArrayView<float>, Dimensions>(BackwardKeyRowKernel);
+            ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionDimensions>(BackwardKeyRowKernel);
     }
 
     /// <summary>Causal, masked, grouped-query attention; saves the per-row log-sum-exp for <see cref="Backward"/>.</summary>
@@ -357,7 +326,7 @@ public sealed class Attention
     {
         const string op = "Attention.Forward";
         context.Enter(op);
-        CheckDimensions(op, b, t, h, kv, headSize);
+        var dims = CheckDimensions(op, b, t, h, kv, headSize);
         Check.Length(op, "out", output, (long)b * t * h * headSize, "B*T*H*hs");
         Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
         Check.Length(op, "q", q, (long)b * t * h * headSize, "B*T*H*hs");
@@ -369,7 +338,7 @@ public sealed class Attention
             context.FlashAttention.Forward(output, lse, q, k, v, mask, b, t, h, kv, headSize); // FlashAttention.cs
             return;
         }
-        forward!(Config(b * t * h, out int perThread), output, lse, q, k, v, mask, new Dimensions(b, t, h, kv, headSize, perThread));
+        forward!(Config(b * t * h, out int perThread), output, lse, q, k, v, mask, dims.WithRowsPerThread(perThread));
     }
 
     /// <summary>dQ, dK, dV from dOut, recomputing the probabilities from the saved log-sum-exp.</summary>
@@ -396,7 +365,7 @@ public sealed class Attention
     {
         const string op = "Attention.Backward";
         context.Enter(op);
-        CheckDimensions(op, b, t, h, kv, headSize);
+        var dims = CheckDimensions(op, b, t, h, kv, headSize);
         long queries = (long)b * t * h * headSize, keys = (long)b * t * kv * headSize;
         Check.Length(op, "dQ", dQ, queries, "B*T*H*hs");
         Check.Length(op, "dK", dK, keys, "B*T*KV*hs");
@@ -415,18 +384,18 @@ public sealed class Attention
             return;
         }
         var queryConfig = Config(b * t * h, out int queriesPerThread);
-        backwardQuery!(queryConfig, dQ, delta, dOut, q, k, v, mask, output, lse, new Dimensions(b, t, h, kv, headSize, queriesPerThread));
+        backwardQuery!(queryConfig, dQ, delta, dOut, q, k, v, mask, output, lse, dims.WithRowsPerThread(queriesPerThread));
         var keyConfig = Config(b * t * kv, out int keysPerThread);
-        backwardKey!(keyConfig, dK, dV, dOut, q, k, v, mask, lse, delta, new Dimensions(b, t, h, kv, headSize, keysPerThread));
+        backwardKey!(keyConfig, dK, dV, dOut, q, k, v, mask, lse, delta, dims.WithRowsPerThread(keysPerThread));
     }
 
-    static void CheckDimensions(string op, int b, int t, int h, int kv, int headSize)
+    static AttentionDimensions CheckDimensions(string op, int b, int t, int h, int kv, int headSize)
     {
-        Check.Positive(op, ("B", b), ("T", t), ("H", h), ("KV", kv), ("hs", headSize));
-        if (h % kv != 0)
-            throw new KernelShapeException($"{op}: query heads H = {h} must be a multiple of kv heads KV = {kv}.");
+        var dims = new AttentionDimensions(b, t, h, kv, headSize);
+        dims.Check(op);
         if ((long)b * t * h > int.MaxValue)
             throw new KernelShapeException($"{op}: B*T*H = {(long)b * t * h} rows exceed the launch limit.");
+        return dims;
     }
 
     /// <summary>CPU launch: a <see cref="ThreadRun"/> of rows per thread. Rows near the end of a sequence see more keys:

@@ -30,47 +30,30 @@ namespace PromptEngine.Kernels;
 /// </remarks>
 public sealed class AttentionDecode
 {
-    /// <summary>The op's dimensions as one kernel argument (public because ILGPU's runtime assembly must see every
-    /// kernel parameter type); the launchers take plain integers.</summary>
-    public readonly struct Dimensions(int b, int capacity, int h, int kv, int headSize)
-    {
-        /// <summary>Batch rows.</summary>
-        public readonly int B = b;
-
-        /// <summary>Cache capacity Tmax per row.</summary>
-        public readonly int Capacity = capacity;
-
-        /// <summary>Query heads.</summary>
-        public readonly int H = h;
-
-        /// <summary>Key/value heads.</summary>
-        public readonly int KV = kv;
-
-        /// <summary>Channels per head.</summary>
-        public readonly int HeadSize = headSize;
-
-        /// <summary>1/√hs, rounded to float once on the host exactly as <see cref="Attention.Dimensions.Scale"/>.</summary>
-        public readonly float Scale = (float)(1 / Math.Sqrt(headSize));
-    }
-
     #region Kernels
 
     /// <summary>Valid keys of a row: lengths[b] clamped to [0, capacity].</summary>
     static int RowLength(ArrayView<int> lengths, int batch, int capacity) => Math.Max(0, Math.Min(lengths[batch], capacity));
 
-    /// <summary>CPU-shaped forward: one thread per (b, h); single-pass online softmax with the output row as the accumulator.</summary>
+    /// <summary>CPU-shaped forward: a <see cref="ThreadRun"/> of (b, h) rows per thread; single-pass online softmax with the output row as the accumulator.</summary>
     internal static void ForwardRowKernel(
         ArrayView<float> output, // (B, H, hs)
         ArrayView<float> q,      // (B, H, hs)
         ArrayView<float> kCache, // (B, Tmax, KV, hs)
         ArrayView<float> vCache, // (B, Tmax, KV, hs)
         ArrayView<int> lengths,  // (B)
-        Dimensions dims)
+        AttentionDimensions dims)
     {
-        int h = dims.H, kv = dims.KV, headSize = dims.HeadSize, capacity = dims.Capacity;
-        int row = Grid.GlobalIndex.X; // b·H + head
-        if (row >= dims.B * h)
-            return;
+        var run = ThreadRun.Of(dims.B * dims.H, dims.RowsPerThread); // row = b·H + head
+        for (int row = (int)run.Start; row < run.End; row++)
+            ForwardRow(output, q, kCache, vCache, lengths, dims, row);
+    }
+
+    /// <summary>One (b, h) row of <see cref="ForwardRowKernel"/>.</summary>
+    static void ForwardRow(ArrayView<float> output, ArrayView<float> q, ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<int> lengths,
+        AttentionDimensions dims, int row)
+    {
+        int h = dims.H, kv = dims.KV, headSize = dims.HeadSize, capacity = dims.T;
         int head = row % h;
         int batch = row / h;
         int kvHead = head / (h / kv);
@@ -115,9 +98,9 @@ public sealed class AttentionDecode
         ArrayView<float> kCache, // (B, Tmax, KV, hs)
         ArrayView<float> vCache, // (B, Tmax, KV, hs)
         ArrayView<int> lengths,  // (B)
-        Dimensions dims)
+        AttentionDimensions dims)
     {
-        int h = dims.H, kv = dims.KV, headSize = dims.HeadSize, capacity = dims.Capacity;
+        int h = dims.H, kv = dims.KV, headSize = dims.HeadSize, capacity = dims.T;
         int row = Grid.IdxX; // b·H + head
         int thread = Group.IdxX, threads = Group.DimX;
         var shared = SharedMemory.GetDynamic<float>();
@@ -201,14 +184,14 @@ public sealed class AttentionDecode
     #region Launchers
 
     readonly KernelContext context;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, Dimensions> forward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDimensions> forward;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, int> append;
 
     internal AttentionDecode(KernelContext context)
     {
         this.context = context;
         var accelerator = context.Accelerator;
-        forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, Dimensions>(
+        forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDimensions>(
             context.Shape == KernelShape.Cpu ? ForwardRowKernel : ForwardGroupKernel);
         append = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, int>(
             AppendKernel);
@@ -231,9 +214,8 @@ public sealed class AttentionDecode
     {
         const string op = "AttentionDecode.Forward";
         context.Enter(op);
-        Check.Positive(op, ("B", b), ("Tmax", capacity), ("H", h), ("KV", kv), ("hs", headSize));
-        if (h % kv != 0)
-            throw new KernelShapeException($"{op}: query heads H = {h} must be a multiple of kv heads KV = {kv}.");
+        var dims = new AttentionDimensions(b, capacity, h, kv, headSize);
+        dims.Check(op, sequence: "Tmax");
         if ((long)b * h > int.MaxValue)
             throw new KernelShapeException($"{op}: B*H = {(long)b * h} rows exceed the launch limit.");
         long cache = (long)b * capacity * kv * headSize;
@@ -242,10 +224,8 @@ public sealed class AttentionDecode
         Check.Length(op, "kCache", kCache, cache, "B*Tmax*KV*hs");
         Check.Length(op, "vCache", vCache, cache, "B*Tmax*KV*hs");
         Check.Length(op, "lengths", lengths, b, "B");
-        var config = context.Shape == KernelShape.Cpu
-            ? new KernelConfig(b * h, 1)
-            : new KernelConfig(b * h, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(2 * context.GroupSize));
-        forward(config, output, q, kCache, vCache, lengths, new Dimensions(b, capacity, h, kv, headSize));
+        var config = context.RowConfig(b * h, out int rowsPerThread, sharedFloatsPerThread: 2);
+        forward(config, output, q, kCache, vCache, lengths, dims.WithRowsPerThread(rowsPerThread));
     }
 
     /// <summary>Writes T new positions of keys and values per row into the caches, starting at each row's slot:

@@ -27,32 +27,6 @@ namespace PromptEngine.Kernels;
 /// </remarks>
 public sealed class FlashAttention
 {
-    /// <summary>The op's dimensions and the block edge, passed to the kernels as one argument (ILGPU's loaders take
-    /// at most a fixed number of parameters). Public because ILGPU's runtime assembly must see kernel parameter types.</summary>
-    public readonly struct Shape(int b, int t, int h, int kv, int headSize, int block)
-    {
-        /// <summary>Batch rows.</summary>
-        public readonly int B = b;
-
-        /// <summary>Sequence length.</summary>
-        public readonly int T = t;
-
-        /// <summary>Query heads.</summary>
-        public readonly int H = h;
-
-        /// <summary>Key/value heads.</summary>
-        public readonly int KV = kv;
-
-        /// <summary>Channels per head.</summary>
-        public readonly int HeadSize = headSize;
-
-        /// <summary>Rows per block of queries and of keys.</summary>
-        public readonly int Block = block;
-
-        /// <summary>1/√hs, rounded to float once on the host.</summary>
-        public readonly float Scale = (float)(1 / Math.Sqrt(headSize));
-    }
-
     #region Kernels
 
     /// <summary>Dot product of two padded shared-memory rows.</summary>
@@ -65,7 +39,7 @@ public sealed class FlashAttention
     }
 
     /// <summary>Copies Block rows of one head (rows past T read as zeros) into a padded shared tile.</summary>
-    static void LoadRows(ArrayView<float> tile, ArrayView<float> source, int batch, int first, int heads, int head, Shape s)
+    static void LoadRows(ArrayView<float> tile, ArrayView<float> source, int batch, int first, int heads, int head, AttentionDimensions s)
     {
         int stride = s.HeadSize + 1;
         for (int e = Group.IdxX; e < s.Block * s.HeadSize; e += Group.DimX)
@@ -84,7 +58,7 @@ public sealed class FlashAttention
         ArrayView<float> k,      // (B, T, KV, hs)
         ArrayView<float> v,      // (B, T, KV, hs)
         ArrayView<int> mask,     // (B, T)
-        Shape s)
+        AttentionDimensions s)
     {
         int blk = s.Block, hs = s.HeadSize, stride = hs + 1, t = s.T;
         int thread = Group.IdxX, threads = Group.DimX;
@@ -186,7 +160,7 @@ public sealed class FlashAttention
         ArrayView<int> mask,     // (B, T)
         ArrayView<float> output, // (B, T, H, hs)
         ArrayView<float> lse,    // (B, H, T)
-        Shape s)
+        AttentionDimensions s)
     {
         int blk = s.Block, hs = s.HeadSize, stride = hs + 1, t = s.T;
         int thread = Group.IdxX, threads = Group.DimX;
@@ -273,7 +247,7 @@ public sealed class FlashAttention
         ArrayView<int> mask,    // (B, T)
         ArrayView<float> lse,   // (B, H, T)
         ArrayView<float> delta, // (B, H, T)
-        Shape s)
+        AttentionDimensions s)
     {
         int blk = s.Block, hs = s.HeadSize, stride = hs + 1, t = s.T;
         int thread = Group.IdxX, threads = Group.DimX;
@@ -366,22 +340,22 @@ public sealed class FlashAttention
 
     readonly KernelContext context;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-        Shape> forward;
+        AttentionDimensions> forward;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<int>, ArrayView<float>, ArrayView<float>, Shape> backwardQuery;
+        ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionDimensions> backwardQuery;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<int>, ArrayView<float>, ArrayView<float>, Shape> backwardKey;
+        ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionDimensions> backwardKey;
 
     internal FlashAttention(KernelContext context)
     {
         this.context = context;
         var a = context.Accelerator;
         forward = a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-            Shape>(ForwardKernel);
+            AttentionDimensions>(ForwardKernel);
         backwardQuery = a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<int>, ArrayView<float>, ArrayView<float>, Shape>(BackwardQueryKernel);
+            ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionDimensions>(BackwardQueryKernel);
         backwardKey = a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<int>, ArrayView<float>, ArrayView<float>, Shape>(BackwardKeyKernel);
+            ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionDimensions>(BackwardKeyKernel);
     }
 
     /// <summary>Block edge forced by tests (0: choose by shared memory), so the CPU device's small groups still see several blocks per row.</summary>
@@ -408,7 +382,7 @@ public sealed class FlashAttention
         ArrayView<int> mask, int b, int t, int h, int kv, int headSize)
     {
         const string op = "FlashAttention.Forward";
-        CheckDimensions(op, b, t, h, kv, headSize);
+        var dims = CheckDimensions(op, b, t, h, kv, headSize);
         Check.Length(op, "out", output, (long)b * t * h * headSize, "B*T*H*hs");
         Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
         Check.Length(op, "q", q, (long)b * t * h * headSize, "B*T*H*hs");
@@ -416,7 +390,7 @@ public sealed class FlashAttention
         Check.Length(op, "v", v, (long)b * t * kv * headSize, "B*T*KV*hs");
         Check.Length(op, "mask", mask, (long)b * t, "B*T");
         int block = Block(op, headSize, tiles: 4, squares: 1, vectors: 3);
-        forward(Config(t, b * h, block, 4, 1, 3, headSize), output, lse, q, k, v, mask, new Shape(b, t, h, kv, headSize, block));
+        forward(Config(t, b * h, block, 4, 1, 3, headSize), output, lse, q, k, v, mask, dims.WithBlock(block));
     }
 
     /// <summary>Same contract and arguments as <see cref="Attention.Backward"/>.</summary>
@@ -442,7 +416,7 @@ public sealed class FlashAttention
         ArrayView<float> output, ArrayView<float> lse, int b, int t, int h, int kv, int headSize)
     {
         const string op = "FlashAttention.Backward";
-        CheckDimensions(op, b, t, h, kv, headSize);
+        var dims = CheckDimensions(op, b, t, h, kv, headSize);
         long queries = (long)b * t * h * headSize, keys = (long)b * t * kv * headSize;
         Check.Length(op, "dQ", dQ, queries, "B*T*H*hs");
         Check.Length(op, "dK", dK, keys, "B*T*KV*hs");
@@ -457,10 +431,10 @@ public sealed class FlashAttention
         Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
         int queryBlock = Block(op, headSize, tiles: 5, squares: 1, vectors: 2);
         backwardQuery(Config(t, b * h, queryBlock, 5, 1, 2, headSize), dQ, delta, dOut, q, k, v, mask, output, lse,
-            new Shape(b, t, h, kv, headSize, queryBlock));
+            dims.WithBlock(queryBlock));
         int keyBlock = Block(op, headSize, tiles: 6, squares: 2, vectors: 2);
         backwardKey(Config(t, b * kv, keyBlock, 6, 2, 2, headSize), dK, dV, dOut, q, k, v, mask, lse, delta,
-            new Shape(b, t, h, kv, headSize, keyBlock));
+            dims.WithBlock(keyBlock));
     }
 
     static long SharedFloats(int block, int tiles, int squares, int vectors, int headSize) =>
@@ -482,13 +456,13 @@ public sealed class FlashAttention
         new(new Index2D((t + block - 1) / block, heads), new Index2D(context.GroupSize, 1),
             SharedMemoryConfig.RequestDynamic<float>((int)SharedFloats(block, tiles, squares, vectors, headSize)));
 
-    static void CheckDimensions(string op, int b, int t, int h, int kv, int headSize)
+    static AttentionDimensions CheckDimensions(string op, int b, int t, int h, int kv, int headSize)
     {
-        Check.Positive(op, ("B", b), ("T", t), ("H", h), ("KV", kv), ("hs", headSize));
-        if (h % kv != 0)
-            throw new KernelShapeException($"{op}: query heads H = {h} must be a multiple of kv heads KV = {kv}.");
+        var dims = new AttentionDimensions(b, t, h, kv, headSize);
+        dims.Check(op);
         if ((long)b * h > int.MaxValue)
             throw new KernelShapeException($"{op}: B*H = {(long)b * h} exceeds the launch limit.");
+        return dims;
     }
 
     #endregion

@@ -899,8 +899,8 @@ public sealed class TransformerEngine : IDisposable
         }
         if (!decoding) kernels.Attention.Forward(att, View(saved, lse[s], (long)B * H * T), lq, lk, lv, mask, B, T, H, KVH, hs);
         if (!decoding && options.PrefixTokens > 0) // deep prompt: every query also attends to the layer's prefix keys
-            kernels.AttentionPrefix.Forward(att, View(saved, lse[s], (long)B * H * T), lq, PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true),
-                B, T, H, KVH, hs, options.PrefixTokens, DeepPromptOfRow(B));
+            kernels.AttentionPrefix.Forward(att, View(saved, lse[s], (long)B * H * T), lq, new(PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true)),
+                new(B, T, H, KVH, hs, options.PrefixTokens), DeepPromptOfRow(B));
 
         // From here on rows do not mix: the last block of a scored-rows-only forward continues with those R = S rows.
         bool compact = scoredOnly && l == config.NumLayers - 1;
@@ -1069,9 +1069,9 @@ public sealed class TransformerEngine : IDisposable
             kernels.Attention.Backward(dq, dk, dv, View(scratch, delta, (long)B * H * T), dAtt, lq, lk, lv, mask,
                 View(saved, attention[s], (long)N * Q), View(saved, lse[s], (long)B * H * T), B, T, H, KVH, hs);
             if (options.PrefixTokens > 0)
-                kernels.AttentionPrefix.Backward(dq, PrefixSlice(dPrefix, l, false), PrefixSlice(dPrefix, l, true), dAtt, lq,
-                    PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true), View(saved, lse[s], (long)B * H * T), View(scratch, delta, (long)B * H * T),
-                    B, T, H, KVH, hs, options.PrefixTokens);
+                kernels.AttentionPrefix.Backward(dq, new(PrefixSlice(dPrefix, l, false), PrefixSlice(dPrefix, l, true)), dAtt, lq,
+                    new(PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true)), View(saved, lse[s], (long)B * H * T), View(scratch, delta, (long)B * H * T),
+                    new(B, T, H, KVH, hs, options.PrefixTokens));
             if (l == 0 && options.PromptRows == 0 && !EveryRowEverywhere)
                 break; // a deep prompt's gradient entered at the prefix keys and values; nothing below layer 0's attention is trained
             if (injectedRows > 0) // PromptBackward: the keys and values also reach other rows (shared prompt KV)
