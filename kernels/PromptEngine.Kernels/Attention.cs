@@ -62,8 +62,6 @@ public sealed class Attention
     {
         int rows = dims.B * dims.T * dims.H; // row = (b·T + i)·H + head
         var run = ThreadRun.Of(rows, dims.RowsPerThread);
-        if (run.IsEmpty)
-            return;
         fixed (float* outputBase = &output[0])
         fixed (float* lseBase = &lse[0])
         fixed (float* qBase = &q[0])
@@ -163,8 +161,6 @@ public sealed class Attention
     {
         int rows = dims.B * dims.T * dims.H;
         var run = ThreadRun.Of(rows, dims.RowsPerThread);
-        if (run.IsEmpty)
-            return;
         fixed (float* dQBase = &dQ[0])
         fixed (float* deltaBase = &delta[0])
         fixed (float* dOutBase = &dOut[0])
@@ -228,8 +224,6 @@ public sealed class Attention
     {
         int rows = dims.B * dims.T * dims.KV; // row = (b·T + j)·KV + kvHead
         var run = ThreadRun.Of(rows, dims.RowsPerThread);
-        if (run.IsEmpty)
-            return;
         fixed (float* dKBase = &dK[0])
         fixed (float* dVBase = &dV[0])
         fixed (float* dOutBase = &dOut[0])

@@ -30,29 +30,34 @@ namespace PromptEngine.Kernels;
 /// </remarks>
 public sealed class AttentionDecode
 {
+    /// <summary>The forward's tensors, one kernel argument for both shapes' kernels (public because ILGPU's runtime
+    /// assembly must see every kernel parameter type).</summary>
+    /// <param name="Output">(B, H, hs).</param>
+    /// <param name="Q">(B, H, hs).</param>
+    /// <param name="KCache">(B, Tmax, KV, hs).</param>
+    /// <param name="VCache">(B, Tmax, KV, hs).</param>
+    /// <param name="Lengths">(B).</param>
+    public readonly record struct Tensors(ArrayView<float> Output, ArrayView<float> Q, ArrayView<float> KCache, ArrayView<float> VCache,
+        ArrayView<int> Lengths);
+
     #region Kernels
 
     /// <summary>Valid keys of a row: lengths[b] clamped to [0, capacity].</summary>
     static int RowLength(ArrayView<int> lengths, int batch, int capacity) => Math.Max(0, Math.Min(lengths[batch], capacity));
 
     /// <summary>CPU-shaped forward: a <see cref="ThreadRun"/> of (b, h) rows per thread; single-pass online softmax with the output row as the accumulator.</summary>
-    internal static void ForwardRowKernel(
-        ArrayView<float> output, // (B, H, hs)
-        ArrayView<float> q,      // (B, H, hs)
-        ArrayView<float> kCache, // (B, Tmax, KV, hs)
-        ArrayView<float> vCache, // (B, Tmax, KV, hs)
-        ArrayView<int> lengths,  // (B)
-        AttentionDimensions dims)
+    internal static void ForwardRowKernel(Tensors tensors, AttentionDimensions dims)
     {
         var run = ThreadRun.Of(dims.B * dims.H, dims.RowsPerThread); // row = b·H + head
         for (int row = (int)run.Start; row < run.End; row++)
-            ForwardRow(output, q, kCache, vCache, lengths, dims, row);
+            ForwardRow(tensors, dims, row);
     }
 
     /// <summary>One (b, h) row of <see cref="ForwardRowKernel"/>.</summary>
-    static void ForwardRow(ArrayView<float> output, ArrayView<float> q, ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<int> lengths,
-        AttentionDimensions dims, int row)
+    static void ForwardRow(Tensors tensors, AttentionDimensions dims, int row)
     {
+        ArrayView<float> output = tensors.Output, q = tensors.Q, kCache = tensors.KCache, vCache = tensors.VCache;
+        ArrayView<int> lengths = tensors.Lengths;
         int h = dims.H, kv = dims.KV, headSize = dims.HeadSize, capacity = dims.T;
         int head = row % h;
         int batch = row / h;
@@ -92,14 +97,10 @@ public sealed class AttentionDecode
 
     /// <summary>GPU-shaped forward: one group per (b, h); shared memory holds 2·Group.DimX floats
     /// (a chunk of probabilities, then the reduction scratch).</summary>
-    internal static void ForwardGroupKernel(
-        ArrayView<float> output, // (B, H, hs)
-        ArrayView<float> q,      // (B, H, hs)
-        ArrayView<float> kCache, // (B, Tmax, KV, hs)
-        ArrayView<float> vCache, // (B, Tmax, KV, hs)
-        ArrayView<int> lengths,  // (B)
-        AttentionDimensions dims)
+    internal static void ForwardGroupKernel(Tensors tensors, AttentionDimensions dims)
     {
+        ArrayView<float> output = tensors.Output, q = tensors.Q, kCache = tensors.KCache, vCache = tensors.VCache;
+        ArrayView<int> lengths = tensors.Lengths;
         int h = dims.H, kv = dims.KV, headSize = dims.HeadSize, capacity = dims.T;
         int row = Grid.IdxX; // b·H + head
         int thread = Group.IdxX, threads = Group.DimX;
@@ -184,14 +185,14 @@ public sealed class AttentionDecode
     #region Launchers
 
     readonly KernelContext context;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDimensions> forward;
+    readonly Action<KernelConfig, Tensors, AttentionDimensions> forward;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, int> append;
 
     internal AttentionDecode(KernelContext context)
     {
         this.context = context;
         var accelerator = context.Accelerator;
-        forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDimensions>(
+        forward = accelerator.LoadStreamKernel<Tensors, AttentionDimensions>(
             context.Shape == KernelShape.Cpu ? ForwardRowKernel : ForwardGroupKernel);
         append = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, int>(
             AppendKernel);
@@ -225,7 +226,7 @@ public sealed class AttentionDecode
         Check.Length(op, "vCache", vCache, cache, "B*Tmax*KV*hs");
         Check.Length(op, "lengths", lengths, b, "B");
         var config = context.RowConfig(b * h, out int rowsPerThread, sharedFloatsPerThread: 2);
-        forward(config, output, q, kCache, vCache, lengths, dims.WithRowsPerThread(rowsPerThread));
+        forward(config, new Tensors(output, q, kCache, vCache, lengths), dims.WithRowsPerThread(rowsPerThread));
     }
 
     /// <summary>Writes T new positions of keys and values per row into the caches, starting at each row's slot:

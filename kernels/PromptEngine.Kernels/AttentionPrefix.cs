@@ -59,8 +59,6 @@ public sealed class AttentionPrefix
     {
         int rows = dims.B * dims.T * dims.H; // row = (b·T + i)·H + head
         var run = ThreadRun.Of(rows, dims.RowsPerThread);
-        if (run.IsEmpty)
-            return;
         long prefixSize = (long)dims.Prefix * dims.KV * dims.HeadSize;
         fixed (float* outputBase = &output[0])
         fixed (float* lseBase = &lse[0])
@@ -132,8 +130,6 @@ public sealed class AttentionPrefix
     {
         int rows = dims.B * dims.T * dims.H;
         var run = ThreadRun.Of(rows, dims.RowsPerThread);
-        if (run.IsEmpty)
-            return;
         fixed (float* dQBase = &dQ[0])
         fixed (float* dOutBase = &dOut[0])
         fixed (float* qBase = &q[0])
@@ -186,8 +182,6 @@ public sealed class AttentionPrefix
     {
         int rows = dims.Prefix * dims.KV; // row = j·KV + kvHead
         var run = ThreadRun.Of(rows, dims.RowsPerThread);
-        if (run.IsEmpty)
-            return;
         fixed (float* dKBase = &dPrefixK[0])
         fixed (float* dVBase = &dPrefixV[0])
         fixed (float* dOutBase = &dOut[0])

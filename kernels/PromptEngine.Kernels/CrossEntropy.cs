@@ -73,8 +73,6 @@ public sealed class CrossEntropy
         int width = r > 0 ? r : v;
         int blocksS = (s + MicroTile - 1) / MicroTile;
         var run = ThreadRun.Of(blocksS * ((width + MicroTile - 1) / MicroTile), blocksPerThread);
-        if (run.IsEmpty)
-            return;
         fixed (float* logitsBase = &logits[0])
         fixed (float* hiddenBase = &hidden[0])
         fixed (int* rowsBase = &rows[0])
@@ -250,8 +248,6 @@ public sealed class CrossEntropy
         int width = r > 0 ? r : v;
         int blocksC = (c + MicroTile - 1) / MicroTile;
         var run = ThreadRun.Of(blocksC * ((s + MicroTile - 1) / MicroTile), blocksPerThread);
-        if (run.IsEmpty)
-            return;
         fixed (float* dHiddenBase = &dHidden[0])
         fixed (float* dLogitsBase = &dLogits[0])
         fixed (float* weightBase = &weight[0])

@@ -62,8 +62,6 @@ internal static class Elementwise
         where TOp : struct, IElementOp
     {
         var run = ThreadRun.Of(count, perThread);
-        if (run.IsEmpty)
-            return;
         fixed (float* outputBase = &output[0])
         fixed (float* inputBase = &input[0])
         {
@@ -81,8 +79,6 @@ internal static class Elementwise
         where TOp : struct, IElementPairOp
     {
         var run = ThreadRun.Of(count, perThread);
-        if (run.IsEmpty)
-            return;
         fixed (float* outputBase = &output[0])
         fixed (float* aBase = &a[0])
         fixed (float* bBase = &b[0])
@@ -100,8 +96,6 @@ internal static class Elementwise
         where TOp : struct, IGateOp
     {
         var run = ThreadRun.Of(count, perThread);
-        if (run.IsEmpty)
-            return;
         fixed (float* outputBase = &output[0])
         fixed (float* gateUpBase = &gateUp[0])
         {
@@ -128,8 +122,6 @@ internal static class Elementwise
         where TOp : struct, IGateOp
     {
         var run = ThreadRun.Of(count, perThread);
-        if (run.IsEmpty)
-            return;
         fixed (float* dGateUpBase = &dGateUp[0])
         fixed (float* dOutBase = &dOut[0])
         fixed (float* gateUpBase = &gateUp[0])
@@ -152,6 +144,48 @@ internal static class Elementwise
     }
 
     #endregion
+}
+
+/// <summary>
+/// The public face of a one-input activation of the elementwise family (<see cref="Gelu"/>, <see cref="Tanh"/>):
+/// <c>out = f(x)</c> by <typeparamref name="TValue"/>, and <c>dX = dOut·f′</c> by <typeparamref name="TGradient"/> from the
+/// tensor the derivative is read from (the forward's input for GELU, its output for tanh; each op's header says which).
+/// Shapes (N) flat; out and dX are overwritten and may be the same view as their input.
+/// </summary>
+/// <typeparam name="TValue">f.</typeparam>
+/// <typeparam name="TGradient">(dOut, saved) ↦ dOut·f′.</typeparam>
+public abstract class Activation<TValue, TGradient>
+    where TValue : struct, IElementOp
+    where TGradient : struct, IElementPairOp
+{
+    readonly ElementLauncher<TValue> forward;
+    readonly ElementPairLauncher<TGradient> backward;
+    readonly string name, savedName;
+
+    private protected Activation(KernelContext context, string name, string savedName)
+    {
+        forward = new(context);
+        backward = new(context);
+        this.name = name;
+        this.savedName = savedName;
+    }
+
+    /// <summary>out = f(x).</summary>
+    /// <param name="output">(N), overwritten; may be <paramref name="input"/> itself.</param>
+    /// <param name="input">x (N).</param>
+    /// <param name="count">Elements N (e.g. B·T·4C).</param>
+    /// <exception cref="KernelShapeException">A tensor's length does not match.</exception>
+    public void Forward(ArrayView<float> output, ArrayView<float> input, long count) =>
+        forward.Launch(name + ".Forward", default, (output, "out"), (input, "inp"), count);
+
+    /// <summary>dX = dOut·f′, the derivative read from <paramref name="saved"/>.</summary>
+    /// <param name="dX">(N), overwritten; may be <paramref name="dOut"/> itself.</param>
+    /// <param name="dOut">(N).</param>
+    /// <param name="saved">The forward's input or output (N), as the op's header says.</param>
+    /// <param name="count">Elements N.</param>
+    /// <exception cref="KernelShapeException">A tensor's length does not match.</exception>
+    public void Backward(ArrayView<float> dX, ArrayView<float> dOut, ArrayView<float> saved, long count) =>
+        backward.Launch(name + ".Backward", default, (dX, "dX"), (dOut, "dOut"), (saved, savedName), count);
 }
 
 /// <summary>A one-input elementwise kernel loaded for one operation, with its launcher's checks.</summary>

@@ -143,8 +143,6 @@ public sealed class Linear
     {
         int blocksM = (m + MicroTile - 1) / MicroTile;
         var run = ThreadRun.Of(blocksM * ((n + MicroTile - 1) / MicroTile), blocksPerThread);
-        if (run.IsEmpty)
-            return;
         bool hasBias = bias.Length > 0;
         fixed (float* yBase = &y[0])
         fixed (float* xBase = &x[0])
@@ -164,8 +162,6 @@ public sealed class Linear
     {
         int blocksK = (k + MicroTile - 1) / MicroTile;
         var run = ThreadRun.Of(blocksK * ((n + MicroTile - 1) / MicroTile), blocksPerThread);
-        if (run.IsEmpty)
-            return;
         fixed (float* dXBase = &dX[0])
         fixed (float* dYBase = &dY[0])
         fixed (TWeight* wBase = &w[0])
@@ -203,8 +199,6 @@ public sealed class Linear
         int n, int k, int m, long count, int perThread)
     {
         var run = ThreadRun.Of(count, perThread);
-        if (run.IsEmpty)
-            return;
         long weights = (long)m * k;
         bool hasBias = dBias.Length > 0;
         fixed (float* dWBase = &dW[0])

@@ -26,31 +26,33 @@ public sealed class RmsNorm
         int n, int c, float eps, int rowsPerThread)
     {
         var run = ThreadRun.Of(n, rowsPerThread);
-        if (run.IsEmpty)
-            return;
         fixed (float* outputBase = &output[0])
         fixed (float* inputBase = &input[0])
         fixed (float* weightBase = &weight[0])
         fixed (float* rstdBase = &rstd[0])
         {
             for (int row = (int)run.Start; row < run.End; row++)
-            {
-                float* x = inputBase + (long)row * c, y = outputBase + (long)row * c;
-                float s0 = 0, s1 = 0;
-                int i = 0;
-                for (; i + 1 < c; i += 2)
-                {
-                    s0 = MathF.FusedMultiplyAdd(x[i], x[i], s0);
-                    s1 = MathF.FusedMultiplyAdd(x[i + 1], x[i + 1], s1);
-                }
-                if (i < c)
-                    s0 = MathF.FusedMultiplyAdd(x[i], x[i], s0);
-                float r = XMath.Rsqrt((s0 + s1) / c + eps);
-                rstdBase[row] = r;
-                for (i = 0; i < c; i++)
-                    y[i] = x[i] * r * weightBase[i];
-            }
+                rstdBase[row] = NormalizeRow(outputBase + (long)row * c, inputBase + (long)row * c, weightBase, c, eps);
         }
+    }
+
+    /// <summary>One row of the CPU-shaped forward, <c>y = x·rstd·w</c>; returns rstd. The sum of squares runs in two
+    /// interleaved fused accumulators (even and odd channels), an order <see cref="ResidualRmsNorm"/> shares.</summary>
+    internal static unsafe float NormalizeRow(float* y, float* x, float* weight, int c, float eps)
+    {
+        float s0 = 0, s1 = 0;
+        int i = 0;
+        for (; i + 1 < c; i += 2)
+        {
+            s0 = MathF.FusedMultiplyAdd(x[i], x[i], s0);
+            s1 = MathF.FusedMultiplyAdd(x[i + 1], x[i + 1], s1);
+        }
+        if (i < c)
+            s0 = MathF.FusedMultiplyAdd(x[i], x[i], s0);
+        float r = XMath.Rsqrt((s0 + s1) / c + eps);
+        for (i = 0; i < c; i++)
+            y[i] = x[i] * r * weight[i];
+        return r;
     }
 
     /// <summary>CPU-shaped backward: a <see cref="ThreadRun"/> of rows per thread.</summary>
@@ -63,8 +65,6 @@ public sealed class RmsNorm
         int n, int c, int accumulate, int rowsPerThread)
     {
         var run = ThreadRun.Of(n, rowsPerThread);
-        if (run.IsEmpty)
-            return;
         fixed (float* dXBase = &dX[0])
         fixed (float* dOutBase = &dOut[0])
         fixed (float* inputBase = &input[0])
@@ -107,11 +107,22 @@ public sealed class RmsNorm
             float v = input[offset + i];
             partial += v * v;
         }
+        GroupNormalizeRow(output, input, weight, rstd, scratch, partial, row, c, eps);
+    }
+
+    /// <summary>The GPU-shaped forward's tail for one row, from each thread's partial sum of squares: rstd from the
+    /// group's sum (returned, and saved by thread 0), then <c>out = x·rstd·w</c> over the thread's channels (which it
+    /// alone read or wrote before).</summary>
+    internal static float GroupNormalizeRow(ArrayView<float> output, ArrayView<float> input, ArrayView<float> weight, ArrayView<float> rstd,
+        ArrayView<float> scratch, float partial, int row, int c, float eps)
+    {
+        long offset = (long)row * c;
         float r = XMath.Rsqrt(GroupReduce.Sum(scratch, partial) / c + eps);
         if (Group.IdxX == 0)
             rstd[row] = r;
         for (int i = Group.IdxX; i < c; i += Group.DimX)
             output[offset + i] = input[offset + i] * r * weight[i];
+        return r;
     }
 
     /// <summary>GPU-shaped backward: one group per row; shared memory holds Group.DimX floats.</summary>
@@ -232,8 +243,6 @@ public sealed class ResidualRmsNorm
         int n, int c, float eps, int rowsPerThread)
     {
         var run = ThreadRun.Of(n, rowsPerThread);
-        if (run.IsEmpty)
-            return;
         fixed (float* residualBase = &residual[0])
         fixed (float* outputBase = &output[0])
         fixed (float* rstdBase = &rstd[0])
@@ -247,19 +256,7 @@ public sealed class ResidualRmsNorm
                 float* sum = residualBase + offset, a = xBase + offset, b = deltaBase + offset, y = outputBase + offset;
                 for (int i = 0; i < c; i++)
                     sum[i] = a[i] + b[i];
-                float s0 = 0, s1 = 0;
-                int j = 0;
-                for (; j + 1 < c; j += 2)
-                {
-                    s0 = MathF.FusedMultiplyAdd(sum[j], sum[j], s0);
-                    s1 = MathF.FusedMultiplyAdd(sum[j + 1], sum[j + 1], s1);
-                }
-                if (j < c)
-                    s0 = MathF.FusedMultiplyAdd(sum[j], sum[j], s0);
-                float r = XMath.Rsqrt((s0 + s1) / c + eps);
-                rstdBase[row] = r;
-                for (j = 0; j < c; j++)
-                    y[j] = sum[j] * r * weightBase[j];
+                rstdBase[row] = RmsNorm.NormalizeRow(y, sum, weightBase, c, eps);
             }
         }
     }
@@ -284,12 +281,8 @@ public sealed class ResidualRmsNorm
             residual[offset + i] = sum;
             partial += sum * sum;
         }
-        float r = XMath.Rsqrt(GroupReduce.Sum(scratch, partial) / c + eps);
-        if (Group.IdxX == 0)
-            rstd[row] = r;
         // Each thread re-reads only the elements it wrote itself: no barrier needed before the reads.
-        for (int i = Group.IdxX; i < c; i += Group.DimX)
-            output[offset + i] = residual[offset + i] * r * weight[i];
+        RmsNorm.GroupNormalizeRow(output, residual, weight, rstd, scratch, partial, row, c, eps);
     }
 
     #endregion

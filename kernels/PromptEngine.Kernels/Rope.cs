@@ -64,8 +64,6 @@ public sealed class Rope
         int rows, int heads, int headSize, float theta, float direction, int chunk)
     {
         var run = ThreadRun.Of(rows, chunk);
-        if (run.IsEmpty)
-            return;
         int half = headSize / 2;
         long rowLength = (long)heads * headSize;
         fixed (float* outputBase = &output[0])
@@ -94,21 +92,25 @@ public sealed class Rope
         }
     }
 
+    /// <summary>The q/k/v split's tensors, one kernel argument for both shapes' kernels (public because ILGPU's runtime
+    /// assembly must see every kernel parameter type).</summary>
+    /// <param name="Qkv">The fused rows (B, T, (H + 2·KV)·hs).</param>
+    /// <param name="Q">(B, T, H, hs).</param>
+    /// <param name="K">(B, T, KV, hs).</param>
+    /// <param name="V">(B, T, KV, hs).</param>
+    /// <param name="Positions">(B, T), or empty when nothing rotates.</param>
+    public readonly record struct QkvTensors(ArrayView<float> Qkv, ArrayView<float> Q, ArrayView<float> K, ArrayView<float> V, ArrayView<int> Positions);
+
     /// <summary>CPU-shaped q/k/v split or merge: each thread takes a run of <paramref name="chunk"/> rows. With
     /// <paramref name="merge"/> = 0 it reads the fused row and writes q, k, v (rotating q and k by +angle when
     /// <paramref name="rotate"/> is 1); with 1 it reads dq, dk, dv and writes the fused gradient row (rotating by −angle).
     /// Each pair's angle is computed once per row for all H + KV heads, with <see cref="RotateRowsKernel"/>'s arithmetic.</summary>
-    internal static unsafe void QkvRowsKernel(
-        ArrayView<float> qkv,       // (B, T, (H + 2·KV)·hs)
-        ArrayView<float> q,         // (B, T, H, hs)
-        ArrayView<float> k,         // (B, T, KV, hs)
-        ArrayView<float> v,         // (B, T, KV, hs)
-        ArrayView<int> positions,   // (B, T)
+    internal static unsafe void QkvRowsKernel(QkvTensors tensors,
         int rows, int heads, int kvHeads, int headSize, float theta, int rotate, int merge, int chunk)
     {
+        ArrayView<float> qkv = tensors.Qkv, q = tensors.Q, k = tensors.K, v = tensors.V;
+        ArrayView<int> positions = tensors.Positions;
         var run = ThreadRun.Of(rows, chunk);
-        if (run.IsEmpty)
-            return;
         int half = headSize / 2;
         long qWidth = (long)heads * headSize, kvWidth = (long)kvHeads * headSize, width = qWidth + 2 * kvWidth;
         fixed (float* qkvBase = &qkv[0])
@@ -158,14 +160,11 @@ public sealed class Rope
 
     /// <summary>GPU-shaped q/k/v split or merge (see <see cref="QkvRowsKernel"/>): one thread per work item of a row, the
     /// row's q pairs (H·hs/2), then its k pairs (KV·hs/2), then its v elements (KV·hs).</summary>
-    internal static void QkvKernel(
-        ArrayView<float> qkv,       // (B, T, (H + 2·KV)·hs)
-        ArrayView<float> q,         // (B, T, H, hs)
-        ArrayView<float> k,         // (B, T, KV, hs)
-        ArrayView<float> v,         // (B, T, KV, hs)
-        ArrayView<int> positions,   // (B, T)
+    internal static void QkvKernel(QkvTensors tensors,
         int rows, int heads, int kvHeads, int headSize, float theta, int rotate, int merge, int chunk)
     {
+        ArrayView<float> qkv = tensors.Qkv, q = tensors.Q, k = tensors.K, v = tensors.V;
+        ArrayView<int> positions = tensors.Positions;
         int half = headSize / 2;
         long qPairs = (long)heads * half, kPairs = (long)kvHeads * half;
         long qWidth = (long)heads * headSize, kvWidth = (long)kvHeads * headSize, width = qWidth + 2 * kvWidth;
@@ -220,15 +219,14 @@ public sealed class Rope
 
     readonly KernelContext context;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, float, float, int> rotate;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, float, int, int, int> qkvSplit;
+    readonly Action<KernelConfig, QkvTensors, int, int, int, int, float, int, int, int> qkvSplit;
 
     internal Rope(KernelContext context)
     {
         this.context = context;
         rotate = context.Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, float, float, int>(
             context.Shape == KernelShape.Cpu ? RotateRowsKernel : RotateKernel);
-        qkvSplit = context.Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-            int, int, int, int, float, int, int, int>(context.Shape == KernelShape.Cpu ? QkvRowsKernel : QkvKernel);
+        qkvSplit = context.Accelerator.LoadStreamKernel<QkvTensors, int, int, int, int, float, int, int, int>(context.Shape == KernelShape.Cpu ? QkvRowsKernel : QkvKernel);
     }
 
     /// <summary>Splits the fused projection output into q, k and v, rotating q and k for each position's id when
@@ -289,12 +287,12 @@ public sealed class Rope
         var positionView = rotate ? positions : default; // read only when rotating
         if (context.Shape == KernelShape.Cpu)
         {
-            qkvSplit(context.RunConfig(rows, out int rowChunk), qkv, q, k, v, positionView, b * t, heads, kvHeads, headSize, theta,
+            qkvSplit(context.RunConfig(rows, out int rowChunk), new QkvTensors(qkv, q, k, v, positionView), b * t, heads, kvHeads, headSize, theta,
                 rotate ? 1 : 0, merge ? 1 : 0, rowChunk);
             return;
         }
         long items = rows * ((heads + kvHeads) * (long)(headSize / 2) + (long)kvHeads * headSize);
-        qkvSplit(context.RunConfig(items, out int chunk), qkv, q, k, v, positionView, b * t, heads, kvHeads, headSize, theta,
+        qkvSplit(context.RunConfig(items, out int chunk), new QkvTensors(qkv, q, k, v, positionView), b * t, heads, kvHeads, headSize, theta,
             rotate ? 1 : 0, merge ? 1 : 0, chunk);
     }
 

@@ -8,7 +8,8 @@ namespace PromptEngine.Kernels;
 /// run of that many consecutive items starting at its global index times the length. On the CPU the runs are long
 /// (about <see cref="KernelContext.ParallelThreads"/> of them, so the CPU accelerator's per-group cost is paid a few
 /// times per core, not once per item); on a GPU every run is one item, so neighbouring threads touch neighbouring
-/// memory. Items never share a thread's arithmetic, so results do not depend on the split.
+/// memory. Items never share a thread's arithmetic, so results do not depend on the split. A thread past the last item
+/// gets an empty run and its loop does nothing; kernels may take pointers to their (never empty) views before it.
 /// </summary>
 internal readonly struct ThreadRun
 {
@@ -30,7 +31,4 @@ internal readonly struct ThreadRun
         long start = (long)Grid.GlobalIndex.X * perThread;
         return new ThreadRun(start, Math.Min(start + perThread, count));
     }
-
-    /// <summary>True when this thread has nothing to do (the launch's last threads).</summary>
-    public bool IsEmpty => Start >= End;
 }
