@@ -306,90 +306,84 @@ public sealed class Attention
     /// <param name="output">Attention output (B, T, H, hs), overwritten; zero rows where every allowed key is masked.</param>
     /// <param name="lse">Saved log-sum-exp of the scaled scores (B, H, T), overwritten; +∞ for fully masked rows.</param>
     /// <param name="q">Queries (B, T, H, hs), already rotated.</param>
-    /// <param name="k">Keys (B, T, KV, hs), already rotated.</param>
-    /// <param name="v">Values (B, T, KV, hs).</param>
+    /// <param name="kv">Keys (already rotated) and values, each (B, T, KV, hs).</param>
     /// <param name="mask">Key validity (B, T): 1 = attend, 0 = padding.</param>
-    /// <param name="b">Batch rows B.</param>
-    /// <param name="t">Sequence length T.</param>
-    /// <param name="h">Query heads H, a multiple of <paramref name="kv"/>.</param>
-    /// <param name="kv">Key/value heads KV (KV = H without grouping, 1 for multi-query).</param>
-    /// <param name="headSize">Channels per head hs; the scores are scaled by 1/√hs.</param>
+    /// <param name="dims">B, T, H (a multiple of KV), KV (KV = H without grouping, 1 for multi-query) and hs (the
+    /// scores are scaled by 1/√hs); Pv must be 0 (prefix keys are <see cref="AttentionPrefix"/>'s).</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, or H is not a multiple of KV.</exception>
-    public void Forward(ArrayView<float> output, ArrayView<float> lse, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
-        ArrayView<int> mask, int b, int t, int h, int kv, int headSize)
+    public void Forward(ArrayView<float> output, ArrayView<float> lse, ArrayView<float> q, KeysValues kv, ArrayView<int> mask, AttentionDimensions dims)
     {
         const string op = "Attention.Forward";
         context.Enter(op);
-        var dims = CheckDimensions(op, b, t, h, kv, headSize);
-        Check.Length(op, "out", output, (long)b * t * h * headSize, "B*T*H*hs");
-        Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
-        Check.Length(op, "q", q, (long)b * t * h * headSize, "B*T*H*hs");
-        Check.Length(op, "k", k, (long)b * t * kv * headSize, "B*T*KV*hs");
-        Check.Length(op, "v", v, (long)b * t * kv * headSize, "B*T*KV*hs");
-        Check.Length(op, "mask", mask, (long)b * t, "B*T");
+        CheckForward(op, output, lse, q, kv, mask, dims);
+        if ((long)dims.B * dims.T * dims.H > int.MaxValue)
+            throw new KernelShapeException($"{op}: B*T*H = {(long)dims.B * dims.T * dims.H} rows exceed the launch limit.");
         if (context.Shape == KernelShape.Gpu)
         {
-            context.FlashAttention.Forward(output, lse, q, k, v, mask, b, t, h, kv, headSize); // FlashAttention.cs
+            context.FlashAttention.Forward(output, lse, q, kv, mask, dims); // FlashAttention.cs
             return;
         }
-        forward!(Config(b * t * h, out int perThread), output, lse, q, k, v, mask, dims.WithRowsPerThread(perThread));
+        forward!(Config(dims.B * dims.T * dims.H, out int perThread), output, lse, q, kv.Keys, kv.Values, mask, dims.WithRowsPerThread(perThread));
     }
 
     /// <summary>dQ, dK, dV from dOut, recomputing the probabilities from the saved log-sum-exp.</summary>
     /// <param name="dQ">Query gradient (B, T, H, hs), overwritten.</param>
-    /// <param name="dK">Key gradient (B, T, KV, hs), overwritten; sums over the query heads sharing each kv head.</param>
-    /// <param name="dV">Value gradient (B, T, KV, hs), overwritten; sums likewise.</param>
+    /// <param name="dKV">Key and value gradients, each (B, T, KV, hs), overwritten; each sums over the query heads sharing its kv head.</param>
     /// <param name="delta">Scratch (B, H, T), overwritten with dOut·out per query row.</param>
     /// <param name="dOut">Output gradient (B, T, H, hs).</param>
     /// <param name="q">The forward's queries (B, T, H, hs).</param>
-    /// <param name="k">The forward's keys (B, T, KV, hs).</param>
-    /// <param name="v">The forward's values (B, T, KV, hs).</param>
+    /// <param name="kv">The forward's keys and values, each (B, T, KV, hs).</param>
     /// <param name="mask">Key validity (B, T).</param>
     /// <param name="output">The forward's output (B, T, H, hs).</param>
     /// <param name="lse">Log-sum-exp saved by <see cref="Forward"/> (B, H, T).</param>
-    /// <param name="b">Batch rows B.</param>
-    /// <param name="t">Sequence length T.</param>
-    /// <param name="h">Query heads H.</param>
-    /// <param name="kv">Key/value heads KV.</param>
-    /// <param name="headSize">Channels per head hs.</param>
+    /// <param name="dims">As for <see cref="Forward"/>.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, or H is not a multiple of KV.</exception>
-    public void Backward(ArrayView<float> dQ, ArrayView<float> dK, ArrayView<float> dV, ArrayView<float> delta,
-        ArrayView<float> dOut, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<int> mask,
-        ArrayView<float> output, ArrayView<float> lse, int b, int t, int h, int kv, int headSize)
+    public void Backward(ArrayView<float> dQ, KeysValues dKV, ArrayView<float> delta, ArrayView<float> dOut, ArrayView<float> q, KeysValues kv,
+        ArrayView<int> mask, ArrayView<float> output, ArrayView<float> lse, AttentionDimensions dims)
     {
         const string op = "Attention.Backward";
         context.Enter(op);
-        var dims = CheckDimensions(op, b, t, h, kv, headSize);
-        long queries = (long)b * t * h * headSize, keys = (long)b * t * kv * headSize;
-        Check.Length(op, "dQ", dQ, queries, "B*T*H*hs");
-        Check.Length(op, "dK", dK, keys, "B*T*KV*hs");
-        Check.Length(op, "dV", dV, keys, "B*T*KV*hs");
-        Check.Length(op, "delta", delta, (long)b * h * t, "B*H*T");
-        Check.Length(op, "dOut", dOut, queries, "B*T*H*hs");
-        Check.Length(op, "q", q, (long)b * t * h * headSize, "B*T*H*hs");
-        Check.Length(op, "k", k, (long)b * t * kv * headSize, "B*T*KV*hs");
-        Check.Length(op, "v", v, (long)b * t * kv * headSize, "B*T*KV*hs");
-        Check.Length(op, "mask", mask, (long)b * t, "B*T");
-        Check.Length(op, "out", output, queries, "B*T*H*hs");
-        Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
+        CheckBackward(op, dQ, dKV, delta, dOut, q, kv, mask, output, lse, dims);
+        if ((long)dims.B * dims.T * dims.H > int.MaxValue)
+            throw new KernelShapeException($"{op}: B*T*H = {(long)dims.B * dims.T * dims.H} rows exceed the launch limit.");
         if (context.Shape == KernelShape.Gpu)
         {
-            context.FlashAttention.Backward(dQ, dK, dV, delta, dOut, q, k, v, mask, output, lse, b, t, h, kv, headSize); // FlashAttention.cs
+            context.FlashAttention.Backward(dQ, dKV, delta, dOut, q, kv, mask, output, lse, dims); // FlashAttention.cs
             return;
         }
-        var queryConfig = Config(b * t * h, out int queriesPerThread);
-        backwardQuery!(queryConfig, dQ, delta, dOut, q, k, v, mask, output, lse, dims.WithRowsPerThread(queriesPerThread));
-        var keyConfig = Config(b * t * kv, out int keysPerThread);
-        backwardKey!(keyConfig, dK, dV, dOut, q, k, v, mask, lse, delta, dims.WithRowsPerThread(keysPerThread));
+        var queryConfig = Config(dims.B * dims.T * dims.H, out int queriesPerThread);
+        backwardQuery!(queryConfig, dQ, delta, dOut, q, kv.Keys, kv.Values, mask, output, lse, dims.WithRowsPerThread(queriesPerThread));
+        var keyConfig = Config(dims.B * dims.T * dims.KV, out int keysPerThread);
+        backwardKey!(keyConfig, dKV.Keys, dKV.Values, dOut, q, kv.Keys, kv.Values, mask, lse, delta, dims.WithRowsPerThread(keysPerThread));
     }
 
-    static AttentionDimensions CheckDimensions(string op, int b, int t, int h, int kv, int headSize)
+    /// <summary>The forward's shape contract, shared with <see cref="FlashAttention"/>.</summary>
+    internal static void CheckForward(string op, ArrayView<float> output, ArrayView<float> lse, ArrayView<float> q, KeysValues kv,
+        ArrayView<int> mask, AttentionDimensions dims)
     {
-        var dims = new AttentionDimensions(b, t, h, kv, headSize);
         dims.Check(op);
-        if ((long)b * t * h > int.MaxValue)
-            throw new KernelShapeException($"{op}: B*T*H = {(long)b * t * h} rows exceed the launch limit.");
-        return dims;
+        if (dims.Prefix != 0)
+            throw new KernelShapeException($"{op}: Pv = {dims.Prefix}: prefix keys are merged by AttentionPrefix, not here.");
+        long queries = (long)dims.B * dims.T * dims.H * dims.HeadSize, keys = (long)dims.B * dims.T * dims.KV * dims.HeadSize;
+        Check.Length(op, "out", output, queries, "B*T*H*hs");
+        Check.Length(op, "lse", lse, (long)dims.B * dims.H * dims.T, "B*H*T");
+        Check.Length(op, "q", q, queries, "B*T*H*hs");
+        Check.Length(op, "k", kv.Keys, keys, "B*T*KV*hs");
+        Check.Length(op, "v", kv.Values, keys, "B*T*KV*hs");
+        Check.Length(op, "mask", mask, (long)dims.B * dims.T, "B*T");
+    }
+
+    /// <summary>The backward's shape contract, shared with <see cref="FlashAttention"/>.</summary>
+    internal static void CheckBackward(string op, ArrayView<float> dQ, KeysValues dKV, ArrayView<float> delta, ArrayView<float> dOut,
+        ArrayView<float> q, KeysValues kv, ArrayView<int> mask, ArrayView<float> output, ArrayView<float> lse, AttentionDimensions dims)
+    {
+        CheckForward(op, output, lse, q, kv, mask, dims);
+        long queries = (long)dims.B * dims.T * dims.H * dims.HeadSize, keys = (long)dims.B * dims.T * dims.KV * dims.HeadSize;
+        Check.Length(op, "dQ", dQ, queries, "B*T*H*hs");
+        Check.Length(op, "dK", dKV.Keys, keys, "B*T*KV*hs");
+        Check.Length(op, "dV", dKV.Values, keys, "B*T*KV*hs");
+        Check.Length(op, "delta", delta, (long)dims.B * dims.H * dims.T, "B*H*T");
+        Check.Length(op, "dOut", dOut, queries, "B*T*H*hs");
     }
 
     /// <summary>CPU launch: a <see cref="ThreadRun"/> of rows per thread. Rows near the end of a sequence see more keys:

@@ -365,75 +365,46 @@ public sealed class FlashAttention
     internal long SharedMemoryBytesOverride { get; set; }
 
     /// <summary>Same contract and arguments as <see cref="Attention.Forward"/>.</summary>
-    /// <param name="output">Attention output (B, T, H, hs), overwritten; zero rows where every allowed key is masked.</param>
-    /// <param name="lse">Saved log-sum-exp of the scaled scores (B, H, T), overwritten; +∞ for fully masked rows.</param>
+    /// <param name="output">Attention output (B, T, H, hs), overwritten.</param>
+    /// <param name="lse">Saved log-sum-exp (B, H, T), overwritten.</param>
     /// <param name="q">Queries (B, T, H, hs).</param>
-    /// <param name="k">Keys (B, T, KV, hs).</param>
-    /// <param name="v">Values (B, T, KV, hs).</param>
+    /// <param name="kv">Keys and values, each (B, T, KV, hs).</param>
     /// <param name="mask">Key validity (B, T): 1 = attend, 0 = padding.</param>
-    /// <param name="b">Batch rows B.</param>
-    /// <param name="t">Sequence length T.</param>
-    /// <param name="h">Query heads H, a multiple of <paramref name="kv"/>.</param>
-    /// <param name="kv">Key/value heads KV.</param>
-    /// <param name="headSize">Channels per head hs.</param>
+    /// <param name="dims">B, T, H (a multiple of KV), KV, hs; Pv = 0.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, H is not a multiple of KV, or hs is too
     /// large for the accelerator's shared memory.</exception>
-    public void Forward(ArrayView<float> output, ArrayView<float> lse, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
-        ArrayView<int> mask, int b, int t, int h, int kv, int headSize)
+    public void Forward(ArrayView<float> output, ArrayView<float> lse, ArrayView<float> q, KeysValues kv, ArrayView<int> mask, AttentionDimensions dims)
     {
         const string op = "FlashAttention.Forward";
-        var dims = CheckDimensions(op, b, t, h, kv, headSize);
-        Check.Length(op, "out", output, (long)b * t * h * headSize, "B*T*H*hs");
-        Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
-        Check.Length(op, "q", q, (long)b * t * h * headSize, "B*T*H*hs");
-        Check.Length(op, "k", k, (long)b * t * kv * headSize, "B*T*KV*hs");
-        Check.Length(op, "v", v, (long)b * t * kv * headSize, "B*T*KV*hs");
-        Check.Length(op, "mask", mask, (long)b * t, "B*T");
-        int block = Block(op, headSize, tiles: 4, squares: 1, vectors: 3);
-        forward(Config(t, b * h, block, 4, 1, 3, headSize), output, lse, q, k, v, mask, dims.WithBlock(block));
+        Attention.CheckForward(op, output, lse, q, kv, mask, dims);
+        CheckLaunch(op, dims);
+        int block = Block(op, dims.HeadSize, tiles: 4, squares: 1, vectors: 3);
+        forward(Config(dims.T, dims.B * dims.H, block, 4, 1, 3, dims.HeadSize), output, lse, q, kv.Keys, kv.Values, mask, dims.WithBlock(block));
     }
 
     /// <summary>Same contract and arguments as <see cref="Attention.Backward"/>.</summary>
     /// <param name="dQ">Query gradient (B, T, H, hs), overwritten.</param>
-    /// <param name="dK">Key gradient (B, T, KV, hs), overwritten.</param>
-    /// <param name="dV">Value gradient (B, T, KV, hs), overwritten.</param>
+    /// <param name="dKV">Key and value gradients, each (B, T, KV, hs), overwritten.</param>
     /// <param name="delta">Scratch (B, H, T), overwritten with dOut·out per query row.</param>
     /// <param name="dOut">Output gradient (B, T, H, hs).</param>
     /// <param name="q">The forward's queries.</param>
-    /// <param name="k">The forward's keys.</param>
-    /// <param name="v">The forward's values.</param>
+    /// <param name="kv">The forward's keys and values.</param>
     /// <param name="mask">Key validity (B, T).</param>
     /// <param name="output">The forward's output.</param>
     /// <param name="lse">Log-sum-exp saved by <see cref="Forward"/>.</param>
-    /// <param name="b">Batch rows B.</param>
-    /// <param name="t">Sequence length T.</param>
-    /// <param name="h">Query heads H.</param>
-    /// <param name="kv">Key/value heads KV.</param>
-    /// <param name="headSize">Channels per head hs.</param>
+    /// <param name="dims">As for <see cref="Forward"/>.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, H is not a multiple of KV, or hs is too large.</exception>
-    public void Backward(ArrayView<float> dQ, ArrayView<float> dK, ArrayView<float> dV, ArrayView<float> delta,
-        ArrayView<float> dOut, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<int> mask,
-        ArrayView<float> output, ArrayView<float> lse, int b, int t, int h, int kv, int headSize)
+    public void Backward(ArrayView<float> dQ, KeysValues dKV, ArrayView<float> delta, ArrayView<float> dOut, ArrayView<float> q, KeysValues kv,
+        ArrayView<int> mask, ArrayView<float> output, ArrayView<float> lse, AttentionDimensions dims)
     {
         const string op = "FlashAttention.Backward";
-        var dims = CheckDimensions(op, b, t, h, kv, headSize);
-        long queries = (long)b * t * h * headSize, keys = (long)b * t * kv * headSize;
-        Check.Length(op, "dQ", dQ, queries, "B*T*H*hs");
-        Check.Length(op, "dK", dK, keys, "B*T*KV*hs");
-        Check.Length(op, "dV", dV, keys, "B*T*KV*hs");
-        Check.Length(op, "delta", delta, (long)b * h * t, "B*H*T");
-        Check.Length(op, "dOut", dOut, queries, "B*T*H*hs");
-        Check.Length(op, "q", q, queries, "B*T*H*hs");
-        Check.Length(op, "k", k, keys, "B*T*KV*hs");
-        Check.Length(op, "v", v, keys, "B*T*KV*hs");
-        Check.Length(op, "mask", mask, (long)b * t, "B*T");
-        Check.Length(op, "out", output, queries, "B*T*H*hs");
-        Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
-        int queryBlock = Block(op, headSize, tiles: 5, squares: 1, vectors: 2);
-        backwardQuery(Config(t, b * h, queryBlock, 5, 1, 2, headSize), dQ, delta, dOut, q, k, v, mask, output, lse,
+        Attention.CheckBackward(op, dQ, dKV, delta, dOut, q, kv, mask, output, lse, dims);
+        CheckLaunch(op, dims);
+        int queryBlock = Block(op, dims.HeadSize, tiles: 5, squares: 1, vectors: 2);
+        backwardQuery(Config(dims.T, dims.B * dims.H, queryBlock, 5, 1, 2, dims.HeadSize), dQ, delta, dOut, q, kv.Keys, kv.Values, mask, output, lse,
             dims.WithBlock(queryBlock));
-        int keyBlock = Block(op, headSize, tiles: 6, squares: 2, vectors: 2);
-        backwardKey(Config(t, b * kv, keyBlock, 6, 2, 2, headSize), dK, dV, dOut, q, k, v, mask, lse, delta,
+        int keyBlock = Block(op, dims.HeadSize, tiles: 6, squares: 2, vectors: 2);
+        backwardKey(Config(dims.T, dims.B * dims.KV, keyBlock, 6, 2, 2, dims.HeadSize), dKV.Keys, dKV.Values, dOut, q, kv.Keys, kv.Values, mask, lse, delta,
             dims.WithBlock(keyBlock));
     }
 
@@ -456,13 +427,10 @@ public sealed class FlashAttention
         new(new Index2D((t + block - 1) / block, heads), new Index2D(context.GroupSize, 1),
             SharedMemoryConfig.RequestDynamic<float>((int)SharedFloats(block, tiles, squares, vectors, headSize)));
 
-    static AttentionDimensions CheckDimensions(string op, int b, int t, int h, int kv, int headSize)
+    static void CheckLaunch(string op, AttentionDimensions dims)
     {
-        var dims = new AttentionDimensions(b, t, h, kv, headSize);
-        dims.Check(op);
-        if ((long)b * h > int.MaxValue)
-            throw new KernelShapeException($"{op}: B*H = {(long)b * h} exceeds the launch limit.");
-        return dims;
+        if ((long)dims.B * dims.H > int.MaxValue)
+            throw new KernelShapeException($"{op}: B*H = {(long)dims.B * dims.H} exceeds the launch limit.");
     }
 
     #endregion

@@ -897,7 +897,7 @@ public sealed class TransformerEngine : IDisposable
             kernels.AttentionDecode.Append(kCache, vCache, lk, lv, StepIndices(2, B), B, T, Tmax, KVH, hs);
             if (decoding) kernels.AttentionDecode.Forward(att, lq, kCache, vCache, StepIndices(3, B), B, Tmax, H, KVH, hs);
         }
-        if (!decoding) kernels.Attention.Forward(att, View(saved, lse[s], (long)B * H * T), lq, lk, lv, mask, B, T, H, KVH, hs);
+        if (!decoding) kernels.Attention.Forward(att, View(saved, lse[s], (long)B * H * T), lq, new(lk, lv), mask, new(B, T, H, KVH, hs));
         if (!decoding && options.PrefixTokens > 0) // deep prompt: every query also attends to the layer's prefix keys
             kernels.AttentionPrefix.Forward(att, View(saved, lse[s], (long)B * H * T), lq, new(PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true)),
                 new(B, T, H, KVH, hs, options.PrefixTokens), DeepPromptOfRow(B));
@@ -1066,8 +1066,8 @@ public sealed class TransformerEngine : IDisposable
                 kernels.RowGather.Backward(dAtt, dAttRows, View(indices, lossPositions, R), N, R, Q);
             }
             else kernels.Linear.Backward(dAtt, dRes, w.AttentionOutput, N, Q, C);
-            kernels.Attention.Backward(dq, dk, dv, View(scratch, delta, (long)B * H * T), dAtt, lq, lk, lv, mask,
-                View(saved, attention[s], (long)N * Q), View(saved, lse[s], (long)B * H * T), B, T, H, KVH, hs);
+            kernels.Attention.Backward(dq, new(dk, dv), View(scratch, delta, (long)B * H * T), dAtt, lq, new(lk, lv), mask,
+                View(saved, attention[s], (long)N * Q), View(saved, lse[s], (long)B * H * T), new(B, T, H, KVH, hs));
             if (options.PrefixTokens > 0)
                 kernels.AttentionPrefix.Backward(dq, new(PrefixSlice(dPrefix, l, false), PrefixSlice(dPrefix, l, true)), dAtt, lq,
                     new(PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true)), View(saved, lse[s], (long)B * H * T), View(scratch, delta, (long)B * H * T),

@@ -63,7 +63,7 @@ public sealed class AttentionDecodeTests(KernelShape shape) : KernelTestBase(sha
         using var mask = Upload(Enumerable.Repeat(1, b * t).ToArray());
         using var full = Poisoned(q.Length);
         using var lse = Poisoned(b * h * t);
-        Kernels.Attention.Forward(full.View, lse.View, qBuffer.View, kBuffer.View, vBuffer.View, mask.View, b, t, h, kv, hs);
+        Kernels.Attention.Forward(full.View, lse.View, qBuffer.View, new(kBuffer.View, vBuffer.View), mask.View, new(b, t, h, kv, hs));
         var expected = Download(full);
 
         double maxError = 0;

@@ -69,12 +69,12 @@ public sealed class AttentionPrefixTests(KernelShape shape) : KernelTestBase(sha
         using var dPrefixKBuffer = Upload(earlierDPrefixK);
         using var dPrefixVBuffer = Upload(earlierDPrefixV);
         // The engine's order: token attention, then the prefix merged in; backward likewise.
-        Kernels.Attention.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, kBuffer.View, vBuffer.View, maskBuffer.View, b, t, h, kv, headSize);
+        Kernels.Attention.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, new(kBuffer.View, vBuffer.View), maskBuffer.View, new(b, t, h, kv, headSize));
         var dims = new AttentionDimensions(b, t, h, kv, headSize, prefix);
         var prefixKeysValues = new KeysValues(prefixKBuffer.View, prefixVBuffer.View);
         Kernels.AttentionPrefix.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, prefixKeysValues, dims);
-        Kernels.Attention.Backward(dQBuffer.View, dKBuffer.View, dVBuffer.View, deltaBuffer.View, dOutBuffer.View, qBuffer.View, kBuffer.View,
-            vBuffer.View, maskBuffer.View, outBuffer.View, lseBuffer.View, b, t, h, kv, headSize);
+        Kernels.Attention.Backward(dQBuffer.View, new(dKBuffer.View, dVBuffer.View), deltaBuffer.View, dOutBuffer.View, qBuffer.View,
+            new(kBuffer.View, vBuffer.View), maskBuffer.View, outBuffer.View, lseBuffer.View, new(b, t, h, kv, headSize));
         Kernels.AttentionPrefix.Backward(dQBuffer.View, new KeysValues(dPrefixKBuffer.View, dPrefixVBuffer.View), dOutBuffer.View, qBuffer.View,
             prefixKeysValues, lseBuffer.View, deltaBuffer.View, dims);
 
@@ -163,7 +163,7 @@ public sealed class AttentionPrefixTests(KernelShape shape) : KernelTestBase(sha
         using var choice = Upload(prefixOfRow);
         using var outBuffer = Poisoned(q.Length);
         using var lseBuffer = Poisoned(b * h * t);
-        Kernels.Attention.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, kBuffer.View, vBuffer.View, maskBuffer.View, b, t, h, kv, headSize);
+        Kernels.Attention.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, new(kBuffer.View, vBuffer.View), maskBuffer.View, new(b, t, h, kv, headSize));
         Kernels.AttentionPrefix.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, new KeysValues(bankKBuffer.View, bankVBuffer.View),
             new AttentionDimensions(b, t, h, kv, headSize, prefix), choice.View);
         TensorAssert.Close($"AttentionPrefix.Forward bank out {Shape}", Download(outBuffer), expectedOut, ForwardAtol, Rtol);
