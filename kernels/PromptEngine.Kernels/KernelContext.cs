@@ -11,7 +11,12 @@ namespace PromptEngine.Kernels;
 /// each barrier, so shared-memory tiles and group reductions are about a thousand times slower there
 /// than barrier-free code. Each heavy op therefore has two kernels of the same math: one shaped for
 /// a GPU (tiles in shared memory, one group per row, coalesced one-thread-per-element access) and one
-/// shaped for a CPU (no barriers, group size 1, one thread per row or per register micro-tile).
+/// shaped for a CPU (no barriers, group size 1, a <see cref="ThreadRun"/> of rows or register micro-tiles per thread).
+/// The pattern is the same for every op: the op's launcher reads <see cref="KernelContext.Shape"/> and runs that shape's
+/// kernel, loaded once when the launcher is created; kernels of both shapes sit in the op's file, and a GPU family with
+/// launch arithmetic of its own (<see cref="FlashAttention"/>, <see cref="LinearBlocked"/>) is a class of its own
+/// that the op's launcher hands over to after checking the shapes. Barrier-free kernels (the elementwise family,
+/// embeddings, AdamW) are one kernel for both shapes.
 /// </remarks>
 public enum KernelShape
 {

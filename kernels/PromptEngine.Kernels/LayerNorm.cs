@@ -90,7 +90,7 @@ public sealed class LayerNorm
         }
     }
 
-    /// <summary>GPU-shaped forward: one group per row; shared memory holds Group.DimX floats.</summary>
+    /// <summary>GPU-shaped forward: one group per row; shared memory holds Group.DimX floats. rowsPerThread is the CPU kernel's, unused here (both shapes load into one delegate type).</summary>
     internal static void ForwardGroupKernel(
         ArrayView<float> output, // (N, C)
         ArrayView<float> input,  // (N, C)
@@ -124,7 +124,7 @@ public sealed class LayerNorm
             output[offset + i] = (input[offset + i] - mu) * r * weight[i] + (hasBias ? bias[i] : 0f);
     }
 
-    /// <summary>GPU-shaped backward: one group per row; shared memory holds Group.DimX floats.</summary>
+    /// <summary>GPU-shaped backward: one group per row; shared memory holds Group.DimX floats. rowsPerThread is the CPU kernel's, unused here (both shapes load into one delegate type).</summary>
     internal static void BackwardGroupKernel(
         ArrayView<float> dX,     // (N, C)
         ArrayView<float> dOut,   // (N, C)

@@ -12,7 +12,7 @@ namespace PromptEngine.Kernels;
 /// stream, whose gradient the norm's adds to, so the backward adds in place of a separate residual launch.
 /// <see cref="ResidualRmsNorm"/>, below, is the forward fused with the residual add before it.
 /// </summary>
-/// <remarks>CPU-shaped kernels run equal runs of rows per thread, through pointers (see <see cref="Linear"/>); GPU-shaped kernels one group per row, reducing in shared memory.</remarks>
+/// <remarks>CPU-shaped kernels run a <see cref="ThreadRun"/> of rows per thread, through pointers (see <see cref="Linear"/>); GPU-shaped kernels one group per row, reducing in shared memory.</remarks>
 public sealed class RmsNorm
 {
     #region Kernels
@@ -90,7 +90,7 @@ public sealed class RmsNorm
         }
     }
 
-    /// <summary>GPU-shaped forward: one group per row; shared memory holds Group.DimX floats.</summary>
+    /// <summary>GPU-shaped forward: one group per row; shared memory holds Group.DimX floats. rowsPerThread is the CPU kernel's, unused here (both shapes load into one delegate type).</summary>
     internal static void ForwardGroupKernel(
         ArrayView<float> output, // (N, C)
         ArrayView<float> input,  // (N, C)
@@ -125,7 +125,7 @@ public sealed class RmsNorm
         return r;
     }
 
-    /// <summary>GPU-shaped backward: one group per row; shared memory holds Group.DimX floats.</summary>
+    /// <summary>GPU-shaped backward: one group per row; shared memory holds Group.DimX floats. rowsPerThread is the CPU kernel's, unused here (both shapes load into one delegate type).</summary>
     internal static void BackwardGroupKernel(
         ArrayView<float> dX,     // (N, C)
         ArrayView<float> dOut,   // (N, C)
@@ -261,7 +261,7 @@ public sealed class ResidualRmsNorm
         }
     }
 
-    /// <summary>GPU-shaped: one group per row; shared memory holds Group.DimX floats for the reduction.</summary>
+    /// <summary>GPU-shaped: one group per row; shared memory holds Group.DimX floats for the reduction; rowsPerThread unused (one delegate type for both shapes).</summary>
     internal static void ForwardGroupKernel(
         ArrayView<float> residual, // (N, C) x + delta
         ArrayView<float> output,   // (N, C)
