@@ -201,40 +201,31 @@ public sealed class AttentionDecode
     /// <summary>One query per row against the row's first <c>lengths[b]</c> cached keys and values.</summary>
     /// <param name="output">Attention output (B, H, hs), overwritten; zeros for a row of length 0.</param>
     /// <param name="q">Queries (B, H, hs), already rotated to each row's position.</param>
-    /// <param name="kCache">Key cache (B, Tmax, KV, hs), rotated keys.</param>
-    /// <param name="vCache">Value cache (B, Tmax, KV, hs).</param>
+    /// <param name="cache">Key cache (rotated keys) and value cache, each (B, Tmax, KV, hs).</param>
     /// <param name="lengths">Valid cached positions per row (B), the new position's own key included; clamped to [0, Tmax].</param>
-    /// <param name="b">Batch rows B.</param>
-    /// <param name="capacity">Cache capacity Tmax per row.</param>
-    /// <param name="h">Query heads H, a multiple of <paramref name="kv"/>.</param>
-    /// <param name="kv">Key/value heads KV.</param>
-    /// <param name="headSize">Channels per head hs; the scores are scaled by 1/√hs.</param>
+    /// <param name="dims">B, T = the cache capacity Tmax per row, H (a multiple of KV), KV, hs (the scores are scaled by 1/√hs).</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, or H is not a multiple of KV.</exception>
-    public void Forward(ArrayView<float> output, ArrayView<float> q, ArrayView<float> kCache, ArrayView<float> vCache,
-        ArrayView<int> lengths, int b, int capacity, int h, int kv, int headSize)
+    public void Forward(ArrayView<float> output, ArrayView<float> q, KeysValues cache, ArrayView<int> lengths, AttentionDimensions dims)
     {
         const string op = "AttentionDecode.Forward";
         context.Enter(op);
-        var dims = new AttentionDimensions(b, capacity, h, kv, headSize);
         dims.Check(op, sequence: "Tmax");
-        if ((long)b * h > int.MaxValue)
-            throw new KernelShapeException($"{op}: B*H = {(long)b * h} rows exceed the launch limit.");
-        long cache = (long)b * capacity * kv * headSize;
-        Check.Length(op, "out", output, (long)b * h * headSize, "B*H*hs");
-        Check.Length(op, "q", q, (long)b * h * headSize, "B*H*hs");
-        Check.Length(op, "kCache", kCache, cache, "B*Tmax*KV*hs");
-        Check.Length(op, "vCache", vCache, cache, "B*Tmax*KV*hs");
-        Check.Length(op, "lengths", lengths, b, "B");
-        var config = context.RowConfig(b * h, out int rowsPerThread, sharedFloatsPerThread: 2);
-        forward(config, new Tensors(output, q, kCache, vCache, lengths), dims.WithRowsPerThread(rowsPerThread));
+        long rows = (long)dims.B * dims.H, cached = (long)dims.B * dims.T * dims.KV * dims.HeadSize;
+        if (rows > int.MaxValue)
+            throw new KernelShapeException($"{op}: B*H = {rows} rows exceed the launch limit.");
+        Check.Length(op, "out", output, rows * dims.HeadSize, "B*H*hs");
+        Check.Length(op, "q", q, rows * dims.HeadSize, "B*H*hs");
+        Check.Length(op, "kCache", cache.Keys, cached, "B*Tmax*KV*hs");
+        Check.Length(op, "vCache", cache.Values, cached, "B*Tmax*KV*hs");
+        Check.Length(op, "lengths", lengths, dims.B, "B");
+        var config = context.RowConfig((int)rows, out int rowsPerThread, sharedFloatsPerThread: 2);
+        forward(config, new Tensors(output, q, cache.Keys, cache.Values, lengths), dims.WithRowsPerThread(rowsPerThread));
     }
 
     /// <summary>Writes T new positions of keys and values per row into the caches, starting at each row's slot:
     /// prefill writes a whole prompt (slots 0), a decode step one position (T = 1, slot = the row's length).</summary>
-    /// <param name="kCache">Key cache (B, Tmax, KV, hs), written at [b, slots[b] .. slots[b] + T) only.</param>
-    /// <param name="vCache">Value cache (B, Tmax, KV, hs), written likewise.</param>
-    /// <param name="k">New keys (B, T, KV, hs), already rotated.</param>
-    /// <param name="v">New values (B, T, KV, hs).</param>
+    /// <param name="cache">Key and value caches, each (B, Tmax, KV, hs), written at [b, slots[b] .. slots[b] + T) only.</param>
+    /// <param name="added">New keys (already rotated) and values, each (B, T, KV, hs).</param>
     /// <param name="slots">First cache position written per row (B); negative leaves the row untouched.</param>
     /// <param name="b">Batch rows B.</param>
     /// <param name="t">New positions per row T (≤ Tmax); positions landing at or past Tmax are dropped.</param>
@@ -242,21 +233,20 @@ public sealed class AttentionDecode
     /// <param name="kv">Key/value heads KV.</param>
     /// <param name="headSize">Channels per head hs.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, or T exceeds Tmax.</exception>
-    public void Append(ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> k, ArrayView<float> v,
-        ArrayView<int> slots, int b, int t, int capacity, int kv, int headSize)
+    public void Append(KeysValues cache, KeysValues added, ArrayView<int> slots, int b, int t, int capacity, int kv, int headSize)
     {
         const string op = "AttentionDecode.Append";
         context.Enter(op);
         Check.Positive(op, ("B", b), ("T", t), ("Tmax", capacity), ("KV", kv), ("hs", headSize));
         if (t > capacity)
             throw new KernelShapeException($"{op}: T = {t} new positions exceed the cache capacity Tmax = {capacity}.");
-        long cache = (long)b * capacity * kv * headSize, added = (long)b * t * kv * headSize;
-        Check.Length(op, "kCache", kCache, cache, "B*Tmax*KV*hs");
-        Check.Length(op, "vCache", vCache, cache, "B*Tmax*KV*hs");
-        Check.Length(op, "k", k, added, "B*T*KV*hs");
-        Check.Length(op, "v", v, added, "B*T*KV*hs");
+        long cached = (long)b * capacity * kv * headSize, count = (long)b * t * kv * headSize;
+        Check.Length(op, "kCache", cache.Keys, cached, "B*Tmax*KV*hs");
+        Check.Length(op, "vCache", cache.Values, cached, "B*Tmax*KV*hs");
+        Check.Length(op, "k", added.Keys, count, "B*T*KV*hs");
+        Check.Length(op, "v", added.Values, count, "B*T*KV*hs");
         Check.Length(op, "slots", slots, b, "B");
-        append(context.RunConfig(added, out int chunk), kCache, vCache, k, v, slots, b, t, capacity, kv * headSize, chunk);
+        append(context.RunConfig(count, out int chunk), cache.Keys, cache.Values, added.Keys, added.Values, slots, b, t, capacity, kv * headSize, chunk);
     }
 
     #endregion

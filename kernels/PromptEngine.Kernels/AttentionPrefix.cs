@@ -530,10 +530,8 @@ public sealed class AttentionPrefix
 
     /// <summary>Writes each row's prefix into cache slots [0, Pv) of each of the first B rows, so cached generation attends
     /// to them like to any cached position (the input's positions then start at slot and position Pv).</summary>
-    /// <param name="kCache">Key cache (B, Tmax, KV, hs).</param>
-    /// <param name="vCache">Value cache (B, Tmax, KV, hs).</param>
-    /// <param name="prefixK">Prefix keys (D·Pv, KV, hs), D ≥ 1 prefixes stacked.</param>
-    /// <param name="prefixV">Prefix values (D·Pv, KV, hs).</param>
+    /// <param name="cache">Key and value caches, each (B, Tmax, KV, hs).</param>
+    /// <param name="bank">Prefix keys and values, each (D·Pv, KV, hs), D ≥ 1 prefixes stacked.</param>
     /// <param name="b">Batch rows B.</param>
     /// <param name="capacity">Cache capacity Tmax ≥ Pv.</param>
     /// <param name="kv">Key/value heads KV.</param>
@@ -541,20 +539,20 @@ public sealed class AttentionPrefix
     /// <param name="prefix">Prefix keys per kv head Pv.</param>
     /// <param name="prefixOfRow">(B) which prefix each row gets, each in [0, D); empty: prefix 0 for every row.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, or Pv exceeds Tmax.</exception>
-    public void FillCache(ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> prefixK, ArrayView<float> prefixV,
-        int b, int capacity, int kv, int headSize, int prefix, ArrayView<int> prefixOfRow = default)
+    public void FillCache(KeysValues cache, KeysValues bank, int b, int capacity, int kv, int headSize, int prefix, ArrayView<int> prefixOfRow = default)
     {
         const string op = "AttentionPrefix.FillCache";
         context.Enter(op);
         Check.Positive(op, ("B", b), ("Tmax", capacity), ("KV", kv), ("hs", headSize), ("Pv", prefix));
         if (prefix > capacity)
             throw new KernelShapeException($"{op}: Pv = {prefix} prefix positions exceed the cache capacity Tmax = {capacity}.");
-        long cache = (long)b * capacity * kv * headSize, prefixes = (long)prefix * kv * headSize;
-        Check.Length(op, "kCache", kCache, cache, "B*Tmax*KV*hs");
-        Check.Length(op, "vCache", vCache, cache, "B*Tmax*KV*hs");
-        CheckBank(op, prefixK.Length, prefixV.Length, prefixOfRow.Length, b, kv, headSize, prefix);
+        long cached = (long)b * capacity * kv * headSize, prefixes = (long)prefix * kv * headSize;
+        Check.Length(op, "kCache", cache.Keys, cached, "B*Tmax*KV*hs");
+        Check.Length(op, "vCache", cache.Values, cached, "B*Tmax*KV*hs");
+        CheckBank(op, bank.Keys.Length, bank.Values.Length, prefixOfRow.Length, b, kv, headSize, prefix);
         long total = b * prefixes;
-        fillCache(context.RunConfig(total, out int chunk), kCache, vCache, prefixK, prefixV, prefixOfRow, b, capacity, (int)prefixes, kv * headSize, chunk);
+        fillCache(context.RunConfig(total, out int chunk), cache.Keys, cache.Values, bank.Keys, bank.Values, prefixOfRow, b, capacity, (int)prefixes,
+            kv * headSize, chunk);
     }
 
     static void CheckDimensions(string op, AttentionDimensions dims)

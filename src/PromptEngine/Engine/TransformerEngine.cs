@@ -602,8 +602,8 @@ public sealed class TransformerEngine : IDisposable
         {
             long cache = (long)B * options.MaxLength * config.NumKvHeads * config.HeadDim;
             for (var l = 0; l < config.NumLayers; l++)
-                kernels.AttentionPrefix.FillCache(View(cacheArena, keyCache[l], cache), View(cacheArena, valueCache[l], cache),
-                    PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true), B, options.MaxLength, config.NumKvHeads, config.HeadDim, Pv, DeepPromptOfRow(B));
+                kernels.AttentionPrefix.FillCache(new(View(cacheArena, keyCache[l], cache), View(cacheArena, valueCache[l], cache)),
+                    new(PrefixSlice(prefix, l, false), PrefixSlice(prefix, l, true)), B, options.MaxLength, config.NumKvHeads, config.HeadDim, Pv, DeepPromptOfRow(B));
         }
         Forward(training: false, CacheMode.Fill);
         for (var b = 0; b < B; b++) lengths[b] += Pv;
@@ -894,8 +894,8 @@ public sealed class TransformerEngine : IDisposable
         if (cacheMode != CacheMode.None)
         {
             var (kCache, vCache) = (View(cacheArena, keyCache[l], (long)B * Tmax * KV), View(cacheArena, valueCache[l], (long)B * Tmax * KV));
-            kernels.AttentionDecode.Append(kCache, vCache, lk, lv, StepIndices(2, B), B, T, Tmax, KVH, hs);
-            if (decoding) kernels.AttentionDecode.Forward(att, lq, kCache, vCache, StepIndices(3, B), B, Tmax, H, KVH, hs);
+            kernels.AttentionDecode.Append(new(kCache, vCache), new(lk, lv), StepIndices(2, B), B, T, Tmax, KVH, hs);
+            if (decoding) kernels.AttentionDecode.Forward(att, lq, new(kCache, vCache), StepIndices(3, B), new(B, Tmax, H, KVH, hs));
         }
         if (!decoding) kernels.Attention.Forward(att, View(saved, lse[s], (long)B * H * T), lq, new(lk, lv), mask, new(B, T, H, KVH, hs));
         if (!decoding && options.PrefixTokens > 0) // deep prompt: every query also attends to the layer's prefix keys

@@ -99,7 +99,7 @@ public sealed class AttentionPrefixTests(KernelShape shape) : KernelTestBase(sha
         using var vCache = Poisoned(b * capacity * kv * headSize);
         using var prefixKBuffer = Upload(prefixK);
         using var prefixVBuffer = Upload(prefixV);
-        Kernels.AttentionPrefix.FillCache(kCache.View, vCache.View, prefixKBuffer.View, prefixVBuffer.View, b, capacity, kv, headSize, prefix);
+        Kernels.AttentionPrefix.FillCache(new(kCache.View, vCache.View), new(prefixKBuffer.View, prefixVBuffer.View), b, capacity, kv, headSize, prefix);
         var (keys, values) = (Download(kCache), Download(vCache));
         int width = prefix * kv * headSize;
         for (int row = 0; row < b; row++)
@@ -172,7 +172,7 @@ public sealed class AttentionPrefixTests(KernelShape shape) : KernelTestBase(sha
         const int capacity = 4;
         using var kCache = Poisoned(b * capacity * kv * headSize);
         using var vCache = Poisoned(b * capacity * kv * headSize);
-        Kernels.AttentionPrefix.FillCache(kCache.View, vCache.View, bankKBuffer.View, bankVBuffer.View, b, capacity, kv, headSize, prefix, choice.View);
+        Kernels.AttentionPrefix.FillCache(new(kCache.View, vCache.View), new(bankKBuffer.View, bankVBuffer.View), b, capacity, kv, headSize, prefix, choice.View);
         var (keys, values) = (Download(kCache), Download(vCache));
         for (int row = 0; row < b; row++)
             for (int i = 0; i < one; i++)
