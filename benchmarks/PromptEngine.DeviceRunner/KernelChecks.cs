@@ -140,8 +140,8 @@ public static class KernelChecks
             {
                 using var maskBuffer = c.Accelerator.Allocate1D(mask);
                 using var delta = c.Accelerator.Allocate1D<float>((long)b * h * t);
-                c.Attention.Forward(o[0], o[1], i[0], i[1], i[2], maskBuffer.View, b, t, h, kv, hs);
-                c.Attention.Backward(o[2], o[3], o[4], delta.View, i[3], i[0], i[1], i[2], maskBuffer.View, o[0], o[1], b, t, h, kv, hs);
+                c.Attention.Forward(o[0], o[1], i[0], new(i[1], i[2]), maskBuffer.View, new(b, t, h, kv, hs));
+                c.Attention.Backward(o[2], new(o[3], o[4]), delta.View, i[3], i[0], new(i[1], i[2]), maskBuffer.View, o[0], o[1], new(b, t, h, kv, hs));
                 c.Synchronize();
             });
 

@@ -30,9 +30,8 @@ public sealed class AdamW
         float sqrtBiasCorrection2)  // √(1 − β₂ᵗ)
     {
         float scale = gradScale.Length > 0 ? gradScale[0] : 1f;
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, count);
-        for (long i = start; i < end; i++)
+        var run = ThreadRun.Of(count, chunk);
+        for (long i = run.Start; i < run.End; i++)
         {
             float g = grad[i] * scale;
             float mi = beta1 * m[i] + (1 - beta1) * g;
@@ -90,7 +89,7 @@ public sealed class AdamW
         if (beta2 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(beta2), beta2, $"{op}: β₂ must lie in [0, 1).");
         double biasCorrection1 = 1 - Math.Pow(beta1, t);
         double biasCorrection2 = 1 - Math.Pow(beta2, t);
-        step(context.ElementConfig(count, out int chunk), param, m, v, grad, gradScale, count, chunk,
+        step(context.RunConfig(count, out int chunk), param, m, v, grad, gradScale, count, chunk,
             (float)(1 - (double)learningRate * weightDecay), beta1, beta2, eps,
             (float)(learningRate / biasCorrection1), (float)Math.Sqrt(biasCorrection2));
     }

@@ -30,37 +30,6 @@ namespace PromptEngine.Kernels;
 /// </remarks>
 public sealed class Attention
 {
-    /// <summary>The op's dimensions, passed to the kernels as one argument: the backward kernels would otherwise need
-    /// more parameters than ILGPU's LoadStreamKernel overloads take. Public because ILGPU's runtime assembly must see
-    /// every kernel parameter type; the launchers take plain integers.</summary>
-    public readonly struct Dimensions(int b, int t, int h, int kv, int headSize, int rowsPerThread = 1, int prefix = 0)
-    {
-        /// <summary>Batch rows.</summary>
-        public readonly int B = b;
-
-        /// <summary>Sequence length.</summary>
-        public readonly int T = t;
-
-        /// <summary>Query heads.</summary>
-        public readonly int H = h;
-
-        /// <summary>Key/value heads.</summary>
-        public readonly int KV = kv;
-
-        /// <summary>Channels per head.</summary>
-        public readonly int HeadSize = headSize;
-
-        /// <summary>1/√hs, rounded to float once on the host.</summary>
-        public readonly float Scale = (float)(1 / Math.Sqrt(headSize));
-
-        /// <summary>Rows each thread of a CPU-shaped kernel takes in turn (a launch of one thread per row would pay
-        /// the CPU accelerator's cost per group, about a microsecond, thousands of times).</summary>
-        public readonly int RowsPerThread = rowsPerThread;
-
-        /// <summary>Deep-prompt keys per kv head Pv that every query attends to besides its own (<see cref="AttentionPrefix"/>); 0 here.</summary>
-        public readonly int Prefix = prefix;
-    }
-
     #region Kernels
 
     /// <summary>scale · q[qOffset..+hs] · k[kOffset..+hs].</summary>
@@ -89,13 +58,10 @@ public sealed class Attention
         ArrayView<float> k,      // (B, T, KV, hs)
         ArrayView<float> v,      // (B, T, KV, hs)
         ArrayView<int> mask,     // (B, T)
-        Dimensions dims)
+        AttentionDimensions dims)
     {
         int rows = dims.B * dims.T * dims.H; // row = (b·T + i)·H + head
-        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
-        if (first >= rows)
-            return;
-        int last = Math.Min(first + dims.RowsPerThread, rows);
+        var run = ThreadRun.Of(rows, dims.RowsPerThread);
         fixed (float* outputBase = &output[0])
         fixed (float* lseBase = &lse[0])
         fixed (float* qBase = &q[0])
@@ -103,7 +69,7 @@ public sealed class Attention
         fixed (float* vBase = &v[0])
         fixed (int* maskBase = &mask[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
                 ForwardRow(outputBase, lseBase, qBase, kBase, vBase, maskBase, dims, row);
         }
     }
@@ -112,7 +78,7 @@ public sealed class Attention
     /// maximum and is rescaled whenever the maximum grows, then divided by the sum (as FlashAttention does per tile).
     /// Pointer-only, like every CPU-shaped row method here, so RyuJIT keeps its accumulators in registers (see
     /// <see cref="Linear"/>'s remarks).</summary>
-    static unsafe void ForwardRow(float* output, float* lse, float* q, float* k, float* v, int* mask, Dimensions dims, int row)
+    static unsafe void ForwardRow(float* output, float* lse, float* q, float* k, float* v, int* mask, AttentionDimensions dims, int row)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
         int head = row % h, batchPosition = row / h, position = batchPosition % t, batch = batchPosition / t;
@@ -191,13 +157,10 @@ public sealed class Attention
         ArrayView<int> mask,     // (B, T)
         ArrayView<float> output, // (B, T, H, hs)
         ArrayView<float> lse,    // (B, H, T)
-        Dimensions dims)
+        AttentionDimensions dims)
     {
         int rows = dims.B * dims.T * dims.H;
-        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
-        if (first >= rows)
-            return;
-        int last = Math.Min(first + dims.RowsPerThread, rows);
+        var run = ThreadRun.Of(rows, dims.RowsPerThread);
         fixed (float* dQBase = &dQ[0])
         fixed (float* deltaBase = &delta[0])
         fixed (float* dOutBase = &dOut[0])
@@ -208,14 +171,14 @@ public sealed class Attention
         fixed (float* outputBase = &output[0])
         fixed (float* lseBase = &lse[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
                 BackwardQueryRow(dQBase, deltaBase, dOutBase, qBase, kBase, vBase, maskBase, outputBase, lseBase, dims, row);
         }
     }
 
     /// <summary>dQ_i = scale·Σ_j p_ij(dP_ij − delta_i)·k_j for one query row, with delta_i = dOut_i·out_i.</summary>
     static unsafe void BackwardQueryRow(float* dQ, float* delta, float* dOut, float* q, float* k, float* v, int* mask,
-        float* output, float* lse, Dimensions dims, int row)
+        float* output, float* lse, AttentionDimensions dims, int row)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
         int head = row % h, batchPosition = row / h, position = batchPosition % t, batch = batchPosition / t;
@@ -257,13 +220,10 @@ public sealed class Attention
         ArrayView<int> mask,    // (B, T)
         ArrayView<float> lse,   // (B, H, T)
         ArrayView<float> delta, // (B, H, T)
-        Dimensions dims)
+        AttentionDimensions dims)
     {
         int rows = dims.B * dims.T * dims.KV; // row = (b·T + j)·KV + kvHead
-        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
-        if (first >= rows)
-            return;
-        int last = Math.Min(first + dims.RowsPerThread, rows);
+        var run = ThreadRun.Of(rows, dims.RowsPerThread);
         fixed (float* dKBase = &dK[0])
         fixed (float* dVBase = &dV[0])
         fixed (float* dOutBase = &dOut[0])
@@ -274,14 +234,14 @@ public sealed class Attention
         fixed (float* lseBase = &lse[0])
         fixed (float* deltaBase = &delta[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
                 BackwardKeyRow(dKBase, dVBase, dOutBase, qBase, kBase, vBase, maskBase, lseBase, deltaBase, dims, row);
         }
     }
 
     /// <summary>dV_j = Σ p_ij·dOut_i and dK_j = scale·Σ p_ij(dP_ij − delta_i)·q_i for one key row, over its group's heads.</summary>
     static unsafe void BackwardKeyRow(float* dK, float* dV, float* dOut, float* q, float* k, float* v, int* mask,
-        float* lse, float* delta, Dimensions dims, int row)
+        float* lse, float* delta, AttentionDimensions dims, int row)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
         int kvHead = row % kv, batchPosition = row / kv, position = batchPosition % t, batch = batchPosition / t;
@@ -322,11 +282,11 @@ public sealed class Attention
 
     readonly KernelContext context;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-        Dimensions>? forward;
+        AttentionDimensions>? forward;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<int>, ArrayView<float>, ArrayView<float>, Dimensions>? backwardQuery;
+        ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionDimensions>? backwardQuery;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<int>, ArrayView<float>, ArrayView<float>, Dimensions>? backwardKey;
+        ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionDimensions>? backwardKey;
 
     internal Attention(KernelContext context)
     {
@@ -335,111 +295,101 @@ public sealed class Attention
         if (context.Shape != KernelShape.Cpu)
             return; // the GPU shape hands over to FlashAttention
         forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-            Dimensions>(ForwardRowKernel);
+            AttentionDimensions>(ForwardRowKernel);
         backwardQuery = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<int>, ArrayView<float>, ArrayView<float>, Dimensions>(BackwardQueryRowKernel);
+            ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionDimensions>(BackwardQueryRowKernel);
         backwardKey = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<int>, ArrayView<float>, ArrayView<float>, Dimensions>(BackwardKeyRowKernel);
+            ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionDimensions>(BackwardKeyRowKernel);
     }
 
     /// <summary>Causal, masked, grouped-query attention; saves the per-row log-sum-exp for <see cref="Backward"/>.</summary>
     /// <param name="output">Attention output (B, T, H, hs), overwritten; zero rows where every allowed key is masked.</param>
     /// <param name="lse">Saved log-sum-exp of the scaled scores (B, H, T), overwritten; +∞ for fully masked rows.</param>
     /// <param name="q">Queries (B, T, H, hs), already rotated.</param>
-    /// <param name="k">Keys (B, T, KV, hs), already rotated.</param>
-    /// <param name="v">Values (B, T, KV, hs).</param>
+    /// <param name="kv">Keys (already rotated) and values, each (B, T, KV, hs).</param>
     /// <param name="mask">Key validity (B, T): 1 = attend, 0 = padding.</param>
-    /// <param name="b">Batch rows B.</param>
-    /// <param name="t">Sequence length T.</param>
-    /// <param name="h">Query heads H, a multiple of <paramref name="kv"/>.</param>
-    /// <param name="kv">Key/value heads KV (KV = H without grouping, 1 for multi-query).</param>
-    /// <param name="headSize">Channels per head hs; the scores are scaled by 1/√hs.</param>
+    /// <param name="dims">B, T, H (a multiple of KV), KV (KV = H without grouping, 1 for multi-query) and hs (the
+    /// scores are scaled by 1/√hs); Pv must be 0 (prefix keys are <see cref="AttentionPrefix"/>'s).</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, or H is not a multiple of KV.</exception>
-    public void Forward(ArrayView<float> output, ArrayView<float> lse, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
-        ArrayView<int> mask, int b, int t, int h, int kv, int headSize)
+    public void Forward(ArrayView<float> output, ArrayView<float> lse, ArrayView<float> q, KeysValues kv, ArrayView<int> mask, AttentionDimensions dims)
     {
         const string op = "Attention.Forward";
         context.Enter(op);
-        CheckDimensions(op, b, t, h, kv, headSize);
-        Check.Length(op, "out", output, (long)b * t * h * headSize, "B*T*H*hs");
-        Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
-        Check.Length(op, "q", q, (long)b * t * h * headSize, "B*T*H*hs");
-        Check.Length(op, "k", k, (long)b * t * kv * headSize, "B*T*KV*hs");
-        Check.Length(op, "v", v, (long)b * t * kv * headSize, "B*T*KV*hs");
-        Check.Length(op, "mask", mask, (long)b * t, "B*T");
+        CheckForward(op, output, lse, q, kv, mask, dims);
+        if ((long)dims.B * dims.T * dims.H > int.MaxValue)
+            throw new KernelShapeException($"{op}: B*T*H = {(long)dims.B * dims.T * dims.H} rows exceed the launch limit.");
         if (context.Shape == KernelShape.Gpu)
         {
-            context.FlashAttention.Forward(output, lse, q, k, v, mask, b, t, h, kv, headSize); // FlashAttention.cs
+            context.FlashAttention.Forward(output, lse, q, kv, mask, dims); // FlashAttention.cs
             return;
         }
-        forward!(Config(b * t * h, out int perThread), output, lse, q, k, v, mask, new Dimensions(b, t, h, kv, headSize, perThread));
+        forward!(Config(dims.B * dims.T * dims.H, out int perThread), output, lse, q, kv.Keys, kv.Values, mask, dims.WithRowsPerThread(perThread));
     }
 
     /// <summary>dQ, dK, dV from dOut, recomputing the probabilities from the saved log-sum-exp.</summary>
     /// <param name="dQ">Query gradient (B, T, H, hs), overwritten.</param>
-    /// <param name="dK">Key gradient (B, T, KV, hs), overwritten; sums over the query heads sharing each kv head.</param>
-    /// <param name="dV">Value gradient (B, T, KV, hs), overwritten; sums likewise.</param>
+    /// <param name="dKV">Key and value gradients, each (B, T, KV, hs), overwritten; each sums over the query heads sharing its kv head.</param>
     /// <param name="delta">Scratch (B, H, T), overwritten with dOut·out per query row.</param>
     /// <param name="dOut">Output gradient (B, T, H, hs).</param>
     /// <param name="q">The forward's queries (B, T, H, hs).</param>
-    /// <param name="k">The forward's keys (B, T, KV, hs).</param>
-    /// <param name="v">The forward's values (B, T, KV, hs).</param>
+    /// <param name="kv">The forward's keys and values, each (B, T, KV, hs).</param>
     /// <param name="mask">Key validity (B, T).</param>
     /// <param name="output">The forward's output (B, T, H, hs).</param>
     /// <param name="lse">Log-sum-exp saved by <see cref="Forward"/> (B, H, T).</param>
-    /// <param name="b">Batch rows B.</param>
-    /// <param name="t">Sequence length T.</param>
-    /// <param name="h">Query heads H.</param>
-    /// <param name="kv">Key/value heads KV.</param>
-    /// <param name="headSize">Channels per head hs.</param>
+    /// <param name="dims">As for <see cref="Forward"/>.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, or H is not a multiple of KV.</exception>
-    public void Backward(ArrayView<float> dQ, ArrayView<float> dK, ArrayView<float> dV, ArrayView<float> delta,
-        ArrayView<float> dOut, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<int> mask,
-        ArrayView<float> output, ArrayView<float> lse, int b, int t, int h, int kv, int headSize)
+    public void Backward(ArrayView<float> dQ, KeysValues dKV, ArrayView<float> delta, ArrayView<float> dOut, ArrayView<float> q, KeysValues kv,
+        ArrayView<int> mask, ArrayView<float> output, ArrayView<float> lse, AttentionDimensions dims)
     {
         const string op = "Attention.Backward";
         context.Enter(op);
-        CheckDimensions(op, b, t, h, kv, headSize);
-        long queries = (long)b * t * h * headSize, keys = (long)b * t * kv * headSize;
-        Check.Length(op, "dQ", dQ, queries, "B*T*H*hs");
-        Check.Length(op, "dK", dK, keys, "B*T*KV*hs");
-        Check.Length(op, "dV", dV, keys, "B*T*KV*hs");
-        Check.Length(op, "delta", delta, (long)b * h * t, "B*H*T");
-        Check.Length(op, "dOut", dOut, queries, "B*T*H*hs");
-        Check.Length(op, "q", q, (long)b * t * h * headSize, "B*T*H*hs");
-        Check.Length(op, "k", k, (long)b * t * kv * headSize, "B*T*KV*hs");
-        Check.Length(op, "v", v, (long)b * t * kv * headSize, "B*T*KV*hs");
-        Check.Length(op, "mask", mask, (long)b * t, "B*T");
-        Check.Length(op, "out", output, queries, "B*T*H*hs");
-        Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
+        CheckBackward(op, dQ, dKV, delta, dOut, q, kv, mask, output, lse, dims);
+        if ((long)dims.B * dims.T * dims.H > int.MaxValue)
+            throw new KernelShapeException($"{op}: B*T*H = {(long)dims.B * dims.T * dims.H} rows exceed the launch limit.");
         if (context.Shape == KernelShape.Gpu)
         {
-            context.FlashAttention.Backward(dQ, dK, dV, delta, dOut, q, k, v, mask, output, lse, b, t, h, kv, headSize); // FlashAttention.cs
+            context.FlashAttention.Backward(dQ, dKV, delta, dOut, q, kv, mask, output, lse, dims); // FlashAttention.cs
             return;
         }
-        var queryConfig = Config(b * t * h, out int queriesPerThread);
-        backwardQuery!(queryConfig, dQ, delta, dOut, q, k, v, mask, output, lse, new Dimensions(b, t, h, kv, headSize, queriesPerThread));
-        var keyConfig = Config(b * t * kv, out int keysPerThread);
-        backwardKey!(keyConfig, dK, dV, dOut, q, k, v, mask, lse, delta, new Dimensions(b, t, h, kv, headSize, keysPerThread));
+        var queryConfig = Config(dims.B * dims.T * dims.H, out int queriesPerThread);
+        backwardQuery!(queryConfig, dQ, delta, dOut, q, kv.Keys, kv.Values, mask, output, lse, dims.WithRowsPerThread(queriesPerThread));
+        var keyConfig = Config(dims.B * dims.T * dims.KV, out int keysPerThread);
+        backwardKey!(keyConfig, dKV.Keys, dKV.Values, dOut, q, kv.Keys, kv.Values, mask, lse, delta, dims.WithRowsPerThread(keysPerThread));
     }
 
-    static void CheckDimensions(string op, int b, int t, int h, int kv, int headSize)
+    /// <summary>The forward's shape contract, shared with <see cref="FlashAttention"/>.</summary>
+    internal static void CheckForward(string op, ArrayView<float> output, ArrayView<float> lse, ArrayView<float> q, KeysValues kv,
+        ArrayView<int> mask, AttentionDimensions dims)
     {
-        Check.Positive(op, ("B", b), ("T", t), ("H", h), ("KV", kv), ("hs", headSize));
-        if (h % kv != 0)
-            throw new KernelShapeException($"{op}: query heads H = {h} must be a multiple of kv heads KV = {kv}.");
-        if ((long)b * t * h > int.MaxValue)
-            throw new KernelShapeException($"{op}: B*T*H = {(long)b * t * h} rows exceed the launch limit.");
+        dims.Check(op);
+        if (dims.Prefix != 0)
+            throw new KernelShapeException($"{op}: Pv = {dims.Prefix}: prefix keys are merged by AttentionPrefix, not here.");
+        long queries = (long)dims.B * dims.T * dims.H * dims.HeadSize, keys = (long)dims.B * dims.T * dims.KV * dims.HeadSize;
+        Check.Length(op, "out", output, queries, "B*T*H*hs");
+        Check.Length(op, "lse", lse, (long)dims.B * dims.H * dims.T, "B*H*T");
+        Check.Length(op, "q", q, queries, "B*T*H*hs");
+        Check.Length(op, "k", kv.Keys, keys, "B*T*KV*hs");
+        Check.Length(op, "v", kv.Values, keys, "B*T*KV*hs");
+        Check.Length(op, "mask", mask, (long)dims.B * dims.T, "B*T");
     }
 
-    /// <summary>CPU launch: runs of rows over <see cref="KernelContext.ParallelThreads"/> threads.</summary>
-    KernelConfig Config(int rows, out int rowsPerThread)
+    /// <summary>The backward's shape contract, shared with <see cref="FlashAttention"/>.</summary>
+    internal static void CheckBackward(string op, ArrayView<float> dQ, KeysValues dKV, ArrayView<float> delta, ArrayView<float> dOut,
+        ArrayView<float> q, KeysValues kv, ArrayView<int> mask, ArrayView<float> output, ArrayView<float> lse, AttentionDimensions dims)
     {
-        // Rows near the end of a sequence see more keys: interleaving would balance better, but runs of a
-        // few hundred rows over many threads already spread the causal triangle evenly enough.
-        rowsPerThread = context.ElementChunk(rows);
-        return context.FlatConfig((rows + rowsPerThread - 1) / rowsPerThread);
+        CheckForward(op, output, lse, q, kv, mask, dims);
+        long queries = (long)dims.B * dims.T * dims.H * dims.HeadSize, keys = (long)dims.B * dims.T * dims.KV * dims.HeadSize;
+        Check.Length(op, "dQ", dQ, queries, "B*T*H*hs");
+        Check.Length(op, "dK", dKV.Keys, keys, "B*T*KV*hs");
+        Check.Length(op, "dV", dKV.Values, keys, "B*T*KV*hs");
+        Check.Length(op, "delta", delta, (long)dims.B * dims.H * dims.T, "B*H*T");
+        Check.Length(op, "dOut", dOut, queries, "B*T*H*hs");
     }
+
+    /// <summary>CPU launch: a <see cref="ThreadRun"/> of rows per thread. Rows near the end of a sequence see more keys:
+    /// interleaving would balance better, but runs of a few hundred rows over many threads already spread the causal
+    /// triangle evenly enough.</summary>
+    KernelConfig Config(int rows, out int rowsPerThread) => context.RunConfig(rows, out rowsPerThread);
 
     #endregion
 }

@@ -30,47 +30,35 @@ namespace PromptEngine.Kernels;
 /// </remarks>
 public sealed class AttentionDecode
 {
-    /// <summary>The op's dimensions as one kernel argument (public because ILGPU's runtime assembly must see every
-    /// kernel parameter type); the launchers take plain integers.</summary>
-    public readonly struct Dimensions(int b, int capacity, int h, int kv, int headSize)
-    {
-        /// <summary>Batch rows.</summary>
-        public readonly int B = b;
-
-        /// <summary>Cache capacity Tmax per row.</summary>
-        public readonly int Capacity = capacity;
-
-        /// <summary>Query heads.</summary>
-        public readonly int H = h;
-
-        /// <summary>Key/value heads.</summary>
-        public readonly int KV = kv;
-
-        /// <summary>Channels per head.</summary>
-        public readonly int HeadSize = headSize;
-
-        /// <summary>1/√hs, rounded to float once on the host exactly as <see cref="Attention.Dimensions.Scale"/>.</summary>
-        public readonly float Scale = (float)(1 / Math.Sqrt(headSize));
-    }
+    /// <summary>The forward's tensors, one kernel argument for both shapes' kernels (public because ILGPU's runtime
+    /// assembly must see every kernel parameter type).</summary>
+    /// <param name="Output">(B, H, hs).</param>
+    /// <param name="Q">(B, H, hs).</param>
+    /// <param name="KCache">(B, Tmax, KV, hs).</param>
+    /// <param name="VCache">(B, Tmax, KV, hs).</param>
+    /// <param name="Lengths">(B).</param>
+    public readonly record struct Tensors(ArrayView<float> Output, ArrayView<float> Q, ArrayView<float> KCache, ArrayView<float> VCache,
+        ArrayView<int> Lengths);
 
     #region Kernels
 
     /// <summary>Valid keys of a row: lengths[b] clamped to [0, capacity].</summary>
     static int RowLength(ArrayView<int> lengths, int batch, int capacity) => Math.Max(0, Math.Min(lengths[batch], capacity));
 
-    /// <summary>CPU-shaped forward: one thread per (b, h); single-pass online softmax with the output row as the accumulator.</summary>
-    internal static void ForwardRowKernel(
-        ArrayView<float> output, // (B, H, hs)
-        ArrayView<float> q,      // (B, H, hs)
-        ArrayView<float> kCache, // (B, Tmax, KV, hs)
-        ArrayView<float> vCache, // (B, Tmax, KV, hs)
-        ArrayView<int> lengths,  // (B)
-        Dimensions dims)
+    /// <summary>CPU-shaped forward: a <see cref="ThreadRun"/> of (b, h) rows per thread; single-pass online softmax with the output row as the accumulator.</summary>
+    internal static void ForwardRowKernel(Tensors tensors, AttentionDimensions dims)
     {
-        int h = dims.H, kv = dims.KV, headSize = dims.HeadSize, capacity = dims.Capacity;
-        int row = Grid.GlobalIndex.X; // b·H + head
-        if (row >= dims.B * h)
-            return;
+        var run = ThreadRun.Of(dims.B * dims.H, dims.RowsPerThread); // row = b·H + head
+        for (int row = (int)run.Start; row < run.End; row++)
+            ForwardRow(tensors, dims, row);
+    }
+
+    /// <summary>One (b, h) row of <see cref="ForwardRowKernel"/>.</summary>
+    static void ForwardRow(Tensors tensors, AttentionDimensions dims, int row)
+    {
+        ArrayView<float> output = tensors.Output, q = tensors.Q, kCache = tensors.KCache, vCache = tensors.VCache;
+        ArrayView<int> lengths = tensors.Lengths;
+        int h = dims.H, kv = dims.KV, headSize = dims.HeadSize, capacity = dims.T;
         int head = row % h;
         int batch = row / h;
         int kvHead = head / (h / kv);
@@ -109,15 +97,11 @@ public sealed class AttentionDecode
 
     /// <summary>GPU-shaped forward: one group per (b, h); shared memory holds 2·Group.DimX floats
     /// (a chunk of probabilities, then the reduction scratch).</summary>
-    internal static void ForwardGroupKernel(
-        ArrayView<float> output, // (B, H, hs)
-        ArrayView<float> q,      // (B, H, hs)
-        ArrayView<float> kCache, // (B, Tmax, KV, hs)
-        ArrayView<float> vCache, // (B, Tmax, KV, hs)
-        ArrayView<int> lengths,  // (B)
-        Dimensions dims)
+    internal static void ForwardGroupKernel(Tensors tensors, AttentionDimensions dims)
     {
-        int h = dims.H, kv = dims.KV, headSize = dims.HeadSize, capacity = dims.Capacity;
+        ArrayView<float> output = tensors.Output, q = tensors.Q, kCache = tensors.KCache, vCache = tensors.VCache;
+        ArrayView<int> lengths = tensors.Lengths;
+        int h = dims.H, kv = dims.KV, headSize = dims.HeadSize, capacity = dims.T;
         int row = Grid.IdxX; // b·H + head
         int thread = Group.IdxX, threads = Group.DimX;
         var shared = SharedMemory.GetDynamic<float>();
@@ -142,7 +126,7 @@ public sealed class AttentionDecode
             else
                 sum += XMath.Exp(s - max);
         }
-        float groupMax = GroupReduceMax.Max(scratch, max);
+        float groupMax = GroupReduce.Max(scratch, max);
         float total = GroupReduce.Sum(scratch, sum > 0 ? sum * XMath.Exp(max - groupMax) : 0f);
         for (int d = thread; d < headSize; d += threads)
             output[qOffset + d] = 0;
@@ -180,9 +164,8 @@ public sealed class AttentionDecode
         int b, int t, int capacity, int width, int chunk)
     {
         long total = (long)b * t * width;
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, total);
-        for (long e = start; e < end; e++)
+        var run = ThreadRun.Of(total, chunk);
+        for (long e = run.Start; e < run.End; e++)
         {
             long rowPosition = e / width;
             int channel = (int)(e - rowPosition * width);
@@ -202,14 +185,14 @@ public sealed class AttentionDecode
     #region Launchers
 
     readonly KernelContext context;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, Dimensions> forward;
+    readonly Action<KernelConfig, Tensors, AttentionDimensions> forward;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, int> append;
 
     internal AttentionDecode(KernelContext context)
     {
         this.context = context;
         var accelerator = context.Accelerator;
-        forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, Dimensions>(
+        forward = accelerator.LoadStreamKernel<Tensors, AttentionDimensions>(
             context.Shape == KernelShape.Cpu ? ForwardRowKernel : ForwardGroupKernel);
         append = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, int>(
             AppendKernel);
@@ -218,43 +201,31 @@ public sealed class AttentionDecode
     /// <summary>One query per row against the row's first <c>lengths[b]</c> cached keys and values.</summary>
     /// <param name="output">Attention output (B, H, hs), overwritten; zeros for a row of length 0.</param>
     /// <param name="q">Queries (B, H, hs), already rotated to each row's position.</param>
-    /// <param name="kCache">Key cache (B, Tmax, KV, hs), rotated keys.</param>
-    /// <param name="vCache">Value cache (B, Tmax, KV, hs).</param>
+    /// <param name="cache">Key cache (rotated keys) and value cache, each (B, Tmax, KV, hs).</param>
     /// <param name="lengths">Valid cached positions per row (B), the new position's own key included; clamped to [0, Tmax].</param>
-    /// <param name="b">Batch rows B.</param>
-    /// <param name="capacity">Cache capacity Tmax per row.</param>
-    /// <param name="h">Query heads H, a multiple of <paramref name="kv"/>.</param>
-    /// <param name="kv">Key/value heads KV.</param>
-    /// <param name="headSize">Channels per head hs; the scores are scaled by 1/√hs.</param>
+    /// <param name="dims">B, T = the cache capacity Tmax per row, H (a multiple of KV), KV, hs (the scores are scaled by 1/√hs).</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, or H is not a multiple of KV.</exception>
-    public void Forward(ArrayView<float> output, ArrayView<float> q, ArrayView<float> kCache, ArrayView<float> vCache,
-        ArrayView<int> lengths, int b, int capacity, int h, int kv, int headSize)
+    public void Forward(ArrayView<float> output, ArrayView<float> q, KeysValues cache, ArrayView<int> lengths, AttentionDimensions dims)
     {
         const string op = "AttentionDecode.Forward";
         context.Enter(op);
-        Check.Positive(op, ("B", b), ("Tmax", capacity), ("H", h), ("KV", kv), ("hs", headSize));
-        if (h % kv != 0)
-            throw new KernelShapeException($"{op}: query heads H = {h} must be a multiple of kv heads KV = {kv}.");
-        if ((long)b * h > int.MaxValue)
-            throw new KernelShapeException($"{op}: B*H = {(long)b * h} rows exceed the launch limit.");
-        long cache = (long)b * capacity * kv * headSize;
-        Check.Length(op, "out", output, (long)b * h * headSize, "B*H*hs");
-        Check.Length(op, "q", q, (long)b * h * headSize, "B*H*hs");
-        Check.Length(op, "kCache", kCache, cache, "B*Tmax*KV*hs");
-        Check.Length(op, "vCache", vCache, cache, "B*Tmax*KV*hs");
-        Check.Length(op, "lengths", lengths, b, "B");
-        var config = context.Shape == KernelShape.Cpu
-            ? new KernelConfig(b * h, 1)
-            : new KernelConfig(b * h, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(2 * context.GroupSize));
-        forward(config, output, q, kCache, vCache, lengths, new Dimensions(b, capacity, h, kv, headSize));
+        dims.Check(op, sequence: "Tmax");
+        long rows = (long)dims.B * dims.H, cached = (long)dims.B * dims.T * dims.KV * dims.HeadSize;
+        if (rows > int.MaxValue)
+            throw new KernelShapeException($"{op}: B*H = {rows} rows exceed the launch limit.");
+        Check.Length(op, "out", output, rows * dims.HeadSize, "B*H*hs");
+        Check.Length(op, "q", q, rows * dims.HeadSize, "B*H*hs");
+        Check.Length(op, "kCache", cache.Keys, cached, "B*Tmax*KV*hs");
+        Check.Length(op, "vCache", cache.Values, cached, "B*Tmax*KV*hs");
+        Check.Length(op, "lengths", lengths, dims.B, "B");
+        var config = context.RowConfig((int)rows, out int rowsPerThread, sharedFloatsPerThread: 2);
+        forward(config, new Tensors(output, q, cache.Keys, cache.Values, lengths), dims.WithRowsPerThread(rowsPerThread));
     }
 
     /// <summary>Writes T new positions of keys and values per row into the caches, starting at each row's slot:
     /// prefill writes a whole prompt (slots 0), a decode step one position (T = 1, slot = the row's length).</summary>
-    /// <param name="kCache">Key cache (B, Tmax, KV, hs), written at [b, slots[b] .. slots[b] + T) only.</param>
-    /// <param name="vCache">Value cache (B, Tmax, KV, hs), written likewise.</param>
-    /// <param name="k">New keys (B, T, KV, hs), already rotated.</param>
-    /// <param name="v">New values (B, T, KV, hs).</param>
+    /// <param name="cache">Key and value caches, each (B, Tmax, KV, hs), written at [b, slots[b] .. slots[b] + T) only.</param>
+    /// <param name="added">New keys (already rotated) and values, each (B, T, KV, hs).</param>
     /// <param name="slots">First cache position written per row (B); negative leaves the row untouched.</param>
     /// <param name="b">Batch rows B.</param>
     /// <param name="t">New positions per row T (≤ Tmax); positions landing at or past Tmax are dropped.</param>
@@ -262,21 +233,20 @@ public sealed class AttentionDecode
     /// <param name="kv">Key/value heads KV.</param>
     /// <param name="headSize">Channels per head hs.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, or T exceeds Tmax.</exception>
-    public void Append(ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> k, ArrayView<float> v,
-        ArrayView<int> slots, int b, int t, int capacity, int kv, int headSize)
+    public void Append(KeysValues cache, KeysValues added, ArrayView<int> slots, int b, int t, int capacity, int kv, int headSize)
     {
         const string op = "AttentionDecode.Append";
         context.Enter(op);
         Check.Positive(op, ("B", b), ("T", t), ("Tmax", capacity), ("KV", kv), ("hs", headSize));
         if (t > capacity)
             throw new KernelShapeException($"{op}: T = {t} new positions exceed the cache capacity Tmax = {capacity}.");
-        long cache = (long)b * capacity * kv * headSize, added = (long)b * t * kv * headSize;
-        Check.Length(op, "kCache", kCache, cache, "B*Tmax*KV*hs");
-        Check.Length(op, "vCache", vCache, cache, "B*Tmax*KV*hs");
-        Check.Length(op, "k", k, added, "B*T*KV*hs");
-        Check.Length(op, "v", v, added, "B*T*KV*hs");
+        long cached = (long)b * capacity * kv * headSize, count = (long)b * t * kv * headSize;
+        Check.Length(op, "kCache", cache.Keys, cached, "B*Tmax*KV*hs");
+        Check.Length(op, "vCache", cache.Values, cached, "B*Tmax*KV*hs");
+        Check.Length(op, "k", added.Keys, count, "B*T*KV*hs");
+        Check.Length(op, "v", added.Values, count, "B*T*KV*hs");
         Check.Length(op, "slots", slots, b, "B");
-        append(context.ElementConfig(added, out int chunk), kCache, vCache, k, v, slots, b, t, capacity, kv * headSize, chunk);
+        append(context.RunConfig(count, out int chunk), cache.Keys, cache.Values, added.Keys, added.Values, slots, b, t, capacity, kv * headSize, chunk);
     }
 
     #endregion

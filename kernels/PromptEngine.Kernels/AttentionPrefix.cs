@@ -46,7 +46,7 @@ public sealed class AttentionPrefix
         return top + XMath.Log(XMath.Exp(tokenLse - top) + XMath.Exp(prefixLse - top));
     }
 
-    /// <summary>CPU-shaped forward merge: each thread takes a run of <see cref="Attention.Dimensions.RowsPerThread"/> query
+    /// <summary>CPU-shaped forward merge: each thread takes a run of <see cref="AttentionDimensions.RowsPerThread"/> query
     /// rows (b, i, h), read through pointers (see <see cref="Linear"/>'s remarks on why).</summary>
     internal static unsafe void ForwardRowKernel(
         ArrayView<float> output,  // (B, T, H, hs) token part in, whole out
@@ -55,13 +55,10 @@ public sealed class AttentionPrefix
         ArrayView<float> prefixK, // (D·Pv, KV, hs)
         ArrayView<float> prefixV, // (D·Pv, KV, hs)
         ArrayView<int> prefixOfRow, // (B) or empty
-        Attention.Dimensions dims)
+        AttentionDimensions dims)
     {
         int rows = dims.B * dims.T * dims.H; // row = (b·T + i)·H + head
-        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
-        if (first >= rows)
-            return;
-        int last = Math.Min(first + dims.RowsPerThread, rows);
+        var run = ThreadRun.Of(rows, dims.RowsPerThread);
         long prefixSize = (long)dims.Prefix * dims.KV * dims.HeadSize;
         fixed (float* outputBase = &output[0])
         fixed (float* lseBase = &lse[0])
@@ -69,7 +66,7 @@ public sealed class AttentionPrefix
         fixed (float* kBase = &prefixK[0])
         fixed (float* vBase = &prefixV[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
             {
                 long bank = prefixOfRow.Length > 0 ? prefixOfRow[row / (dims.H * dims.T)] * prefixSize : 0;
                 ForwardRow(outputBase, lseBase, qBase, kBase + bank, vBase + bank, dims, row);
@@ -81,7 +78,7 @@ public sealed class AttentionPrefix
     /// token part's normalised output is Σ e^{s−m}·v at m = its lse with Σ e^{s−m} = 1, so the prefix keys join as
     /// more keys of an online softmax (the row rescaled when the maximum grows), then the row is divided by the sum
     /// (as <see cref="Attention"/>'s forward does for its own keys). A row with no token key starts empty.</summary>
-    static unsafe void ForwardRow(float* output, float* lse, float* q, float* prefixK, float* prefixV, Attention.Dimensions dims, int row)
+    static unsafe void ForwardRow(float* output, float* lse, float* q, float* prefixK, float* prefixV, AttentionDimensions dims, int row)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize, prefix = dims.Prefix;
         int head = row % h, batchPosition = row / h, position = batchPosition % t, batch = batchPosition / t;
@@ -129,13 +126,10 @@ public sealed class AttentionPrefix
         ArrayView<float> prefixV, // (Pv, KV, hs)
         ArrayView<float> lse,     // (B, H, T) merged
         ArrayView<float> delta,   // (B, H, T) dOut·out
-        Attention.Dimensions dims)
+        AttentionDimensions dims)
     {
         int rows = dims.B * dims.T * dims.H;
-        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
-        if (first >= rows)
-            return;
-        int last = Math.Min(first + dims.RowsPerThread, rows);
+        var run = ThreadRun.Of(rows, dims.RowsPerThread);
         fixed (float* dQBase = &dQ[0])
         fixed (float* dOutBase = &dOut[0])
         fixed (float* qBase = &q[0])
@@ -144,14 +138,14 @@ public sealed class AttentionPrefix
         fixed (float* lseBase = &lse[0])
         fixed (float* deltaBase = &delta[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
                 BackwardQueryRow(dQBase, dOutBase, qBase, kBase, vBase, lseBase, deltaBase, dims, row);
         }
     }
 
     /// <summary>One query row's prefix share of dQ: Σ_j p_j·(dOut·v_j − delta)·scale·k_j.</summary>
     static unsafe void BackwardQueryRow(float* dQ, float* dOut, float* q, float* prefixK, float* prefixV, float* lse, float* delta,
-        Attention.Dimensions dims, int row)
+        AttentionDimensions dims, int row)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize, prefix = dims.Prefix;
         int head = row % h, batchPosition = row / h, position = batchPosition % t, batch = batchPosition / t;
@@ -184,13 +178,10 @@ public sealed class AttentionPrefix
         ArrayView<float> prefixV,  // (Pv, KV, hs)
         ArrayView<float> lse,      // (B, H, T)
         ArrayView<float> delta,    // (B, H, T)
-        Attention.Dimensions dims)
+        AttentionDimensions dims)
     {
         int rows = dims.Prefix * dims.KV; // row = j·KV + kvHead
-        int first = Grid.GlobalIndex.X * dims.RowsPerThread;
-        if (first >= rows)
-            return;
-        int last = Math.Min(first + dims.RowsPerThread, rows);
+        var run = ThreadRun.Of(rows, dims.RowsPerThread);
         fixed (float* dKBase = &dPrefixK[0])
         fixed (float* dVBase = &dPrefixV[0])
         fixed (float* dOutBase = &dOut[0])
@@ -200,7 +191,7 @@ public sealed class AttentionPrefix
         fixed (float* lseBase = &lse[0])
         fixed (float* deltaBase = &delta[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
                 BackwardPrefixRow(dKBase, dVBase, dOutBase, qBase, kBase, vBase, lseBase, deltaBase, dims, row);
         }
     }
@@ -208,7 +199,7 @@ public sealed class AttentionPrefix
     /// <summary>One prefix slot and kv head: dV_j += Σ p·dOut, dK_j += Σ p·(dOut·v_j − delta)·scale·q over every query
     /// of every batch row and query head of the group.</summary>
     static unsafe void BackwardPrefixRow(float* dPrefixK, float* dPrefixV, float* dOut, float* q, float* prefixK, float* prefixV,
-        float* lse, float* delta, Attention.Dimensions dims, int row)
+        float* lse, float* delta, AttentionDimensions dims, int row)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
         int kvHead = row % kv, group = h / kv;
@@ -245,7 +236,7 @@ public sealed class AttentionPrefix
         ArrayView<float> prefixK, // (D·Pv, KV, hs)
         ArrayView<float> prefixV, // (D·Pv, KV, hs)
         ArrayView<int> prefixOfRow, // (B) or empty
-        Attention.Dimensions dims)
+        AttentionDimensions dims)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize, prefix = dims.Prefix;
         float scale = dims.Scale;
@@ -273,7 +264,7 @@ public sealed class AttentionPrefix
             else
                 sum += XMath.Exp(s - max);
         }
-        float groupMax = GroupReduceMax.Max(scratch, max);
+        float groupMax = GroupReduce.Max(scratch, max);
         float total = GroupReduce.Sum(scratch, sum > 0 ? sum * XMath.Exp(max - groupMax) : 0f);
         long statistic = ((long)batch * h + head) * t + position;
         float tokenLse = lse[statistic];
@@ -313,7 +304,7 @@ public sealed class AttentionPrefix
         ArrayView<float> prefixV, // (Pv, KV, hs)
         ArrayView<float> lse,     // (B, H, T)
         ArrayView<float> delta,   // (B, H, T)
-        Attention.Dimensions dims)
+        AttentionDimensions dims)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize, prefix = dims.Prefix;
         float scale = dims.Scale;
@@ -363,7 +354,7 @@ public sealed class AttentionPrefix
         ArrayView<float> prefixV,  // (Pv, KV, hs)
         ArrayView<float> lse,      // (B, H, T)
         ArrayView<float> delta,    // (B, H, T)
-        Attention.Dimensions dims)
+        AttentionDimensions dims)
     {
         int t = dims.T, h = dims.H, kv = dims.KV, headSize = dims.HeadSize;
         float scale = dims.Scale;
@@ -427,9 +418,8 @@ public sealed class AttentionPrefix
         int b, int capacity, int prefixWidth, int width, int chunk)
     {
         long total = (long)b * prefixWidth;
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, total);
-        for (long e = start; e < end; e++)
+        var run = ThreadRun.Of(total, chunk);
+        for (long e = run.Start; e < run.End; e++)
         {
             int batch = (int)(e / prefixWidth);
             int inner = (int)(e - (long)batch * prefixWidth);
@@ -445,11 +435,11 @@ public sealed class AttentionPrefix
     #region Launchers
 
     readonly KernelContext context;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, Attention.Dimensions> forward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDimensions> forward;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, Attention.Dimensions> backwardQuery;
+        ArrayView<float>, AttentionDimensions> backwardQuery;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, Attention.Dimensions> backwardPrefix;
+        ArrayView<float>, ArrayView<float>, AttentionDimensions> backwardPrefix;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, int> fillCache;
 
     internal AttentionPrefix(KernelContext context)
@@ -457,12 +447,12 @@ public sealed class AttentionPrefix
         this.context = context;
         var accelerator = context.Accelerator;
         bool cpu = context.Shape == KernelShape.Cpu;
-        forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, Attention.Dimensions>(
+        forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDimensions>(
             cpu ? ForwardRowKernel : ForwardGroupKernel);
         backwardQuery = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, Attention.Dimensions>(cpu ? BackwardQueryRowKernel : BackwardQueryGroupKernel);
+            ArrayView<float>, ArrayView<float>, AttentionDimensions>(cpu ? BackwardQueryRowKernel : BackwardQueryGroupKernel);
         backwardPrefix = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, ArrayView<float>, Attention.Dimensions>(cpu ? BackwardPrefixRowKernel : BackwardPrefixGroupKernel);
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionDimensions>(cpu ? BackwardPrefixRowKernel : BackwardPrefixGroupKernel);
         fillCache = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, int>(
             FillCacheKernel);
     }
@@ -472,29 +462,24 @@ public sealed class AttentionPrefix
     /// <param name="output">(B, T, H, hs) the token-only attention output in, the whole attention output out.</param>
     /// <param name="lse">(B, H, T) the token-only log-sum-exp in (+∞ = no token key), the whole one out (always finite).</param>
     /// <param name="q">Queries (B, T, H, hs), already rotated.</param>
-    /// <param name="prefixK">Prefix keys (D·Pv, KV, hs): D ≥ 1 prefixes stacked, used as they are (as a KV cache holds them).</param>
-    /// <param name="prefixV">Prefix values (D·Pv, KV, hs).</param>
-    /// <param name="b">Batch rows B.</param>
-    /// <param name="t">Sequence length T.</param>
-    /// <param name="h">Query heads H, a multiple of <paramref name="kv"/>.</param>
-    /// <param name="kv">Key/value heads KV.</param>
-    /// <param name="headSize">Channels per head hs.</param>
-    /// <param name="prefix">Prefix keys per kv head Pv.</param>
+    /// <param name="prefix">Prefix keys and values, each (D·Pv, KV, hs): D ≥ 1 prefixes stacked, used as they are (as a KV cache holds them).</param>
+    /// <param name="dims">B, T, H (a multiple of KV), KV, hs and the prefix keys per kv head Pv.</param>
     /// <param name="prefixOfRow">(B) which of the D prefixes each row attends to, each in [0, D) (the caller vouches: the
     /// launcher does not read device memory); empty: prefix 0 for every row.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, or H is not a multiple of KV.</exception>
-    public void Forward(ArrayView<float> output, ArrayView<float> lse, ArrayView<float> q, ArrayView<float> prefixK, ArrayView<float> prefixV,
-        int b, int t, int h, int kv, int headSize, int prefix, ArrayView<int> prefixOfRow = default)
+    public void Forward(ArrayView<float> output, ArrayView<float> lse, ArrayView<float> q, KeysValues prefix, AttentionDimensions dims,
+        ArrayView<int> prefixOfRow = default)
     {
         const string op = "AttentionPrefix.Forward";
         context.Enter(op);
-        CheckDimensions(op, b, t, h, kv, headSize, prefix);
-        long queries = (long)b * t * h * headSize;
+        CheckDimensions(op, dims);
+        long queries = QueryElements(dims);
         Check.Length(op, "out", output, queries, "B*T*H*hs");
-        Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
+        Check.Length(op, "lse", lse, (long)dims.B * dims.H * dims.T, "B*H*T");
         Check.Length(op, "q", q, queries, "B*T*H*hs");
-        CheckBank(op, prefixK.Length, prefixV.Length, prefixOfRow.Length, b, kv, headSize, prefix);
-        forward(Config(b * t * h, out int perThread), output, lse, q, prefixK, prefixV, prefixOfRow, new Attention.Dimensions(b, t, h, kv, headSize, perThread, prefix));
+        CheckBank(op, prefix.Keys.Length, prefix.Values.Length, prefixOfRow.Length, dims.B, dims.KV, dims.HeadSize, dims.Prefix);
+        forward(Config(dims.B * dims.T * dims.H, out int perThread), output, lse, q, prefix.Keys, prefix.Values, prefixOfRow,
+            dims.WithRowsPerThread(perThread));
     }
 
     /// <summary>A bank of D ≥ 1 prefixes (D·Pv, KV, hs) for keys and values alike, and a (B) choice per row or none.</summary>
@@ -512,49 +497,41 @@ public sealed class AttentionPrefix
     /// <summary>The prefix part of the attention backward, run after <see cref="Attention.Backward"/> on the merged
     /// output and lse: ADDS the prefix keys' share of dQ and the prefixes' gradients (summed over the batch rows).</summary>
     /// <param name="dQ">Query gradient (B, T, H, hs), accumulated.</param>
-    /// <param name="dPrefixK">Prefix key gradient (Pv, KV, hs), accumulated.</param>
-    /// <param name="dPrefixV">Prefix value gradient (Pv, KV, hs), accumulated.</param>
+    /// <param name="dPrefix">Prefix key and value gradients, each (Pv, KV, hs), accumulated.</param>
     /// <param name="dOut">Output gradient (B, T, H, hs).</param>
     /// <param name="q">The forward's queries (B, T, H, hs).</param>
-    /// <param name="prefixK">Prefix keys (Pv, KV, hs).</param>
-    /// <param name="prefixV">Prefix values (Pv, KV, hs).</param>
+    /// <param name="prefix">Prefix keys and values, each (Pv, KV, hs).</param>
     /// <param name="lse">The merged log-sum-exp (B, H, T) from <see cref="Forward"/>.</param>
     /// <param name="delta">dOut·out per query row (B, H, T), as <see cref="Attention.Backward"/> wrote it.</param>
-    /// <param name="b">Batch rows B.</param>
-    /// <param name="t">Sequence length T.</param>
-    /// <param name="h">Query heads H.</param>
-    /// <param name="kv">Key/value heads KV.</param>
-    /// <param name="headSize">Channels per head hs.</param>
-    /// <param name="prefix">Prefix keys per kv head Pv.</param>
+    /// <param name="dims">B, T, H, KV, hs and Pv, as for <see cref="Forward"/>.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, or H is not a multiple of KV.</exception>
-    public void Backward(ArrayView<float> dQ, ArrayView<float> dPrefixK, ArrayView<float> dPrefixV, ArrayView<float> dOut, ArrayView<float> q,
-        ArrayView<float> prefixK, ArrayView<float> prefixV, ArrayView<float> lse, ArrayView<float> delta, int b, int t, int h, int kv, int headSize, int prefix)
+    public void Backward(ArrayView<float> dQ, KeysValues dPrefix, ArrayView<float> dOut, ArrayView<float> q, KeysValues prefix,
+        ArrayView<float> lse, ArrayView<float> delta, AttentionDimensions dims)
     {
         const string op = "AttentionPrefix.Backward";
         context.Enter(op);
-        CheckDimensions(op, b, t, h, kv, headSize, prefix);
-        long queries = (long)b * t * h * headSize, prefixes = (long)prefix * kv * headSize;
+        CheckDimensions(op, dims);
+        long queries = QueryElements(dims), prefixes = (long)dims.Prefix * dims.KV * dims.HeadSize, rows = (long)dims.B * dims.H * dims.T;
         Check.Length(op, "dQ", dQ, queries, "B*T*H*hs");
-        Check.Length(op, "dPrefixK", dPrefixK, prefixes, "Pv*KV*hs");
-        Check.Length(op, "dPrefixV", dPrefixV, prefixes, "Pv*KV*hs");
+        Check.Length(op, "dPrefixK", dPrefix.Keys, prefixes, "Pv*KV*hs");
+        Check.Length(op, "dPrefixV", dPrefix.Values, prefixes, "Pv*KV*hs");
         Check.Length(op, "dOut", dOut, queries, "B*T*H*hs");
         Check.Length(op, "q", q, queries, "B*T*H*hs");
-        Check.Length(op, "prefixK", prefixK, prefixes, "Pv*KV*hs");
-        Check.Length(op, "prefixV", prefixV, prefixes, "Pv*KV*hs");
-        Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
-        Check.Length(op, "delta", delta, (long)b * h * t, "B*H*T");
-        var queryConfig = Config(b * t * h, out int queriesPerThread);
-        backwardQuery(queryConfig, dQ, dOut, q, prefixK, prefixV, lse, delta, new Attention.Dimensions(b, t, h, kv, headSize, queriesPerThread, prefix));
-        var prefixConfig = Config(prefix * kv, out int prefixesPerThread);
-        backwardPrefix(prefixConfig, dPrefixK, dPrefixV, dOut, q, prefixK, prefixV, lse, delta, new Attention.Dimensions(b, t, h, kv, headSize, prefixesPerThread, prefix));
+        Check.Length(op, "prefixK", prefix.Keys, prefixes, "Pv*KV*hs");
+        Check.Length(op, "prefixV", prefix.Values, prefixes, "Pv*KV*hs");
+        Check.Length(op, "lse", lse, rows, "B*H*T");
+        Check.Length(op, "delta", delta, rows, "B*H*T");
+        var queryConfig = Config(dims.B * dims.T * dims.H, out int queriesPerThread);
+        backwardQuery(queryConfig, dQ, dOut, q, prefix.Keys, prefix.Values, lse, delta, dims.WithRowsPerThread(queriesPerThread));
+        var prefixConfig = Config(dims.Prefix * dims.KV, out int prefixesPerThread);
+        backwardPrefix(prefixConfig, dPrefix.Keys, dPrefix.Values, dOut, q, prefix.Keys, prefix.Values, lse, delta,
+            dims.WithRowsPerThread(prefixesPerThread));
     }
 
     /// <summary>Writes each row's prefix into cache slots [0, Pv) of each of the first B rows, so cached generation attends
     /// to them like to any cached position (the input's positions then start at slot and position Pv).</summary>
-    /// <param name="kCache">Key cache (B, Tmax, KV, hs).</param>
-    /// <param name="vCache">Value cache (B, Tmax, KV, hs).</param>
-    /// <param name="prefixK">Prefix keys (D·Pv, KV, hs), D ≥ 1 prefixes stacked.</param>
-    /// <param name="prefixV">Prefix values (D·Pv, KV, hs).</param>
+    /// <param name="cache">Key and value caches, each (B, Tmax, KV, hs).</param>
+    /// <param name="bank">Prefix keys and values, each (D·Pv, KV, hs), D ≥ 1 prefixes stacked.</param>
     /// <param name="b">Batch rows B.</param>
     /// <param name="capacity">Cache capacity Tmax ≥ Pv.</param>
     /// <param name="kv">Key/value heads KV.</param>
@@ -562,40 +539,33 @@ public sealed class AttentionPrefix
     /// <param name="prefix">Prefix keys per kv head Pv.</param>
     /// <param name="prefixOfRow">(B) which prefix each row gets, each in [0, D); empty: prefix 0 for every row.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, or Pv exceeds Tmax.</exception>
-    public void FillCache(ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> prefixK, ArrayView<float> prefixV,
-        int b, int capacity, int kv, int headSize, int prefix, ArrayView<int> prefixOfRow = default)
+    public void FillCache(KeysValues cache, KeysValues bank, int b, int capacity, int kv, int headSize, int prefix, ArrayView<int> prefixOfRow = default)
     {
         const string op = "AttentionPrefix.FillCache";
         context.Enter(op);
         Check.Positive(op, ("B", b), ("Tmax", capacity), ("KV", kv), ("hs", headSize), ("Pv", prefix));
         if (prefix > capacity)
             throw new KernelShapeException($"{op}: Pv = {prefix} prefix positions exceed the cache capacity Tmax = {capacity}.");
-        long cache = (long)b * capacity * kv * headSize, prefixes = (long)prefix * kv * headSize;
-        Check.Length(op, "kCache", kCache, cache, "B*Tmax*KV*hs");
-        Check.Length(op, "vCache", vCache, cache, "B*Tmax*KV*hs");
-        CheckBank(op, prefixK.Length, prefixV.Length, prefixOfRow.Length, b, kv, headSize, prefix);
+        long cached = (long)b * capacity * kv * headSize, prefixes = (long)prefix * kv * headSize;
+        Check.Length(op, "kCache", cache.Keys, cached, "B*Tmax*KV*hs");
+        Check.Length(op, "vCache", cache.Values, cached, "B*Tmax*KV*hs");
+        CheckBank(op, bank.Keys.Length, bank.Values.Length, prefixOfRow.Length, b, kv, headSize, prefix);
         long total = b * prefixes;
-        fillCache(context.ElementConfig(total, out int chunk), kCache, vCache, prefixK, prefixV, prefixOfRow, b, capacity, (int)prefixes, kv * headSize, chunk);
+        fillCache(context.RunConfig(total, out int chunk), cache.Keys, cache.Values, bank.Keys, bank.Values, prefixOfRow, b, capacity, (int)prefixes,
+            kv * headSize, chunk);
     }
 
-    static void CheckDimensions(string op, int b, int t, int h, int kv, int headSize, int prefix)
+    static void CheckDimensions(string op, AttentionDimensions dims)
     {
-        Check.Positive(op, ("B", b), ("T", t), ("H", h), ("KV", kv), ("hs", headSize), ("Pv", prefix));
-        if (h % kv != 0)
-            throw new KernelShapeException($"{op}: query heads H = {h} must be a multiple of kv heads KV = {kv}.");
-        if ((long)b * t * h > int.MaxValue)
-            throw new KernelShapeException($"{op}: B*T*H = {(long)b * t * h} rows exceed the launch limit.");
+        dims.Check(op, withPrefix: true);
+        if ((long)dims.B * dims.T * dims.H > int.MaxValue)
+            throw new KernelShapeException($"{op}: B*T*H = {(long)dims.B * dims.T * dims.H} rows exceed the launch limit.");
     }
 
-    /// <summary>CPU: runs of rows over <see cref="KernelContext.ParallelThreads"/> threads; GPU: one group per row.</summary>
-    KernelConfig Config(int rows, out int rowsPerThread)
-    {
-        rowsPerThread = 1;
-        if (context.Shape == KernelShape.Gpu)
-            return new KernelConfig(rows, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(2 * context.GroupSize));
-        rowsPerThread = context.ElementChunk(rows);
-        return context.FlatConfig((rows + rowsPerThread - 1) / rowsPerThread);
-    }
+    static long QueryElements(AttentionDimensions dims) => (long)dims.B * dims.T * dims.H * dims.HeadSize;
+
+    /// <summary>CPU: a <see cref="ThreadRun"/> of rows per thread; GPU: one group per row (two reductions' scratch).</summary>
+    KernelConfig Config(int rows, out int rowsPerThread) => context.RowConfig(rows, out rowsPerThread, sharedFloatsPerThread: 2);
 
     #endregion
 }

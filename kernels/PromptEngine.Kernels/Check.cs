@@ -9,8 +9,15 @@ internal static class Check
     public static void Length<T>(string op, string tensor, ArrayView<T> view, long expected, string shape)
         where T : unmanaged
     {
-        if (view.Length != expected)
-            throw new KernelShapeException($"{op}: {tensor} has {view.Length} elements, expected {shape} = {expected}.");
+        Length(op, tensor, view.Length, expected, shape);
+    }
+
+    /// <summary>Throws unless a tensor of <paramref name="length"/> elements holds exactly <paramref name="expected"/>
+    /// (for a launcher that checks a tensor stored in more than one element type).</summary>
+    public static void Length(string op, string tensor, long length, long expected, string shape)
+    {
+        if (length != expected)
+            throw new KernelShapeException($"{op}: {tensor} has {length} elements, expected {shape} = {expected}.");
     }
 
     /// <summary>Throws unless every dimension is positive.</summary>

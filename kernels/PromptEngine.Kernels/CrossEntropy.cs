@@ -72,18 +72,14 @@ public sealed class CrossEntropy
     {
         int width = r > 0 ? r : v;
         int blocksS = (s + MicroTile - 1) / MicroTile;
-        int blocks = blocksS * ((width + MicroTile - 1) / MicroTile);
-        int first = Grid.GlobalIndex.X * blocksPerThread;
-        if (first >= blocks)
-            return;
-        int last = Math.Min(first + blocksPerThread, blocks);
+        var run = ThreadRun.Of(blocksS * ((width + MicroTile - 1) / MicroTile), blocksPerThread);
         fixed (float* logitsBase = &logits[0])
         fixed (float* hiddenBase = &hidden[0])
         fixed (int* rowsBase = &rows[0])
         fixed (float* weightBase = &weight[0])
         fixed (int* allowedBase = &(r > 0 ? ref allowed[0] : ref rows[0]))
         {
-            for (int block = first; block < last; block++)
+            for (int block = (int)run.Start; block < run.End; block++)
                 LogitsMicroTile(logitsBase, hiddenBase, rowsBase, weightBase, allowedBase,
                     block % blocksS * MicroTile, block / blocksS * MicroTile, n, c, s, v, r);
         }
@@ -251,11 +247,7 @@ public sealed class CrossEntropy
     {
         int width = r > 0 ? r : v;
         int blocksC = (c + MicroTile - 1) / MicroTile;
-        int blocks = blocksC * ((s + MicroTile - 1) / MicroTile);
-        int first = Grid.GlobalIndex.X * blocksPerThread;
-        if (first >= blocks)
-            return;
-        int last = Math.Min(first + blocksPerThread, blocks);
+        var run = ThreadRun.Of(blocksC * ((s + MicroTile - 1) / MicroTile), blocksPerThread);
         fixed (float* dHiddenBase = &dHidden[0])
         fixed (float* dLogitsBase = &dLogits[0])
         fixed (float* weightBase = &weight[0])
@@ -265,7 +257,7 @@ public sealed class CrossEntropy
             for (int j0 = 0; j0 < width; j0 += SumBlock)
             {
                 int end = Math.Min(j0 + SumBlock, width);
-                for (int block = first; block < last; block++)
+                for (int block = (int)run.Start; block < run.End; block++)
                     BackwardMicroTile(dHiddenBase, dLogitsBase, weightBase, rowsBase, allowedBase,
                         block / blocksC * MicroTile, block % blocksC * MicroTile, j0, end, n, c, s, v, r);
             }
@@ -398,7 +390,7 @@ public sealed class CrossEntropy
         float partialMax = float.NegativeInfinity;
         for (int j = thread; j < width; j += threads)
             partialMax = Math.Max(partialMax, dLogits[offset + j]);
-        float max = GroupReduceMax.Max(scratch, partialMax);
+        float max = GroupReduce.Max(scratch, partialMax);
         float partialSum = 0;
         for (int j = thread; j < width; j += threads)
             partialSum += XMath.Exp(dLogits[offset + j] - max);
@@ -455,20 +447,19 @@ public sealed class CrossEntropy
         }
     }
 
-    /// <summary>Adds a classifier head's bias (width) to every selected row of logits; one thread per element
-    /// (both shapes: S·width is tiny next to the products around it).</summary>
+    /// <summary>Adds a classifier head's bias (width) to every selected row of logits, a <see cref="ThreadRun"/> of
+    /// elements per thread (both shapes: S·width is tiny next to the products around it).</summary>
     internal static void AddBiasKernel(
         ArrayView<float> logits, // (S, width)
         ArrayView<float> bias,   // (width)
-        int s, int width)
+        int s, int width, int perThread)
     {
-        int index = Grid.GlobalIndex.X;
-        if (index >= s * width)
-            return;
-        logits[index] += bias[index % width];
+        var run = ThreadRun.Of((long)s * width, perThread);
+        for (long index = run.Start; index < run.End; index++)
+            logits[index] += bias[index % width];
     }
 
-    /// <summary>A classifier head's weight and bias gradients, ADDED into dWeight and dBias: one thread per (class, channel)
+    /// <summary>A classifier head's weight and bias gradients, ADDED into dWeight and dBias: one item per (class, channel)
     /// of dW, then one per class of db, each summing over the S selected rows in order (deterministic). Both shapes use
     /// it: R·(C + 1) threads over a handful of rows is far below the cost of the products around it.</summary>
     internal static void HeadGradientKernel(
@@ -477,12 +468,19 @@ public sealed class CrossEntropy
         ArrayView<float> dLogits, // (S, R)
         ArrayView<float> hidden,  // (N, C)
         ArrayView<int> rows,      // (S)
-        int n, int c, int s, int r)
+        int n, int c, int s, int r, int perThread)
     {
-        int index = Grid.GlobalIndex.X;
         int weights = r * c;
-        if (index >= weights + r)
-            return;
+        var run = ThreadRun.Of(weights + r, perThread);
+        for (int index = (int)run.Start; index < run.End; index++)
+            HeadGradientElement(dWeight, dBias, dLogits, hidden, rows, n, c, s, r, index);
+    }
+
+    /// <summary>One element of <see cref="HeadGradientKernel"/>: dWeight[index] for index &lt; R·C, else dBias[index − R·C].</summary>
+    static void HeadGradientElement(ArrayView<float> dWeight, ArrayView<float> dBias, ArrayView<float> dLogits, ArrayView<float> hidden,
+        ArrayView<int> rows, int n, int c, int s, int r, int index)
+    {
+        int weights = r * c;
         if (index < weights)
         {
             int column = index / c, channel = index % c;
@@ -517,8 +515,8 @@ public sealed class CrossEntropy
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int> mean;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int, int, int, int>? backwardMicroTile;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int, int, int>? backwardTiled;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> addBias;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int> headGradient;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int> addBias;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, int> headGradient;
 
     internal CrossEntropy(KernelContext context)
     {
@@ -542,8 +540,8 @@ public sealed class CrossEntropy
         loss = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, int, int>(
             cpu ? LossRowKernel : LossGroupKernel);
         mean = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(MeanKernel);
-        addBias = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(AddBiasKernel);
-        headGradient = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int>(HeadGradientKernel);
+        addBias = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int, int>(AddBiasKernel);
+        headGradient = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, int>(HeadGradientKernel);
     }
 
     /// <summary>Logits at the selected rows only, for inference.</summary>
@@ -634,9 +632,7 @@ public sealed class CrossEntropy
         dHidden.MemSetToZero(context.Accelerator.DefaultStream);
         if (backwardMicroTile is not null)
         {
-            long blocks = MicroTileBlocks(s, c);
-            int perThread = context.ElementChunk(blocks);
-            backwardMicroTile(context.FlatConfig((blocks + perThread - 1) / perThread), dHidden, dLogits, weight, rows, allowed, n, c, s, v, r, perThread);
+            backwardMicroTile(context.RunConfig(MicroTileBlocks(s, c), out int perThread), dHidden, dLogits, weight, rows, allowed, n, c, s, v, r, perThread);
         }
         else
             backwardTiled!(ProductConfig(s, c), dHidden, dLogits, weight, rows, allowed, n, c, s, v, r);
@@ -667,7 +663,7 @@ public sealed class CrossEntropy
         Check.Length(op, "dLogits", dLogits, (long)s * r, "S*R");
         Check.Length(op, "hidden", hidden, (long)n * c, "N*C");
         Check.Length(op, "rows", rows, s, "S");
-        headGradient(ElementConfig(r * (c + 1)), dWeight, dBias, dLogits, hidden, rows, n, c, s, r);
+        headGradient(context.RunConfig(r * (c + 1), out int perThread), dWeight, dBias, dLogits, hidden, rows, n, c, s, r, perThread);
     }
 
     /// <summary>Validates a selection on the host: rows distinct and in [0, N); targets −1 or a vocabulary id in
@@ -740,23 +736,16 @@ public sealed class CrossEntropy
     {
         if (logitsMicroTile is not null)
         {
-            long blocks = MicroTileBlocks(s, Width(v, r));
-            int perThread = context.ElementChunk(blocks);
-            logitsMicroTile(context.FlatConfig((blocks + perThread - 1) / perThread), output, hidden, rows, weight, allowed, n, c, s, v, r, perThread);
+            logitsMicroTile(context.RunConfig(MicroTileBlocks(s, Width(v, r)), out int blocksPerThread), output, hidden, rows, weight, allowed, n, c, s, v, r, blocksPerThread);
         }
         else
             logitsTiled!(ProductConfig(s, Width(v, r)), output, hidden, rows, weight, allowed, n, c, s, v, r);
-        if (bias.Length > 0) addBias(ElementConfig(s * Width(v, r)), output, bias, s, Width(v, r));
+        if (bias.Length > 0)
+            addBias(context.RunConfig((long)s * Width(v, r), out int perThread), output, bias, s, Width(v, r), perThread);
     }
 
     /// <summary>4×4 blocks covering a rows × cols output.</summary>
     static long MicroTileBlocks(int rows, int cols) => (long)((rows + MicroTile - 1) / MicroTile) * ((cols + MicroTile - 1) / MicroTile);
-
-    /// <summary>One thread per element: groups of one on the CPU (a thread per group is the CPU accelerator's shape), of
-    /// <see cref="KernelContext.GroupSize"/> on a GPU.</summary>
-    KernelConfig ElementConfig(int count) => context.Shape == KernelShape.Cpu
-        ? new KernelConfig(count, 1)
-        : new KernelConfig((count + context.GroupSize - 1) / context.GroupSize, context.GroupSize);
 
     /// <summary>Launch shape of a GPU-shaped tiled product with an (<paramref name="outputRows"/>, <paramref name="outputColumns"/>) result.</summary>
     KernelConfig ProductConfig(int outputRows, int outputColumns)

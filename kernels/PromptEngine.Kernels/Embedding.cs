@@ -38,9 +38,8 @@ public sealed class Embedding
         int rows, int c, int vocab, int promptRows, int chunk)
     {
         long total = (long)rows * c;
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, total);
-        for (long i = start; i < end; i++)
+        var run = ThreadRun.Of(total, chunk);
+        for (long i = run.Start; i < run.End; i++)
         {
             int row = (int)(i / c);
             int channel = (int)(i - (long)row * c);
@@ -66,9 +65,8 @@ public sealed class Embedding
         int promptRows, int c, int chunk)
     {
         long total = (long)promptRows * c;
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, total);
-        for (long i = start; i < end; i++)
+        var run = ThreadRun.Of(total, chunk);
+        for (long i = run.Start; i < run.End; i++)
         {
             int p = (int)(i / c);
             int channel = (int)(i - (long)p * c);
@@ -148,7 +146,7 @@ public sealed class Embedding
         Check.Length(op, "table", table, (long)vocab * c, "V*C");
         Check.Length(op, "prompt", prompt, (long)promptRows * c, "P*C");
         long total = (long)rows * c;
-        forward(context.ElementConfig(total, out int chunk), output, sourceMap, table, prompt, rows, c, vocab, promptRows, chunk);
+        forward(context.RunConfig(total, out int chunk), output, sourceMap, table, prompt, rows, c, vocab, promptRows, chunk);
     }
 
     /// <summary>dPrompt += the gradient of every position that used each prompt row.</summary>
@@ -172,7 +170,7 @@ public sealed class Embedding
         if (usePositions.Length > rows)
             throw new KernelShapeException($"{op}: usePositions has {usePositions.Length} elements, more than the {rows} positions.");
         long total = (long)promptRows * c;
-        backward(context.ElementConfig(total, out int chunk), dPrompt, dOut, useOffsets, usePositions, promptRows, c, chunk);
+        backward(context.RunConfig(total, out int chunk), dPrompt, dOut, useOffsets, usePositions, promptRows, c, chunk);
     }
 
     #endregion

@@ -27,32 +27,6 @@ namespace PromptEngine.Kernels;
 /// </remarks>
 public sealed class FlashAttention
 {
-    /// <summary>The op's dimensions and the block edge, passed to the kernels as one argument (ILGPU's loaders take
-    /// at most a fixed number of parameters). Public because ILGPU's runtime assembly must see kernel parameter types.</summary>
-    public readonly struct Shape(int b, int t, int h, int kv, int headSize, int block)
-    {
-        /// <summary>Batch rows.</summary>
-        public readonly int B = b;
-
-        /// <summary>Sequence length.</summary>
-        public readonly int T = t;
-
-        /// <summary>Query heads.</summary>
-        public readonly int H = h;
-
-        /// <summary>Key/value heads.</summary>
-        public readonly int KV = kv;
-
-        /// <summary>Channels per head.</summary>
-        public readonly int HeadSize = headSize;
-
-        /// <summary>Rows per block of queries and of keys.</summary>
-        public readonly int Block = block;
-
-        /// <summary>1/√hs, rounded to float once on the host.</summary>
-        public readonly float Scale = (float)(1 / Math.Sqrt(headSize));
-    }
-
     #region Kernels
 
     /// <summary>Dot product of two padded shared-memory rows.</summary>
@@ -65,7 +39,7 @@ public sealed class FlashAttention
     }
 
     /// <summary>Copies Block rows of one head (rows past T read as zeros) into a padded shared tile.</summary>
-    static void LoadRows(ArrayView<float> tile, ArrayView<float> source, int batch, int first, int heads, int head, Shape s)
+    static void LoadRows(ArrayView<float> tile, ArrayView<float> source, int batch, int first, int heads, int head, AttentionDimensions s)
     {
         int stride = s.HeadSize + 1;
         for (int e = Group.IdxX; e < s.Block * s.HeadSize; e += Group.DimX)
@@ -84,7 +58,7 @@ public sealed class FlashAttention
         ArrayView<float> k,      // (B, T, KV, hs)
         ArrayView<float> v,      // (B, T, KV, hs)
         ArrayView<int> mask,     // (B, T)
-        Shape s)
+        AttentionDimensions s)
     {
         int blk = s.Block, hs = s.HeadSize, stride = hs + 1, t = s.T;
         int thread = Group.IdxX, threads = Group.DimX;
@@ -186,7 +160,7 @@ public sealed class FlashAttention
         ArrayView<int> mask,     // (B, T)
         ArrayView<float> output, // (B, T, H, hs)
         ArrayView<float> lse,    // (B, H, T)
-        Shape s)
+        AttentionDimensions s)
     {
         int blk = s.Block, hs = s.HeadSize, stride = hs + 1, t = s.T;
         int thread = Group.IdxX, threads = Group.DimX;
@@ -273,7 +247,7 @@ public sealed class FlashAttention
         ArrayView<int> mask,    // (B, T)
         ArrayView<float> lse,   // (B, H, T)
         ArrayView<float> delta, // (B, H, T)
-        Shape s)
+        AttentionDimensions s)
     {
         int blk = s.Block, hs = s.HeadSize, stride = hs + 1, t = s.T;
         int thread = Group.IdxX, threads = Group.DimX;
@@ -366,22 +340,22 @@ public sealed class FlashAttention
 
     readonly KernelContext context;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-        Shape> forward;
+        AttentionDimensions> forward;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<int>, ArrayView<float>, ArrayView<float>, Shape> backwardQuery;
+        ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionDimensions> backwardQuery;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<int>, ArrayView<float>, ArrayView<float>, Shape> backwardKey;
+        ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionDimensions> backwardKey;
 
     internal FlashAttention(KernelContext context)
     {
         this.context = context;
         var a = context.Accelerator;
         forward = a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-            Shape>(ForwardKernel);
+            AttentionDimensions>(ForwardKernel);
         backwardQuery = a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<int>, ArrayView<float>, ArrayView<float>, Shape>(BackwardQueryKernel);
+            ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionDimensions>(BackwardQueryKernel);
         backwardKey = a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<int>, ArrayView<float>, ArrayView<float>, Shape>(BackwardKeyKernel);
+            ArrayView<int>, ArrayView<float>, ArrayView<float>, AttentionDimensions>(BackwardKeyKernel);
     }
 
     /// <summary>Block edge forced by tests (0: choose by shared memory), so the CPU device's small groups still see several blocks per row.</summary>
@@ -391,76 +365,47 @@ public sealed class FlashAttention
     internal long SharedMemoryBytesOverride { get; set; }
 
     /// <summary>Same contract and arguments as <see cref="Attention.Forward"/>.</summary>
-    /// <param name="output">Attention output (B, T, H, hs), overwritten; zero rows where every allowed key is masked.</param>
-    /// <param name="lse">Saved log-sum-exp of the scaled scores (B, H, T), overwritten; +∞ for fully masked rows.</param>
+    /// <param name="output">Attention output (B, T, H, hs), overwritten.</param>
+    /// <param name="lse">Saved log-sum-exp (B, H, T), overwritten.</param>
     /// <param name="q">Queries (B, T, H, hs).</param>
-    /// <param name="k">Keys (B, T, KV, hs).</param>
-    /// <param name="v">Values (B, T, KV, hs).</param>
+    /// <param name="kv">Keys and values, each (B, T, KV, hs).</param>
     /// <param name="mask">Key validity (B, T): 1 = attend, 0 = padding.</param>
-    /// <param name="b">Batch rows B.</param>
-    /// <param name="t">Sequence length T.</param>
-    /// <param name="h">Query heads H, a multiple of <paramref name="kv"/>.</param>
-    /// <param name="kv">Key/value heads KV.</param>
-    /// <param name="headSize">Channels per head hs.</param>
+    /// <param name="dims">B, T, H (a multiple of KV), KV, hs; Pv = 0.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, H is not a multiple of KV, or hs is too
     /// large for the accelerator's shared memory.</exception>
-    public void Forward(ArrayView<float> output, ArrayView<float> lse, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
-        ArrayView<int> mask, int b, int t, int h, int kv, int headSize)
+    public void Forward(ArrayView<float> output, ArrayView<float> lse, ArrayView<float> q, KeysValues kv, ArrayView<int> mask, AttentionDimensions dims)
     {
         const string op = "FlashAttention.Forward";
-        CheckDimensions(op, b, t, h, kv, headSize);
-        Check.Length(op, "out", output, (long)b * t * h * headSize, "B*T*H*hs");
-        Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
-        Check.Length(op, "q", q, (long)b * t * h * headSize, "B*T*H*hs");
-        Check.Length(op, "k", k, (long)b * t * kv * headSize, "B*T*KV*hs");
-        Check.Length(op, "v", v, (long)b * t * kv * headSize, "B*T*KV*hs");
-        Check.Length(op, "mask", mask, (long)b * t, "B*T");
-        int block = Block(op, headSize, tiles: 4, squares: 1, vectors: 3);
-        forward(Config(t, b * h, block, 4, 1, 3, headSize), output, lse, q, k, v, mask, new Shape(b, t, h, kv, headSize, block));
+        Attention.CheckForward(op, output, lse, q, kv, mask, dims);
+        CheckLaunch(op, dims);
+        int block = Block(op, dims.HeadSize, tiles: 4, squares: 1, vectors: 3);
+        forward(Config(dims.T, dims.B * dims.H, block, 4, 1, 3, dims.HeadSize), output, lse, q, kv.Keys, kv.Values, mask, dims.WithBlock(block));
     }
 
     /// <summary>Same contract and arguments as <see cref="Attention.Backward"/>.</summary>
     /// <param name="dQ">Query gradient (B, T, H, hs), overwritten.</param>
-    /// <param name="dK">Key gradient (B, T, KV, hs), overwritten.</param>
-    /// <param name="dV">Value gradient (B, T, KV, hs), overwritten.</param>
+    /// <param name="dKV">Key and value gradients, each (B, T, KV, hs), overwritten.</param>
     /// <param name="delta">Scratch (B, H, T), overwritten with dOut·out per query row.</param>
     /// <param name="dOut">Output gradient (B, T, H, hs).</param>
     /// <param name="q">The forward's queries.</param>
-    /// <param name="k">The forward's keys.</param>
-    /// <param name="v">The forward's values.</param>
+    /// <param name="kv">The forward's keys and values.</param>
     /// <param name="mask">Key validity (B, T).</param>
     /// <param name="output">The forward's output.</param>
     /// <param name="lse">Log-sum-exp saved by <see cref="Forward"/>.</param>
-    /// <param name="b">Batch rows B.</param>
-    /// <param name="t">Sequence length T.</param>
-    /// <param name="h">Query heads H.</param>
-    /// <param name="kv">Key/value heads KV.</param>
-    /// <param name="headSize">Channels per head hs.</param>
+    /// <param name="dims">As for <see cref="Forward"/>.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match, H is not a multiple of KV, or hs is too large.</exception>
-    public void Backward(ArrayView<float> dQ, ArrayView<float> dK, ArrayView<float> dV, ArrayView<float> delta,
-        ArrayView<float> dOut, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<int> mask,
-        ArrayView<float> output, ArrayView<float> lse, int b, int t, int h, int kv, int headSize)
+    public void Backward(ArrayView<float> dQ, KeysValues dKV, ArrayView<float> delta, ArrayView<float> dOut, ArrayView<float> q, KeysValues kv,
+        ArrayView<int> mask, ArrayView<float> output, ArrayView<float> lse, AttentionDimensions dims)
     {
         const string op = "FlashAttention.Backward";
-        CheckDimensions(op, b, t, h, kv, headSize);
-        long queries = (long)b * t * h * headSize, keys = (long)b * t * kv * headSize;
-        Check.Length(op, "dQ", dQ, queries, "B*T*H*hs");
-        Check.Length(op, "dK", dK, keys, "B*T*KV*hs");
-        Check.Length(op, "dV", dV, keys, "B*T*KV*hs");
-        Check.Length(op, "delta", delta, (long)b * h * t, "B*H*T");
-        Check.Length(op, "dOut", dOut, queries, "B*T*H*hs");
-        Check.Length(op, "q", q, queries, "B*T*H*hs");
-        Check.Length(op, "k", k, keys, "B*T*KV*hs");
-        Check.Length(op, "v", v, keys, "B*T*KV*hs");
-        Check.Length(op, "mask", mask, (long)b * t, "B*T");
-        Check.Length(op, "out", output, queries, "B*T*H*hs");
-        Check.Length(op, "lse", lse, (long)b * h * t, "B*H*T");
-        int queryBlock = Block(op, headSize, tiles: 5, squares: 1, vectors: 2);
-        backwardQuery(Config(t, b * h, queryBlock, 5, 1, 2, headSize), dQ, delta, dOut, q, k, v, mask, output, lse,
-            new Shape(b, t, h, kv, headSize, queryBlock));
-        int keyBlock = Block(op, headSize, tiles: 6, squares: 2, vectors: 2);
-        backwardKey(Config(t, b * kv, keyBlock, 6, 2, 2, headSize), dK, dV, dOut, q, k, v, mask, lse, delta,
-            new Shape(b, t, h, kv, headSize, keyBlock));
+        Attention.CheckBackward(op, dQ, dKV, delta, dOut, q, kv, mask, output, lse, dims);
+        CheckLaunch(op, dims);
+        int queryBlock = Block(op, dims.HeadSize, tiles: 5, squares: 1, vectors: 2);
+        backwardQuery(Config(dims.T, dims.B * dims.H, queryBlock, 5, 1, 2, dims.HeadSize), dQ, delta, dOut, q, kv.Keys, kv.Values, mask, output, lse,
+            dims.WithBlock(queryBlock));
+        int keyBlock = Block(op, dims.HeadSize, tiles: 6, squares: 2, vectors: 2);
+        backwardKey(Config(dims.T, dims.B * dims.KV, keyBlock, 6, 2, 2, dims.HeadSize), dKV.Keys, dKV.Values, dOut, q, kv.Keys, kv.Values, mask, lse, delta,
+            dims.WithBlock(keyBlock));
     }
 
     static long SharedFloats(int block, int tiles, int squares, int vectors, int headSize) =>
@@ -482,13 +427,10 @@ public sealed class FlashAttention
         new(new Index2D((t + block - 1) / block, heads), new Index2D(context.GroupSize, 1),
             SharedMemoryConfig.RequestDynamic<float>((int)SharedFloats(block, tiles, squares, vectors, headSize)));
 
-    static void CheckDimensions(string op, int b, int t, int h, int kv, int headSize)
+    static void CheckLaunch(string op, AttentionDimensions dims)
     {
-        Check.Positive(op, ("B", b), ("T", t), ("H", h), ("KV", kv), ("hs", headSize));
-        if (h % kv != 0)
-            throw new KernelShapeException($"{op}: query heads H = {h} must be a multiple of kv heads KV = {kv}.");
-        if ((long)b * h > int.MaxValue)
-            throw new KernelShapeException($"{op}: B*H = {(long)b * h} exceeds the launch limit.");
+        if ((long)dims.B * dims.H > int.MaxValue)
+            throw new KernelShapeException($"{op}: B*H = {(long)dims.B * dims.H} exceeds the launch limit.");
     }
 
     #endregion

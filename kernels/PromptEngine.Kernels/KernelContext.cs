@@ -11,7 +11,12 @@ namespace PromptEngine.Kernels;
 /// each barrier, so shared-memory tiles and group reductions are about a thousand times slower there
 /// than barrier-free code. Each heavy op therefore has two kernels of the same math: one shaped for
 /// a GPU (tiles in shared memory, one group per row, coalesced one-thread-per-element access) and one
-/// shaped for a CPU (no barriers, group size 1, one thread per row or per register micro-tile).
+/// shaped for a CPU (no barriers, group size 1, a <see cref="ThreadRun"/> of rows or register micro-tiles per thread).
+/// The pattern is the same for every op: the op's launcher reads <see cref="KernelContext.Shape"/> and runs that shape's
+/// kernel, loaded once when the launcher is created; kernels of both shapes sit in the op's file, and a GPU family with
+/// launch arithmetic of its own (<see cref="FlashAttention"/>, <see cref="LinearBlocked"/>) is a class of its own
+/// that the op's launcher hands over to after checking the shapes. Barrier-free kernels (the elementwise family,
+/// embeddings, AdamW) are one kernel for both shapes.
 /// </remarks>
 public enum KernelShape
 {
@@ -73,29 +78,8 @@ public sealed class KernelContext : IDisposable
     /// <summary>Largest group the GPU-shaped kernels use on a real GPU.</summary>
     public const int GpuMaxGroupSize = 256;
 
-    readonly Lazy<Linear> linear;
-    readonly Lazy<RmsNorm> rmsNorm;
-    readonly Lazy<Embedding> embedding;
-    readonly Lazy<SwiGlu> swiGlu;
-    readonly Lazy<Rope> rope;
-    readonly Lazy<LayerNorm> layerNorm;
-    readonly Lazy<Gelu> gelu;
-    readonly Lazy<Residual> residual;
-    readonly Lazy<PositionEmbedding> positionEmbedding;
-    readonly Lazy<Scale> scale;
-    readonly Lazy<Attention> attention;
-    readonly Lazy<AttentionDecode> attentionDecode;
-    readonly Lazy<AttentionPrefix> attentionPrefix;
-    readonly Lazy<CrossEntropy> crossEntropy;
-    readonly Lazy<AdamW> adamW;
-    readonly Lazy<GradNorm> gradNorm;
-    readonly Lazy<LinearBlocked> linearBlocked;
-    readonly Lazy<FlashAttention> flashAttention;
-    readonly Lazy<ResidualRmsNorm> residualRmsNorm;
-    readonly Lazy<Tanh> tanh;
-    readonly Lazy<PrefixLayout> prefixLayout;
-    readonly Lazy<RowGather> rowGather;
-    readonly Lazy<RandomFill> randomFill;
+    /// <summary>The op table: each op's launcher, created (its kernels compiled and loaded) on first use, by type.</summary>
+    readonly Dictionary<Type, object> ops = [];
 
     KernelContext(Context context, Accelerator accelerator, KernelShape shape)
     {
@@ -109,29 +93,6 @@ public sealed class KernelContext : IDisposable
         ParallelThreads = accelerator.AcceleratorType == AcceleratorType.CPU
             ? Environment.ProcessorCount * 4
             : accelerator.NumMultiprocessors * accelerator.MaxNumThreadsPerMultiprocessor;
-        linear = new(() => new Linear(this));
-        rmsNorm = new(() => new RmsNorm(this));
-        embedding = new(() => new Embedding(this));
-        swiGlu = new(() => new SwiGlu(this));
-        rope = new(() => new Rope(this));
-        layerNorm = new(() => new LayerNorm(this));
-        gelu = new(() => new Gelu(this));
-        residual = new(() => new Residual(this));
-        positionEmbedding = new(() => new PositionEmbedding(this));
-        scale = new(() => new Scale(this));
-        attention = new(() => new Attention(this));
-        attentionDecode = new(() => new AttentionDecode(this));
-        attentionPrefix = new(() => new AttentionPrefix(this));
-        crossEntropy = new(() => new CrossEntropy(this));
-        adamW = new(() => new AdamW(this));
-        gradNorm = new(() => new GradNorm(this));
-        linearBlocked = new(() => new LinearBlocked(this));
-        flashAttention = new(() => new FlashAttention(this));
-        residualRmsNorm = new(() => new ResidualRmsNorm(this));
-        tanh = new(() => new Tanh(this));
-        prefixLayout = new(() => new PrefixLayout(this));
-        rowGather = new(() => new RowGather(this));
-        randomFill = new(() => new RandomFill(this));
     }
 
     /// <summary>The ILGPU context (algorithms enabled, so <c>XMath</c> works in kernels).</summary>
@@ -153,72 +114,72 @@ public sealed class KernelContext : IDisposable
     public int ParallelThreads { get; }
 
     /// <summary>Linear layer: Y = X·Wᵀ + b and dX = dY·W (and, for the reparameterisation MLP only, dW and db).</summary>
-    public Linear Linear => linear.Value;
+    public Linear Linear => Op(static context => new Linear(context));
 
     /// <summary>RMSNorm forward (saving rstd) and backward to the input.</summary>
-    public RmsNorm RmsNorm => rmsNorm.Value;
+    public RmsNorm RmsNorm => Op(static context => new RmsNorm(context));
 
     /// <summary>Token embedding with the soft prompt concatenated inside the kernel; backward to the prompt only.</summary>
-    public Embedding Embedding => embedding.Value;
+    public Embedding Embedding => Op(static context => new Embedding(context));
 
     /// <summary>SwiGLU: silu(gate)·up and its backward.</summary>
-    public SwiGlu SwiGlu => swiGlu.Value;
+    public SwiGlu SwiGlu => Op(static context => new SwiGlu(context));
 
     /// <summary>Rotary position embedding (HF rotate_half) and its backward.</summary>
-    public Rope Rope => rope.Value;
+    public Rope Rope => Op(static context => new Rope(context));
 
     /// <summary>LayerNorm forward (saving mean and rstd) and backward to the input.</summary>
-    public LayerNorm LayerNorm => layerNorm.Value;
+    public LayerNorm LayerNorm => Op(static context => new LayerNorm(context));
 
     /// <summary>GELU, tanh approximation, and its backward.</summary>
-    public Gelu Gelu => gelu.Value;
+    public Gelu Gelu => Op(static context => new Gelu(context));
 
     /// <summary>Residual add.</summary>
-    public Residual Residual => residual.Value;
+    public Residual Residual => Op(static context => new Residual(context));
 
     /// <summary>Learned absolute positions added to the embedding output (GPT-2).</summary>
-    public PositionEmbedding PositionEmbedding => positionEmbedding.Value;
+    public PositionEmbedding PositionEmbedding => Op(static context => new PositionEmbedding(context));
 
     /// <summary>In-place scaling (averaging accumulated gradients).</summary>
-    public Scale Scale => scale.Value;
+    public Scale Scale => Op(static context => new Scale(context));
     /// <summary>Causal, masked, grouped-query self-attention and its backward to q, k and v.</summary>
-    public Attention Attention => attention.Value;
+    public Attention Attention => Op(static context => new Attention(context));
 
     /// <summary>One query per row against a key/value cache with per-row lengths (generation), and the cache append.</summary>
-    public AttentionDecode AttentionDecode => attentionDecode.Value;
+    public AttentionDecode AttentionDecode => Op(static context => new AttentionDecode(context));
 
     /// <summary>Deep-prompt (prefix) attention: merges trainable per-layer key/value prefixes into <see cref="Attention"/>.</summary>
-    public AttentionPrefix AttentionPrefix => attentionPrefix.Value;
+    public AttentionPrefix AttentionPrefix => Op(static context => new AttentionPrefix(context));
 
     /// <summary>Fused LM head + softmax + cross-entropy at selected rows, optionally over a restricted vocabulary.</summary>
-    public CrossEntropy CrossEntropy => crossEntropy.Value;
+    public CrossEntropy CrossEntropy => Op(static context => new CrossEntropy(context));
 
     /// <summary>AdamW step with decoupled weight decay and an optional on-device gradient scale.</summary>
-    public AdamW AdamW => adamW.Value;
+    public AdamW AdamW => Op(static context => new AdamW(context));
 
     /// <summary>Deterministic two-stage sum of squares and gradient-clipping factor.</summary>
-    public GradNorm GradNorm => gradNorm.Value;
+    public GradNorm GradNorm => Op(static context => new GradNorm(context));
 
     /// <summary>GPU-shaped Linear with 4×4 register blocks and float32, half or bfloat16 weights; <see cref="Linear"/> delegates to it under <see cref="KernelShape.Gpu"/>.</summary>
-    public LinearBlocked LinearBlocked => linearBlocked.Value;
+    public LinearBlocked LinearBlocked => Op(static context => new LinearBlocked(context));
 
     /// <summary>GPU-shaped FlashAttention-style attention; <see cref="Attention"/> delegates to it under <see cref="KernelShape.Gpu"/>.</summary>
-    public FlashAttention FlashAttention => flashAttention.Value;
+    public FlashAttention FlashAttention => Op(static context => new FlashAttention(context));
 
     /// <summary>GPU-shaped fused residual add + RMSNorm (one group per row, whatever <see cref="Shape"/> says).</summary>
-    public ResidualRmsNorm ResidualRmsNorm => residualRmsNorm.Value;
+    public ResidualRmsNorm ResidualRmsNorm => Op(static context => new ResidualRmsNorm(context));
 
     /// <summary>tanh and its backward from the saved output (prefix tuning's reparameterisation MLP).</summary>
-    public Tanh Tanh => tanh.Value;
+    public Tanh Tanh => Op(static context => new Tanh(context));
 
     /// <summary>A deep prompt's PEFT layout (Pv, L·2, d) to the engine's (L·2, Pv, d), and back for gradients.</summary>
-    public PrefixLayout PrefixLayout => prefixLayout.Value;
+    public PrefixLayout PrefixLayout => Op(static context => new PrefixLayout(context));
 
     /// <summary>Gathers listed rows into a compact tensor, and adds a compact gradient back at those rows.</summary>
-    public RowGather RowGather => rowGather.Value;
+    public RowGather RowGather => Op(static context => new RowGather(context));
 
     /// <summary>Seeded uniform values written on the device in any <see cref="WeightFormat"/> (weights generated where they live).</summary>
-    public RandomFill RandomFill => randomFill.Value;
+    public RandomFill RandomFill => Op(static context => new RandomFill(context));
 
     /// <summary>Creates a context on the requested accelerator.</summary>
     /// <param name="backend">Where to run; <see cref="KernelBackend.Auto"/> prefers CUDA.</param>
@@ -321,17 +282,44 @@ public sealed class KernelContext : IDisposable
         Context.Dispose();
     }
 
-    /// <summary>Chunk length that splits <paramref name="count"/> elements over <see cref="ParallelThreads"/>:
-    /// contiguous runs on the CPU, one element per thread on a GPU (coalesced).</summary>
-    internal int ElementChunk(long count) =>
+    /// <summary>The launcher of op <typeparamref name="TOp"/>, created by <paramref name="create"/> on first use: the one
+    /// op table, so adding an op is one property here and nothing else. Thread-safe; a launcher may ask for another
+    /// while it is being created (Linear hands over to LinearBlocked).</summary>
+    TOp Op<TOp>(Func<KernelContext, TOp> create) where TOp : class
+    {
+        lock (ops)
+        {
+            if (ops.TryGetValue(typeof(TOp), out var existing))
+                return (TOp)existing;
+            var created = create(this);
+            ops[typeof(TOp)] = created;
+            return created;
+        }
+    }
+
+    /// <summary>Run length that splits <paramref name="count"/> items over <see cref="ParallelThreads"/>: long runs on the
+    /// CPU, one item per thread on a GPU (coalesced). See <see cref="ThreadRun"/>.</summary>
+    int RunLength(long count) =>
         Shape == KernelShape.Gpu ? 1 : (int)Math.Max(1, (count + ParallelThreads - 1) / ParallelThreads);
 
-    /// <summary>Launch configuration of an elementwise kernel over <paramref name="count"/> elements, each thread taking
-    /// <paramref name="chunk"/> contiguous ones (<see cref="ElementChunk"/>).</summary>
-    internal KernelConfig ElementConfig(long count, out int chunk)
+    /// <summary>Launch configuration of a barrier-free kernel over <paramref name="count"/> items (elements, rows or
+    /// register blocks), each thread taking a <see cref="ThreadRun"/> of <paramref name="perThread"/> consecutive ones:
+    /// the one convention for splitting work over threads.</summary>
+    internal KernelConfig RunConfig(long count, out int perThread)
     {
-        chunk = ElementChunk(count);
-        return FlatConfig((count + chunk - 1) / chunk);
+        perThread = RunLength(count);
+        return FlatConfig((count + perThread - 1) / perThread);
+    }
+
+    /// <summary>Launch configuration of a row op with a kernel of each shape: CPU-shaped, a <see cref="ThreadRun"/> of
+    /// <paramref name="rowsPerThread"/> rows per thread; GPU-shaped, one group per row (<paramref name="rowsPerThread"/> = 1)
+    /// with <paramref name="sharedFloatsPerThread"/>·<see cref="GroupSize"/> floats of shared memory for its reductions.</summary>
+    internal KernelConfig RowConfig(int rows, out int rowsPerThread, int sharedFloatsPerThread = 1)
+    {
+        rowsPerThread = 1;
+        return Shape == KernelShape.Cpu
+            ? RunConfig(rows, out rowsPerThread)
+            : new KernelConfig(rows, GroupSize, SharedMemoryConfig.RequestDynamic<float>(sharedFloatsPerThread * GroupSize));
     }
 
     /// <summary>Launch configuration of a one-dimensional, barrier-free kernel with <paramref name="threads"/> threads.</summary>

@@ -16,7 +16,7 @@ public sealed class LayerNorm
 {
     #region Kernels
 
-    /// <summary>CPU-shaped forward: one thread per row.</summary>
+    /// <summary>CPU-shaped forward: a <see cref="ThreadRun"/> of rows per thread.</summary>
     internal static void ForwardRowKernel(
         ArrayView<float> output, // (N, C)
         ArrayView<float> input,  // (N, C)
@@ -24,11 +24,17 @@ public sealed class LayerNorm
         ArrayView<float> bias,   // (C) or empty
         ArrayView<float> mean,   // (N)
         ArrayView<float> rstd,   // (N)
-        int n, int c, float eps)
+        int n, int c, float eps, int rowsPerThread)
     {
-        int row = Grid.GlobalIndex.X;
-        if (row >= n)
-            return;
+        var run = ThreadRun.Of(n, rowsPerThread);
+        for (int row = (int)run.Start; row < run.End; row++)
+            ForwardRow(output, input, weight, bias, mean, rstd, c, eps, row);
+    }
+
+    /// <summary>One row of <see cref="ForwardRowKernel"/>.</summary>
+    static void ForwardRow(ArrayView<float> output, ArrayView<float> input, ArrayView<float> weight, ArrayView<float> bias,
+        ArrayView<float> mean, ArrayView<float> rstd, int c, float eps, int row)
+    {
         long offset = (long)row * c;
         float sum = 0;
         for (int i = 0; i < c; i++)
@@ -48,7 +54,7 @@ public sealed class LayerNorm
             output[offset + i] = (input[offset + i] - mu) * r * weight[i] + (hasBias ? bias[i] : 0f);
     }
 
-    /// <summary>CPU-shaped backward: one thread per row.</summary>
+    /// <summary>CPU-shaped backward: a <see cref="ThreadRun"/> of rows per thread.</summary>
     internal static void BackwardRowKernel(
         ArrayView<float> dX,     // (N, C)
         ArrayView<float> dOut,   // (N, C)
@@ -56,11 +62,17 @@ public sealed class LayerNorm
         ArrayView<float> weight, // (C)
         ArrayView<float> mean,   // (N)
         ArrayView<float> rstd,   // (N)
-        int n, int c)
+        int n, int c, int rowsPerThread)
     {
-        int row = Grid.GlobalIndex.X;
-        if (row >= n)
-            return;
+        var run = ThreadRun.Of(n, rowsPerThread);
+        for (int row = (int)run.Start; row < run.End; row++)
+            BackwardRow(dX, dOut, input, weight, mean, rstd, c, row);
+    }
+
+    /// <summary>One row of <see cref="BackwardRowKernel"/>.</summary>
+    static void BackwardRow(ArrayView<float> dX, ArrayView<float> dOut, ArrayView<float> input, ArrayView<float> weight,
+        ArrayView<float> mean, ArrayView<float> rstd, int c, int row)
+    {
         long offset = (long)row * c;
         float mu = mean[row], r = rstd[row];
         float sumG = 0, sumGXhat = 0;
@@ -78,7 +90,7 @@ public sealed class LayerNorm
         }
     }
 
-    /// <summary>GPU-shaped forward: one group per row; shared memory holds Group.DimX floats.</summary>
+    /// <summary>GPU-shaped forward: one group per row; shared memory holds Group.DimX floats. rowsPerThread is the CPU kernel's, unused here (both shapes load into one delegate type).</summary>
     internal static void ForwardGroupKernel(
         ArrayView<float> output, // (N, C)
         ArrayView<float> input,  // (N, C)
@@ -86,7 +98,7 @@ public sealed class LayerNorm
         ArrayView<float> bias,   // (C) or empty
         ArrayView<float> mean,   // (N)
         ArrayView<float> rstd,   // (N)
-        int n, int c, float eps)
+        int n, int c, float eps, int rowsPerThread)
     {
         int row = Grid.IdxX;
         var scratch = SharedMemory.GetDynamic<float>();
@@ -112,7 +124,7 @@ public sealed class LayerNorm
             output[offset + i] = (input[offset + i] - mu) * r * weight[i] + (hasBias ? bias[i] : 0f);
     }
 
-    /// <summary>GPU-shaped backward: one group per row; shared memory holds Group.DimX floats.</summary>
+    /// <summary>GPU-shaped backward: one group per row; shared memory holds Group.DimX floats. rowsPerThread is the CPU kernel's, unused here (both shapes load into one delegate type).</summary>
     internal static void BackwardGroupKernel(
         ArrayView<float> dX,     // (N, C)
         ArrayView<float> dOut,   // (N, C)
@@ -120,7 +132,7 @@ public sealed class LayerNorm
         ArrayView<float> weight, // (C)
         ArrayView<float> mean,   // (N)
         ArrayView<float> rstd,   // (N)
-        int n, int c)
+        int n, int c, int rowsPerThread)
     {
         int row = Grid.IdxX;
         var scratch = SharedMemory.GetDynamic<float>();
@@ -147,17 +159,17 @@ public sealed class LayerNorm
     #region Launchers
 
     readonly KernelContext context;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float> forward;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> backward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int> forward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> backward;
 
     internal LayerNorm(KernelContext context)
     {
         this.context = context;
         var accelerator = context.Accelerator;
         bool cpu = context.Shape == KernelShape.Cpu;
-        forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(
+        forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int>(
             cpu ? ForwardRowKernel : ForwardGroupKernel);
-        backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(
+        backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(
             cpu ? BackwardRowKernel : BackwardGroupKernel);
     }
 
@@ -185,7 +197,7 @@ public sealed class LayerNorm
             Check.Length(op, "bias", bias, c, "C");
         Check.Length(op, "mean", mean, n, "N");
         Check.Length(op, "rstd", rstd, n, "N");
-        forward(Config(n), output, input, weight, bias, mean, rstd, n, c, eps);
+        forward(context.RowConfig(n, out int rowsPerThread), output, input, weight, bias, mean, rstd, n, c, eps, rowsPerThread);
     }
 
     /// <summary>dX from dOut, using the μ and rstd saved by <see cref="Forward"/>.</summary>
@@ -210,12 +222,8 @@ public sealed class LayerNorm
         Check.Length(op, "weight", weight, c, "C");
         Check.Length(op, "mean", mean, n, "N");
         Check.Length(op, "rstd", rstd, n, "N");
-        backward(Config(n), dX, dOut, input, weight, mean, rstd, n, c);
+        backward(context.RowConfig(n, out int rowsPerThread), dX, dOut, input, weight, mean, rstd, n, c, rowsPerThread);
     }
-
-    KernelConfig Config(int rows) => context.Shape == KernelShape.Cpu
-        ? new KernelConfig(rows, 1)
-        : new KernelConfig(rows, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(context.GroupSize));
 
     #endregion
 }

@@ -34,29 +34,12 @@ public sealed class Linear
 
     /// <summary>CPU-shaped forward: each thread computes a run of <paramref name="blocksPerThread"/> 4×4 blocks of Y,
     /// row-major over the blocks (the run shares its X rows while it sweeps W).</summary>
-    internal static unsafe void ForwardMicroTileKernel(
+    internal static void ForwardMicroTileKernel(
         ArrayView<float> y,    // (N, M)
         ArrayView<float> x,    // (N, K)
         ArrayView<float> w,    // (M, K)
         ArrayView<float> bias, // (M) or empty
-        int n, int k, int m, int blocksPerThread)
-    {
-        int blocksM = (m + MicroTile - 1) / MicroTile;
-        int blocks = blocksM * ((n + MicroTile - 1) / MicroTile);
-        int first = Grid.GlobalIndex.X * blocksPerThread;
-        if (first >= blocks)
-            return;
-        int last = Math.Min(first + blocksPerThread, blocks);
-        bool hasBias = bias.Length > 0;
-        fixed (float* yBase = &y[0])
-        fixed (float* xBase = &x[0])
-        fixed (float* wBase = &w[0])
-        fixed (float* biasBase = &(hasBias ? ref bias[0] : ref w[0]))
-        {
-            for (int block = first; block < last; block++)
-                ForwardMicroTile<float, LinearBlocked.F32>(yBase, xBase, wBase, biasBase, hasBias, block / blocksM * MicroTile, block % blocksM * MicroTile, n, k, m);
-        }
-    }
+        int n, int k, int m, int blocksPerThread) => ForwardMicroTileRun<float, LinearBlocked.F32>(y, x, w, bias, n, k, m, blocksPerThread);
 
     /// <summary>The forward's 4×4 block at (n0, m0), through pointers only. A separate method with no
     /// <see cref="ArrayView{T}"/> access, so that RyuJIT, which compiles it apart from the kernel, keeps all sixteen
@@ -108,26 +91,12 @@ public sealed class Linear
 
     /// <summary>CPU-shaped backward: each thread computes a run of <paramref name="blocksPerThread"/> 4×4 blocks of dX,
     /// reducing over M.</summary>
-    internal static unsafe void BackwardMicroTileKernel(
+    internal static void BackwardMicroTileKernel(
         ArrayView<float> dX, // (N, K)
         ArrayView<float> dY, // (N, M)
         ArrayView<float> w,  // (M, K)
-        int n, int k, int m, int accumulate, int blocksPerThread)
-    {
-        int blocksK = (k + MicroTile - 1) / MicroTile;
-        int blocks = blocksK * ((n + MicroTile - 1) / MicroTile);
-        int first = Grid.GlobalIndex.X * blocksPerThread;
-        if (first >= blocks)
-            return;
-        int last = Math.Min(first + blocksPerThread, blocks);
-        fixed (float* dXBase = &dX[0])
-        fixed (float* dYBase = &dY[0])
-        fixed (float* wBase = &w[0])
-        {
-            for (int block = first; block < last; block++)
-                BackwardMicroTile<float, LinearBlocked.F32>(dXBase, dYBase, wBase, accumulate != 0, block / blocksK * MicroTile, block % blocksK * MicroTile, n, k, m);
-        }
-    }
+        int n, int k, int m, int accumulate, int blocksPerThread) =>
+        BackwardMicroTileRun<float, LinearBlocked.F32>(dX, dY, w, n, k, m, accumulate, blocksPerThread);
 
     /// <summary>The backward's 4×4 block of dX at (n0, k0), through pointers only (see <see cref="ForwardMicroTile"/>).</summary>
     static unsafe void BackwardMicroTile<TWeight, TFormat>(float* dX, float* dY, TWeight* w, bool accumulate, int n0, int k0, int n, int k, int m)
@@ -173,18 +142,14 @@ public sealed class Linear
         where TFormat : struct, LinearBlocked.IWeightFormat<TWeight>
     {
         int blocksM = (m + MicroTile - 1) / MicroTile;
-        int blocks = blocksM * ((n + MicroTile - 1) / MicroTile);
-        int first = Grid.GlobalIndex.X * blocksPerThread;
-        if (first >= blocks)
-            return;
-        int last = Math.Min(first + blocksPerThread, blocks);
+        var run = ThreadRun.Of(blocksM * ((n + MicroTile - 1) / MicroTile), blocksPerThread);
         bool hasBias = bias.Length > 0;
         fixed (float* yBase = &y[0])
         fixed (float* xBase = &x[0])
         fixed (TWeight* wBase = &w[0])
         fixed (float* biasBase = &(hasBias ? ref bias[0] : ref y[0]))
         {
-            for (int block = first; block < last; block++)
+            for (int block = (int)run.Start; block < run.End; block++)
                 ForwardMicroTile<TWeight, TFormat>(yBase, xBase, wBase, biasBase, hasBias, block / blocksM * MicroTile, block % blocksM * MicroTile, n, k, m);
         }
     }
@@ -196,16 +161,12 @@ public sealed class Linear
         where TFormat : struct, LinearBlocked.IWeightFormat<TWeight>
     {
         int blocksK = (k + MicroTile - 1) / MicroTile;
-        int blocks = blocksK * ((n + MicroTile - 1) / MicroTile);
-        int first = Grid.GlobalIndex.X * blocksPerThread;
-        if (first >= blocks)
-            return;
-        int last = Math.Min(first + blocksPerThread, blocks);
+        var run = ThreadRun.Of(blocksK * ((n + MicroTile - 1) / MicroTile), blocksPerThread);
         fixed (float* dXBase = &dX[0])
         fixed (float* dYBase = &dY[0])
         fixed (TWeight* wBase = &w[0])
         {
-            for (int block = first; block < last; block++)
+            for (int block = (int)run.Start; block < run.End; block++)
                 BackwardMicroTile<TWeight, TFormat>(dXBase, dYBase, wBase, accumulate != 0, block / blocksK * MicroTile, block % blocksK * MicroTile, n, k, m);
         }
     }
@@ -235,12 +196,9 @@ public sealed class Linear
         ArrayView<float> dBias, // (M) or empty
         ArrayView<float> dY,    // (N, M)
         ArrayView<float> x,     // (N, K)
-        int n, int k, int m, long count, int chunk)
+        int n, int k, int m, long count, int perThread)
     {
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, count);
-        if (start >= end)
-            return;
+        var run = ThreadRun.Of(count, perThread);
         long weights = (long)m * k;
         bool hasBias = dBias.Length > 0;
         fixed (float* dWBase = &dW[0])
@@ -248,7 +206,7 @@ public sealed class Linear
         fixed (float* dYBase = &dY[0])
         fixed (float* xBase = &x[0])
         {
-            for (long i = start; i < end; i++)
+            for (long i = run.Start; i < run.End; i++)
             {
                 if (i < weights)
                 {
@@ -323,16 +281,10 @@ public sealed class Linear
     {
         const string op = "Linear.Forward";
         context.Enter(op);
-        Check.Positive(op, ("N", n), ("K", k), ("M", m));
-        Check.Length(op, "Y", y, (long)n * m, "N*M");
-        Check.Length(op, "X", x, (long)n * k, "N*K");
-        Check.Length(op, "W", w, (long)m * k, "M*K");
-        if (bias.Length != 0)
-            Check.Length(op, "b", bias, m, "M");
+        CheckForward(op, y.Length, x.Length, w.Length, bias.Length, n, k, m);
         if (microTileForward is not null)
         {
-            int perThread = context.ElementChunk(MicroTileBlocks(n, m));
-            microTileForward(context.FlatConfig((MicroTileBlocks(n, m) + perThread - 1) / perThread), y, x, w, bias, n, k, m, perThread);
+            microTileForward(context.RunConfig(MicroTileBlocks(n, m), out int perThread), y, x, w, bias, n, k, m, perThread);
         }
         else
             context.LinearBlocked.Forward(y, x, w, bias, n, k, m); // register-blocked tiles (LinearBlocked.cs)
@@ -351,14 +303,10 @@ public sealed class Linear
     {
         const string op = "Linear.Backward";
         context.Enter(op);
-        Check.Positive(op, ("N", n), ("K", k), ("M", m));
-        Check.Length(op, "dX", dX, (long)n * k, "N*K");
-        Check.Length(op, "dY", dY, (long)n * m, "N*M");
-        Check.Length(op, "W", w, (long)m * k, "M*K");
+        CheckBackward(op, dX.Length, dY.Length, w.Length, n, k, m);
         if (microTileBackward is not null)
         {
-            int perThread = context.ElementChunk(MicroTileBlocks(n, k));
-            microTileBackward(context.FlatConfig((MicroTileBlocks(n, k) + perThread - 1) / perThread), dX, dY, w, n, k, m, accumulate ? 1 : 0, perThread);
+            microTileBackward(context.RunConfig(MicroTileBlocks(n, k), out int perThread), dX, dY, w, n, k, m, accumulate ? 1 : 0, perThread);
         }
         else
             context.LinearBlocked.Backward(dX, dY, w, n, k, m, accumulate); // register-blocked tiles (LinearBlocked.cs)
@@ -383,16 +331,9 @@ public sealed class Linear
             return;
         }
         context.Enter(op);
-        Check.Positive(op, ("N", n), ("K", k), ("M", m));
-        Check.Length(op, "Y", y, (long)n * m, "N*M");
-        Check.Length(op, "X", x, (long)n * k, "N*K");
-        if (w.Length != (long)m * k)
-            throw new KernelShapeException($"{op}: W has {w.Length} elements, expected M*K = {(long)m * k}.");
-        if (bias.Length != 0)
-            Check.Length(op, "b", bias, m, "M");
+        CheckForward(op, y.Length, x.Length, w.Length, bias.Length, n, k, m);
         var accelerator = context.Accelerator;
-        int perThread = context.ElementChunk(MicroTileBlocks(n, m));
-        var config = context.FlatConfig((MicroTileBlocks(n, m) + perThread - 1) / perThread);
+        var config = context.RunConfig(MicroTileBlocks(n, m), out int perThread);
         if (w.Format == WeightFormat.F16)
             (microTileForwardF16 ??= accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<Half>, ArrayView<float>, int, int, int, int>(ForwardMicroTileF16Kernel))
                 (config, y, x, w.F16, bias, n, k, m, perThread);
@@ -419,14 +360,9 @@ public sealed class Linear
             return;
         }
         context.Enter(op);
-        Check.Positive(op, ("N", n), ("K", k), ("M", m));
-        Check.Length(op, "dX", dX, (long)n * k, "N*K");
-        Check.Length(op, "dY", dY, (long)n * m, "N*M");
-        if (w.Length != (long)m * k)
-            throw new KernelShapeException($"{op}: W has {w.Length} elements, expected M*K = {(long)m * k}.");
+        CheckBackward(op, dX.Length, dY.Length, w.Length, n, k, m);
         var accelerator = context.Accelerator;
-        int perThread = context.ElementChunk(MicroTileBlocks(n, k));
-        var config = context.FlatConfig((MicroTileBlocks(n, k) + perThread - 1) / perThread);
+        var config = context.RunConfig(MicroTileBlocks(n, k), out int perThread);
         if (w.Format == WeightFormat.F16)
             (microTileBackwardF16 ??= accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<Half>, int, int, int, int, int>(BackwardMicroTileF16Kernel))
                 (config, dX, dY, w.F16, n, k, m, accumulate ? 1 : 0, perThread);
@@ -457,7 +393,27 @@ public sealed class Linear
         Check.Length(op, "dY", dY, (long)n * m, "N*M");
         Check.Length(op, "X", x, (long)n * k, "N*K");
         long count = (long)m * k + dBias.Length;
-        backwardWeights(context.ElementConfig(count, out int chunk), dW, dBias, dY, x, n, k, m, count, chunk);
+        backwardWeights(context.RunConfig(count, out int perThread), dW, dBias, dY, x, n, k, m, count, perThread);
+    }
+
+    /// <summary>The forward's shape contract on the tensors' lengths, whatever the weights' storage.</summary>
+    static void CheckForward(string op, long y, long x, long weights, long bias, int n, int k, int m)
+    {
+        Check.Positive(op, ("N", n), ("K", k), ("M", m));
+        Check.Length(op, "Y", y, (long)n * m, "N*M");
+        Check.Length(op, "X", x, (long)n * k, "N*K");
+        Check.Length(op, "W", weights, (long)m * k, "M*K");
+        if (bias != 0)
+            Check.Length(op, "b", bias, m, "M");
+    }
+
+    /// <summary>The data backward's shape contract on the tensors' lengths, whatever the weights' storage.</summary>
+    static void CheckBackward(string op, long dX, long dY, long weights, int n, int k, int m)
+    {
+        Check.Positive(op, ("N", n), ("K", k), ("M", m));
+        Check.Length(op, "dX", dX, (long)n * k, "N*K");
+        Check.Length(op, "dY", dY, (long)n * m, "N*M");
+        Check.Length(op, "W", weights, (long)m * k, "M*K");
     }
 
     /// <summary>4×4 blocks covering a rows × cols output.</summary>

@@ -23,9 +23,8 @@ public sealed class PositionEmbedding
         int n, int c, int tableRows, int chunk)
     {
         long total = (long)n * c;
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, total);
-        for (long i = start; i < end; i++)
+        var run = ThreadRun.Of(total, chunk);
+        for (long i = run.Start; i < run.End; i++)
         {
             int row = (int)(i / c);
             int channel = (int)(i - (long)row * c);
@@ -64,7 +63,7 @@ public sealed class PositionEmbedding
         Check.Length(op, "positions", positions, n, "N");
         Check.Length(op, "table", table, (long)tableRows * c, "P*C");
         long total = (long)n * c;
-        add(context.ElementConfig(total, out int chunk), x, positions, table, n, c, tableRows, chunk);
+        add(context.RunConfig(total, out int chunk), x, positions, table, n, c, tableRows, chunk);
     }
 
     #endregion

@@ -24,10 +24,9 @@ public sealed class PrefixLayout
         ArrayView<float> input,  // (rows, cols, d)
         int rows, int cols, int d, long count, int chunk)
     {
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, count);
+        var run = ThreadRun.Of(count, chunk);
         long plane = (long)rows * d;
-        for (long i = start; i < end; i++)
+        for (long i = run.Start; i < run.End; i++)
         {
             long col = i / plane, within = i % plane;
             long row = within / d, channel = within % d;
@@ -84,7 +83,7 @@ public sealed class PrefixLayout
         long count = (long)rows * cols * d;
         Check.Length(op, outputName, output, count, "Pv*L*2*d");
         Check.Length(op, inputName, input, count, "Pv*L*2*d");
-        swap(context.ElementConfig(count, out int chunk), output, input, rows, cols, d, count, chunk);
+        swap(context.RunConfig(count, out int chunk), output, input, rows, cols, d, count, chunk);
     }
 
     #endregion

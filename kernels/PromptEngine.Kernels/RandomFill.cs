@@ -31,22 +31,22 @@ public sealed class RandomFill
 
     internal static void F32Kernel(ArrayView<float> x, ulong seed, float centre, float radius, long count, int chunk)
     {
-        long start = (long)Grid.GlobalIndex.X * chunk, end = Math.Min(start + chunk, count);
-        for (long i = start; i < end; i++)
+        var run = ThreadRun.Of(count, chunk);
+        for (long i = run.Start; i < run.End; i++)
             x[i] = Value(seed, i, centre, radius);
     }
 
     internal static void F16Kernel(ArrayView<Half> x, ulong seed, float centre, float radius, long count, int chunk)
     {
-        long start = (long)Grid.GlobalIndex.X * chunk, end = Math.Min(start + chunk, count);
-        for (long i = start; i < end; i++)
+        var run = ThreadRun.Of(count, chunk);
+        for (long i = run.Start; i < run.End; i++)
             x[i] = (Half)Value(seed, i, centre, radius);
     }
 
     internal static void Bf16Kernel(ArrayView<ushort> x, ulong seed, float centre, float radius, long count, int chunk)
     {
-        long start = (long)Grid.GlobalIndex.X * chunk, end = Math.Min(start + chunk, count);
-        for (long i = start; i < end; i++)
+        var run = ThreadRun.Of(count, chunk);
+        for (long i = run.Start; i < run.End; i++)
         {
             uint bits = Interop.FloatAsInt(Value(seed, i, centre, radius)); // finite by construction: no NaN case
             x[i] = (ushort)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
@@ -82,7 +82,7 @@ public sealed class RandomFill
         context.Enter(op);
         long count = x.Length;
         if (count == 0) return;
-        var config = context.ElementConfig(count, out int chunk);
+        var config = context.RunConfig(count, out int chunk);
         switch (x.Format)
         {
             case WeightFormat.F16: f16(config, x.F16, seed, centre, radius, count, chunk); break;

@@ -12,70 +12,66 @@ namespace PromptEngine.Kernels;
 /// stream, whose gradient the norm's adds to, so the backward adds in place of a separate residual launch.
 /// <see cref="ResidualRmsNorm"/>, below, is the forward fused with the residual add before it.
 /// </summary>
-/// <remarks>CPU-shaped kernels run equal runs of rows per thread, through pointers (see <see cref="Linear"/>); GPU-shaped kernels one group per row, reducing in shared memory.</remarks>
+/// <remarks>CPU-shaped kernels run a <see cref="ThreadRun"/> of rows per thread, through pointers (see <see cref="Linear"/>); GPU-shaped kernels one group per row, reducing in shared memory.</remarks>
 public sealed class RmsNorm
 {
     #region Kernels
 
-    /// <summary>CPU-shaped forward: the launch's threads split the rows into equal runs.</summary>
+    /// <summary>CPU-shaped forward: a <see cref="ThreadRun"/> of rows per thread.</summary>
     internal static unsafe void ForwardRowKernel(
         ArrayView<float> output, // (N, C)
         ArrayView<float> input,  // (N, C)
         ArrayView<float> weight, // (C)
         ArrayView<float> rstd,   // (N)
-        int n, int c, float eps)
+        int n, int c, float eps, int rowsPerThread)
     {
-        int perThread = (n + Grid.DimX - 1) / Grid.DimX;
-        int first = Grid.GlobalIndex.X * perThread;
-        if (first >= n)
-            return;
-        int last = Math.Min(first + perThread, n);
+        var run = ThreadRun.Of(n, rowsPerThread);
         fixed (float* outputBase = &output[0])
         fixed (float* inputBase = &input[0])
         fixed (float* weightBase = &weight[0])
         fixed (float* rstdBase = &rstd[0])
         {
-            for (int row = first; row < last; row++)
-            {
-                float* x = inputBase + (long)row * c, y = outputBase + (long)row * c;
-                float s0 = 0, s1 = 0;
-                int i = 0;
-                for (; i + 1 < c; i += 2)
-                {
-                    s0 = MathF.FusedMultiplyAdd(x[i], x[i], s0);
-                    s1 = MathF.FusedMultiplyAdd(x[i + 1], x[i + 1], s1);
-                }
-                if (i < c)
-                    s0 = MathF.FusedMultiplyAdd(x[i], x[i], s0);
-                float r = XMath.Rsqrt((s0 + s1) / c + eps);
-                rstdBase[row] = r;
-                for (i = 0; i < c; i++)
-                    y[i] = x[i] * r * weightBase[i];
-            }
+            for (int row = (int)run.Start; row < run.End; row++)
+                rstdBase[row] = NormalizeRow(outputBase + (long)row * c, inputBase + (long)row * c, weightBase, c, eps);
         }
     }
 
-    /// <summary>CPU-shaped backward: the launch's threads split the rows into equal runs.</summary>
+    /// <summary>One row of the CPU-shaped forward, <c>y = x·rstd·w</c>; returns rstd. The sum of squares runs in two
+    /// interleaved fused accumulators (even and odd channels), an order <see cref="ResidualRmsNorm"/> shares.</summary>
+    internal static unsafe float NormalizeRow(float* y, float* x, float* weight, int c, float eps)
+    {
+        float s0 = 0, s1 = 0;
+        int i = 0;
+        for (; i + 1 < c; i += 2)
+        {
+            s0 = MathF.FusedMultiplyAdd(x[i], x[i], s0);
+            s1 = MathF.FusedMultiplyAdd(x[i + 1], x[i + 1], s1);
+        }
+        if (i < c)
+            s0 = MathF.FusedMultiplyAdd(x[i], x[i], s0);
+        float r = XMath.Rsqrt((s0 + s1) / c + eps);
+        for (i = 0; i < c; i++)
+            y[i] = x[i] * r * weight[i];
+        return r;
+    }
+
+    /// <summary>CPU-shaped backward: a <see cref="ThreadRun"/> of rows per thread.</summary>
     internal static unsafe void BackwardRowKernel(
         ArrayView<float> dX,     // (N, C)
         ArrayView<float> dOut,   // (N, C)
         ArrayView<float> input,  // (N, C)
         ArrayView<float> weight, // (C)
         ArrayView<float> rstd,   // (N)
-        int n, int c, int accumulate)
+        int n, int c, int accumulate, int rowsPerThread)
     {
-        int perThread = (n + Grid.DimX - 1) / Grid.DimX;
-        int first = Grid.GlobalIndex.X * perThread;
-        if (first >= n)
-            return;
-        int last = Math.Min(first + perThread, n);
+        var run = ThreadRun.Of(n, rowsPerThread);
         fixed (float* dXBase = &dX[0])
         fixed (float* dOutBase = &dOut[0])
         fixed (float* inputBase = &input[0])
         fixed (float* weightBase = &weight[0])
         fixed (float* rstdBase = &rstd[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
             {
                 long offset = (long)row * c;
                 float* x = inputBase + offset, g = dOutBase + offset, dx = dXBase + offset;
@@ -94,13 +90,13 @@ public sealed class RmsNorm
         }
     }
 
-    /// <summary>GPU-shaped forward: one group per row; shared memory holds Group.DimX floats.</summary>
+    /// <summary>GPU-shaped forward: one group per row; shared memory holds Group.DimX floats. rowsPerThread is the CPU kernel's, unused here (both shapes load into one delegate type).</summary>
     internal static void ForwardGroupKernel(
         ArrayView<float> output, // (N, C)
         ArrayView<float> input,  // (N, C)
         ArrayView<float> weight, // (C)
         ArrayView<float> rstd,   // (N)
-        int n, int c, float eps)
+        int n, int c, float eps, int rowsPerThread)
     {
         int row = Grid.IdxX;
         var scratch = SharedMemory.GetDynamic<float>();
@@ -111,21 +107,32 @@ public sealed class RmsNorm
             float v = input[offset + i];
             partial += v * v;
         }
+        GroupNormalizeRow(output, input, weight, rstd, scratch, partial, row, c, eps);
+    }
+
+    /// <summary>The GPU-shaped forward's tail for one row, from each thread's partial sum of squares: rstd from the
+    /// group's sum (returned, and saved by thread 0), then <c>out = x·rstd·w</c> over the thread's channels (which it
+    /// alone read or wrote before).</summary>
+    internal static float GroupNormalizeRow(ArrayView<float> output, ArrayView<float> input, ArrayView<float> weight, ArrayView<float> rstd,
+        ArrayView<float> scratch, float partial, int row, int c, float eps)
+    {
+        long offset = (long)row * c;
         float r = XMath.Rsqrt(GroupReduce.Sum(scratch, partial) / c + eps);
         if (Group.IdxX == 0)
             rstd[row] = r;
         for (int i = Group.IdxX; i < c; i += Group.DimX)
             output[offset + i] = input[offset + i] * r * weight[i];
+        return r;
     }
 
-    /// <summary>GPU-shaped backward: one group per row; shared memory holds Group.DimX floats.</summary>
+    /// <summary>GPU-shaped backward: one group per row; shared memory holds Group.DimX floats. rowsPerThread is the CPU kernel's, unused here (both shapes load into one delegate type).</summary>
     internal static void BackwardGroupKernel(
         ArrayView<float> dX,     // (N, C)
         ArrayView<float> dOut,   // (N, C)
         ArrayView<float> input,  // (N, C)
         ArrayView<float> weight, // (C)
         ArrayView<float> rstd,   // (N)
-        int n, int c, int accumulate)
+        int n, int c, int accumulate, int rowsPerThread)
     {
         int row = Grid.IdxX;
         var scratch = SharedMemory.GetDynamic<float>();
@@ -148,17 +155,17 @@ public sealed class RmsNorm
     #region Launchers
 
     readonly KernelContext context;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float> forward;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> backward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int> forward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int> backward;
 
     internal RmsNorm(KernelContext context)
     {
         this.context = context;
         var accelerator = context.Accelerator;
         bool cpu = context.Shape == KernelShape.Cpu;
-        forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(
+        forward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int>(
             cpu ? ForwardRowKernel : ForwardGroupKernel);
-        backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(
+        backward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(
             cpu ? BackwardRowKernel : BackwardGroupKernel);
     }
 
@@ -180,7 +187,7 @@ public sealed class RmsNorm
         Check.Length(op, "inp", input, (long)n * c, "N*C");
         Check.Length(op, "weight", weight, c, "C");
         Check.Length(op, "rstd", rstd, n, "N");
-        forward(Config(n), output, input, weight, rstd, n, c, eps);
+        forward(context.RowConfig(n, out int rowsPerThread), output, input, weight, rstd, n, c, eps, rowsPerThread);
     }
 
     /// <summary>dX from dOut (or dX += it), using the rstd saved by <see cref="Forward"/>.</summary>
@@ -204,14 +211,8 @@ public sealed class RmsNorm
         Check.Length(op, "inp", input, (long)n * c, "N*C");
         Check.Length(op, "weight", weight, c, "C");
         Check.Length(op, "rstd", rstd, n, "N");
-        backward(Config(n), dX, dOut, input, weight, rstd, n, c, accumulate ? 1 : 0);
+        backward(context.RowConfig(n, out int rowsPerThread), dX, dOut, input, weight, rstd, n, c, accumulate ? 1 : 0, rowsPerThread);
     }
-
-    /// <summary>CPU: <see cref="KernelContext.ParallelThreads"/> threads at most, each deriving its run of rows from the grid
-    /// (a thread per row would pay the CPU accelerator's per-group cost N times); GPU: one group per row.</summary>
-    KernelConfig Config(int rows) => context.Shape == KernelShape.Cpu
-        ? context.FlatConfig(Math.Min(rows, context.ParallelThreads))
-        : new KernelConfig(rows, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(context.GroupSize));
 
     #endregion
 }
@@ -231,7 +232,7 @@ public sealed class ResidualRmsNorm
 {
     #region Kernels
 
-    /// <summary>CPU-shaped: the launch's threads split the rows into equal runs.</summary>
+    /// <summary>CPU-shaped: a <see cref="ThreadRun"/> of rows per thread.</summary>
     internal static unsafe void ForwardRowKernel(
         ArrayView<float> residual, // (N, C) x + delta
         ArrayView<float> output,   // (N, C)
@@ -239,13 +240,9 @@ public sealed class ResidualRmsNorm
         ArrayView<float> x,        // (N, C)
         ArrayView<float> delta,    // (N, C)
         ArrayView<float> weight,   // (C)
-        int n, int c, float eps)
+        int n, int c, float eps, int rowsPerThread)
     {
-        int perThread = (n + Grid.DimX - 1) / Grid.DimX;
-        int first = Grid.GlobalIndex.X * perThread;
-        if (first >= n)
-            return;
-        int last = Math.Min(first + perThread, n);
+        var run = ThreadRun.Of(n, rowsPerThread);
         fixed (float* residualBase = &residual[0])
         fixed (float* outputBase = &output[0])
         fixed (float* rstdBase = &rstd[0])
@@ -253,30 +250,18 @@ public sealed class ResidualRmsNorm
         fixed (float* deltaBase = &delta[0])
         fixed (float* weightBase = &weight[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
             {
                 long offset = (long)row * c;
                 float* sum = residualBase + offset, a = xBase + offset, b = deltaBase + offset, y = outputBase + offset;
                 for (int i = 0; i < c; i++)
                     sum[i] = a[i] + b[i];
-                float s0 = 0, s1 = 0;
-                int j = 0;
-                for (; j + 1 < c; j += 2)
-                {
-                    s0 = MathF.FusedMultiplyAdd(sum[j], sum[j], s0);
-                    s1 = MathF.FusedMultiplyAdd(sum[j + 1], sum[j + 1], s1);
-                }
-                if (j < c)
-                    s0 = MathF.FusedMultiplyAdd(sum[j], sum[j], s0);
-                float r = XMath.Rsqrt((s0 + s1) / c + eps);
-                rstdBase[row] = r;
-                for (j = 0; j < c; j++)
-                    y[j] = sum[j] * r * weightBase[j];
+                rstdBase[row] = RmsNorm.NormalizeRow(y, sum, weightBase, c, eps);
             }
         }
     }
 
-    /// <summary>GPU-shaped: one group per row; shared memory holds Group.DimX floats for the reduction.</summary>
+    /// <summary>GPU-shaped: one group per row; shared memory holds Group.DimX floats for the reduction; rowsPerThread unused (one delegate type for both shapes).</summary>
     internal static void ForwardGroupKernel(
         ArrayView<float> residual, // (N, C) x + delta
         ArrayView<float> output,   // (N, C)
@@ -284,7 +269,7 @@ public sealed class ResidualRmsNorm
         ArrayView<float> x,        // (N, C)
         ArrayView<float> delta,    // (N, C)
         ArrayView<float> weight,   // (C)
-        int n, int c, float eps)
+        int n, int c, float eps, int rowsPerThread)
     {
         int row = Grid.IdxX;
         var scratch = SharedMemory.GetDynamic<float>();
@@ -296,12 +281,8 @@ public sealed class ResidualRmsNorm
             residual[offset + i] = sum;
             partial += sum * sum;
         }
-        float r = XMath.Rsqrt(GroupReduce.Sum(scratch, partial) / c + eps);
-        if (Group.IdxX == 0)
-            rstd[row] = r;
         // Each thread re-reads only the elements it wrote itself: no barrier needed before the reads.
-        for (int i = Group.IdxX; i < c; i += Group.DimX)
-            output[offset + i] = residual[offset + i] * r * weight[i];
+        RmsNorm.GroupNormalizeRow(output, residual, weight, rstd, scratch, partial, row, c, eps);
     }
 
     #endregion
@@ -309,13 +290,13 @@ public sealed class ResidualRmsNorm
     #region Launchers
 
     readonly KernelContext context;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float> forward;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int> forward;
 
     internal ResidualRmsNorm(KernelContext context)
     {
         this.context = context;
         forward = context.Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, int, int, float>(context.Shape == KernelShape.Cpu ? ForwardRowKernel : ForwardGroupKernel);
+            ArrayView<float>, int, int, float, int>(context.Shape == KernelShape.Cpu ? ForwardRowKernel : ForwardGroupKernel);
     }
 
     /// <summary>residual = x + delta; out = RMSNorm(residual)·w, saving rstd.</summary>
@@ -341,10 +322,7 @@ public sealed class ResidualRmsNorm
         Check.Length(op, "x", x, (long)n * c, "N*C");
         Check.Length(op, "delta", delta, (long)n * c, "N*C");
         Check.Length(op, "w", weight, c, "C");
-        var config = context.Shape == KernelShape.Cpu
-            ? context.FlatConfig(Math.Min(n, context.ParallelThreads))
-            : new KernelConfig(n, context.GroupSize, SharedMemoryConfig.RequestDynamic<float>(context.GroupSize));
-        forward(config, residual, output, rstd, x, delta, weight, n, c, eps);
+        forward(context.RowConfig(n, out int rowsPerThread), residual, output, rstd, x, delta, weight, n, c, eps, rowsPerThread);
     }
 
     #endregion

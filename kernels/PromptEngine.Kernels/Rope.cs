@@ -37,9 +37,8 @@ public sealed class Rope
     {
         int half = headSize / 2;
         long pairs = (long)rows * heads * half;
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, pairs);
-        for (long pair = start; pair < end; pair++)
+        var run = ThreadRun.Of(pairs, chunk);
+        for (long pair = run.Start; pair < run.End; pair++)
         {
             long rowHead = pair / half;
             int i = (int)(pair - rowHead * half);
@@ -64,17 +63,14 @@ public sealed class Rope
         ArrayView<int> positions,   // (B, T)
         int rows, int heads, int headSize, float theta, float direction, int chunk)
     {
-        int first = Grid.GlobalIndex.X * chunk;
-        if (first >= rows)
-            return;
-        int last = Math.Min(first + chunk, rows);
+        var run = ThreadRun.Of(rows, chunk);
         int half = headSize / 2;
         long rowLength = (long)heads * headSize;
         fixed (float* outputBase = &output[0])
         fixed (float* inputBase = &input[0])
         fixed (int* positionBase = &positions[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
             {
                 float position = positionBase[row];
                 float* x = inputBase + row * rowLength, y = outputBase + row * rowLength;
@@ -96,22 +92,25 @@ public sealed class Rope
         }
     }
 
+    /// <summary>The q/k/v split's tensors, one kernel argument for both shapes' kernels (public because ILGPU's runtime
+    /// assembly must see every kernel parameter type).</summary>
+    /// <param name="Qkv">The fused rows (B, T, (H + 2·KV)·hs).</param>
+    /// <param name="Q">(B, T, H, hs).</param>
+    /// <param name="K">(B, T, KV, hs).</param>
+    /// <param name="V">(B, T, KV, hs).</param>
+    /// <param name="Positions">(B, T), or empty when nothing rotates.</param>
+    public readonly record struct QkvTensors(ArrayView<float> Qkv, ArrayView<float> Q, ArrayView<float> K, ArrayView<float> V, ArrayView<int> Positions);
+
     /// <summary>CPU-shaped q/k/v split or merge: each thread takes a run of <paramref name="chunk"/> rows. With
     /// <paramref name="merge"/> = 0 it reads the fused row and writes q, k, v (rotating q and k by +angle when
     /// <paramref name="rotate"/> is 1); with 1 it reads dq, dk, dv and writes the fused gradient row (rotating by −angle).
     /// Each pair's angle is computed once per row for all H + KV heads, with <see cref="RotateRowsKernel"/>'s arithmetic.</summary>
-    internal static unsafe void QkvRowsKernel(
-        ArrayView<float> qkv,       // (B, T, (H + 2·KV)·hs)
-        ArrayView<float> q,         // (B, T, H, hs)
-        ArrayView<float> k,         // (B, T, KV, hs)
-        ArrayView<float> v,         // (B, T, KV, hs)
-        ArrayView<int> positions,   // (B, T)
+    internal static unsafe void QkvRowsKernel(QkvTensors tensors,
         int rows, int heads, int kvHeads, int headSize, float theta, int rotate, int merge, int chunk)
     {
-        int first = Grid.GlobalIndex.X * chunk;
-        if (first >= rows)
-            return;
-        int last = Math.Min(first + chunk, rows);
+        ArrayView<float> qkv = tensors.Qkv, q = tensors.Q, k = tensors.K, v = tensors.V;
+        ArrayView<int> positions = tensors.Positions;
+        var run = ThreadRun.Of(rows, chunk);
         int half = headSize / 2;
         long qWidth = (long)heads * headSize, kvWidth = (long)kvHeads * headSize, width = qWidth + 2 * kvWidth;
         fixed (float* qkvBase = &qkv[0])
@@ -119,7 +118,7 @@ public sealed class Rope
         fixed (float* kBase = &k[0])
         fixed (float* vBase = &v[0])
         {
-            for (int row = first; row < last; row++)
+            for (int row = (int)run.Start; row < run.End; row++)
             {
                 float* fused = qkvBase + row * width, qRow = qBase + row * qWidth, kRow = kBase + row * kvWidth, vRow = vBase + row * kvWidth;
                 // Merge reads the separate tensors and writes the fused row; split the other way round.
@@ -161,22 +160,18 @@ public sealed class Rope
 
     /// <summary>GPU-shaped q/k/v split or merge (see <see cref="QkvRowsKernel"/>): one thread per work item of a row, the
     /// row's q pairs (H·hs/2), then its k pairs (KV·hs/2), then its v elements (KV·hs).</summary>
-    internal static void QkvKernel(
-        ArrayView<float> qkv,       // (B, T, (H + 2·KV)·hs)
-        ArrayView<float> q,         // (B, T, H, hs)
-        ArrayView<float> k,         // (B, T, KV, hs)
-        ArrayView<float> v,         // (B, T, KV, hs)
-        ArrayView<int> positions,   // (B, T)
+    internal static void QkvKernel(QkvTensors tensors,
         int rows, int heads, int kvHeads, int headSize, float theta, int rotate, int merge, int chunk)
     {
+        ArrayView<float> qkv = tensors.Qkv, q = tensors.Q, k = tensors.K, v = tensors.V;
+        ArrayView<int> positions = tensors.Positions;
         int half = headSize / 2;
         long qPairs = (long)heads * half, kPairs = (long)kvHeads * half;
         long qWidth = (long)heads * headSize, kvWidth = (long)kvHeads * headSize, width = qWidth + 2 * kvWidth;
         long perRow = qPairs + kPairs + kvWidth;
         long items = rows * perRow;
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, items);
-        for (long item = start; item < end; item++)
+        var run = ThreadRun.Of(items, chunk);
+        for (long item = run.Start; item < run.End; item++)
         {
             long row = item / perRow, at = item - row * perRow;
             if (at >= qPairs + kPairs)
@@ -224,15 +219,14 @@ public sealed class Rope
 
     readonly KernelContext context;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, float, float, int> rotate;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int, float, int, int, int> qkvSplit;
+    readonly Action<KernelConfig, QkvTensors, int, int, int, int, float, int, int, int> qkvSplit;
 
     internal Rope(KernelContext context)
     {
         this.context = context;
         rotate = context.Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, float, float, int>(
             context.Shape == KernelShape.Cpu ? RotateRowsKernel : RotateKernel);
-        qkvSplit = context.Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-            int, int, int, int, float, int, int, int>(context.Shape == KernelShape.Cpu ? QkvRowsKernel : QkvKernel);
+        qkvSplit = context.Accelerator.LoadStreamKernel<QkvTensors, int, int, int, int, float, int, int, int>(context.Shape == KernelShape.Cpu ? QkvRowsKernel : QkvKernel);
     }
 
     /// <summary>Splits the fused projection output into q, k and v, rotating q and k for each position's id when
@@ -293,13 +287,12 @@ public sealed class Rope
         var positionView = rotate ? positions : default; // read only when rotating
         if (context.Shape == KernelShape.Cpu)
         {
-            int rowChunk = context.ElementChunk(rows);
-            qkvSplit(context.FlatConfig((rows + rowChunk - 1) / rowChunk), qkv, q, k, v, positionView, b * t, heads, kvHeads, headSize, theta,
+            qkvSplit(context.RunConfig(rows, out int rowChunk), new QkvTensors(qkv, q, k, v, positionView), b * t, heads, kvHeads, headSize, theta,
                 rotate ? 1 : 0, merge ? 1 : 0, rowChunk);
             return;
         }
         long items = rows * ((heads + kvHeads) * (long)(headSize / 2) + (long)kvHeads * headSize);
-        qkvSplit(context.ElementConfig(items, out int chunk), qkv, q, k, v, positionView, b * t, heads, kvHeads, headSize, theta,
+        qkvSplit(context.RunConfig(items, out int chunk), new QkvTensors(qkv, q, k, v, positionView), b * t, heads, kvHeads, headSize, theta,
             rotate ? 1 : 0, merge ? 1 : 0, chunk);
     }
 
@@ -344,12 +337,11 @@ public sealed class Rope
         Check.Length(op, "positions", positions, (long)b * t, "B*T");
         if (context.Shape == KernelShape.Cpu)
         {
-            int rowChunk = context.ElementChunk((long)b * t);
-            rotate(context.FlatConfig(((long)b * t + rowChunk - 1) / rowChunk), output, input, positions, b * t, h, headSize, theta, direction, rowChunk);
+            rotate(context.RunConfig((long)b * t, out int rowChunk), output, input, positions, b * t, h, headSize, theta, direction, rowChunk);
             return;
         }
         long pairs = count / 2;
-        rotate(context.ElementConfig(pairs, out int chunk), output, input, positions, b * t, h, headSize, theta, direction, chunk);
+        rotate(context.RunConfig(pairs, out int chunk), output, input, positions, b * t, h, headSize, theta, direction, chunk);
     }
 
     #endregion

@@ -12,56 +12,54 @@ namespace PromptEngine.Kernels;
 /// loss touch only the scored rows, so their inputs are gathered into a compact (S, C) tensor, and the gradient that
 /// comes back is added into the full residual stream's gradient at the same rows. Because the rows are distinct, no
 /// two threads of the backward write one element.
-/// Elementwise over the S·C outputs and barrier-free: one kernel for both shapes, contiguous chunks per thread
-/// (a GPU thread takes one element).
+/// Elementwise over the S·C compact elements and barrier-free: one generic kernel for both directions (the
+/// <see cref="IRowMove"/> structs) and both shapes, a <see cref="ThreadRun"/> per thread (a GPU thread takes one element).
 /// </remarks>
 public sealed class RowGather
 {
-    #region Kernels
-
-    /// <summary>out[i, c] = in[rows[i], c] over a chunk of the S·C output elements.</summary>
-    internal static unsafe void ForwardKernel(
-        ArrayView<float> output, // (S, C)
-        ArrayView<float> input,  // (N, C)
-        ArrayView<int> rows,     // (S)
-        int width, long count, int chunk)
+    /// <summary>How one element moves between the compact (S, C) tensor and the full (N, C) one.</summary>
+    public interface IRowMove
     {
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, count);
-        if (start >= end)
-            return;
-        // Pointers taken once per thread: the view indexer would assert bounds per element on the CPU (see Linear).
-        fixed (float* outputBase = &output[0])
-        fixed (float* inputBase = &input[0])
-        fixed (int* rowsBase = &rows[0])
-        {
-            for (long i = start; i < end; i++)
-            {
-                long row = i / width, column = i - row * width;
-                outputBase[i] = inputBase[(long)rowsBase[row] * width + column];
-            }
-        }
+        /// <summary>Moves element <paramref name="compactIndex"/> of the compact tensor and element
+        /// <paramref name="fullIndex"/> of the full one, in the op's direction.</summary>
+        unsafe void Apply(float* compact, long compactIndex, float* full, long fullIndex);
     }
 
-    /// <summary>dIn[rows[i], c] += dOut[i, c] over a chunk of the S·C elements of dOut.</summary>
-    internal static unsafe void BackwardKernel(
-        ArrayView<float> dInput,  // (N, C)
-        ArrayView<float> dOutput, // (S, C)
-        ArrayView<int> rows,      // (S)
-        int width, long count, int chunk)
+    /// <summary>Forward: compact ← full.</summary>
+    public readonly struct Gather : IRowMove
     {
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, count);
-        if (start >= end)
-            return;
-        fixed (float* dInputBase = &dInput[0])
-        fixed (float* dOutputBase = &dOutput[0])
+        /// <inheritdoc/>
+        public unsafe void Apply(float* compact, long compactIndex, float* full, long fullIndex) => compact[compactIndex] = full[fullIndex];
+    }
+
+    /// <summary>Backward: full += compact (rows are distinct, so no two threads add into one element).</summary>
+    public readonly struct ScatterAdd : IRowMove
+    {
+        /// <inheritdoc/>
+        public unsafe void Apply(float* compact, long compactIndex, float* full, long fullIndex) => full[fullIndex] += compact[compactIndex];
+    }
+
+    #region Kernels
+
+    /// <summary>Moves a run of the S·C compact elements, element (i, c) to or from element (rows[i], c) of the full tensor.</summary>
+    internal static unsafe void MoveKernel<TMove>(
+        ArrayView<float> compact, // (S, C)
+        ArrayView<float> full,    // (N, C)
+        ArrayView<int> rows,      // (S)
+        int width, long count, int perThread)
+        where TMove : struct, IRowMove
+    {
+        var move = default(TMove);
+        var run = ThreadRun.Of(count, perThread);
+        // Pointers taken once per thread: the view indexer would assert bounds per element on the CPU (see Linear).
+        fixed (float* compactBase = &compact[0])
+        fixed (float* fullBase = &full[0])
         fixed (int* rowsBase = &rows[0])
         {
-            for (long i = start; i < end; i++)
+            for (long i = run.Start; i < run.End; i++)
             {
                 long row = i / width, column = i - row * width;
-                dInputBase[(long)rowsBase[row] * width + column] += dOutputBase[i];
+                move.Apply(compactBase, i, fullBase, (long)rowsBase[row] * width + column);
             }
         }
     }
@@ -76,8 +74,8 @@ public sealed class RowGather
     internal RowGather(KernelContext context)
     {
         this.context = context;
-        forward = context.Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, long, int>(ForwardKernel);
-        backward = context.Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, long, int>(BackwardKernel);
+        forward = context.Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, long, int>(MoveKernel<Gather>);
+        backward = context.Accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, long, int>(MoveKernel<ScatterAdd>);
     }
 
     /// <summary>out[i, :] = in[rows[i], :].</summary>
@@ -89,17 +87,8 @@ public sealed class RowGather
     /// <param name="s">Rows S gathered.</param>
     /// <param name="width">Elements C per row.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match.</exception>
-    public void Forward(ArrayView<float> output, ArrayView<float> input, ArrayView<int> rows, int n, int s, int width)
-    {
-        const string op = "RowGather.Forward";
-        context.Enter(op);
-        Check.Positive(op, ("N", n), ("S", s), ("C", width));
-        Check.Length(op, "out", output, (long)s * width, "S*C");
-        Check.Length(op, "in", input, (long)n * width, "N*C");
-        Check.Length(op, "rows", rows, s, "S");
-        long count = (long)s * width;
-        forward(context.ElementConfig(count, out int chunk), output, input, rows, width, count, chunk);
-    }
+    public void Forward(ArrayView<float> output, ArrayView<float> input, ArrayView<int> rows, int n, int s, int width) =>
+        Launch("RowGather.Forward", forward, (output, "out"), (input, "in"), rows, n, s, width);
 
     /// <summary>dIn[rows[i], :] += dOut[i, :] (the gradient of <see cref="Forward"/>, added into <paramref name="dInput"/>).</summary>
     /// <param name="dInput">(N, C), accumulated into at the listed rows, untouched elsewhere.</param>
@@ -109,16 +98,19 @@ public sealed class RowGather
     /// <param name="s">Rows S.</param>
     /// <param name="width">Elements C per row.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match.</exception>
-    public void Backward(ArrayView<float> dInput, ArrayView<float> dOutput, ArrayView<int> rows, int n, int s, int width)
+    public void Backward(ArrayView<float> dInput, ArrayView<float> dOutput, ArrayView<int> rows, int n, int s, int width) =>
+        Launch("RowGather.Backward", backward, (dOutput, "dOut"), (dInput, "dIn"), rows, n, s, width);
+
+    void Launch(string op, Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, long, int> kernel,
+        (ArrayView<float> View, string Name) compact, (ArrayView<float> View, string Name) full, ArrayView<int> rows, int n, int s, int width)
     {
-        const string op = "RowGather.Backward";
         context.Enter(op);
         Check.Positive(op, ("N", n), ("S", s), ("C", width));
-        Check.Length(op, "dIn", dInput, (long)n * width, "N*C");
-        Check.Length(op, "dOut", dOutput, (long)s * width, "S*C");
+        Check.Length(op, compact.Name, compact.View, (long)s * width, "S*C");
+        Check.Length(op, full.Name, full.View, (long)n * width, "N*C");
         Check.Length(op, "rows", rows, s, "S");
         long count = (long)s * width;
-        backward(context.ElementConfig(count, out int chunk), dInput, dOutput, rows, width, count, chunk);
+        kernel(context.RunConfig(count, out int perThread), compact.View, full.View, rows, width, count, perThread);
     }
 
     #endregion

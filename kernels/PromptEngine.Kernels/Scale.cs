@@ -1,5 +1,4 @@
 using ILGPU;
-using ILGPU.Runtime;
 
 namespace PromptEngine.Kernels;
 
@@ -8,49 +7,27 @@ namespace PromptEngine.Kernels;
 /// accumulated micro-batches before the optimizer reads it. Linear in x, so its backward would be the
 /// same scaling; nothing upstream needs one.
 /// </summary>
-/// <remarks>Elementwise and barrier-free: one kernel for both shapes, contiguous chunks per thread.</remarks>
+/// <remarks>One member of the elementwise family (<see cref="Elementwise"/>), the one whose operation carries a value.</remarks>
 public sealed class Scale
 {
-    #region Kernels
-
-    /// <summary>x ← factor · x over a chunk of elements.</summary>
-    internal static void ForwardKernel(
-        ArrayView<float> x, // (N), in place
-        float factor,
-        long count, int chunk)
+    /// <summary>factor · x.</summary>
+    public readonly struct By(float factor) : IElementOp
     {
-        long start = (long)Grid.GlobalIndex.X * chunk;
-        long end = Math.Min(start + chunk, count);
-        for (long i = start; i < end; i++)
-            x[i] = factor * x[i];
+        readonly float factor = factor;
+
+        /// <inheritdoc/>
+        public float Apply(float x) => factor * x;
     }
 
-    #endregion
+    readonly ElementLauncher<By> forward;
 
-    #region Launchers
-
-    readonly KernelContext context;
-    readonly Action<KernelConfig, ArrayView<float>, float, long, int> forward;
-
-    internal Scale(KernelContext context)
-    {
-        this.context = context;
-        forward = context.Accelerator.LoadStreamKernel<ArrayView<float>, float, long, int>(ForwardKernel);
-    }
+    internal Scale(KernelContext context) => forward = new(context);
 
     /// <summary>x ← factor · x.</summary>
     /// <param name="x">(N), scaled in place.</param>
     /// <param name="factor">The factor.</param>
     /// <param name="count">Elements N.</param>
     /// <exception cref="KernelShapeException">The length does not match.</exception>
-    public void Forward(ArrayView<float> x, float factor, long count)
-    {
-        const string op = "Scale.Forward";
-        context.Enter(op);
-        if (count <= 0) throw new KernelShapeException($"{op}: count = {count} must be positive.");
-        Check.Length(op, "x", x, count, "N");
-        forward(context.ElementConfig(count, out int chunk), x, factor, count, chunk);
-    }
-
-    #endregion
+    public void Forward(ArrayView<float> x, float factor, long count) =>
+        forward.Launch("Scale.Forward", new By(factor), (x, "x"), (x, "x"), count);
 }

@@ -68,7 +68,7 @@ public class AttentionOps
     public void EngineForward()
     {
         var s = Shape;
-        kernels.Attention.Forward(output, lse, q, k, v, mask, s.B, s.T, s.H, s.KV, s.HeadSize);
+        kernels.Attention.Forward(output, lse, q, new(k, v), mask, new(s.B, s.T, s.H, s.KV, s.HeadSize));
         kernels.Synchronize();
     }
 
@@ -76,7 +76,7 @@ public class AttentionOps
     public void EngineBackward()
     {
         var s = Shape;
-        kernels.Attention.Backward(dQ, dK, dV, delta, dOut, q, k, v, mask, output, lse, s.B, s.T, s.H, s.KV, s.HeadSize);
+        kernels.Attention.Backward(dQ, new(dK, dV), delta, dOut, q, new(k, v), mask, output, lse, new(s.B, s.T, s.H, s.KV, s.HeadSize));
         kernels.Synchronize();
     }
 

@@ -171,14 +171,14 @@ internal abstract class BlockProgram(KernelContext kernels, TransformerConfig co
         if (d.Mode != CacheMode.None)
         {
             var (kCache, vCache) = (m.KeyCache(l, d.B), m.ValueCache(l, d.B));
-            kernels.AttentionDecode.Append(kCache, vCache, k, v, m.StepIndices(2, d.B), d.B, d.T, d.Tmax, d.KVH, d.hs);
-            if (d.Decoding) kernels.AttentionDecode.Forward(att, q, kCache, vCache, m.StepIndices(3, d.B), d.B, d.Tmax, d.H, d.KVH, d.hs);
+            kernels.AttentionDecode.Append(new(kCache, vCache), new(k, v), m.StepIndices(2, d.B), d.B, d.T, d.Tmax, d.KVH, d.hs);
+            if (d.Decoding) kernels.AttentionDecode.Forward(att, q, new(kCache, vCache), m.StepIndices(3, d.B), new(d.B, d.Tmax, d.H, d.KVH, d.hs));
         }
         if (d.Decoding) return;
-        kernels.Attention.Forward(att, m.Lse(s, d.B, d.T), q, k, v, m.KeyMask(d.N), d.B, d.T, d.H, d.KVH, d.hs);
+        kernels.Attention.Forward(att, m.Lse(s, d.B, d.T), q, new(k, v), m.KeyMask(d.N), new(d.B, d.T, d.H, d.KVH, d.hs));
         if (d.Pv > 0) // deep prompt: every query also attends to the layer's prefix keys
-            kernels.AttentionPrefix.Forward(att, m.Lse(s, d.B, d.T), q, m.PrefixSlice(l, false), m.PrefixSlice(l, true),
-                d.B, d.T, d.H, d.KVH, d.hs, d.Pv, m.DeepPromptOfRow(d.B));
+            kernels.AttentionPrefix.Forward(att, m.Lse(s, d.B, d.T), q, new(m.PrefixSlice(l, false), m.PrefixSlice(l, true)),
+                new(d.B, d.T, d.H, d.KVH, d.hs, d.Pv), m.DeepPromptOfRow(d.B));
     }
 
     /// <summary>The attention output and the block input at the rows the rest of block <paramref name="l"/> runs on: all
@@ -214,10 +214,10 @@ internal abstract class BlockProgram(KernelContext kernels, TransformerConfig co
             kernels.RowGather.Backward(dAtt, dAttRows, m.LossPositions(R), d.N, R, d.Q);
         }
         else kernels.Linear.Backward(dAtt, dOut, w.AttentionOutput, d.N, d.Q, d.C);
-        kernels.Attention.Backward(dq, dk, dv, delta, dAtt, q, k, v, m.KeyMask(d.N), m.AttentionOut(s, d.N), lse, d.B, d.T, d.H, d.KVH, d.hs);
+        kernels.Attention.Backward(dq, new(dk, dv), delta, dAtt, q, new(k, v), m.KeyMask(d.N), m.AttentionOut(s, d.N), lse, new(d.B, d.T, d.H, d.KVH, d.hs));
         if (d.Pv > 0)
-            kernels.AttentionPrefix.Backward(dq, m.DPrefixSlice(l, false), m.DPrefixSlice(l, true), dAtt, q,
-                m.PrefixSlice(l, false), m.PrefixSlice(l, true), lse, delta, d.B, d.T, d.H, d.KVH, d.hs, d.Pv);
+            kernels.AttentionPrefix.Backward(dq, new(m.DPrefixSlice(l, false), m.DPrefixSlice(l, true)), dAtt, q,
+                new(m.PrefixSlice(l, false), m.PrefixSlice(l, true)), lse, delta, new(d.B, d.T, d.H, d.KVH, d.hs, d.Pv));
         if (l == 0 && options.PromptRows == 0 && !EveryRowEverywhere)
             return false; // a deep prompt's gradient entered at the prefix keys and values; nothing below layer 0's attention is trained
         if (injectedRows > 0) // PromptBackward: the keys and values also reach other rows (shared prompt KV)

@@ -60,7 +60,7 @@ internal sealed class KvCache(KernelContext kernels, TransformerConfig config, E
         if (Pv > 0) // a deep prompt's keys and values sit in the cache like past positions (as PEFT's past_key_values)
         {
             for (var l = 0; l < config.NumLayers; l++)
-                kernels.AttentionPrefix.FillCache(memory.KeyCache(l, B), memory.ValueCache(l, B), memory.PrefixSlice(l, false), memory.PrefixSlice(l, true),
+                kernels.AttentionPrefix.FillCache(new(memory.KeyCache(l, B), memory.ValueCache(l, B)), new(memory.PrefixSlice(l, false), memory.PrefixSlice(l, true)),
                     B, options.MaxLength, config.NumKvHeads, config.HeadDim, Pv, memory.DeepPromptOfRow(B));
         }
         program.Forward(training: false, CacheMode.Fill);

@@ -31,9 +31,9 @@ public sealed class AttentionAndLossThroughputTests() : KernelTestBase(KernelSha
         using var dQ = Poisoned(q.Length);
         using var dK = Poisoned(k.Length);
         using var dV = Poisoned(v.Length);
-        void Forward() => Kernels.Attention.Forward(output.View, lse.View, qBuffer.View, kBuffer.View, vBuffer.View, maskBuffer.View, b, t, h, kv, hs);
-        void Backward() => Kernels.Attention.Backward(dQ.View, dK.View, dV.View, delta.View, dOutBuffer.View, qBuffer.View, kBuffer.View, vBuffer.View,
-            maskBuffer.View, output.View, lse.View, b, t, h, kv, hs);
+        void Forward() => Kernels.Attention.Forward(output.View, lse.View, qBuffer.View, new(kBuffer.View, vBuffer.View), maskBuffer.View, new(b, t, h, kv, hs));
+        void Backward() => Kernels.Attention.Backward(dQ.View, new(dK.View, dV.View), delta.View, dOutBuffer.View, qBuffer.View, new(kBuffer.View, vBuffer.View),
+            maskBuffer.View, output.View, lse.View, new(b, t, h, kv, hs));
         Forward();
         Backward();
         var expectedOut = new double[q.Length];

@@ -39,7 +39,7 @@ public sealed class AttentionDecodeTests(KernelShape shape) : KernelTestBase(sha
         using var vBuffer = Upload(vCache);
         using var lengthBuffer = Upload(lengths);
         using var output = Poisoned(q.Length);
-        Kernels.AttentionDecode.Forward(output.View, qBuffer.View, kBuffer.View, vBuffer.View, lengthBuffer.View, b, capacity, h, kv, headSize);
+        Kernels.AttentionDecode.Forward(output.View, qBuffer.View, new(kBuffer.View, vBuffer.View), lengthBuffer.View, new(b, capacity, h, kv, headSize));
         var actual = Download(output);
         TensorAssert.Close($"AttentionDecode.Forward {Shape} B{b} Tmax{capacity} H{h} KV{kv} hs{headSize}", actual, expected, Atol, Rtol);
         for (int batch = 0; batch < b; batch++)
@@ -63,7 +63,7 @@ public sealed class AttentionDecodeTests(KernelShape shape) : KernelTestBase(sha
         using var mask = Upload(Enumerable.Repeat(1, b * t).ToArray());
         using var full = Poisoned(q.Length);
         using var lse = Poisoned(b * h * t);
-        Kernels.Attention.Forward(full.View, lse.View, qBuffer.View, kBuffer.View, vBuffer.View, mask.View, b, t, h, kv, hs);
+        Kernels.Attention.Forward(full.View, lse.View, qBuffer.View, new(kBuffer.View, vBuffer.View), mask.View, new(b, t, h, kv, hs));
         var expected = Download(full);
 
         double maxError = 0;
@@ -75,7 +75,7 @@ public sealed class AttentionDecodeTests(KernelShape shape) : KernelTestBase(sha
             using var queryBuffer = Upload(query);
             using var lengths = Upload(new[] { i + 1, i + 1 });
             using var output = Poisoned(query.Length);
-            Kernels.AttentionDecode.Forward(output.View, queryBuffer.View, kBuffer.View, vBuffer.View, lengths.View, b, t, h, kv, hs);
+            Kernels.AttentionDecode.Forward(output.View, queryBuffer.View, new(kBuffer.View, vBuffer.View), lengths.View, new(b, t, h, kv, hs));
             var actual = Download(output);
             for (int batch = 0; batch < b; batch++)
                 for (int e = 0; e < h * hs; e++)
@@ -104,7 +104,7 @@ public sealed class AttentionDecodeTests(KernelShape shape) : KernelTestBase(sha
         using var kBuffer = Upload(k);
         using var vBuffer = Upload(v);
         using var slotBuffer = Upload(slots);
-        Kernels.AttentionDecode.Append(kCacheBuffer.View, vCacheBuffer.View, kBuffer.View, vBuffer.View, slotBuffer.View, b, t, capacity, kv, hs);
+        Kernels.AttentionDecode.Append(new(kCacheBuffer.View, vCacheBuffer.View), new(kBuffer.View, vBuffer.View), slotBuffer.View, b, t, capacity, kv, hs);
         AttentionDecodeReference.Append(kCache, vCache, k, v, slots, b, t, capacity, kv, hs);
         // Exact: the append copies floats.
         TensorAssert.Close($"AttentionDecode.Append kCache {Shape} T{t}", Download(kCacheBuffer), kCache, 0, 0);
@@ -117,15 +117,15 @@ public sealed class AttentionDecodeTests(KernelShape shape) : KernelTestBase(sha
         using var buffer = Poisoned(2 * 3 * 4);
         using var lengths = Upload(new int[2]);
         var heads = Assert.Throws<KernelShapeException>(() =>
-            Kernels.AttentionDecode.Forward(buffer.View, buffer.View, buffer.View, buffer.View, lengths.View, 1, 2, 3, 2, 1));
+            Kernels.AttentionDecode.Forward(buffer.View, buffer.View, new(buffer.View, buffer.View), lengths.View, new(1, 2, 3, 2, 1)));
         Assert.That(heads!.Message, Does.Contain("H = 3").And.Contain("KV = 2"));
         using var cache = Poisoned(2 * 5 * 1 * 4);
         using var q = Poisoned(2 * 2 * 4);
         var cacheLength = Assert.Throws<KernelShapeException>(() =>
-            Kernels.AttentionDecode.Forward(q.View, q.View, cache.View, buffer.View, lengths.View, 2, 5, 2, 1, 4));
+            Kernels.AttentionDecode.Forward(q.View, q.View, new(cache.View, buffer.View), lengths.View, new(2, 5, 2, 1, 4)));
         Assert.That(cacheLength!.Message, Does.Contain("vCache").And.Contain("B*Tmax*KV*hs = 40"));
         var tooLong = Assert.Throws<KernelShapeException>(() =>
-            Kernels.AttentionDecode.Append(cache.View, cache.View, cache.View, cache.View, lengths.View, 2, 6, 5, 1, 4));
+            Kernels.AttentionDecode.Append(new(cache.View, cache.View), new(cache.View, cache.View), lengths.View, 2, 6, 5, 1, 4));
         Assert.That(tooLong!.Message, Does.Contain("T = 6").And.Contain("Tmax = 5"));
     }
 }

@@ -69,12 +69,14 @@ public sealed class AttentionPrefixTests(KernelShape shape) : KernelTestBase(sha
         using var dPrefixKBuffer = Upload(earlierDPrefixK);
         using var dPrefixVBuffer = Upload(earlierDPrefixV);
         // The engine's order: token attention, then the prefix merged in; backward likewise.
-        Kernels.Attention.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, kBuffer.View, vBuffer.View, maskBuffer.View, b, t, h, kv, headSize);
-        Kernels.AttentionPrefix.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, prefixKBuffer.View, prefixVBuffer.View, b, t, h, kv, headSize, prefix);
-        Kernels.Attention.Backward(dQBuffer.View, dKBuffer.View, dVBuffer.View, deltaBuffer.View, dOutBuffer.View, qBuffer.View, kBuffer.View,
-            vBuffer.View, maskBuffer.View, outBuffer.View, lseBuffer.View, b, t, h, kv, headSize);
-        Kernels.AttentionPrefix.Backward(dQBuffer.View, dPrefixKBuffer.View, dPrefixVBuffer.View, dOutBuffer.View, qBuffer.View, prefixKBuffer.View,
-            prefixVBuffer.View, lseBuffer.View, deltaBuffer.View, b, t, h, kv, headSize, prefix);
+        Kernels.Attention.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, new(kBuffer.View, vBuffer.View), maskBuffer.View, new(b, t, h, kv, headSize));
+        var dims = new AttentionDimensions(b, t, h, kv, headSize, prefix);
+        var prefixKeysValues = new KeysValues(prefixKBuffer.View, prefixVBuffer.View);
+        Kernels.AttentionPrefix.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, prefixKeysValues, dims);
+        Kernels.Attention.Backward(dQBuffer.View, new(dKBuffer.View, dVBuffer.View), deltaBuffer.View, dOutBuffer.View, qBuffer.View,
+            new(kBuffer.View, vBuffer.View), maskBuffer.View, outBuffer.View, lseBuffer.View, new(b, t, h, kv, headSize));
+        Kernels.AttentionPrefix.Backward(dQBuffer.View, new KeysValues(dPrefixKBuffer.View, dPrefixVBuffer.View), dOutBuffer.View, qBuffer.View,
+            prefixKeysValues, lseBuffer.View, deltaBuffer.View, dims);
 
         string name = $"{Shape} B{b} T{t} H{h} KV{kv} hs{headSize} Pv{prefix}";
         TensorAssert.Close($"AttentionPrefix.Forward out {name}", Download(outBuffer), expectedOut, ForwardAtol, Rtol);
@@ -97,7 +99,7 @@ public sealed class AttentionPrefixTests(KernelShape shape) : KernelTestBase(sha
         using var vCache = Poisoned(b * capacity * kv * headSize);
         using var prefixKBuffer = Upload(prefixK);
         using var prefixVBuffer = Upload(prefixV);
-        Kernels.AttentionPrefix.FillCache(kCache.View, vCache.View, prefixKBuffer.View, prefixVBuffer.View, b, capacity, kv, headSize, prefix);
+        Kernels.AttentionPrefix.FillCache(new(kCache.View, vCache.View), new(prefixKBuffer.View, prefixVBuffer.View), b, capacity, kv, headSize, prefix);
         var (keys, values) = (Download(kCache), Download(vCache));
         int width = prefix * kv * headSize;
         for (int row = 0; row < b; row++)
@@ -118,7 +120,8 @@ public sealed class AttentionPrefixTests(KernelShape shape) : KernelTestBase(sha
         using var buffer = Poisoned(2 * 3 * 2 * 4);
         using var shortPrefix = Poisoned(5);
         var error = Assert.Throws<KernelShapeException>(() =>
-            Kernels.AttentionPrefix.Forward(buffer.View, buffer.View.SubView(0, 2 * 2 * 3), buffer.View, shortPrefix.View, shortPrefix.View, 2, 3, 2, 1, 4, 2));
+            Kernels.AttentionPrefix.Forward(buffer.View, buffer.View.SubView(0, 2 * 2 * 3), buffer.View, new KeysValues(shortPrefix.View, shortPrefix.View),
+                new AttentionDimensions(2, 3, 2, 1, 4, 2)));
         Assert.That(error!.Message, Does.Contain("prefixK"));
     }
 
@@ -160,15 +163,16 @@ public sealed class AttentionPrefixTests(KernelShape shape) : KernelTestBase(sha
         using var choice = Upload(prefixOfRow);
         using var outBuffer = Poisoned(q.Length);
         using var lseBuffer = Poisoned(b * h * t);
-        Kernels.Attention.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, kBuffer.View, vBuffer.View, maskBuffer.View, b, t, h, kv, headSize);
-        Kernels.AttentionPrefix.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, bankKBuffer.View, bankVBuffer.View, b, t, h, kv, headSize, prefix, choice.View);
+        Kernels.Attention.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, new(kBuffer.View, vBuffer.View), maskBuffer.View, new(b, t, h, kv, headSize));
+        Kernels.AttentionPrefix.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, new KeysValues(bankKBuffer.View, bankVBuffer.View),
+            new AttentionDimensions(b, t, h, kv, headSize, prefix), choice.View);
         TensorAssert.Close($"AttentionPrefix.Forward bank out {Shape}", Download(outBuffer), expectedOut, ForwardAtol, Rtol);
         TensorAssert.Close($"AttentionPrefix.Forward bank lse {Shape}", Download(lseBuffer), expectedLse, ForwardAtol, Rtol);
 
         const int capacity = 4;
         using var kCache = Poisoned(b * capacity * kv * headSize);
         using var vCache = Poisoned(b * capacity * kv * headSize);
-        Kernels.AttentionPrefix.FillCache(kCache.View, vCache.View, bankKBuffer.View, bankVBuffer.View, b, capacity, kv, headSize, prefix, choice.View);
+        Kernels.AttentionPrefix.FillCache(new(kCache.View, vCache.View), new(bankKBuffer.View, bankVBuffer.View), b, capacity, kv, headSize, prefix, choice.View);
         var (keys, values) = (Download(kCache), Download(vCache));
         for (int row = 0; row < b; row++)
             for (int i = 0; i < one; i++)

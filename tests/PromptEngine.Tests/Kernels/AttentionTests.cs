@@ -53,9 +53,9 @@ public sealed class AttentionTests(KernelShape shape) : KernelTestBase(shape)
         using var dQBuffer = Poisoned(q.Length);
         using var dKBuffer = Poisoned(k.Length);
         using var dVBuffer = Poisoned(v.Length);
-        Kernels.Attention.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, kBuffer.View, vBuffer.View, maskBuffer.View, b, t, h, kv, headSize);
-        Kernels.Attention.Backward(dQBuffer.View, dKBuffer.View, dVBuffer.View, deltaBuffer.View, dOutBuffer.View, qBuffer.View, kBuffer.View,
-            vBuffer.View, maskBuffer.View, outBuffer.View, lseBuffer.View, b, t, h, kv, headSize);
+        Kernels.Attention.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, new(kBuffer.View, vBuffer.View), maskBuffer.View, new(b, t, h, kv, headSize));
+        Kernels.Attention.Backward(dQBuffer.View, new(dKBuffer.View, dVBuffer.View), deltaBuffer.View, dOutBuffer.View, qBuffer.View,
+            new(kBuffer.View, vBuffer.View), maskBuffer.View, outBuffer.View, lseBuffer.View, new(b, t, h, kv, headSize));
 
         string name = $"{Shape} B{b} T{t} H{h} KV{kv} hs{headSize}";
         TensorAssert.Close($"Attention.Forward out {name}", Download(outBuffer), expectedOut, ForwardAtol, Rtol);
@@ -89,8 +89,9 @@ public sealed class AttentionTests(KernelShape shape) : KernelTestBase(shape)
         using var dQ = Poisoned(b * t * h * hs);
         using var dK = Poisoned(b * t * kv * hs);
         using var dV = Poisoned(b * t * kv * hs);
-        Kernels.Attention.Forward(output.View, lse.View, q.View, k.View, v.View, maskBuffer.View, b, t, h, kv, hs);
-        Kernels.Attention.Backward(dQ.View, dK.View, dV.View, delta.View, dOut.View, q.View, k.View, v.View, maskBuffer.View, output.View, lse.View, b, t, h, kv, hs);
+        Kernels.Attention.Forward(output.View, lse.View, q.View, new(k.View, v.View), maskBuffer.View, new(b, t, h, kv, hs));
+        Kernels.Attention.Backward(dQ.View, new(dK.View, dV.View), delta.View, dOut.View, q.View, new(k.View, v.View), maskBuffer.View, output.View, lse.View,
+            new(b, t, h, kv, hs));
         int maskedQueryValues = 2 * h * hs; // queries 0 and 1, all heads
         Assert.That(Download(output)[..maskedQueryValues], Has.All.EqualTo(0f));
         Assert.That(Download(dQ)[..maskedQueryValues], Has.All.EqualTo(0f));
@@ -108,7 +109,7 @@ public sealed class AttentionTests(KernelShape shape) : KernelTestBase(shape)
         using var buffer = Poisoned(3 * 2);
         using var mask = Upload(new int[2]);
         var error = Assert.Throws<KernelShapeException>(() =>
-            Kernels.Attention.Forward(buffer.View, buffer.View, buffer.View, buffer.View, buffer.View, mask.View, 1, 2, 3, 2, 1));
+            Kernels.Attention.Forward(buffer.View, buffer.View, buffer.View, new(buffer.View, buffer.View), mask.View, new(1, 2, 3, 2, 1)));
         Assert.That(error!.Message, Does.Contain("H = 3").And.Contain("KV = 2"));
     }
 }

@@ -58,9 +58,10 @@ public sealed class FlashAttentionTests() : KernelTestBase(KernelShape.Gpu)
         using var dKBuffer = Poisoned(k.Length);
         using var dVBuffer = Poisoned(v.Length);
         var flash = Kernels.FlashAttention;
-        flash.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, kBuffer.View, vBuffer.View, maskBuffer.View, b, t, h, kv, headSize);
-        flash.Backward(dQBuffer.View, dKBuffer.View, dVBuffer.View, deltaBuffer.View, dOutBuffer.View, qBuffer.View, kBuffer.View,
-            vBuffer.View, maskBuffer.View, outBuffer.View, lseBuffer.View, b, t, h, kv, headSize);
+        var dims = new AttentionDimensions(b, t, h, kv, headSize);
+        flash.Forward(outBuffer.View, lseBuffer.View, qBuffer.View, new(kBuffer.View, vBuffer.View), maskBuffer.View, dims);
+        flash.Backward(dQBuffer.View, new(dKBuffer.View, dVBuffer.View), deltaBuffer.View, dOutBuffer.View, qBuffer.View,
+            new(kBuffer.View, vBuffer.View), maskBuffer.View, outBuffer.View, lseBuffer.View, dims);
 
         string name = $"block {block} B{b} T{t} H{h} KV{kv} hs{headSize}";
         TensorAssert.Close($"FlashAttention.Forward out {name}", Download(outBuffer), expectedOut, ForwardAtol, Rtol);
@@ -89,7 +90,7 @@ public sealed class FlashAttentionTests() : KernelTestBase(KernelShape.Gpu)
             using var lse = Poisoned(1);
             using var mask = Upload(new int[1]);
             var error = Assert.Throws<KernelShapeException>(() =>
-                Kernels.FlashAttention.Forward(big.View, lse.View, big.View, big.View, big.View, mask.View, 1, 1, 1, 1, hs));
+                Kernels.FlashAttention.Forward(big.View, lse.View, big.View, new(big.View, big.View), mask.View, new(1, 1, 1, 1, hs)));
             Assert.That(error!.Message, Does.Contain($"hs = {hs}").And.Contain("49152 bytes"));
         }
         finally { Kernels.FlashAttention.SharedMemoryBytesOverride = 0; }
