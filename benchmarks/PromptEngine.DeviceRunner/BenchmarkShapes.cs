@@ -12,21 +12,21 @@ namespace PromptEngine.DeviceRunner;
 /// <param name="ConfigJson">config.json.</param>
 /// <param name="Batch">Rows B.</param>
 /// <param name="Length">Row length T, prompt rows included.</param>
-/// <param name="PromptRows">Prompt rows P at the start of each row.</param>
+/// <param name="PromptTableRows">Prompt rows P at the start of each row.</param>
 /// <param name="Repeats">Timed train steps after the warm-up.</param>
 /// <param name="Generated">Weights generated on the device rather than written to and read from a folder.</param>
 /// <param name="Weights">Storage of the block projections.</param>
-public sealed record BenchmarkShape(string Name, string ConfigJson, int Batch, int Length, int PromptRows, int Repeats,
+public sealed record BenchmarkShape(string Name, string ConfigJson, int Batch, int Length, int PromptTableRows, int Repeats,
     bool Generated = false, WeightFormat Weights = WeightFormat.F32)
 {
     /// <summary>The parsed configuration.</summary>
     public TransformerConfig Config => TransformerConfig.Parse(ConfigJson, Name + "/config.json");
 
     /// <summary>Scored positions of the batch: every token but the last of each row (the prompt rows score nothing).</summary>
-    public int LossPositions => Batch * (Length - PromptRows - 1);
+    public int LossPositions => Batch * (Length - PromptTableRows - 1);
 
     /// <summary>The engine options the benchmark builds the engine with.</summary>
-    public EngineOptions Options => new(Batch, Length, PromptRows, MaxLossPositions: LossPositions, WeightFormat: Weights);
+    public EngineOptions Options => new(Batch, Length, PromptTableRows, MaxLossPositions: LossPositions, WeightFormat: Weights);
 
     /// <summary>The engine's device memory for this shape, by arena, computed without a device.</summary>
     public MemoryReport MemoryPlan() => TransformerEngine.PlanMemory(Config, Options);
@@ -37,7 +37,7 @@ public sealed record BenchmarkShape(string Name, string ConfigJson, int Batch, i
         var plan = MemoryPlan();
         long parameters = WeightMap.For(Config).Weights.Sum(w => w.Shape.Aggregate(1L, (a, d) => a * d));
         static string Gb(long bytes) => $"{bytes / 1e9:F2}";
-        return $"{Name} ({parameters / 1e9:F2} B parameters, {Weights} projections) at B{Batch} T{Length} (prompt {PromptRows}): " +
+        return $"{Name} ({parameters / 1e9:F2} B parameters, {Weights} projections) at B{Batch} T{Length} (prompt {PromptTableRows}): " +
             $"weights {Gb(plan.FrozenWeights)} GB, activations {Gb(plan.Activations)} GB, gradients and scratch {Gb(plan.GradientsAndScratch)} GB, " +
             $"indices {Gb(plan.Indices)} GB, prompt and optimizer {Gb(plan.PromptAndOptimizer)} GB: total {Gb(plan.Total)} GB";
     }

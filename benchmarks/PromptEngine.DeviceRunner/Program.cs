@@ -192,7 +192,7 @@ public sealed record CheckResult(string Name, double RelativeError, double MaxAb
 
 /// <summary>One train-step measurement. <paramref name="Generated"/>: weights generated on the device, so PyTorch's
 /// first loss (its own random weights) is not comparable.</summary>
-public sealed record TrainResult(string Model, int Batch, int Length, int PromptRows, double StepMs, double TokensPerSecond,
+public sealed record TrainResult(string Model, int Batch, int Length, int PromptTableRows, double StepMs, double TokensPerSecond,
     double ForwardMs, float FirstLoss, long DeviceBytes, string Weights, bool Generated, long WeightBytes);
 
 /// <summary>One Linear forward measurement.</summary>

@@ -46,11 +46,11 @@ public static class TrainBenchmark
             else
                 WriteModel(folder, shape.ConfigJson, WeightSeed);
             var config = shape.Config;
-            LanguageModelBatch(shape.Batch, shape.Length, shape.PromptRows, config.VocabSize, BatchSeed, out var tokens);
-            var prompt = RandomPrompt(shape.PromptRows * config.HiddenSize, PromptSeed);
+            LanguageModelBatch(shape.Batch, shape.Length, shape.PromptTableRows, config.VocabSize, BatchSeed, out var tokens);
+            var prompt = RandomPrompt(shape.PromptTableRows * config.HiddenSize, PromptSeed);
             File.WriteAllText(Path.Combine(folder, "batch.json"), JsonSerializer.Serialize(new
             {
-                rows = shape.Batch, prompt_rows = shape.PromptRows, input_ids = tokens,
+                rows = shape.Batch, prompt_rows = shape.PromptTableRows, input_ids = tokens,
                 generated = shape.Generated, weights = shape.Weights.ToString().ToLowerInvariant(),
             }));
             File.WriteAllBytes(Path.Combine(folder, "prompt.f32"), prompt.SelectMany(BitConverter.GetBytes).ToArray());
@@ -66,9 +66,9 @@ public static class TrainBenchmark
         {
             using var model = ModelFolder.Open(Path.Combine(options.Work, folderName));
             // GPU-shaped kernels on the CPU device run every group's threads as OS threads: keep --cpu mode small.
-            var (rows, length, promptRows) = options.Cpu ? (2, 12, 3) : (3, 40, 6);
-            var batch = LanguageModelBatch(rows, length, promptRows, model.Config.VocabSize, seed: 6, out _);
-            var prompt = RandomPrompt(promptRows * model.Config.HiddenSize, seed: 7);
+            var (rows, length, promptTableRows) = options.Cpu ? (2, 12, 3) : (3, 40, 6);
+            var batch = LanguageModelBatch(rows, length, promptTableRows, model.Config.VocabSize, seed: 6, out _);
+            var prompt = RandomPrompt(promptTableRows * model.Config.HiddenSize, seed: 7);
             var (deviceLoss, deviceGradient) = LossAndGradient(device, model, batch, prompt);
             var (cpuLoss, cpuGradient) = LossAndGradient(reference, model, batch, prompt);
             double lossError = Math.Abs(deviceLoss - cpuLoss) / Math.Abs(cpuLoss);
@@ -119,8 +119,8 @@ public static class TrainBenchmark
         var watch = Stopwatch.StartNew();
         var config = shape.Config;
         var folder = Path.Combine(options.Work, shape.Name);
-        var batch = LanguageModelBatch(shape.Batch, shape.Length, shape.PromptRows, config.VocabSize, BatchSeed, out _);
-        var prompt = RandomPrompt(shape.PromptRows * config.HiddenSize, PromptSeed);
+        var batch = LanguageModelBatch(shape.Batch, shape.Length, shape.PromptTableRows, config.VocabSize, BatchSeed, out _);
+        var prompt = RandomPrompt(shape.PromptTableRows * config.HiddenSize, PromptSeed);
         Program.Log($"plan: {shape.DescribePlan()}");
         ModelFolder? model = null;
         try
@@ -151,9 +151,9 @@ public static class TrainBenchmark
             engine.Loss(batch);
             device.Synchronize();
             double forwardMs = forward.Elapsed.TotalMilliseconds;
-            var result = new TrainResult(shape.Name, shape.Batch, shape.Length, shape.PromptRows, stepMs, batch.Positions / (stepMs / 1000),
+            var result = new TrainResult(shape.Name, shape.Batch, shape.Length, shape.PromptTableRows, stepMs, batch.Positions / (stepMs / 1000),
                 forwardMs, firstLoss, engine.Memory.Total, shape.Weights.ToString(), shape.Generated, engine.Memory.FrozenWeights);
-            Program.Log($"{shape.Name}: B{shape.Batch} T{shape.Length} (prompt {shape.PromptRows}, {shape.Weights} projections): first loss {firstLoss:F5}, " +
+            Program.Log($"{shape.Name}: B{shape.Batch} T{shape.Length} (prompt {shape.PromptTableRows}, {shape.Weights} projections): first loss {firstLoss:F5}, " +
                 $"train step {stepMs:F1} ms = {result.TokensPerSecond:F0} tokens/s, forward {forwardMs:F1} ms, device memory {engine.Memory.Total / 1e9:F2} GB " +
                 $"(weights {engine.Memory.FrozenWeights / 1e9:F2} GB); {watch.Elapsed.TotalSeconds:F0} s in all");
             return result;
@@ -184,15 +184,15 @@ public static class TrainBenchmark
     /// PEFT's prompt tuning computes with labels = input_ids once labels[:, 0] = −100 (PEFT prepends P labels of −100
     /// and Hugging Face shifts labels by one, so without that the last prompt row would be scored on input_ids[0],
     /// which this batch does not score; PeftLabellingTests proves the equality on the CPU).</summary>
-    public static Batch LanguageModelBatch(int rows, int length, int promptRows, int vocab, int seed, out int[][] tokens)
+    public static Batch LanguageModelBatch(int rows, int length, int promptTableRows, int vocab, int seed, out int[][] tokens)
     {
         var random = new Random(seed);
         tokens = new int[rows][];
         var list = new List<IReadOnlyList<Slot>>();
         for (int b = 0; b < rows; b++)
         {
-            tokens[b] = Enumerable.Range(0, length - promptRows).Select(_ => random.Next(3, vocab)).ToArray();
-            var row = Enumerable.Range(0, promptRows).Select(Slot.Prompt).ToList();
+            tokens[b] = Enumerable.Range(0, length - promptTableRows).Select(_ => random.Next(3, vocab)).ToArray();
+            var row = Enumerable.Range(0, promptTableRows).Select(Slot.Prompt).ToList();
             for (int i = 0; i < tokens[b].Length; i++)
                 row.Add(Slot.Token(tokens[b][i], i + 1 < tokens[b].Length ? tokens[b][i + 1] : -1));
             list.Add(row);

@@ -28,7 +28,7 @@ run() { # name method P lr extra...
   local dir=$out/$name start=$(date +%s)
   rm -rf "$dir"; mkdir -p "$dir"
   cli train --method "$method" --init "$init" --model "$model" --train "$data/train.jsonl" --validation "$data/validation.jsonl" --out "$dir" \
-    --prompt-tokens "$p" --max-length "$len" --steps 300 --batch-size 8 --lr "$lr" --warmup 20 --schedule cosine \
+    --virtual-tokens "$p" --max-length "$len" --steps 300 --batch-size 8 --lr "$lr" --warmup 20 --schedule cosine \
     --eval-every 100 --eval-examples 200 --checkpoint-every 100 --train-examples 8000 --seed 1 "$@" > "$dir/train.log" 2>&1
   local trained=$(date +%s)
   cli eval --method "$method" --model "$model" --data "$data/test.jsonl" --examples 1000 --max-length "$len" \

@@ -43,7 +43,7 @@ Is this email spam?{answer}' --labels ham spam --label-words ' no' ' yes')
     case ${args[i]} in --truncation|--template) eval_flags+=("${args[i]}" "${args[i+1]}");; esac
   done
   cli train --model "$model" --train "$data/train.jsonl" --validation "$data/validation.jsonl" --out "$dir" --method "$method" \
-    --prompt-tokens "$p" --lr "$lr" --max-length "$l" --steps "$s" --batch-size 8 --warmup 20 --schedule cosine \
+    --virtual-tokens "$p" --lr "$lr" --max-length "$l" --steps "$s" --batch-size 8 --warmup 20 --schedule cosine \
     --eval-every $(( (s + 2) / 3 )) --eval-examples 200 --checkpoint-every "$s" --train-examples 8000 --seed "$seed" \
     "${task_flags[@]}" "$@" > "$dir/train.log" 2>&1
   local trained=$(date +%s)

@@ -35,7 +35,7 @@ public sealed class Embedding
         ArrayView<int> sourceMap, // (B*T)
         ArrayView<float> table,   // (V, C)
         ArrayView<float> prompt,  // (P, C) or empty
-        int rows, int c, int vocab, int promptRows, int chunk)
+        int rows, int c, int vocab, int promptTableRows, int chunk)
     {
         long total = (long)rows * c;
         var run = ThreadRun.Of(total, chunk);
@@ -50,7 +50,7 @@ public sealed class Embedding
             else
             {
                 int p = -1 - source;
-                value = p < promptRows ? prompt[(long)p * c + channel] : float.NaN;
+                value = p < promptTableRows ? prompt[(long)p * c + channel] : float.NaN;
             }
             output[i] = value;
         }
@@ -62,9 +62,9 @@ public sealed class Embedding
         ArrayView<float> dOut,       // (B*T, C)
         ArrayView<int> useOffsets,   // (P + 1)
         ArrayView<int> usePositions, // (U)
-        int promptRows, int c, int chunk)
+        int promptTableRows, int c, int chunk)
     {
-        long total = (long)promptRows * c;
+        long total = (long)promptTableRows * c;
         var run = ThreadRun.Of(total, chunk);
         for (long i = run.Start; i < run.End; i++)
         {
@@ -95,11 +95,11 @@ public sealed class Embedding
     /// <summary>Validates a source map on the host and builds its inverse for <see cref="Backward"/>.</summary>
     /// <param name="sourceMap">(B·T) token row (≥ 0) or −1 − prompt row (&lt; 0) per position.</param>
     /// <param name="vocab">Rows V of the token table.</param>
-    /// <param name="promptRows">Rows P of the prompt bank.</param>
+    /// <param name="promptTableRows">Rows P of the prompt bank.</param>
     /// <exception cref="ArgumentException">An entry names a token ≥ V or a prompt row ≥ P; the message gives the position.</exception>
-    public static PromptUses BuildPromptUses(ReadOnlySpan<int> sourceMap, int vocab, int promptRows)
+    public static PromptUses BuildPromptUses(ReadOnlySpan<int> sourceMap, int vocab, int promptTableRows)
     {
-        var counts = new int[promptRows + 1];
+        var counts = new int[promptTableRows + 1];
         for (int position = 0; position < sourceMap.Length; position++)
         {
             int source = sourceMap[position];
@@ -108,15 +108,15 @@ public sealed class Embedding
             if (source < 0)
             {
                 int p = -1 - source;
-                if (p >= promptRows)
-                    throw new ArgumentException($"Embedding source map: position {position} names prompt row {p} (value {source}), but the prompt bank has {promptRows} rows.", nameof(sourceMap));
+                if (p >= promptTableRows)
+                    throw new ArgumentException($"Embedding source map: position {position} names prompt row {p} (value {source}), but the prompt bank has {promptTableRows} rows.", nameof(sourceMap));
                 counts[p + 1]++;
             }
         }
-        for (int p = 0; p < promptRows; p++)
+        for (int p = 0; p < promptTableRows; p++)
             counts[p + 1] += counts[p];
-        var positions = new int[counts[promptRows]];
-        var next = counts[..promptRows];
+        var positions = new int[counts[promptTableRows]];
+        var next = counts[..promptTableRows];
         for (int position = 0; position < sourceMap.Length; position++)
             if (sourceMap[position] < 0)
                 positions[next[-1 - sourceMap[position]]++] = position;
@@ -131,22 +131,22 @@ public sealed class Embedding
     /// <param name="rows">Positions B·T.</param>
     /// <param name="c">Channels.</param>
     /// <param name="vocab">Table rows V.</param>
-    /// <param name="promptRows">Prompt rows P (may be 0).</param>
+    /// <param name="promptTableRows">Prompt rows P (may be 0).</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match the dimensions.</exception>
     public void Forward(ArrayView<float> output, ArrayView<int> sourceMap, ArrayView<float> table, ArrayView<float> prompt,
-        int rows, int c, int vocab, int promptRows)
+        int rows, int c, int vocab, int promptTableRows)
     {
         const string op = "Embedding.Forward";
         context.Enter(op);
         Check.Positive(op, ("B*T", rows), ("C", c), ("V", vocab));
-        if (promptRows < 0)
-            throw new KernelShapeException($"{op}: dimension P = {promptRows} must not be negative.");
+        if (promptTableRows < 0)
+            throw new KernelShapeException($"{op}: dimension P = {promptTableRows} must not be negative.");
         Check.Length(op, "out", output, (long)rows * c, "B*T*C");
         Check.Length(op, "sourceMap", sourceMap, rows, "B*T");
         Check.Length(op, "table", table, (long)vocab * c, "V*C");
-        Check.Length(op, "prompt", prompt, (long)promptRows * c, "P*C");
+        Check.Length(op, "prompt", prompt, (long)promptTableRows * c, "P*C");
         long total = (long)rows * c;
-        forward(context.RunConfig(total, out int chunk), output, sourceMap, table, prompt, rows, c, vocab, promptRows, chunk);
+        forward(context.RunConfig(total, out int chunk), output, sourceMap, table, prompt, rows, c, vocab, promptTableRows, chunk);
     }
 
     /// <summary>dPrompt += the gradient of every position that used each prompt row.</summary>
@@ -156,21 +156,21 @@ public sealed class Embedding
     /// <param name="usePositions">(U) from <see cref="BuildPromptUses"/>.</param>
     /// <param name="rows">Positions B·T.</param>
     /// <param name="c">Channels.</param>
-    /// <param name="promptRows">Prompt rows P.</param>
+    /// <param name="promptTableRows">Prompt rows P.</param>
     /// <exception cref="KernelShapeException">A tensor's length does not match the dimensions.</exception>
     public void Backward(ArrayView<float> dPrompt, ArrayView<float> dOut, ArrayView<int> useOffsets, ArrayView<int> usePositions,
-        int rows, int c, int promptRows)
+        int rows, int c, int promptTableRows)
     {
         const string op = "Embedding.Backward";
         context.Enter(op);
-        Check.Positive(op, ("B*T", rows), ("C", c), ("P", promptRows));
-        Check.Length(op, "dPrompt", dPrompt, (long)promptRows * c, "P*C");
+        Check.Positive(op, ("B*T", rows), ("C", c), ("P", promptTableRows));
+        Check.Length(op, "dPrompt", dPrompt, (long)promptTableRows * c, "P*C");
         Check.Length(op, "dOut", dOut, (long)rows * c, "B*T*C");
-        Check.Length(op, "useOffsets", useOffsets, promptRows + 1, "P+1");
+        Check.Length(op, "useOffsets", useOffsets, promptTableRows + 1, "P+1");
         if (usePositions.Length > rows)
             throw new KernelShapeException($"{op}: usePositions has {usePositions.Length} elements, more than the {rows} positions.");
-        long total = (long)promptRows * c;
-        backward(context.RunConfig(total, out int chunk), dPrompt, dOut, useOffsets, usePositions, promptRows, c, chunk);
+        long total = (long)promptTableRows * c;
+        backward(context.RunConfig(total, out int chunk), dPrompt, dOut, useOffsets, usePositions, promptTableRows, c, chunk);
     }
 
     #endregion

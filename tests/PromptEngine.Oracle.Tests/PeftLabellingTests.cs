@@ -29,11 +29,11 @@ public class PeftLabellingTests
         try
         {
             using var model = ModelFolder.Open(folder);
-            const int rows = 3, length = 14, promptRows = 4;
-            var batch = TrainBenchmark.LanguageModelBatch(rows, length, promptRows, model.Config.VocabSize, seed: 6, out var inputIds);
-            var prompt = TrainBenchmark.RandomPrompt(promptRows * model.Config.HiddenSize, seed: 7);
+            const int rows = 3, length = 14, promptTableRows = 4;
+            var batch = TrainBenchmark.LanguageModelBatch(rows, length, promptTableRows, model.Config.VocabSize, seed: 6, out var inputIds);
+            var prompt = TrainBenchmark.RandomPrompt(promptTableRows * model.Config.HiddenSize, seed: 7);
 
-            using var engine = new TransformerEngine(OracleKernels.Context, model, new EngineOptions(batch.Rows, batch.Length, promptRows));
+            using var engine = new TransformerEngine(OracleKernels.Context, model, new EngineOptions(batch.Rows, batch.Length, promptTableRows));
             engine.SetPrompt(prompt);
             float engineLoss = engine.LossAndPromptGradient(batch);
 
@@ -42,8 +42,8 @@ public class PeftLabellingTests
             using var noGrad = no_grad();
             using var prepared = torchModel.Prepare(batch);
             var logits = torchModel.AllLogits(prepared, torchModel.PromptLeaf(prompt)).reshape(rows, length, -1); // (B, P + T', V)
-            float masked = PeftLoss(logits, inputIds, promptRows, maskFirstLabel: true);
-            float unmasked = PeftLoss(logits, inputIds, promptRows, maskFirstLabel: false);
+            float masked = PeftLoss(logits, inputIds, promptTableRows, maskFirstLabel: true);
+            float unmasked = PeftLoss(logits, inputIds, promptTableRows, maskFirstLabel: false);
             TestContext.Out.WriteLine($"{family}: engine {engineLoss:R}, PEFT labels[:, 0] = -100 {masked:R}, PEFT labels = input_ids {unmasked:R}");
             // The oracle's forward tolerance (TrainStepOracleTests): float32 through two blocks, two implementations.
             OracleCompare.Elementwise($"{family} first loss vs PEFT with the first label masked", [engineLoss], [masked], atol: 2e-5, rtol: 2e-5);
@@ -58,20 +58,20 @@ public class PeftLabellingTests
 
     /// <summary>PEFT's labels (P × −100, then input_ids, optionally with column 0 masked) and Hugging Face's shifted
     /// mean cross-entropy over the labels that are not −100, as torch_baseline.py's model computes it.</summary>
-    static float PeftLoss(Tensor logits, int[][] inputIds, int promptRows, bool maskFirstLabel)
+    static float PeftLoss(Tensor logits, int[][] inputIds, int promptTableRows, bool maskFirstLabel)
     {
         int rows = inputIds.Length, tokens = inputIds[0].Length;
-        var labels = new long[rows * (promptRows + tokens)];
+        var labels = new long[rows * (promptTableRows + tokens)];
         for (int b = 0; b < rows; b++)
-            for (int p = 0; p < promptRows + tokens; p++)
+            for (int p = 0; p < promptTableRows + tokens; p++)
             {
-                int t = p - promptRows;
-                labels[b * (promptRows + tokens) + p] = t < 0 || (t == 0 && maskFirstLabel) ? -100 : inputIds[b][t];
+                int t = p - promptTableRows;
+                labels[b * (promptTableRows + tokens) + p] = t < 0 || (t == 0 && maskFirstLabel) ? -100 : inputIds[b][t];
             }
-        var labelTensor = tensor(labels, int64).reshape(rows, promptRows + tokens);
+        var labelTensor = tensor(labels, int64).reshape(rows, promptTableRows + tokens);
         long vocab = logits.shape[2];
-        var shiftedLogits = logits.narrow(1, 0, promptRows + tokens - 1).reshape(-1, vocab);
-        var shiftedLabels = labelTensor.narrow(1, 1, promptRows + tokens - 1).reshape(-1);
+        var shiftedLogits = logits.narrow(1, 0, promptTableRows + tokens - 1).reshape(-1, vocab);
+        var shiftedLabels = labelTensor.narrow(1, 1, promptTableRows + tokens - 1).reshape(-1);
         return F.cross_entropy(shiftedLogits.to_type(float64), shiftedLabels, ignore_index: -100).to_type(float32).item<float>();
     }
 }

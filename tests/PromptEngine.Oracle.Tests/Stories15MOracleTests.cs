@@ -16,7 +16,7 @@ namespace PromptEngine.Oracle.Tests;
 [NonParallelizable]
 public class Stories15MOracleTests
 {
-    const int PromptRows = 8;
+    const int PromptTableRows = 8;
 
     static readonly string[] Texts =
     [
@@ -41,8 +41,8 @@ public class Stories15MOracleTests
         int C = model.Config.HiddenSize;
         var table = model.Tensors.ReadF32("model.embed_tokens.weight");
         var rng = new Random(21);
-        prompt = new float[PromptRows * C];
-        for (var r = 0; r < PromptRows; r++)
+        prompt = new float[PromptTableRows * C];
+        for (var r = 0; r < PromptTableRows; r++)
         {
             var token = rng.Next(1000, 5000);
             for (var c = 0; c < C; c++) prompt[r * C + c] = table[token * C + c] + (float)(0.05 * (rng.NextDouble() * 2 - 1));
@@ -60,10 +60,10 @@ public class Stories15MOracleTests
     Batch LanguageModelBatch(PromptPlacement placement)
     {
         var tokenizer = model.Tokenizer;
-        var promptRows = Enumerable.Range(0, PromptRows).ToArray();
+        var promptTableRows = Enumerable.Range(0, PromptTableRows).ToArray();
         // The second row scores its whole input; the others score the target only.
         return BatchBuilder.Build(Texts.Select((text, i) => (IReadOnlyList<Slot>)BatchBuilder.LanguageModelRow(
-            tokenizer.Encode(text, true), i == 1 ? [] : tokenizer.Encode(Targets[i], false), promptRows, placement)).ToList());
+            tokenizer.Encode(text, true), i == 1 ? [] : tokenizer.Encode(Targets[i], false), promptTableRows, placement)).ToList());
     }
 
     Batch VerbalizerBatch()
@@ -73,7 +73,7 @@ public class Stories15MOracleTests
         int[] words = [tokenizer.Encode("happy", false).Single(), tokenizer.Encode("sad", false).Single()];
         var rows = Texts.Select((text, i) =>
         {
-            var row = Enumerable.Range(0, PromptRows).Select(Slot.Prompt).Concat(tokenizer.Encode(text + " The story is", true).Select(t => Slot.Token(t))).ToList();
+            var row = Enumerable.Range(0, PromptTableRows).Select(Slot.Prompt).Concat(tokenizer.Encode(text + " The story is", true).Select(t => Slot.Token(t))).ToList();
             row[^1] = row[^1] with { Target = words[i % 2] };
             return (IReadOnlyList<Slot>)row;
         }).ToList();
@@ -87,7 +87,7 @@ public class Stories15MOracleTests
     {
         var batch = placement is { } p ? LanguageModelBatch(p) : VerbalizerBatch();
         var what = $"stories15M {placement?.ToString() ?? "verbalizer"}";
-        var engine = TinyModelOracleTests.RunEngine(model, batch, prompt, PromptRows);
+        var engine = TinyModelOracleTests.RunEngine(model, batch, prompt, PromptTableRows);
         var (torchLoss, torchGradient) = torchModel.LossAndPromptGradient(batch, prompt);
         var torchLogits = torchModel.Logits(batch, prompt);
         TestContext.Out.WriteLine($"{what}: {batch.Rows}×{batch.Length}, {batch.LossPositions.Length} scored; loss engine {engine.Loss:R} torch {torchLoss:R}");

@@ -19,7 +19,7 @@ public class TinyModelOracleTests
 {
     public enum Family { LlamaGqa, Gpt2 }
 
-    const int PromptRows = 3;
+    const int PromptTableRows = 3;
 
     // Widths large enough for real reductions (C = 32, 4 heads, GQA 2:1), small enough to run in milliseconds.
     static string Config(Family family) => family == Family.LlamaGqa
@@ -40,7 +40,7 @@ public class TinyModelOracleTests
     {
         var rng = new Random(seed);
         int[] Tokens(int n) => Enumerable.Range(0, n).Select(_ => rng.Next(vocab)).ToArray();
-        int[] prompt = Enumerable.Range(0, PromptRows).ToArray();
+        int[] prompt = Enumerable.Range(0, PromptTableRows).ToArray();
         var rows = new List<IReadOnlyList<Slot>>
         {
             BatchBuilder.LanguageModelRow(Tokens(7), Tokens(3), prompt, placement),
@@ -59,7 +59,7 @@ public class TinyModelOracleTests
         var rows = new List<IReadOnlyList<Slot>>();
         foreach (var length in new[] { 9, 6 })
         {
-            var row = Enumerable.Range(0, PromptRows).Select(Slot.Prompt).Concat(Enumerable.Range(0, length).Select(_ => Slot.Token(rng.Next(vocab)))).ToList();
+            var row = Enumerable.Range(0, PromptTableRows).Select(Slot.Prompt).Concat(Enumerable.Range(0, length).Select(_ => Slot.Token(rng.Next(vocab)))).ToList();
             row[^1] = row[^1] with { Target = words[rng.Next(words.Length)] };
             rows.Add(row);
         }
@@ -74,9 +74,9 @@ public class TinyModelOracleTests
 
     internal record EngineResult(float Loss, float[] Gradient, float[] Logits);
 
-    internal static EngineResult RunEngine(ModelFolder model, Batch batch, float[] prompt, int promptRows)
+    internal static EngineResult RunEngine(ModelFolder model, Batch batch, float[] prompt, int promptTableRows)
     {
-        using var engine = new TransformerEngine(OracleKernels.Context, model, new EngineOptions(batch.Rows, batch.Length, promptRows));
+        using var engine = new TransformerEngine(OracleKernels.Context, model, new EngineOptions(batch.Rows, batch.Length, promptTableRows));
         engine.SetPrompt(prompt);
         var loss = engine.LossAndPromptGradient(batch);
         return new EngineResult(loss, engine.GetPromptGradient(), engine.Logits(batch));
@@ -94,9 +94,9 @@ public class TinyModelOracleTests
         var batch = placement is { } p
             ? LanguageModelBatch(model.Config.VocabSize, p, seed: 10 * (int)p + (int)family)
             : VerbalizerBatch(model.Config.VocabSize, seed: 5 + (int)family);
-        var prompt = RandomPrompt(PromptRows, model.Config.HiddenSize, seed: 7);
+        var prompt = RandomPrompt(PromptTableRows, model.Config.HiddenSize, seed: 7);
 
-        var engine = RunEngine(model, batch, prompt, PromptRows);
+        var engine = RunEngine(model, batch, prompt, PromptTableRows);
         var (torchLoss, torchGradient) = torchModel.LossAndPromptGradient(batch, prompt);
         var torchLogits = torchModel.Logits(batch, prompt);
         var what = $"{family} {placement?.ToString() ?? "verbalizer"} torch {dtype}";
@@ -121,7 +121,7 @@ public class TinyModelOracleTests
         folder = ModelReferenceTinyModels.WriteRandom(Config(family), seed: 41 + (int)family);
         using var torchModel = TorchCausalLm.Load(folder, torch.ScalarType.Float64);
         var batch = LanguageModelBatch(torchModel.Config.VocabSize, PromptPlacement.Prefix, seed: 3);
-        var prompt = RandomPrompt(PromptRows, torchModel.Config.HiddenSize, seed: 8);
+        var prompt = RandomPrompt(PromptTableRows, torchModel.Config.HiddenSize, seed: 8);
         var (sameLoss, sameGradient) = torchModel.LossAndPromptGradient(batch, prompt, TorchLossForm.SameMath);
         var (idiomaticLoss, idiomaticGradient) = torchModel.LossAndPromptGradient(batch, prompt, TorchLossForm.Idiomatic);
         TestContext.Out.WriteLine($"{family}: same-math {sameLoss:R}, idiomatic {idiomaticLoss:R}");

@@ -21,13 +21,13 @@ public class TrainStepOracleTests
         try
         {
             using var model = ModelFolder.Open(folder);
-            const int promptRows = 3, steps = 4;
+            const int promptTableRows = 3, steps = 4;
             const float learningRate = 0.05f, weightDecay = 0.01f;
             var batch = TinyModelOracleTests.LanguageModelBatch(model.Config.VocabSize, PromptPlacement.Prefix, seed: 17);
             var rng = new Random(4);
-            var initial = Enumerable.Range(0, promptRows * model.Config.HiddenSize).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            var initial = Enumerable.Range(0, promptTableRows * model.Config.HiddenSize).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
 
-            using var engine = new TransformerEngine(OracleKernels.Context, model, new EngineOptions(batch.Rows, batch.Length, promptRows));
+            using var engine = new TransformerEngine(OracleKernels.Context, model, new EngineOptions(batch.Rows, batch.Length, promptTableRows));
             engine.SetPrompt(initial);
             using var torchModel = TorchCausalLm.Load(model);
             using var trainer = new TorchPromptTrainer(torchModel, initial, learningRate, weightDecay: weightDecay);

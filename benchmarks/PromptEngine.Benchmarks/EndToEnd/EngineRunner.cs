@@ -25,7 +25,7 @@ public sealed class EngineRunner : IDisposable
         kernels = KernelContext.Create(KernelBackend.Cpu, cpuThreadsPerMultiprocessor: cpuThreadsPerMultiprocessor);
         model = ModelFolder.Open(workload.ModelFolder);
         batch = workload.Batch;
-        engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, workload.PromptRows, training,
+        engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, workload.PromptTableRows, training,
             MaxLossPositions: batch.LossPositions.Length));
         engine.SetPrompt(workload.InitialPrompt(model.Config.HiddenSize));
     }

@@ -99,16 +99,16 @@ public static class DeepReport
         return times.Select(ReportMode.Median).ToArray();
     }
 
-    /// <summary>B rows of <paramref name="promptRows"/> prompt slots (0 for none) then the tokens; with a verbalizer
+    /// <summary>B rows of <paramref name="promptTableRows"/> prompt slots (0 for none) then the tokens; with a verbalizer
     /// target only the last position is scored (classification), else every text position but the last (LM).</summary>
-    static Batch Rows(int[][] tokens, int promptRows, int? lastTarget)
+    static Batch Rows(int[][] tokens, int promptTableRows, int? lastTarget)
     {
         var list = tokens.Select(row =>
         {
-            var slots = Enumerable.Range(0, promptRows).Select(Slot.Prompt).Concat(row.Select(t => Slot.Token(t))).ToList();
+            var slots = Enumerable.Range(0, promptTableRows).Select(Slot.Prompt).Concat(row.Select(t => Slot.Token(t))).ToList();
             if (lastTarget is { } target) slots[^1] = slots[^1] with { Target = target };
             else
-                for (var i = promptRows; i + 1 < slots.Count; i++) slots[i] = slots[i] with { Target = slots[i + 1].Source };
+                for (var i = promptTableRows; i + 1 < slots.Count; i++) slots[i] = slots[i] with { Target = slots[i + 1].Source };
             return (IReadOnlyList<Slot>)slots;
         }).ToArray();
         return BatchBuilder.Build(list);
@@ -138,19 +138,19 @@ public static class DeepReport
                 var naive = Rows(tokens, p, lastTarget: 5);
                 var rows = Rows(tokens, 0, lastTarget: 5);
                 var prompt = RandomPrompt(rng, p * 288);
-                var promptRows = Enumerable.Range(0, p).ToArray();
+                var promptTableRows = Enumerable.Range(0, p).ToArray();
                 using var naiveEngine = new TransformerEngine(kernels, model, new EngineOptions(B, p + t, p));
                 naiveEngine.SetPrompt(prompt);
                 using var promptEngine = new TransformerEngine(kernels, model, new EngineOptions(1, p, p));
                 promptEngine.SetPrompt(prompt);
-                using var rowsEngine = new TransformerEngine(kernels, model, new EngineOptions(B, t, 0, PrefixTokens: p));
+                using var rowsEngine = new TransformerEngine(kernels, model, new EngineOptions(B, t, 0, DeepVirtualTokens: p));
                 float[] keysAndValues = [];
-                var once = Interleaved(rounds, () => keysAndValues = promptEngine.PromptKeysAndValues(promptRows))[0];
+                var once = Interleaved(rounds, () => keysAndValues = promptEngine.PromptKeysAndValues(promptTableRows))[0];
                 rowsEngine.SetPrefix(keysAndValues);
                 var inference = Interleaved(rounds, () => naiveEngine.Loss(naive), () => rowsEngine.Loss(rows));
                 var training = Interleaved(rounds,
                     () => { naiveEngine.ZeroPromptGradient(); naiveEngine.LossAndPromptGradient(naive); },
-                    () => { promptEngine.ZeroPromptGradient(); SharedPromptKv.LossAndPromptGradient(promptEngine, rowsEngine, promptRows, rows); });
+                    () => { promptEngine.ZeroPromptGradient(); SharedPromptKv.LossAndPromptGradient(promptEngine, rowsEngine, promptTableRows, rows); });
                 table.AppendLine(string.Create(Invariant,
                     $"| {p} | {t} | {once:F0} | {inference[0]:F0} | {inference[1]:F0} | {inference[0] / inference[1]:F2}x | {training[0]:F0} | {training[1]:F0} | {training[0] / training[1]:F2}x |"));
             }
@@ -206,7 +206,7 @@ public static class DeepReport
         using var kernels = KernelContext.Create(KernelBackend.Cpu);
         using var plain = new TransformerEngine(kernels, model, new EngineOptions(B, P + T, P));
         plain.SetPrompt(RandomPrompt(rng, P * model.Config.HiddenSize));
-        using var deep = new TransformerEngine(kernels, model, new EngineOptions(B, T, 0, PrefixTokens: P));
+        using var deep = new TransformerEngine(kernels, model, new EngineOptions(B, T, 0, DeepVirtualTokens: P));
         deep.SetPrefix(RandomPrompt(rng, (int)deep.PrefixLength));
         Progress("plain vs deep");
         var times = Interleaved(rounds,

@@ -10,21 +10,21 @@ namespace PromptEngine.Benchmarks.Workloads;
 /// <param name="Name">Short name used in tables and filters ("tiny", "stories15M").</param>
 /// <param name="ModelFolder">Hugging Face folder: config.json + model.safetensors.</param>
 /// <param name="Batch">B rows of P prompt slots followed by T tokens (prefix placement), no padding.</param>
-/// <param name="PromptRows">P.</param>
+/// <param name="PromptTableRows">P.</param>
 /// <param name="Temporary">The folder was written for this run and is deleted on dispose.</param>
-public sealed record Workload(string Name, string ModelFolder, Batch Batch, int PromptRows, bool Temporary) : IDisposable
+public sealed record Workload(string Name, string ModelFolder, Batch Batch, int PromptTableRows, bool Temporary) : IDisposable
 {
     /// <summary>Tokens a step processes: B·(T+P).</summary>
     public int TokensPerStep => Batch.Positions;
 
     /// <summary>Tokens T of each row (prompt excluded).</summary>
-    public int TextTokens => Batch.Length - PromptRows;
+    public int TextTokens => Batch.Length - PromptTableRows;
 
     /// <summary>The initial prompt (P, C): seeded uniform ±0.05, the same for every implementation.</summary>
     public float[] InitialPrompt(int hidden)
     {
         var rng = new Random(1);
-        return Enumerable.Range(0, PromptRows * hidden).Select(_ => (float)(rng.NextDouble() * 0.1 - 0.05)).ToArray();
+        return Enumerable.Range(0, PromptTableRows * hidden).Select(_ => (float)(rng.NextDouble() * 0.1 - 0.05)).ToArray();
     }
 
     /// <summary>Tiny Llama: 2 layers, d = 128, 4 heads (no grouping), SwiGLU 344, vocabulary 1000; B4, T64 + 20 prompt
@@ -57,15 +57,15 @@ public sealed record Workload(string Name, string ModelFolder, Batch Batch, int 
 
     /// <summary>B rows of P prompt slots then T random tokens. Without a verbalizer every text position but the last
     /// predicts the next token; with one, the last position of row b predicts verbalizer[b mod R].</summary>
-    static Batch RandomBatch(int rows, int tokens, int promptRows, int vocab, int[]? verbalizer, int seed)
+    static Batch RandomBatch(int rows, int tokens, int promptTableRows, int vocab, int[]? verbalizer, int seed)
     {
         var rng = new Random(seed);
         var list = new List<IReadOnlyList<Slot>>();
         for (var b = 0; b < rows; b++)
         {
-            var row = Enumerable.Range(0, promptRows).Select(Slot.Prompt).Concat(Enumerable.Range(0, tokens).Select(_ => Slot.Token(rng.Next(3, vocab)))).ToList();
+            var row = Enumerable.Range(0, promptTableRows).Select(Slot.Prompt).Concat(Enumerable.Range(0, tokens).Select(_ => Slot.Token(rng.Next(3, vocab)))).ToList();
             if (verbalizer is null)
-                for (var i = promptRows; i + 1 < row.Count; i++) row[i] = row[i] with { Target = row[i + 1].Source };
+                for (var i = promptTableRows; i + 1 < row.Count; i++) row[i] = row[i] with { Target = row[i + 1].Source };
             else
                 row[^1] = row[^1] with { Target = verbalizer[b % verbalizer.Length] };
             list.Add(row);

@@ -24,7 +24,7 @@ internal static class DemoCommand
     /// <param name="MaxLength">Positions per row (text truncated to fit).</param>
     /// <param name="Truncation">Which part of an over-long text the row keeps.</param>
     /// <param name="Head">Train a linear classifier head on the final hidden state with the prompt.</param>
-    sealed record DemoTask(string Name, string Noun, string Folder, string Template, string[] Labels, string[] LabelWords, int PromptTokens, float LearningRate,
+    sealed record DemoTask(string Name, string Noun, string Folder, string Template, string[] Labels, string[] LabelWords, int VirtualTokens, float LearningRate,
         int Steps, int MaxLength, TruncationSide Truncation, int TestExamples, bool Head);
 
     // The recipe: deep prompts (prefix tuning / P-tuning v2), which beat plain prompts on IMDB validation reviews at the same
@@ -74,9 +74,9 @@ internal static class DemoCommand
         DemoTask[] tasks =
         [
             new("imdb", "reviews", prepared.ImdbFolder, TaskOptions.DefaultTemplate, ["negative", "positive"], [" negative", " positive"],
-                PromptTokens: 2, LearningRate: 0.03f, imdbSteps, MaxLength: 64, TruncationSide.KeepBothEnds, ImdbTestExamples, Head: true),
+                VirtualTokens: 2, LearningRate: 0.03f, imdbSteps, MaxLength: 64, TruncationSide.KeepBothEnds, ImdbTestExamples, Head: true),
             new("spam", "emails", prepared.SpamFolder, SpamAssassinPreparer.Template, [.. SpamAssassinPreparer.Labels], [.. SpamAssassinPreparer.LabelWords],
-                PromptTokens: 2, LearningRate: 0.03f, Math.Max(1, imdbSteps * SpamSteps / ImdbSteps), MaxLength: 64, TruncationSide.KeepBeginning,
+                VirtualTokens: 2, LearningRate: 0.03f, Math.Max(1, imdbSteps * SpamSteps / ImdbSteps), MaxLength: 64, TruncationSide.KeepBeginning,
                 SpamTestExamples, Head: true),
         ];
         var results = new List<TaskResult>();
@@ -99,15 +99,15 @@ internal static class DemoCommand
         var (parse, options) = TaskParse(task, modelFolder);
         using var model = ModelFolder.Open(modelFolder);
         var testData = options.Load(parse, Path.Combine(task.Folder, "test.jsonl"), "test split");
-        var (_, verbalizer, encoder) = options.Build(parse, model, testData, promptTokens: 0);
+        var (_, verbalizer, encoder) = options.Build(parse, model, testData, virtualTokens: 0);
         var test = TaskOptions.Encode(encoder, testData, task.TestExamples);
 
         console.Write(new Rule($"{task.Name}: zero-shot on the first {test.Count:N0} held-out test {task.Noun}"));
         var zeroShot = Classify(model, null, verbalizer, test, "zero-shot");
         console.Write(new Text(Accuracy("zero-shot", zeroShot.Correct) + Environment.NewLine));
 
-        console.Write(new Rule($"{task.Name}: tuning a {task.PromptTokens}-token deep prompt, {task.Steps} steps of {BatchSize} {task.Noun}, best on {EvalExamples} validation {task.Noun}"));
-        var settings = new TrainSettings(output, task.PromptTokens, "random", null, null, task.Steps, BatchSize, 1, task.LearningRate, "cosine",
+        console.Write(new Rule($"{task.Name}: tuning a {task.VirtualTokens}-token deep prompt, {task.Steps} steps of {BatchSize} {task.Noun}, best on {EvalExamples} validation {task.Noun}"));
+        var settings = new TrainSettings(output, task.VirtualTokens, "random", null, null, task.Steps, BatchSize, 1, task.LearningRate, "cosine",
             Math.Min(Warmup, task.Steps), 0f, 1f, EvalEvery: Math.Max(1, task.Steps / EvaluationsPerRun), EvalExamples, 0, CheckpointEvery: task.Steps, 1UL, TrainExamples,
             MetricsFormat.Csv, Resume: false, AllowModelMismatch: false, Method: PromptMethod.Prefix, Head: task.Head ? HeadOption.Linear : HeadOption.None);
         // A demo starts fresh and replaces its own previous run (README says so); `train --resume` is for continuing.
@@ -170,7 +170,7 @@ internal static class DemoCommand
         var rows = Enumerable.Range(0, MixedRowsPerTask).SelectMany(i => results.Select((r, t) => (Task: t, Index: i)).Where(p => p.Index < results[p.Task].Test.Count)).ToList();
         using var kernels = KernelContext.Create(KernelBackend.Auto);
         using var engine = new TransformerEngine(kernels, model, new EngineOptions(InferenceBatch, results.Max(r => r.Test.Max(e => e.Length)), 0, Training: false,
-            MaxVerbalizer: Math.Max(16, words.Length), PrefixTokens: prompts[0].VirtualTokens, DeepPrompts: prompts.Length));
+            MaxVerbalizer: Math.Max(16, words.Length), DeepVirtualTokens: prompts[0].VirtualTokens, DeepPrompts: prompts.Length));
         if (prompts.Any(p => p.VirtualTokens != prompts[0].VirtualTokens)) throw new InvalidOperationException("demo: the deep prompts differ in length");
         engine.SetDeepPrompts(prompts.Select(p => p.ToEngineLayout()).ToArray());
         var heads = results.All(r => r.Prompt.Head is not null);

@@ -37,12 +37,12 @@ internal static class EvalCommand
             using var model = ModelFolder.Open(parse.GetValue(task.Model)!);
             var tuned = MethodOption.Load(parse, prompt, methodOption, model, parse.GetValue(allow));
             var dataset = task.Load(parse, parse.GetValue(data)!, "--data");
-            var (_, verbalizer, encoder) = task.Build(parse, model, dataset, tuned?.PromptRows ?? 0);
+            var (_, verbalizer, encoder) = task.Build(parse, model, dataset, tuned?.PromptTableRows ?? 0);
             var encoded = TaskOptions.Encode(encoder, dataset, parse.GetValue(examples));
             // A prompt trained with --head linear carries its classifier, which then scores the answer instead of the verbalizer.
             tuned?.CheckHeadLabels(verbalizer.Labels);
-            if (tuned is not null && encoded.Count > 0 && tuned.PrefixTokens + encoded.Max(e => e.Length) > model.Config.MaxPositions)
-                throw new UsageException($"the deep prompt's {tuned.PrefixTokens} positions + rows of up to {encoded.Max(e => e.Length)} positions exceed the model's {model.Config.MaxPositions}; lower --max-length");
+            if (tuned is not null && encoded.Count > 0 && tuned.DeepVirtualTokens + encoded.Max(e => e.Length) > model.Config.MaxPositions)
+                throw new UsageException($"the deep prompt's {tuned.DeepVirtualTokens} positions + rows of up to {encoded.Max(e => e.Length)} positions exceed the model's {model.Config.MaxPositions}; lower --max-length");
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var report = Evaluate(model, tuned, verbalizer, encoded, parse.GetValue(batch), out var metrics);
             if (parse.GetValue(json))

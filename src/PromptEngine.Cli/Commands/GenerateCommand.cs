@@ -56,12 +56,12 @@ internal static class GenerateCommand
             using var engine = EngineFactory.ForInference(kernels, folder, tuned, 1, maxLength, sizingFlags: "--max-new-tokens");
             // Generation reads the LM head: a classifier head the prompt carries has no say here.
             tuned?.SetValuesIn(engine);
-            var promptRows = Enumerable.Range(0, tuned?.PromptRows ?? 0).ToArray();
+            var promptTableRows = Enumerable.Range(0, tuned?.PromptTableRows ?? 0).ToArray();
             // Weights (or a prompt) holding NaN or infinities would decode to arbitrary tokens: say so instead.
-            var probeRow = promptRows.Select(Slot.Prompt).Concat(tokens.Select((t, i) => Slot.Token(t, i == tokens.Count - 1 ? 0 : -1))).ToList();
+            var probeRow = promptTableRows.Select(Slot.Prompt).Concat(tokens.Select((t, i) => Slot.Token(t, i == tokens.Count - 1 ? 0 : -1))).ToList();
             if (!engine.Logits(BatchBuilder.Build([probeRow])).All(float.IsFinite))
                 throw new PromptEngineException($"{folder.Path}: the model{(tuned is null ? "" : " with this prompt")} gives non-finite logits (NaN or infinity); its weights or the prompt's values are not finite");
-            var generated = Generator.Generate(engine, tokens, promptRows,
+            var generated = Generator.Generate(engine, tokens, promptTableRows,
                 new SamplingOptions(parse.GetValue(maxNew), parse.GetValue(temperature), parse.GetValue(seed), tokenizer.EosId >= 0 ? tokenizer.EosId : null,
                     parse.GetValue(topK), parse.GetValue(topP) ?? 1f));
             // The text is the result, not a layout: no wrapping at the console's width, whether stdout is a terminal or a pipe.

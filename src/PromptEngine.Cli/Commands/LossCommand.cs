@@ -53,19 +53,19 @@ internal static class LossCommand
             if (!float.IsFinite(result.Loss))
                 throw new PromptEngineException($"{folder.Path}: the loss is {result.Loss}: the model{(soft is null ? "" : " with this prompt")} gives non-finite logits; its weights or the prompt's values are not finite");
             if (gradientPath is not null)
-                PromptFile.Save(gradientPath, result.PromptGradient!, result.PromptTokens, folder.Config.HiddenSize,
+                PromptFile.Save(gradientPath, result.PromptGradient!, result.VirtualTokens, folder.Config.HiddenSize,
                     new Dictionary<string, string> { ["loss"] = result.Loss.ToString("R", CultureInfo.InvariantCulture) }, isGradient: true);
             if (parse.GetValue(json))
             {
                 CliRunner.Out.Profile.Width = int.MaxValue;
-                var payload = JsonSerializer.Serialize(new { loss = result.Loss, perplexity = Math.Exp(result.Loss), scored_tokens = result.ScoredTokens, input_tokens = result.InputTokens, prompt_tokens = result.PromptTokens, grad_out = gradientPath,
+                var payload = JsonSerializer.Serialize(new { loss = result.Loss, perplexity = Math.Exp(result.Loss), scored_tokens = result.ScoredTokens, input_tokens = result.InputTokens, prompt_tokens = result.VirtualTokens, grad_out = gradientPath,
                     memory_bytes = new { frozen_weights = result.Memory.FrozenWeights, activations = result.Memory.Activations, gradients_and_scratch = result.Memory.GradientsAndScratch, indices = result.Memory.Indices, prompt_and_optimizer = result.Memory.PromptAndOptimizer, total = result.Memory.Total } });
                 CliRunner.Out.Write(new Spectre.Console.Text(payload + Environment.NewLine));
             }
             else
             {
                 CliRunner.Out.Write(new Spectre.Console.Text(string.Create(CultureInfo.InvariantCulture,
-                    $"loss {result.Loss:F6} nats/token (perplexity {Math.Exp(result.Loss):F3}) over {result.ScoredTokens} tokens; input {result.InputTokens} tokens, prompt {result.PromptTokens} virtual tokens{(gradientPath is null ? "" : $"; dLoss/dPrompt written to {gradientPath}")}") + Environment.NewLine));
+                    $"loss {result.Loss:F6} nats/token (perplexity {Math.Exp(result.Loss):F3}) over {result.ScoredTokens} tokens; input {result.InputTokens} tokens, prompt {result.VirtualTokens} virtual tokens{(gradientPath is null ? "" : $"; dLoss/dPrompt written to {gradientPath}")}") + Environment.NewLine));
             }
             return 0;
         }));

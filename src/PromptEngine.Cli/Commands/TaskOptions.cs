@@ -82,44 +82,44 @@ internal sealed class TaskOptions
         }
     }
 
-    /// <summary>The template, the verbalizer and an encoder for <paramref name="promptTokens"/> virtual tokens.</summary>
-    public (PromptTemplate Template, Verbalizer Verbalizer, TemplateEncoder Encoder) Build(ParseResult parse, ModelFolder model, JsonlDataset data, int promptTokens)
+    /// <summary>The template, the verbalizer and an encoder for <paramref name="virtualTokens"/> virtual tokens.</summary>
+    public (PromptTemplate Template, Verbalizer Verbalizer, TemplateEncoder Encoder) Build(ParseResult parse, ModelFolder model, JsonlDataset data, int virtualTokens)
     {
-        var (template, verbalizer, encoder) = BuildAny(parse, model, data, promptTokens);
+        var (template, verbalizer, encoder) = BuildAny(parse, model, data, virtualTokens);
         return (template, verbalizer ?? throw new UsageException("this command needs --task Classification"), encoder);
     }
 
     /// <summary>The template, the verbalizer (classification only) and an encoder.</summary>
-    public (PromptTemplate Template, Verbalizer? Verbalizer, TemplateEncoder Encoder) BuildAny(ParseResult parse, ModelFolder model, JsonlDataset data, int promptTokens)
+    public (PromptTemplate Template, Verbalizer? Verbalizer, TemplateEncoder Encoder) BuildAny(ParseResult parse, ModelFolder model, JsonlDataset data, int virtualTokens)
     {
         try
         {
-            return BuildEncoder(parse, model, data, promptTokens);
+            return BuildEncoder(parse, model, data, virtualTokens);
         }
         catch (PromptTemplateException e)
         {
             // The template and the length flags cannot make a row (the library quotes the whole template: cut it).
             var text = TemplateText(parse);
             throw new UsageException("--" + e.Message.Replace($"template \"{text}\"", $"template \"{OptionChecks.Cut(text)}\"")
-                + (e.Message.Contains("max length", StringComparison.Ordinal) || e.Message.Contains("positions", StringComparison.Ordinal) ? " (see --max-length and --prompt-tokens)" : ""));
+                + (e.Message.Contains("max length", StringComparison.Ordinal) || e.Message.Contains("positions", StringComparison.Ordinal) ? " (see --max-length and --virtual-tokens)" : ""));
         }
     }
 
-    (PromptTemplate Template, Verbalizer? Verbalizer, TemplateEncoder Encoder) BuildEncoder(ParseResult parse, ModelFolder model, JsonlDataset data, int promptTokens)
+    (PromptTemplate Template, Verbalizer? Verbalizer, TemplateEncoder Encoder) BuildEncoder(ParseResult parse, ModelFolder model, JsonlDataset data, int virtualTokens)
     {
         var template = ParseTemplate(parse);
-        if (promptTokens > 0 && !template.HasPrompt)
-            throw new UsageException($"--template '{OptionChecks.Cut(TemplateText(parse))}' has no {{prompt}} marker, so a {promptTokens}-token prompt has nowhere to go");
+        if (virtualTokens > 0 && !template.HasPrompt)
+            throw new UsageException($"--template '{OptionChecks.Cut(TemplateText(parse))}' has no {{prompt}} marker, so a {virtualTokens}-token prompt has nowhere to go");
         if (IsGeneration(parse))
             return (template, null, new TemplateEncoder(template, model.Tokenizer,
-                new EncoderOptions(RowLength(parse, model.Config), template.HasPrompt ? promptTokens : 0,
+                new EncoderOptions(RowLength(parse, model.Config), template.HasPrompt ? virtualTokens : 0,
                     Truncation: parse.GetValue(Truncation), AppendEos: model.Tokenizer.EosId >= 0), null));
         IReadOnlyList<string> labels = GivenLabels(parse) is { } given ? given : data.Labels.OrderBy(l => l, StringComparer.Ordinal).ToArray();
         var words = parse.GetValue(LabelWords) is { Length: > 0 } w ? w : null;
         if (words is not null && words.Length != labels.Count) throw new UsageException($"--label-words gives {words.Length} words for {labels.Count} labels");
         var verbalizer = Verbalizer.Create(model.Tokenizer, template, labels, words);
         var encoder = new TemplateEncoder(template, model.Tokenizer,
-            new EncoderOptions(RowLength(parse, model.Config), template.HasPrompt ? promptTokens : 0,
+            new EncoderOptions(RowLength(parse, model.Config), template.HasPrompt ? virtualTokens : 0,
                 Truncation: parse.GetValue(Truncation)), verbalizer);
         return (template, verbalizer, encoder);
     }

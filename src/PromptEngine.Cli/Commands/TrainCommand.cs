@@ -15,13 +15,13 @@ namespace PromptEngine.Cli.Commands;
 
 /// <summary>Everything <c>train</c> needs, so that the demo can run the same code with fixed values.</summary>
 internal sealed record TrainSettings(
-    string OutputDirectory, int PromptTokens, string Init, string? InitText, string? InitFile, int Steps, int BatchSize, int Accumulation,
+    string OutputDirectory, int VirtualTokens, string Init, string? InitText, string? InitFile, int Steps, int BatchSize, int Accumulation,
     float LearningRate, string Schedule, int WarmupSteps, float WeightDecay, float MaxGradNorm, int EvalEvery, int EvalExamples,
     int Patience, int CheckpointEvery, ulong Seed, int TrainExamples, MetricsFormat Metrics, bool Resume, bool AllowModelMismatch, int StopAfter = 0,
     PromptMethod Method = PromptMethod.Prompt, int PrefixProjection = 0, string Head = HeadOption.None, float HeadLearningRate = HeadOption.DefaultLearningRate)
 {
     /// <summary>The prompt method the flags choose.</summary>
-    public PromptConfig Config => new(Method, PromptTokens, PrefixProjection, Head == HeadOption.Linear);
+    public PromptConfig Config => new(Method, VirtualTokens, PrefixProjection, Head == HeadOption.Linear);
 }
 
 /// <summary>The <c>--head</c> and <c>--head-lr</c> options of train.</summary>
@@ -51,9 +51,9 @@ internal static class TrainCommand
         var train = new Option<string>("--train") { Description = "Training JSONL ({\"text\", \"label\"} by default).", Required = true };
         var validation = new Option<string>("--validation") { Description = "Validation JSONL, evaluated every --eval-every steps.", Required = true };
         var output = new Option<string>("--out") { Description = "Output folder: checkpoint, best/final prompt, PEFT adapter, metrics, curves.png.", Required = true };
-        var promptTokens = new Option<int>("--prompt-tokens") { Description = "Virtual tokens of the prompt.", DefaultValueFactory = _ => 20 };
+        var virtualTokens = new Option<int>("--virtual-tokens", "--prompt-tokens") { Description = "Virtual tokens of the prompt (--prompt-tokens is the older name).", DefaultValueFactory = _ => 20 };
         var init = new Option<string>("--init") { Description = "Initialisation: random, vocab, text or file.", DefaultValueFactory = _ => "vocab" };
-        var initText = new Option<string?>("--init-text") { Description = "Text for --init text (tokenised, tiled or truncated to --prompt-tokens)." };
+        var initText = new Option<string?>("--init-text") { Description = "Text for --init text (tokenised, tiled or truncated to --virtual-tokens)." };
         var initFile = new Option<string?>("--init-file") { Description = "Prompt file or PEFT adapter for --init file." };
         var steps = new Option<int>("--steps") { Description = "Optimizer steps.", DefaultValueFactory = _ => 100 };
         var batch = new Option<int>("--batch-size") { Description = "Examples per batch.", DefaultValueFactory = _ => 8 };
@@ -93,12 +93,12 @@ internal static class TrainCommand
             Example: promptengine train --model stories15M --train imdb/train.jsonl --validation imdb/validation.jsonl --out runs/imdb --steps 200
             """);
         task.AddTo(command);
-        foreach (var option in new Option[] { train, validation, output, promptTokens, init, initText, initFile, steps, batch, accumulation, lr, schedule, warmup,
+        foreach (var option in new Option[] { train, validation, output, virtualTokens, init, initText, initFile, steps, batch, accumulation, lr, schedule, warmup,
                      weightDecay, clip, evalEvery, evalExamples, patience, checkpointEvery, seed, trainExamples, metrics, resume, allow, stopAfter, methodOption,
                      prefixProjection, headOption, headLr })
             command.Options.Add(option);
         // Range checks on the options a user gives (defaults are valid by construction).
-        foreach (var o in new[] { promptTokens, steps, batch, accumulation }) OptionChecks.Positive(o);
+        foreach (var o in new[] { virtualTokens, steps, batch, accumulation }) OptionChecks.Positive(o);
         foreach (var o in new[] { warmup, evalEvery, evalExamples, patience, checkpointEvery, trainExamples, stopAfter, prefixProjection }) OptionChecks.NonNegative(o);
         OptionChecks.InRange(lr, 0, MaxLearningRate, minExclusive: true);
         OptionChecks.InRange(weightDecay, 0, MaxWeightDecay);
@@ -130,7 +130,7 @@ internal static class TrainCommand
         });
         command.SetAction(parse => CliRunner.Run(() =>
         {
-            var settings = new TrainSettings(parse.GetValue(output)!, parse.GetValue(promptTokens), parse.GetValue(init)!, parse.GetValue(initText), parse.GetValue(initFile),
+            var settings = new TrainSettings(parse.GetValue(output)!, parse.GetValue(virtualTokens), parse.GetValue(init)!, parse.GetValue(initText), parse.GetValue(initFile),
                 parse.GetValue(steps), parse.GetValue(batch), parse.GetValue(accumulation), parse.GetValue(lr), parse.GetValue(schedule)!,
                 parse.GetResult(warmup) is { Implicit: false } ? parse.GetValue(warmup) : Math.Min(parse.GetValue(warmup), parse.GetValue(steps)),
                 parse.GetValue(weightDecay), parse.GetValue(clip), parse.GetValue(evalEvery), parse.GetValue(evalExamples), parse.GetValue(patience),
@@ -191,20 +191,20 @@ internal static class TrainCommand
         var validationData = task.Load(parse, validationPath, "--validation");
         var method = s.Config;
         // A deep prompt lives in the attention layers, so the rows hold no prompt slots.
-        var (template, verbalizer, encoder) = task.BuildAny(parse, model, trainData, method.PromptRows);
+        var (template, verbalizer, encoder) = task.BuildAny(parse, model, trainData, method.PromptTableRows);
         if (method.LinearHead && verbalizer is null) throw new PromptEngineException("--head linear classifies: it needs a classification task (labels), not --task Generation");
         var trainExamples = TaskOptions.Encode(encoder, trainData, s.TrainExamples);
         var evalExamples = TaskOptions.Encode(encoder, validationData, s.EvalExamples);
         foreach (var (name, report) in new[] { (trainPath, trainData.Report), (validationPath, validationData.Report) })
             if (report.Malformed > 0) CliRunner.Error.WriteLine($"warning: {name}: skipped {report.Malformed} malformed line(s), e.g. {report.MalformedSamples.FirstOrDefault()}");
         var lengthLimit = Math.Max(trainExamples.Max(e => e.Length), evalExamples.Max(e => e.Length));
-        if (method.PrefixTokens + lengthLimit > model.Config.MaxPositions)
-            throw new UsageException($"--prompt-tokens {s.PromptTokens} deep-prompt positions + rows of up to {lengthLimit} positions exceed the model's {model.Config.MaxPositions}; lower --prompt-tokens or --max-length");
+        if (method.DeepVirtualTokens + lengthLimit > model.Config.MaxPositions)
+            throw new UsageException($"--virtual-tokens {s.VirtualTokens} deep-prompt positions + rows of up to {lengthLimit} positions exceed the model's {model.Config.MaxPositions}; lower --virtual-tokens or --max-length");
 
         // The prompt: initialised (or resumed from the checkpoint by the trainer).
         var initial = method.Initial(model, initMethod, unchecked((int)s.Seed), s.InitText, s.InitFile, s.AllowModelMismatch);
-        if (initial is not null && initial.VirtualTokens != s.PromptTokens)
-            throw new PromptEngineException($"--init-file {s.InitFile} has {initial.VirtualTokens} virtual tokens, --prompt-tokens says {s.PromptTokens}");
+        if (initial is not null && initial.VirtualTokens != s.VirtualTokens)
+            throw new PromptEngineException($"--init-file {s.InitFile} has {initial.VirtualTokens} virtual tokens, --virtual-tokens says {s.VirtualTokens}");
 
         using var kernels = KernelContext.Create(KernelBackend.Auto);
         // A batch never holds more rows than there are examples (the sampler's batches of a smaller set are the whole set),
@@ -225,7 +225,8 @@ internal static class TrainCommand
         var schedule = LearningRateSchedule.Create(s.Schedule, s.LearningRate, s.WarmupSteps);
         var promptMetadata = PromptMetadata.ForModel(model).Concat(trainable.InitMetadata.Where(p => p.Key.StartsWith("init", StringComparison.Ordinal)))
             .GroupBy(p => p.Key).ToDictionary(g => g.Key, g => g.First().Value);
-        var runSettings = new { s.PromptTokens, s.Init, s.InitText, s.InitFile, s.Steps, s.BatchSize, s.Accumulation, s.LearningRate, s.Schedule, s.WarmupSteps,
+        // The virtual tokens keep their old key, PromptTokens, so that checkpoints written before the rename still resume.
+        var runSettings = new { PromptTokens = s.VirtualTokens, s.Init, s.InitText, s.InitFile, s.Steps, s.BatchSize, s.Accumulation, s.LearningRate, s.Schedule, s.WarmupSteps,
             s.WeightDecay, s.MaxGradNorm, s.EvalEvery, s.EvalExamples, s.Patience, s.Seed, s.TrainExamples, template = task.TemplateText(parse), kind = parse.GetValue(task.Task),
             labels = verbalizer?.Labels, maxLength = parse.GetValue(task.MaxLength), trainPath = Path.GetFullPath(trainPath), validationPath = Path.GetFullPath(validationPath),
             model = ModelFingerprint.Compute(model),
@@ -330,7 +331,7 @@ internal static class TrainCommand
             }, new JsonSerializerOptions { WriteIndented = true }));
         }
         var plotPath = Path.Combine(s.OutputDirectory, "curves.png");
-        CurvePlot.Save(plotPath, losses, evals, verbalizer is null ? "-loss" : "accuracy", $"{method.Title}: {s.PromptTokens} virtual tokens, lr {s.LearningRate}");
+        CurvePlot.Save(plotPath, losses, evals, verbalizer is null ? "-loss" : "accuracy", $"{method.Title}: {s.VirtualTokens} virtual tokens, lr {s.LearningRate}");
         var secondsPerStep = last is null ? 0 : last.Elapsed.TotalSeconds / Math.Max(1, last.Step - (resumeStep ?? 0));
         return new TrainOutcome(summary, before, final, table, bestPath, adapterPath, plotPath, metricsPath, new FileInfo(bestPath).Length,
             secondsPerStep, last?.TokensPerSecond ?? 0, stoppedAsPlanned, terminated);

@@ -25,7 +25,7 @@ public sealed record Batch(int Rows, int Length, int[] SourceMap, int[] KeyMask,
     public int Positions => Rows * Length;
 
     /// <summary>Checks the batch against a model's vocabulary and a prompt bank; the message says what and where.</summary>
-    public void Validate(int vocabSize, int promptRows, int maxPositions)
+    public void Validate(int vocabSize, int promptTableRows, int maxPositions)
     {
         if (Rows <= 0 || Length <= 0) throw new ArgumentException($"batch: {Rows} rows of length {Length}");
         if (SourceMap.Length != Positions || KeyMask.Length != Positions || PositionIds.Length != Positions)
@@ -34,7 +34,7 @@ public sealed record Batch(int Rows, int Length, int[] SourceMap, int[] KeyMask,
         {
             var s = SourceMap[i];
             if (s >= vocabSize) throw new ArgumentException($"batch: row {i / Length}, position {i % Length}: token {s} is outside the vocabulary of {vocabSize}");
-            if (s < 0 && -1 - s >= promptRows) throw new ArgumentException($"batch: row {i / Length}, position {i % Length}: prompt row {-1 - s}, but the prompt bank has {promptRows} rows");
+            if (s < 0 && -1 - s >= promptTableRows) throw new ArgumentException($"batch: row {i / Length}, position {i % Length}: prompt row {-1 - s}, but the prompt bank has {promptTableRows} rows");
             if (KeyMask[i] is not (0 or 1)) throw new ArgumentException($"batch: key mask at {i} is {KeyMask[i]}, expected 0 or 1");
             if (PositionIds[i] < 0 || PositionIds[i] >= maxPositions) throw new ArgumentException($"batch: position id {PositionIds[i]} at {i} is outside the model's {maxPositions} positions");
         }
@@ -117,14 +117,14 @@ public static class BatchBuilder
     /// the first. Prompt slots are never predicted (PEFT labels them -100).</summary>
     /// <param name="input">Input tokens, BOS included if the model wants one.</param>
     /// <param name="target">Tokens to score, or empty to score the whole input.</param>
-    /// <param name="promptRows">Prompt-bank rows to place (e.g. 0..n−1), or empty for no prompt.</param>
+    /// <param name="promptTableRows">Prompt-bank rows to place (e.g. 0..n−1), or empty for no prompt.</param>
     /// <param name="placement">Prefix (before everything) or suffix (after the input, before the target).</param>
-    public static List<Slot> LanguageModelRow(IReadOnlyList<int> input, IReadOnlyList<int> target, IReadOnlyList<int> promptRows, PromptPlacement placement)
+    public static List<Slot> LanguageModelRow(IReadOnlyList<int> input, IReadOnlyList<int> target, IReadOnlyList<int> promptTableRows, PromptPlacement placement)
     {
         var firstScored = target.Count > 0 ? input.Count : 1;
         // (source, scored) in sequence order.
         var sequence = new List<(int Source, bool Scored)>();
-        void AddPrompt() { foreach (var p in promptRows) sequence.Add((-1 - p, false)); }
+        void AddPrompt() { foreach (var p in promptTableRows) sequence.Add((-1 - p, false)); }
         if (placement == PromptPlacement.Prefix) AddPrompt();
         for (var i = 0; i < input.Count; i++) sequence.Add((input[i], i >= firstScored));
         if (placement == PromptPlacement.Suffix) AddPrompt();

@@ -17,7 +17,7 @@ namespace PromptEngine.Engine;
 /// once, at construction, instead of branching on the family at every launch that differs. The forward saves exactly
 /// what the backward needs; the backward runs the same list in reverse, computing data gradients through the frozen
 /// blocks, and ends by accumulating into dPrompt.</para>
-/// <para>Deep prompts (<see cref="EngineOptions.PrefixTokens"/> = Pv &gt; 0, prefix tuning / P-tuning v2): each layer's
+/// <para>Deep prompts (<see cref="EngineOptions.DeepVirtualTokens"/> = Pv &gt; 0, prefix tuning / P-tuning v2): each layer's
 /// attention merges its Pv prefix keys and values in after the token attention (<see cref="AttentionPrefix"/>), every
 /// query of every row attending to them as to past keys, and the backward accumulates their gradient over the batch
 /// rows into dPrefix. As in Hugging Face PEFT's PREFIX_TUNING, the prefixes are past_key_values: the batch's positions
@@ -47,7 +47,7 @@ internal abstract class BlockProgram(KernelContext kernels, TransformerConfig co
 
     /// <summary>residual[0]: the token and prompt rows of the loaded batch (and a family's position embedding).</summary>
     protected virtual void Embed(in PassDimensions d, ArrayView<int> map, ArrayView<int> positions) =>
-        kernels.Embedding.Forward(m.Residual(0, d.N), map, weights.TokenEmbedding, m.Prompt, d.N, d.C, config.VocabSize, options.PromptRows);
+        kernels.Embedding.Forward(m.Residual(0, d.N), map, weights.TokenEmbedding, m.Prompt, d.N, d.C, config.VocabSize, options.PromptTableRows);
 
     /// <summary>Block <paramref name="l"/>: residual[l] → residual[l+1], saving into per-layer slot <paramref name="s"/>.
     /// The forward runs it for every layer (<paramref name="nextSlot"/> ≥ 0: the slot of the next block, which a family
@@ -82,12 +82,12 @@ internal abstract class BlockProgram(KernelContext kernels, TransformerConfig co
             throw new ArgumentException($"batch {batch.Rows}×{batch.Length} exceeds the engine's {options.MaxRows}×{options.MaxLength}");
         if (batch.LossPositions.Length > m.MaxScored) throw new ArgumentException($"batch scores {batch.LossPositions.Length} positions, the engine was sized for {m.MaxScored}");
         if ((batch.Verbalizer?.Length ?? 0) > options.MaxVerbalizer) throw new ArgumentException($"verbalizer of {batch.Verbalizer!.Length} tokens exceeds the engine's {options.MaxVerbalizer}");
-        batch.Validate(config.VocabSize, options.PromptRows, config.ContextLength - options.PrefixTokens);
+        batch.Validate(config.VocabSize, options.PromptTableRows, config.ContextLength - options.DeepVirtualTokens);
         int n = batch.Positions, s = batch.LossPositions.Length;
         m.SourceMap(n).CopyFromCPU(batch.SourceMap);
         m.KeyMask(n).CopyFromCPU(batch.KeyMask);
         // A deep prompt occupies positions [0, Pv) as past keys, so the batch's positions move up by Pv (HF's cache_position).
-        m.PositionIds(n).CopyFromCPU(options.PrefixTokens == 0 ? batch.PositionIds : batch.PositionIds.Select(p => p + options.PrefixTokens).ToArray());
+        m.PositionIds(n).CopyFromCPU(options.DeepVirtualTokens == 0 ? batch.PositionIds : batch.PositionIds.Select(p => p + options.DeepVirtualTokens).ToArray());
         if (s > 0)
         {
             m.LossPositions(s).CopyFromCPU(batch.LossPositions);
@@ -96,15 +96,15 @@ internal abstract class BlockProgram(KernelContext kernels, TransformerConfig co
         if (batch.Verbalizer is { Length: > 0 } words) m.Verbalizer(words.Length).CopyFromCPU(words);
         if (batch.DeepPromptOfRow is { } chosen)
         {
-            if (options.PrefixTokens == 0) throw new ArgumentException("batch: it chooses a deep prompt per row, but the engine holds none");
+            if (options.DeepVirtualTokens == 0) throw new ArgumentException("batch: it chooses a deep prompt per row, but the engine holds none");
             foreach (var d in chosen)
                 if (d >= options.DeepPrompts) throw new ArgumentException($"batch: deep prompt {d} chosen, the engine holds {options.DeepPrompts}");
         }
         if (options.DeepPrompts > 1) // with one deep prompt every row attends to it; nothing to send
             m.DeepPromptOfRow(batch.Rows).CopyFromCPU(batch.DeepPromptOfRow ?? new int[batch.Rows]);
-        if (options.PromptRows > 0)
+        if (options.PromptTableRows > 0)
         {
-            var uses = Embedding.BuildPromptUses(batch.SourceMap, config.VocabSize, options.PromptRows);
+            var uses = Embedding.BuildPromptUses(batch.SourceMap, config.VocabSize, options.PromptTableRows);
             m.UseOffsets.CopyFromCPU(uses.Offsets);
             if (uses.Positions.Length > 0) m.UsePositions(uses.Positions.Length).CopyFromCPU(uses.Positions);
             PromptUseCount = uses.Positions.Length;
@@ -153,8 +153,8 @@ internal abstract class BlockProgram(KernelContext kernels, TransformerConfig co
             BlockBackward(d, l, s, injectedRows);
         }
         // Embedding, reversed: only the prompt rows receive gradient (positions and tokens are frozen).
-        if (options.PromptRows > 0)
-            kernels.Embedding.Backward(m.DPrompt, m.DResidual(d.N), m.UseOffsets, m.UsePositions(PromptUseCount), d.N, d.C, options.PromptRows);
+        if (options.PromptTableRows > 0)
+            kernels.Embedding.Backward(m.DPrompt, m.DResidual(d.N), m.UseOffsets, m.UsePositions(PromptUseCount), d.N, d.C, options.PromptTableRows);
     }
 
     /// <summary>The attention half up to the attention output (saved in slot <paramref name="s"/>), from the normed input
@@ -218,7 +218,7 @@ internal abstract class BlockProgram(KernelContext kernels, TransformerConfig co
         if (d.Pv > 0)
             kernels.AttentionPrefix.Backward(dq, new(m.DPrefixSlice(l, false), m.DPrefixSlice(l, true)), dAtt, q,
                 new(m.PrefixSlice(l, false), m.PrefixSlice(l, true)), lse, delta, new(d.B, d.T, d.H, d.KVH, d.hs, d.Pv));
-        if (l == 0 && options.PromptRows == 0 && !EveryRowEverywhere)
+        if (l == 0 && options.PromptTableRows == 0 && !EveryRowEverywhere)
             return false; // a deep prompt's gradient entered at the prefix keys and values; nothing below layer 0's attention is trained
         if (injectedRows > 0) // PromptBackward: the keys and values also reach other rows (shared prompt KV)
         {

@@ -6,11 +6,11 @@ namespace PromptEngine.Engine;
 /// <summary>Sizes the engine's arenas once.</summary>
 /// <param name="MaxRows">Largest batch B.</param>
 /// <param name="MaxLength">Longest row T (prompt slots included).</param>
-/// <param name="PromptRows">Rows P of the prompt bank (all prompts of the bank, stacked); 0 for none.</param>
+/// <param name="PromptTableRows">Rows P of the prompt bank (all prompts of the bank, stacked); 0 for none.</param>
 /// <param name="Training">Save what backward needs for every layer; false keeps one layer's worth (inference).</param>
 /// <param name="MaxLossPositions">Most scored positions S per batch; B·T by default.</param>
 /// <param name="MaxVerbalizer">Most vocabulary rows a verbalizer restricts the softmax to.</param>
-/// <param name="PrefixTokens">Deep-prompt virtual tokens Pv (prefix tuning / P-tuning v2): every layer gets Pv trainable key
+/// <param name="DeepVirtualTokens">Deep-prompt virtual tokens Pv (prefix tuning / P-tuning v2): every layer gets Pv trainable key
 /// and value vectors per kv head that all queries attend to, as Hugging Face PEFT's PREFIX_TUNING past_key_values.
 /// Batches then number their positions from Pv (HF's cache_position); 0 for none.</param>
 /// <param name="Recompute">Activation recomputation (training): keep only each block's input (the residual stream) and
@@ -20,8 +20,8 @@ namespace PromptEngine.Engine;
 /// own (<see cref="Batch.DeepPromptOfRow"/>), so rows of different tasks share one batch. Training holds one.</param>
 /// <param name="WeightFormat">How the frozen block projections are stored on the device: float32, or half / bfloat16 for
 /// half the memory (widened as read, accumulated in float32; see <see cref="DeviceWeights"/>).</param>
-public sealed record EngineOptions(int MaxRows, int MaxLength, int PromptRows, bool Training = true, int? MaxLossPositions = null, int MaxVerbalizer = 16,
-    int PrefixTokens = 0, bool Recompute = false, WeightFormat WeightFormat = WeightFormat.F32, int DeepPrompts = 1)
+public sealed record EngineOptions(int MaxRows, int MaxLength, int PromptTableRows, bool Training = true, int? MaxLossPositions = null, int MaxVerbalizer = 16,
+    int DeepVirtualTokens = 0, bool Recompute = false, WeightFormat WeightFormat = WeightFormat.F32, int DeepPrompts = 1)
 {
     /// <summary>Refuses options the engine cannot honour for <paramref name="config"/>.</summary>
     /// <exception cref="ArgumentException">A non-positive batch, a length beyond the model's positions, a negative Pv, no or
@@ -34,13 +34,13 @@ public sealed record EngineOptions(int MaxRows, int MaxLength, int PromptRows, b
             throw new ArgumentException($"engine: sequence length {MaxLength} exceeds the model's {config.MaxPositions} positions");
         if (MaxLength > config.ContextLength)
             throw new SlidingWindowException(config, MaxLength);
-        if (PrefixTokens < 0) throw new ArgumentException($"engine: {PrefixTokens} prefix tokens");
+        if (DeepVirtualTokens < 0) throw new ArgumentException($"engine: {DeepVirtualTokens} prefix tokens");
         if (DeepPrompts < 1) throw new ArgumentException($"engine: {DeepPrompts} deep prompts; at least 1");
         if (DeepPrompts > 1 && Training)
             throw new ArgumentException($"engine: training holds one deep prompt, not {DeepPrompts}; several are for inference (EngineOptions.Training = false)");
         // Each batch checks its own Pv + positions against the model (Load); the cache's Pv + tokens against MaxLength (Prefill).
-        if (PrefixTokens >= config.ContextLength)
-            throw new ArgumentException($"engine: {PrefixTokens} prefix tokens leave no room in the model's {config.ContextLength} positions");
+        if (DeepVirtualTokens >= config.ContextLength)
+            throw new ArgumentException($"engine: {DeepVirtualTokens} prefix tokens leave no room in the model's {config.ContextLength} positions");
     }
 }
 

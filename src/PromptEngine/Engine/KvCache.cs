@@ -31,7 +31,7 @@ internal sealed class KvCache(KernelContext kernels, TransformerConfig config, E
         int B = batch.Rows, T = batch.Length;
         if (B > options.MaxRows || T > options.MaxLength)
             throw new ArgumentException($"prefill: batch {B}×{T} exceeds the engine's {options.MaxRows}×{options.MaxLength}");
-        batch.Validate(config.VocabSize, options.PromptRows, config.ContextLength - options.PrefixTokens);
+        batch.Validate(config.VocabSize, options.PromptTableRows, config.ContextLength - options.DeepVirtualTokens);
         var lengths = new int[B];
         for (var b = 0; b < B; b++)
         {
@@ -47,7 +47,7 @@ internal sealed class KvCache(KernelContext kernels, TransformerConfig config, E
         }
         memory.EnsureCache(kernels.Accelerator);
         program.Load(batch with { LossPositions = [], Targets = [], Verbalizer = null });
-        int Pv = options.PrefixTokens;
+        int Pv = options.DeepVirtualTokens;
         if (Pv + T > options.MaxLength)
             throw new ArgumentException($"prefill: {Pv} prefix tokens + length {T} exceed the engine's cache of {options.MaxLength} positions");
         var step = new int[5 * B];

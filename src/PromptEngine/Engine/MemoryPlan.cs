@@ -127,15 +127,15 @@ internal sealed class MemoryPlan : IDisposable
         lossPositions = indices.Reserve("loss positions (S)", maxS);
         targets = indices.Reserve("targets (S)", maxS);
         verbalizer = indices.Reserve("verbalizer (R)", options.MaxVerbalizer);
-        useOffsets = indices.Reserve("prompt use offsets (P+1)", options.PromptRows + 1);
+        useOffsets = indices.Reserve("prompt use offsets (P+1)", options.PromptTableRows + 1);
         usePositions = indices.Reserve("prompt use positions (N)", maxN);
         scoredRows = indices.Reserve("scored rows 0..S-1 (S)", maxS);
         deepPromptOfRow = indices.Reserve("deep prompt of each row (B)", options.DeepPrompts > 1 ? options.MaxRows : 0);
         headTargets = indices.Reserve("head targets (S)", maxS);
 
-        long promptLength = (long)options.PromptRows * C;
-        long prefixLength = TransformerEngine.PrefixLengthOf(config, options.PrefixTokens);
-        prefixPart = (long)options.DeepPrompts * options.PrefixTokens * KV;
+        long promptLength = (long)options.PromptTableRows * C;
+        long prefixLength = TransformerEngine.PrefixLengthOf(config, options.DeepVirtualTokens);
+        prefixPart = (long)options.DeepPrompts * options.DeepVirtualTokens * KV;
         prompt = promptArena.Reserve("prompt (P, C)", promptLength);
         prefix = promptArena.Reserve("prefix (L, 2, D·Pv, KV*hs)", prefixLength * options.DeepPrompts);
         dPrompt = promptArena.Reserve("dPrompt (P, C)", training * promptLength);

@@ -35,7 +35,7 @@ internal readonly record struct PassDimensions(int L, int B, int T, int C, int H
     /// <summary>The sizes of a pass over <paramref name="rows"/> × <paramref name="length"/> positions.</summary>
     public static PassDimensions Of(TransformerConfig config, EngineOptions options, int rows, int length, CacheMode mode, int scored) =>
         new(config.NumLayers, rows, length, config.HiddenSize, config.NumHeads, config.NumKvHeads, config.HeadDim, config.IntermediateSize,
-            options.MaxLength, options.PrefixTokens, (float)config.NormEps, (float)config.RopeTheta, mode, scored);
+            options.MaxLength, options.DeepVirtualTokens, (float)config.NormEps, (float)config.RopeTheta, mode, scored);
 
     /// <summary>Positions B·T.</summary>
     public int N => B * T;

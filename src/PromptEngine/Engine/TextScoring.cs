@@ -8,10 +8,10 @@ namespace PromptEngine.Engine;
 /// <param name="Loss">Mean cross-entropy over the scored tokens, in nats.</param>
 /// <param name="ScoredTokens">How many tokens were scored.</param>
 /// <param name="InputTokens">Tokens of the input (BOS included).</param>
-/// <param name="PromptTokens">Virtual tokens of the prompt (0 without one).</param>
+/// <param name="VirtualTokens">Virtual tokens of the prompt (0 without one).</param>
 /// <param name="PromptGradient">(n_virtual_tokens, hidden) dLoss/dPrompt, when asked for.</param>
 /// <param name="Memory">Device memory the engine held, by arena.</param>
-public sealed record TextLoss(float Loss, int ScoredTokens, int InputTokens, int PromptTokens, float[]? PromptGradient, MemoryReport Memory);
+public sealed record TextLoss(float Loss, int ScoredTokens, int InputTokens, int VirtualTokens, float[]? PromptGradient, MemoryReport Memory);
 
 /// <summary>Scores a text the way <c>promptengine loss</c> does: BOS + input (+ target), the prompt
 /// placed before everything (prefix) or between input and target (suffix); the loss is the mean over

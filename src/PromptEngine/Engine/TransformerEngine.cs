@@ -18,7 +18,7 @@ namespace PromptEngine.Engine;
 /// <see cref="Readout"/> (loss, logits, a classifier head); the <see cref="KvCache"/> (prefill and decode, allocated by the
 /// first <see cref="Prefill"/>); <see cref="PromptKv"/> (shared prompt-KV reuse, <see cref="SharedPromptKv"/>). Per call
 /// only the batch's index maps go to the device and one float, the mean loss, comes back.</para>
-/// <para>Deep prompts (<see cref="EngineOptions.PrefixTokens"/> = Pv &gt; 0) add a trainable prefix (L, 2, Pv, KV·hs) to the
+/// <para>Deep prompts (<see cref="EngineOptions.DeepVirtualTokens"/> = Pv &gt; 0) add a trainable prefix (L, 2, Pv, KV·hs) to the
 /// prompt arena, a second <see cref="TrainableParameter"/> beside the prompt's (the optimizer clips the two as one vector,
 /// <see cref="Trainables"/>); <see cref="BlockProgram"/> says how the attention uses it.</para>
 /// </remarks>
@@ -124,7 +124,7 @@ public sealed class TransformerEngine : IDisposable
     public MemoryReport Memory => memory.Report(weightBytes);
 
     /// <summary>Rows P of the prompt bank.</summary>
-    public int PromptRows => options.PromptRows;
+    public int PromptTableRows => options.PromptTableRows;
 
     /// <summary>The sizes the engine was built for (largest batch B and row length T, which are also the KV cache's rows and capacity).</summary>
     public EngineOptions Options => options;
@@ -136,22 +136,22 @@ public sealed class TransformerEngine : IDisposable
     /// <summary>Replaces the prompt bank (P, C) with <paramref name="values"/> and resets its gradient and AdamW state.</summary>
     public void SetPrompt(ReadOnlySpan<float> values)
     {
-        var length = (long)options.PromptRows * config.HiddenSize;
-        if (values.Length != length) throw new ArgumentException($"prompt: {values.Length} values given, the bank holds P·C = {options.PromptRows}·{config.HiddenSize} = {length}");
+        var length = (long)options.PromptTableRows * config.HiddenSize;
+        if (values.Length != length) throw new ArgumentException($"prompt: {values.Length} values given, the bank holds P·C = {options.PromptTableRows}·{config.HiddenSize} = {length}");
         if (length == 0) return;
         memory.Prompt.CopyFromCPU(values.ToArray());
         trainables.ResetOptimizer();
     }
 
-    /// <summary>Elements of the deep prefix (L, 2, Pv, KV·hs) for <paramref name="prefixTokens"/> = Pv.</summary>
-    public static long PrefixLengthOf(TransformerConfig config, int prefixTokens) =>
-        (long)config.NumLayers * 2 * prefixTokens * config.NumKvHeads * config.HeadDim;
+    /// <summary>Elements of the deep prefix (L, 2, Pv, KV·hs) for <paramref name="deepVirtualTokens"/> = Pv.</summary>
+    public static long PrefixLengthOf(TransformerConfig config, int deepVirtualTokens) =>
+        (long)config.NumLayers * 2 * deepVirtualTokens * config.NumKvHeads * config.HeadDim;
 
     /// <summary>Deep-prompt virtual tokens Pv (0: no prefix).</summary>
-    public int PrefixTokens => options.PrefixTokens;
+    public int DeepVirtualTokens => options.DeepVirtualTokens;
 
     /// <summary>Elements of the deep prefix, L·2·Pv·KV·hs.</summary>
-    public long PrefixLength => PrefixLengthOf(config, options.PrefixTokens);
+    public long PrefixLength => PrefixLengthOf(config, options.DeepVirtualTokens);
 
     /// <summary>What a training engine's optimizer moves: the prompt (P, C), then the deep prefix (L, 2, Pv, KV·hs), those
     /// the engine has, one <see cref="ParameterGroup.Prompt"/> group; empty for an inference engine.</summary>
@@ -202,10 +202,10 @@ public sealed class TransformerEngine : IDisposable
     internal ArrayView<float> PrefixGradientView => memory.DPrefix;
 
     /// <summary>The prompt bank (P, C), copied to the host.</summary>
-    public float[] GetPrompt() => options.PromptRows == 0 ? [] : memory.Prompt.ToHost();
+    public float[] GetPrompt() => options.PromptTableRows == 0 ? [] : memory.Prompt.ToHost();
 
     /// <summary>dLoss/dPrompt (P, C) accumulated since the last <see cref="ZeroPromptGradient"/>, copied to the host.</summary>
-    public float[] GetPromptGradient() => options.PromptRows == 0 || !options.Training ? [] : memory.DPrompt.ToHost();
+    public float[] GetPromptGradient() => options.PromptTableRows == 0 || !options.Training ? [] : memory.DPrompt.ToHost();
 
     /// <summary>Clears dPrompt and dPrefix (start of a step; several batches between clears accumulate).</summary>
     public void ZeroPromptGradient() => trainables.ZeroGradient();
@@ -288,23 +288,23 @@ public sealed class TransformerEngine : IDisposable
     /// (<see cref="EngineOptions.MaxLength"/> positions).</exception>
     public float[] DecodeStep(ReadOnlySpan<int> tokens) => cache.DecodeStep(tokens);
 
-    /// <summary>Exact prompt-KV reuse: runs the prompt-bank rows <paramref name="promptRows"/> alone, as a prefix at
+    /// <summary>Exact prompt-KV reuse: runs the prompt-bank rows <paramref name="promptTableRows"/> alone, as a prefix at
     /// positions 0..P−1, and returns the keys (rotated) and values every layer computes there, in the deep-prefix layout
     /// (L, 2, P, KV·hs). With prefix placement and causal attention those positions never see the input, so an engine
-    /// built with <see cref="EngineOptions.PrefixTokens"/> = P holding this as its prefix (<see cref="SetPrefix"/>)
+    /// built with <see cref="EngineOptions.DeepVirtualTokens"/> = P holding this as its prefix (<see cref="SetPrefix"/>)
     /// computes for any input exactly what this engine computes with the prompt in front of it, without recomputing
     /// the P prompt positions per row, per request or per generation step. Uses (and clears) the KV cache.</summary>
     /// <exception cref="ArgumentException">No rows, a row outside the bank, more rows than the engine's length.</exception>
     /// <exception cref="InvalidOperationException">This engine has a deep prefix of its own.</exception>
-    public float[] PromptKeysAndValues(IReadOnlyList<int> promptRows) => promptKv.KeysAndValues(promptRows);
+    public float[] PromptKeysAndValues(IReadOnlyList<int> promptTableRows) => promptKv.KeysAndValues(promptTableRows);
 
     /// <summary>Shared prompt KV in training, first half: the training forward of the prompt rows alone (one row, positions
     /// 0..P−1), saving what <see cref="PromptBackward"/> needs, and their keys and values in the deep-prefix layout
-    /// (L, 2, P, KV·hs). Give them to an engine with <see cref="EngineOptions.PrefixTokens"/> = P
+    /// (L, 2, P, KV·hs). Give them to an engine with <see cref="EngineOptions.DeepVirtualTokens"/> = P
     /// (<see cref="SetPrefix"/>) to train every row of a batch against one computation of the prompt.</summary>
     /// <exception cref="InvalidOperationException">An inference engine, a recomputing one, or one with a deep prefix.</exception>
     /// <exception cref="ArgumentException">No rows, or a row outside the bank.</exception>
-    public float[] PromptForward(IReadOnlyList<int> promptRows) => promptKv.Forward(promptRows);
+    public float[] PromptForward(IReadOnlyList<int> promptTableRows) => promptKv.Forward(promptTableRows);
 
     /// <summary>Shared prompt KV in training, second half: the backward of the last <see cref="PromptForward"/> when its
     /// only loss is through its keys and values, <paramref name="dKeysAndValues"/> (L, 2, P, KV·hs) — the dPrefix that the

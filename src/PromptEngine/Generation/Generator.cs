@@ -4,9 +4,9 @@ namespace PromptEngine.Generation;
 
 /// <summary>One row of a generation call: prompt-bank rows placed before the tokens (prefix), then the tokens.</summary>
 /// <param name="Tokens">Tokens to continue, at least one (e.g. BOS).</param>
-/// <param name="PromptRows">Rows of the engine's prompt bank to place first (e.g. 0..19), or empty for no prompt.
+/// <param name="PromptTableRows">Rows of the engine's prompt bank to place first (e.g. 0..19), or empty for no prompt.
 /// Rows of one call may use different prompts of the bank, or none.</param>
-public sealed record GenerationRequest(IReadOnlyList<int> Tokens, IReadOnlyList<int> PromptRows);
+public sealed record GenerationRequest(IReadOnlyList<int> Tokens, IReadOnlyList<int> PromptTableRows);
 
 /// <summary>Why a row stopped.</summary>
 public enum StopReason
@@ -74,17 +74,17 @@ public static class Generator
     }
 
     /// <summary>One row with the KV cache: generates after <paramref name="tokens"/>, with the prompt-bank rows
-    /// <paramref name="promptRows"/> placed before them (prefix) when given. Returns the new tokens only.</summary>
-    public static List<int> Generate(TransformerEngine engine, IReadOnlyList<int> tokens, IReadOnlyList<int> promptRows, SamplingOptions options) =>
-        Generate(engine, [new GenerationRequest(tokens, promptRows)], options)[0].Tokens.ToList();
+    /// <paramref name="promptTableRows"/> placed before them (prefix) when given. Returns the new tokens only.</summary>
+    public static List<int> Generate(TransformerEngine engine, IReadOnlyList<int> tokens, IReadOnlyList<int> promptTableRows, SamplingOptions options) =>
+        Generate(engine, [new GenerationRequest(tokens, promptTableRows)], options)[0].Tokens.ToList();
 
     /// <summary>The oracle: one row, no cache. Each new token re-runs <see cref="TransformerEngine.Logits"/> over the
     /// whole row and reads the last position; samples exactly as row 0 of the cached path does, so with the same
     /// seed both paths produce the same tokens. Stops under the same rules.</summary>
-    public static List<int> GenerateUncached(TransformerEngine engine, IReadOnlyList<int> tokens, IReadOnlyList<int> promptRows, SamplingOptions options)
+    public static List<int> GenerateUncached(TransformerEngine engine, IReadOnlyList<int> tokens, IReadOnlyList<int> promptTableRows, SamplingOptions options)
     {
         options.Validate();
-        var request = new GenerationRequest(tokens, promptRows);
+        var request = new GenerationRequest(tokens, promptTableRows);
         PrefillBatch(engine, [request]); // the same checks as the cached path
         var sampler = new TokenSampler(options, row: 0);
         var generated = new List<int>();
@@ -92,11 +92,11 @@ public static class Generator
         var capacity = engine.Options.MaxLength;
         while (generated.Count < options.MaxNewTokens)
         {
-            var row = Row(new GenerationRequest(context, promptRows));
+            var row = Row(new GenerationRequest(context, promptTableRows));
             row[^1] = row[^1] with { Target = 0 }; // score the last position; the target only has to be a valid id
             var next = sampler.Sample(engine.Logits(BatchBuilder.Build([row])));
             generated.Add(next);
-            if (next == options.StopAtEos || promptRows.Count + context.Count >= capacity) break;
+            if (next == options.StopAtEos || promptTableRows.Count + context.Count >= capacity) break;
             context.Add(next);
         }
         return generated;
@@ -114,12 +114,12 @@ public static class Generator
         {
             var request = requests[r];
             if (request.Tokens.Count == 0) throw new ArgumentException($"generation: request {r} has no tokens; it needs at least one to start from (e.g. BOS)");
-            var length = request.PromptRows.Count + request.Tokens.Count;
+            var length = request.PromptTableRows.Count + request.Tokens.Count;
             if (length > options.MaxLength)
-                throw new ArgumentException($"generation: request {r} has {request.PromptRows.Count} prompt rows + {request.Tokens.Count} tokens = {length} positions, more than the engine's {options.MaxLength} (EngineOptions.MaxLength)");
-            foreach (var p in request.PromptRows)
-                if (p < 0 || p >= engine.PromptRows)
-                    throw new ArgumentException($"generation: request {r} names prompt row {p}, but the prompt bank has {engine.PromptRows} rows");
+                throw new ArgumentException($"generation: request {r} has {request.PromptTableRows.Count} prompt rows + {request.Tokens.Count} tokens = {length} positions, more than the engine's {options.MaxLength} (EngineOptions.MaxLength)");
+            foreach (var p in request.PromptTableRows)
+                if (p < 0 || p >= engine.PromptTableRows)
+                    throw new ArgumentException($"generation: request {r} names prompt row {p}, but the prompt bank has {engine.PromptTableRows} rows");
             foreach (var t in request.Tokens)
                 if (t < 0 || t >= engine.Config.VocabSize)
                     throw new ArgumentException($"generation: request {r} has token {t}, outside the vocabulary of {engine.Config.VocabSize}");
@@ -128,5 +128,5 @@ public static class Generator
     }
 
     static List<Slot> Row(GenerationRequest request) =>
-        request.PromptRows.Select(Slot.Prompt).Concat(request.Tokens.Select(t => Slot.Token(t))).ToList();
+        request.PromptTableRows.Select(Slot.Prompt).Concat(request.Tokens.Select(t => Slot.Token(t))).ToList();
 }

@@ -48,7 +48,7 @@ public sealed class PrefixProjection : IDisposable
     /// <summary>Plans and allocates the arena and initialises the parameters from <paramref name="seed"/>.</summary>
     /// <param name="kernels">The context of the engine whose prefix this projection computes.</param>
     /// <param name="config">The model: L, KV and hs fix the output width L·2·KV·hs.</param>
-    /// <param name="virtualTokens">Pv, the engine's <see cref="EngineOptions.PrefixTokens"/>.</param>
+    /// <param name="virtualTokens">Pv, the engine's <see cref="EngineOptions.DeepVirtualTokens"/>.</param>
     /// <param name="hiddenSize">H, the MLP's hidden width (PEFT's encoder_hidden_size).</param>
     /// <param name="seed">Seed of the initialisation.</param>
     /// <exception cref="ArgumentOutOfRangeException">Pv or H is not positive.</exception>
@@ -193,9 +193,9 @@ public sealed class PrefixProjection : IDisposable
         if (!ReferenceEquals(engine.Kernels, kernels))
             throw new ArgumentException($"prefix projection: {what}: the engine runs on another kernel context; build the projection on the engine's", nameof(engine));
         var c = engine.Config;
-        if (engine.PrefixTokens != pv || c.NumLayers != config.NumLayers || c.NumKvHeads != config.NumKvHeads || c.HeadDim != config.HeadDim)
+        if (engine.DeepVirtualTokens != pv || c.NumLayers != config.NumLayers || c.NumKvHeads != config.NumKvHeads || c.HeadDim != config.HeadDim)
             throw new ArgumentException($"prefix projection: {what}: the projection makes {pv} virtual tokens for {config.NumLayers} layers × {config.NumKvHeads} kv heads × {config.HeadDim}; "
-                + $"the engine's deep prefix has {engine.PrefixTokens} for {c.NumLayers} × {c.NumKvHeads} × {c.HeadDim}", nameof(engine));
+                + $"the engine's deep prefix has {engine.DeepVirtualTokens} for {c.NumLayers} × {c.NumKvHeads} × {c.HeadDim}", nameof(engine));
     }
 
     /// <inheritdoc/>

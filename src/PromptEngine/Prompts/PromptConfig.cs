@@ -28,10 +28,10 @@ public sealed record PromptConfig(PromptMethod Method, int VirtualTokens, int Ml
     public PromptConfig WithLinearHead() => this with { LinearHead = true };
 
     /// <summary>Rows the prompt occupies in each input row: n for a plain prompt, 0 for a deep one.</summary>
-    public int PromptRows => Method == PromptMethod.Prompt ? VirtualTokens : 0;
+    public int PromptTableRows => Method == PromptMethod.Prompt ? VirtualTokens : 0;
 
     /// <summary>Deep-prompt virtual tokens: n for a deep prompt, 0 for a plain one.</summary>
-    public int PrefixTokens => VirtualTokens - PromptRows;
+    public int DeepVirtualTokens => VirtualTokens - PromptTableRows;
 
     /// <summary>The method's name in run fingerprints and titles: "Prompt", "Prefix" or "Prefix mlp H" (runs without an MLP
     /// keep the name they always had).</summary>
@@ -53,7 +53,7 @@ public sealed record PromptConfig(PromptMethod Method, int VirtualTokens, int Ml
 
     /// <summary>Options of a training engine for this method.</summary>
     public EngineOptions EngineOptions(int maxRows, int maxLength, int maxVerbalizer = 16) =>
-        new(maxRows, maxLength, PromptRows, MaxVerbalizer: maxVerbalizer, PrefixTokens: PrefixTokens);
+        new(maxRows, maxLength, PromptTableRows, MaxVerbalizer: maxVerbalizer, DeepVirtualTokens: DeepVirtualTokens);
 
     /// <summary>The starting prompt: a plain prompt by <paramref name="init"/> (<see cref="PromptInit"/>); a deep prompt random
     /// (as PEFT's PrefixEncoder starts; vocabulary rows have no deep counterpart, so <see cref="PromptInitMethod.SampleVocab"/>
@@ -105,8 +105,8 @@ public sealed record PromptConfig(PromptMethod Method, int VirtualTokens, int Ml
     {
         ArgumentNullException.ThrowIfNull(engine);
         Validate();
-        if (engine.PromptRows != PromptRows || engine.PrefixTokens != PrefixTokens)
-            throw new ArgumentException($"prompt method: the engine holds {engine.PromptRows} prompt rows and {engine.PrefixTokens} deep-prompt tokens; this method needs {PromptRows} and {PrefixTokens}");
+        if (engine.PromptTableRows != PromptTableRows || engine.DeepVirtualTokens != DeepVirtualTokens)
+            throw new ArgumentException($"prompt method: the engine holds {engine.PromptTableRows} prompt rows and {engine.DeepVirtualTokens} deep-prompt tokens; this method needs {PromptTableRows} and {DeepVirtualTokens}");
         if (LinearHead && (labels is null || labelTokenIds is null))
             throw new ArgumentException("prompt method: a linear head classifies; it needs the task's labels and their label-word tokens");
         if (MlpHiddenSize == 0 && (initial is null || initial.Method != Method || initial.VirtualTokens != VirtualTokens))

@@ -92,9 +92,9 @@ public abstract class TrainablePrompt : IDisposable
     internal static TrainablePrompt Over(TransformerEngine engine, PrefixProjection? projection, bool ownsModules)
     {
         ArgumentNullException.ThrowIfNull(engine);
-        if (engine.PromptRows == 0 && engine.PrefixTokens == 0) throw new ArgumentException("the engine has no prompt or deep prefix to train");
+        if (engine.PromptTableRows == 0 && engine.DeepVirtualTokens == 0) throw new ArgumentException("the engine has no prompt or deep prefix to train");
         TrainablePrompt result = projection is not null ? new DeepMlpTrainablePrompt(engine, projection, ownsModules)
-            : engine.PrefixTokens > 0 ? new DeepTrainablePrompt(engine, ownsModules) : new PlainTrainablePrompt(engine, ownsModules);
+            : engine.DeepVirtualTokens > 0 ? new DeepTrainablePrompt(engine, ownsModules) : new PlainTrainablePrompt(engine, ownsModules);
         if (result.PromptParameters.Count == 0)
             throw new ArgumentException("the engine was built for inference (EngineOptions.Training = false); it has no trainable prompt");
         return result;
@@ -127,10 +127,10 @@ public sealed class PlainTrainablePrompt : TrainablePrompt
     public override IReadOnlyList<TrainableParameter> PromptParameters => Engine.Trainables;
 
     /// <summary>(P, C).</summary>
-    public override long[] CheckpointShape => [Engine.PromptRows, Engine.Config.HiddenSize];
+    public override long[] CheckpointShape => [Engine.PromptTableRows, Engine.Config.HiddenSize];
 
     private protected override TunedPrompt Snapshot(Dictionary<string, string> metadata, ClassifierHeadWeights? head) =>
-        TunedPrompt.Plain(new SoftPrompt(Engine.GetPrompt(), Engine.PromptRows, Engine.Config.HiddenSize, metadata), head);
+        TunedPrompt.Plain(new SoftPrompt(Engine.GetPrompt(), Engine.PromptTableRows, Engine.Config.HiddenSize, metadata), head);
 }
 
 /// <summary>A deep prompt trained directly: the engine's prefix (L, 2, Pv, KV·hs) (and its prompt rows, when it has both).</summary>
@@ -144,10 +144,10 @@ public class DeepTrainablePrompt : TrainablePrompt
     public override IReadOnlyList<TrainableParameter> PromptParameters => Engine.Trainables;
 
     /// <summary>(Pv, L·2·KV·hs); one row of everything for an engine that trains a plain prompt beside it.</summary>
-    public override long[] CheckpointShape => Engine.PromptRows == 0 ? [Engine.PrefixTokens, Engine.PrefixLength / Engine.PrefixTokens] : [1, PromptParameters.Length()];
+    public override long[] CheckpointShape => Engine.PromptTableRows == 0 ? [Engine.DeepVirtualTokens, Engine.PrefixLength / Engine.DeepVirtualTokens] : [1, PromptParameters.Length()];
 
     private protected override TunedPrompt Snapshot(Dictionary<string, string> metadata, ClassifierHeadWeights? head) =>
-        TunedPrompt.Deep(DeepPrompt.FromEngineLayout(Engine.GetPrefix(), Engine.PrefixTokens, Engine.Config, metadata), head);
+        TunedPrompt.Deep(DeepPrompt.FromEngineLayout(Engine.GetPrefix(), Engine.DeepVirtualTokens, Engine.Config, metadata), head);
 }
 
 /// <summary>A deep prompt trained through prefix tuning's MLP (<see cref="PrefixProjection"/>): the optimizer moves the MLP's
@@ -158,10 +158,10 @@ public sealed class DeepMlpTrainablePrompt : DeepTrainablePrompt
 
     internal DeepMlpTrainablePrompt(TransformerEngine engine, PrefixProjection projection, bool ownsModules) : base(engine, ownsModules)
     {
-        if (engine.PromptRows > 0)
-            throw new ArgumentException($"the prefix projection reparameterises the deep prefix only; this engine also trains a plain prompt of {engine.PromptRows} rows");
-        if (engine.PrefixTokens != projection.VirtualTokens)
-            throw new ArgumentException($"the prefix projection makes {projection.VirtualTokens} virtual tokens; the engine's deep prefix has {engine.PrefixTokens}");
+        if (engine.PromptTableRows > 0)
+            throw new ArgumentException($"the prefix projection reparameterises the deep prefix only; this engine also trains a plain prompt of {engine.PromptTableRows} rows");
+        if (engine.DeepVirtualTokens != projection.VirtualTokens)
+            throw new ArgumentException($"the prefix projection makes {projection.VirtualTokens} virtual tokens; the engine's deep prefix has {engine.DeepVirtualTokens}");
         if (projection.Parameters > Array.MaxLength)
             throw new ArgumentException($"the prefix projection's {projection.Parameters} parameters exceed one checkpoint tensor");
         this.projection = projection;

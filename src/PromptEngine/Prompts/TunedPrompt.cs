@@ -43,12 +43,12 @@ public abstract class TunedPrompt
     /// <summary>Width of a row: the model's hidden size C for a plain prompt, L·2·KV·hs for a deep one.</summary>
     public int Width { get; }
 
-    /// <summary>Rows the prompt occupies in each input row (<see cref="EngineOptions.PromptRows"/>): n for a plain prompt,
+    /// <summary>Rows the prompt occupies in each input row (<see cref="EngineOptions.PromptTableRows"/>): n for a plain prompt,
     /// 0 for a deep one, which lives in the attention layers.</summary>
-    public abstract int PromptRows { get; }
+    public abstract int PromptTableRows { get; }
 
-    /// <summary>Deep-prompt virtual tokens (<see cref="EngineOptions.PrefixTokens"/>): n for a deep prompt, 0 for a plain one.</summary>
-    public int PrefixTokens => VirtualTokens - PromptRows;
+    /// <summary>Deep-prompt virtual tokens (<see cref="EngineOptions.DeepVirtualTokens"/>): n for a deep prompt, 0 for a plain one.</summary>
+    public int DeepVirtualTokens => VirtualTokens - PromptTableRows;
 
     /// <summary>The linear classifier head trained with the prompt, or null (the LM head's verbalizer rows score the answer).</summary>
     public ClassifierHeadWeights? Head { get; }
@@ -72,10 +72,10 @@ public abstract class TunedPrompt
     /// <summary>A deep prompt (and head).</summary>
     public static DeepTunedPrompt Deep(DeepPrompt prompt, ClassifierHeadWeights? head = null) => new(prompt, head, null);
 
-    /// <summary>Options of an engine that holds this prompt: <see cref="PromptRows"/> prompt rows and
-    /// <see cref="PrefixTokens"/> deep-prompt tokens, the rest as given.</summary>
+    /// <summary>Options of an engine that holds this prompt: <see cref="PromptTableRows"/> prompt rows and
+    /// <see cref="DeepVirtualTokens"/> deep-prompt tokens, the rest as given.</summary>
     public EngineOptions EngineOptions(int maxRows, int maxLength, bool training = false, int maxVerbalizer = 16) =>
-        new(maxRows, maxLength, PromptRows, Training: training, MaxVerbalizer: maxVerbalizer, PrefixTokens: PrefixTokens);
+        new(maxRows, maxLength, PromptTableRows, Training: training, MaxVerbalizer: maxVerbalizer, DeepVirtualTokens: DeepVirtualTokens);
 
     /// <summary>Copies the prompt's values into <paramref name="engine"/> (its prompt rows or its deep prefix) and resets
     /// their gradient and AdamW state; the head is left alone.</summary>
@@ -235,7 +235,7 @@ public sealed class PlainTunedPrompt : TunedPrompt
     /// <inheritdoc/>
     public override PromptMethod Method => PromptMethod.Prompt;
     /// <inheritdoc/>
-    public override int PromptRows => Prompt.VirtualTokens;
+    public override int PromptTableRows => Prompt.VirtualTokens;
 
     /// <inheritdoc/>
     public override TunedPrompt WithHead(ClassifierHeadWeights? head) => new PlainTunedPrompt(Prompt, head, null);
@@ -279,7 +279,7 @@ public sealed class DeepTunedPrompt : TunedPrompt
     /// <inheritdoc/>
     public override PromptMethod Method => PromptMethod.Prefix;
     /// <inheritdoc/>
-    public override int PromptRows => 0;
+    public override int PromptTableRows => 0;
 
     /// <inheritdoc/>
     public override TunedPrompt WithHead(ClassifierHeadWeights? head) => new DeepTunedPrompt(Prompt, head, null);

@@ -29,7 +29,7 @@ public class CliClassifierHeadTests : CliTestBase
         var output = Path.Combine(scratch, $"head-{method}");
         string[] train = ["train", "--model", TestAssets.Stories15MFolder, "--method", method, "--head", "linear",
             "--train", Data("train"), "--validation", Data("validation"),
-            "--out", output, "--steps", "3", "--warmup", "1", "--batch-size", "2", "--prompt-tokens", "2", "--max-length", "24", "--init", "random",
+            "--out", output, "--steps", "3", "--warmup", "1", "--batch-size", "2", "--virtual-tokens", "2", "--max-length", "24", "--init", "random",
             "--train-examples", "20", "--eval-examples", "4", "--eval-every", "3", "--checkpoint-every", "1"];
         var (code, text, err) = Run(train);
         Assert.That(code, Is.EqualTo(0), err);

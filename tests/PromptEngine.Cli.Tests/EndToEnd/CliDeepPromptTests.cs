@@ -27,7 +27,7 @@ public class CliDeepPromptTests : CliTestBase
         var output = Path.Combine(scratch, "prefix");
         var (code, text, err) = Run("train", "--model", TestAssets.Stories15MFolder, "--method", "prefix",
             "--train", Path.Combine(TestAssets.ImdbSplitFolder, "train.jsonl"), "--validation", Path.Combine(TestAssets.ImdbSplitFolder, "validation.jsonl"),
-            "--out", output, "--steps", "3", "--warmup", "1", "--batch-size", "2", "--prompt-tokens", "3", "--max-length", "24", "--init", "random",
+            "--out", output, "--steps", "3", "--warmup", "1", "--batch-size", "2", "--virtual-tokens", "3", "--max-length", "24", "--init", "random",
             "--train-examples", "20", "--eval-examples", "4", "--eval-every", "3", "--checkpoint-every", "1");
         Assert.That(code, Is.EqualTo(0), err);
         Assert.That(text, Does.Contain("Completed after 3 steps"));

@@ -33,7 +33,7 @@ public class CliFuzzTests : CliTestBase
         File.WriteAllBytes(garbage, Enumerable.Range(0, 64).Select(i => (byte)(i * 37)).ToArray());
         Assert.That(Run("prompt", "export", prompt, "--model", model, "--peft", adapter).Code, Is.EqualTo(0));
         Assert.That(Run("train", "--model", model, "--train", data, "--validation", data, "--out", run, "--steps", "2", "--warmup", "0", "--batch-size", "2",
-            "--prompt-tokens", "2", "--max-length", "24", "--eval-every", "0", "--checkpoint-every", "1").Code, Is.EqualTo(0));
+            "--virtual-tokens", "2", "--max-length", "24", "--eval-every", "0", "--checkpoint-every", "1").Code, Is.EqualTo(0));
         // Everything that exists now must survive: the saved prompt, adapters, the run (checkpoint included), the inputs, the model.
         var protectedFiles = new[] { scratch, model }.SelectMany(f => Directory.EnumerateFiles(f, "*", SearchOption.AllDirectories))
             .Where(f => !f.EndsWith("eval.json") && !f.EndsWith("curves.png") && !f.EndsWith("metrics.csv"))
@@ -56,14 +56,14 @@ public class CliFuzzTests : CliTestBase
             if (roll < 4) return paths[rng.Next(paths.Length)];
             if (roll == 4) return Fresh();
             if (roll == 5 && Array.IndexOf(large, flag) >= 0) return "1000000";
-            if (roll == 5 && flag is "--prompt-tokens" or "--prefix-projection") return "100";
+            if (roll == 5 && flag is "--virtual-tokens" or "--prefix-projection") return "100";
             return words[rng.Next(words.Length)];
         }
 
         string[] Base(int which) => which switch
         {
             0 => ["train", "--model", model, "--train", data, "--validation", data, "--out", Fresh(), "--steps", "2", "--warmup", "0", "--batch-size", "2",
-                "--prompt-tokens", "2", "--max-length", "24", "--eval-every", "0", "--checkpoint-every", "1"],
+                "--virtual-tokens", "2", "--max-length", "24", "--eval-every", "0", "--checkpoint-every", "1"],
             1 => ["eval", "--model", model, "--data", data, "--max-length", "24", "--prompt", prompt],
             2 => ["loss", "--model", model, "--input", "Once upon a time", "--prompt", prompt, "--grad-out", Fresh()],
             3 => ["generate", "--model", model, "--input", "Once", "--max-new-tokens", "3", "--prompt", prompt],

@@ -28,7 +28,7 @@ public class CliPrefixProjectionTests : CliTestBase
         var output = Path.Combine(scratch, "projected");
         string[] train = ["train", "--model", TestAssets.Stories15MFolder, "--method", "prefix", "--prefix-projection", "8",
             "--train", Path.Combine(TestAssets.ImdbSplitFolder, "train.jsonl"), "--validation", Path.Combine(TestAssets.ImdbSplitFolder, "validation.jsonl"),
-            "--out", output, "--steps", "3", "--warmup", "1", "--batch-size", "2", "--prompt-tokens", "3", "--max-length", "24", "--init", "random",
+            "--out", output, "--steps", "3", "--warmup", "1", "--batch-size", "2", "--virtual-tokens", "3", "--max-length", "24", "--init", "random",
             "--train-examples", "20", "--eval-examples", "4", "--eval-every", "3", "--checkpoint-every", "1"];
         var (code, text, err) = Run(train);
         Assert.That(code, Is.EqualTo(0), err);

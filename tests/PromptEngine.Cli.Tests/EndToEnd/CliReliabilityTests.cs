@@ -9,12 +9,25 @@ namespace PromptEngine.Tests.EndToEnd;
 [NonParallelizable]
 public class CliReliabilityTests : CliTestBase
 {
+    [Test]
+    public void TheOlderPromptTokensFlagStillSetsTheVirtualTokens()
+    {
+        var data = CliTinyModels.SentimentData(scratch);
+        var output = Path.Combine(scratch, "run");
+        var args = TrainArgs(output, data);
+        args[Array.IndexOf(args, "--virtual-tokens")] = "--prompt-tokens";
+        args[Array.IndexOf(args, "--prompt-tokens") + 1] = "3";
+        var (code, _, err) = Run([.. args, "--init", "random"]);
+        Assert.That(code, Is.EqualTo(0), err);
+        Assert.That(PromptFile.Load(Path.Combine(output, "best_prompt.safetensors")).VirtualTokens, Is.EqualTo(3));
+    }
+
     static string Model => CliTinyModels.Llama();
 
     string[] TrainArgs(string output, string data, int steps = 2) =>
     [
         "train", "--model", Model, "--train", data, "--validation", data, "--out", output, "--steps", steps.ToString(), "--warmup", "0",
-        "--batch-size", "2", "--prompt-tokens", "2", "--max-length", "24", "--eval-every", "0", "--checkpoint-every", "1",
+        "--batch-size", "2", "--virtual-tokens", "2", "--max-length", "24", "--eval-every", "0", "--checkpoint-every", "1",
     ];
 
     static string Hash(string path) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(path)));
@@ -190,7 +203,7 @@ public class CliReliabilityTests : CliTestBase
     {
         var data = CliTinyModels.SentimentData(scratch, rows: 4);
         var train = Run("train", "--model", Model, "--train", data, "--validation", data, "--out", Path.Combine(scratch, "run"), "--steps", "1", "--warmup", "0",
-            "--batch-size", "1000000", "--prompt-tokens", "2", "--max-length", "24");
+            "--batch-size", "1000000", "--virtual-tokens", "2", "--max-length", "24");
         Assert.That(train.Code, Is.EqualTo(0), train.Err);
         var eval = Run("eval", "--model", Model, "--data", data, "--batch-size", "100000", "--examples", "2", "--max-length", "24", "--json");
         Assert.That(eval.Code, Is.EqualTo(0), eval.Err);
@@ -283,10 +296,10 @@ public class CliReliabilityTests : CliTestBase
     {
         var data = CliTinyModels.SentimentData(scratch);
         var args = TrainArgs(Path.Combine(scratch, "run"), data);
-        args[Array.IndexOf(args, "--prompt-tokens") + 1] = "100";
+        args[Array.IndexOf(args, "--virtual-tokens") + 1] = "100";
         var (code, _, err) = Run([.. args, "--method", method, "--init", "random"]);
         Assert.That(code, Is.EqualTo(1), err);
-        Assert.That(err, Does.Contain("--prompt-tokens").Or.Contain("--max-length"));
+        Assert.That(err, Does.Contain("--virtual-tokens").Or.Contain("--max-length"));
         AssertOneLine(err);
     }
 

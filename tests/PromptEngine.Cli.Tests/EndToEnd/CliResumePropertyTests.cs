@@ -14,7 +14,7 @@ public class CliResumePropertyTests : CliTestBase
     string[] TrainArgs(string output, string data) =>
     [
         "train", "--model", CliTinyModels.Llama(), "--train", data, "--validation", data, "--out", output, "--steps", Steps.ToString(), "--warmup", "0",
-        "--batch-size", "2", "--prompt-tokens", "2", "--max-length", "24", "--eval-every", "3", "--checkpoint-every", "1", "--schedule", "constant",
+        "--batch-size", "2", "--virtual-tokens", "2", "--max-length", "24", "--eval-every", "3", "--checkpoint-every", "1", "--schedule", "constant",
     ];
 
     /// <summary>Damage that a checkpoint reader can always see (the file's structure); a flipped bit inside the tensor data

@@ -16,7 +16,7 @@ public class CliSignalTests : CliTestBase
         var cli = Path.Combine(AppContext.BaseDirectory, "PromptEngine.Cli.dll");
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in new[] { cli, "train", "--model", CliTinyModels.Llama(), "--train", data, "--validation", data, "--out", output, "--steps", "1000000",
-                     "--warmup", "0", "--batch-size", "2", "--prompt-tokens", "2", "--max-length", "24", "--eval-every", "0", "--checkpoint-every", "1000000" })
+                     "--warmup", "0", "--batch-size", "2", "--virtual-tokens", "2", "--max-length", "24", "--eval-every", "0", "--checkpoint-every", "1000000" })
             start.ArgumentList.Add(a);
         using var process = Process.Start(start)!;
         var stderr = process.StandardError.ReadToEndAsync();

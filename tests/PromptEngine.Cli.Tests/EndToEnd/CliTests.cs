@@ -243,7 +243,7 @@ public class CliTrainingTests : CliTestBase
     [
         "train", "--model", TestAssets.Stories15MFolder,
         "--train", Path.Combine(TestAssets.ImdbSplitFolder, "train.jsonl"), "--validation", Path.Combine(TestAssets.ImdbSplitFolder, "validation.jsonl"),
-        "--out", output, "--steps", steps.ToString(), "--warmup", "1", "--batch-size", "2", "--prompt-tokens", "3", "--max-length", "24",
+        "--out", output, "--steps", steps.ToString(), "--warmup", "1", "--batch-size", "2", "--virtual-tokens", "3", "--max-length", "24",
         "--train-examples", "40", "--eval-examples", "4", "--eval-every", "2", "--checkpoint-every", "1",
     ];
 
@@ -329,7 +329,7 @@ public class CliTrainingTests : CliTestBase
         var train = Run([
             "train", .. task, "--train", Path.Combine(TestAssets.SpamSplitFolder, "train.jsonl"),
             "--validation", Path.Combine(TestAssets.SpamSplitFolder, "validation.jsonl"), "--out", output,
-            "--steps", "2", "--warmup", "1", "--batch-size", "2", "--prompt-tokens", "3", "--train-examples", "20", "--eval-examples", "4", "--eval-every", "2",
+            "--steps", "2", "--warmup", "1", "--batch-size", "2", "--virtual-tokens", "3", "--train-examples", "20", "--eval-examples", "4", "--eval-every", "2",
         ]);
         Assert.That(train.Code, Is.EqualTo(0), train.Err);
         var eval = Run(["eval", .. task, "--data", Path.Combine(TestAssets.SpamSplitFolder, "validation.jsonl"),
@@ -353,7 +353,7 @@ public class CliTrainingTests : CliTestBase
         ]);
         var output = Path.Combine(scratch, "gen");
         var (code, stdout, err) = Run("train", "--model", TestAssets.Stories15MFolder, "--task", "Generation", "--train", data, "--validation", data,
-            "--out", output, "--steps", "8", "--warmup", "0", "--batch-size", "4", "--prompt-tokens", "4", "--lr", "0.05", "--eval-every", "2", "--max-length", "32");
+            "--out", output, "--steps", "8", "--warmup", "0", "--batch-size", "4", "--virtual-tokens", "4", "--lr", "0.05", "--eval-every", "2", "--max-length", "32");
         Assert.That(code, Is.EqualTo(0), err);
         Assert.That(stdout, Does.Contain("validation loss (best prompt)"));
         var evalLosses = File.ReadAllLines(Path.Combine(output, "metrics.csv")).Skip(1).Select(l => l.Split(','))

@@ -5,7 +5,7 @@ namespace PromptEngine.Tests.Reference;
 public static class EmbeddingReference
 {
     /// <summary>out (B·T, C) from the table (V, C) for s ≥ 0, the prompt (P, C) row −1−s otherwise.</summary>
-    public static void Forward(double[] output, int[] sourceMap, double[] table, double[] prompt, int rows, int c, int vocab, int promptRows)
+    public static void Forward(double[] output, int[] sourceMap, double[] table, double[] prompt, int rows, int c, int vocab, int promptTableRows)
     {
         for (int row = 0; row < rows; row++)
         {
@@ -16,7 +16,7 @@ public static class EmbeddingReference
     }
 
     /// <summary>dPrompt (P, C) += dOut rows of the positions that used each prompt row.</summary>
-    public static void Backward(double[] dPrompt, double[] dOut, int[] sourceMap, int rows, int c, int promptRows)
+    public static void Backward(double[] dPrompt, double[] dOut, int[] sourceMap, int rows, int c, int promptTableRows)
     {
         for (int row = 0; row < rows; row++)
             if (sourceMap[row] < 0)

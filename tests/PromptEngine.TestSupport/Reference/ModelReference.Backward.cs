@@ -6,7 +6,7 @@ namespace PromptEngine.Tests.Reference;
 public sealed partial class ModelReference
 {
     /// <summary>dPrompt (P, C) from dLogits (N, V); with a deep prompt, also ADDS dPrefix (L, 2, Pv, KV·hs) into <paramref name="dPrefix"/>.</summary>
-    double[] Backward(Trace trace, double[] dLogits, int promptRows, double[]? dPrefix)
+    double[] Backward(Trace trace, double[] dLogits, int promptTableRows, double[]? dPrefix)
     {
         int N = trace.N;
         var dFinal = LinearBackward(dLogits, N, V, head, C);
@@ -40,7 +40,7 @@ public sealed partial class ModelReference
 
             // x1 = x + o(attention(q, k, v)).
             var dAttended = LinearBackward(dx1, N, C, w.AttentionOutput, H * HS);
-            int Pv = trace.PrefixTokens, part = Pv * KV * HS;
+            int Pv = trace.DeepVirtualTokens, part = Pv * KV * HS;
             var (dq, dk, dv, dPrefixK, dPrefixV) = AttentionBackward(dAttended, t, trace.KeyMask, trace.B, trace.T,
                 PrefixPart(trace.Prefix, Pv, l, 0), PrefixPart(trace.Prefix, Pv, l, 1), Pv);
             if (dPrefix is not null && Pv > 0)
@@ -63,7 +63,7 @@ public sealed partial class ModelReference
 
         // The embedding: only prompt rows receive gradient; a row used at several positions sums them.
         // GPT-2's position row is added, so it passes the gradient unchanged.
-        var dPrompt = new double[promptRows * C];
+        var dPrompt = new double[promptTableRows * C];
         for (int i = 0; i < N; i++)
         {
             int s = trace.SourceMap[i];
@@ -122,15 +122,15 @@ public sealed partial class ModelReference
     /// dQ[t] += dScore·K[s]·scale; dK[s] += dScore·Q[t]·scale, over the prefix keys and the allowed token keys.
     /// Key/value gradients of a GQA group add up; the prefixes' gradients also add up over the batch rows.</summary>
     (double[] DQ, double[] DK, double[] DV, double[] DPrefixK, double[] DPrefixV) AttentionBackward(double[] dAttended, BlockTrace t, int[] keyMask, int B, int T,
-        double[]? prefixK, double[]? prefixV, int prefixTokens)
+        double[]? prefixK, double[]? prefixV, int deepVirtualTokens)
     {
-        int N = B * T, group = H / KV, width = prefixTokens + T;
+        int N = B * T, group = H / KV, width = deepVirtualTokens + T;
         double scale = 1 / Math.Sqrt(HS);
         var dq = new double[N * H * HS];
         var dk = new double[N * KV * HS];
         var dv = new double[N * KV * HS];
-        var dPrefixK = new double[prefixTokens * KV * HS];
-        var dPrefixV = new double[prefixTokens * KV * HS];
+        var dPrefixK = new double[deepVirtualTokens * KV * HS];
+        var dPrefixV = new double[deepVirtualTokens * KV * HS];
         var dP = new double[width];
         for (int b = 0; b < B; b++)
             for (int h = 0; h < H; h++)
@@ -142,9 +142,9 @@ public sealed partial class ModelReference
                     int pAt = ((b * H + h) * T + qt) * width;
                     // Allowed keys: (column, keys, values, dKeys, dValues, offset).
                     var keys = new List<(int Column, double[] K, double[] V, double[] DK, double[] DV, int At)>();
-                    for (int j = 0; j < prefixTokens; j++) keys.Add((j, prefixK!, prefixV!, dPrefixK, dPrefixV, j * KV * HS + kvHead * HS));
+                    for (int j = 0; j < deepVirtualTokens; j++) keys.Add((j, prefixK!, prefixV!, dPrefixK, dPrefixV, j * KV * HS + kvHead * HS));
                     for (int s = 0; s <= qt; s++)
-                        if (keyMask[b * T + s] != 0) keys.Add((prefixTokens + s, t.K, t.V, dk, dv, (b * T + s) * KV * HS + kvHead * HS));
+                        if (keyMask[b * T + s] != 0) keys.Add((deepVirtualTokens + s, t.K, t.V, dk, dv, (b * T + s) * KV * HS + kvHead * HS));
                     double weighted = 0;
                     foreach (var key in keys)
                     {

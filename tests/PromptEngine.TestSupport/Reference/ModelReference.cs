@@ -181,7 +181,7 @@ public sealed partial class ModelReference
     }
 
     (double Loss, double[] DLogits, Trace Trace) LossForward(int[] sourceMap, double[] prompt, int[] targets, int B, int T,
-        int[]? keyMask, int[]? positionIds, int[]? verbalizer, double[]? prefix, int prefixTokens)
+        int[]? keyMask, int[]? positionIds, int[]? verbalizer, double[]? prefix, int deepVirtualTokens)
     {
         int N = B * T;
         if (targets.Length != N) throw new ArgumentException($"targets has {targets.Length} entries, expected B·T = {N}", nameof(targets));
@@ -194,7 +194,7 @@ public sealed partial class ModelReference
         int count = targets.Count(t => t != -1);
         if (count == 0) throw new ArgumentException("every target is ignored (−1); the mean loss is undefined", nameof(targets));
 
-        var trace = Forward(sourceMap, prompt, B, T, keyMask, positionIds, prefix, prefixTokens);
+        var trace = Forward(sourceMap, prompt, B, T, keyMask, positionIds, prefix, deepVirtualTokens);
         var logits = HeadForward(trace.FinalNormed, N);
 
         // Cross-entropy over the class set; dLogits = (softmax − onehot) / count on those columns only.
@@ -217,19 +217,19 @@ public sealed partial class ModelReference
 
     /// <summary>Logits (B·T, V) of every position with a deep prompt <paramref name="prefix"/> (L, 2, Pv, KV·hs); positions
     /// default to Pv + t.</summary>
-    public double[] LogitsWithPrefix(int[] sourceMap, double[] prompt, double[] prefix, int prefixTokens, int B, int T, int[]? keyMask = null, int[]? positionIds = null)
+    public double[] LogitsWithPrefix(int[] sourceMap, double[] prompt, double[] prefix, int deepVirtualTokens, int B, int T, int[]? keyMask = null, int[]? positionIds = null)
     {
-        var trace = Forward(sourceMap, prompt, B, T, keyMask, positionIds, prefix, prefixTokens);
+        var trace = Forward(sourceMap, prompt, B, T, keyMask, positionIds, prefix, deepVirtualTokens);
         return HeadForward(trace.FinalNormed, B * T);
     }
 
     /// <summary><see cref="LossAndPromptGradient"/> with a deep prompt <paramref name="prefix"/> (L, 2, Pv, KV·hs): per layer
     /// Pv keys then Pv values, each (KV, hs), used as past keys (no RoPE) that every query attends to. Positions default to Pv + t.</summary>
     /// <returns>The loss, dPrompt (P, C) and dPrefix (L, 2, Pv, KV·hs), the latter summed over the batch rows.</returns>
-    public (double Loss, double[] DPrompt, double[] DPrefix) LossAndGradients(int[] sourceMap, double[] prompt, double[] prefix, int prefixTokens,
+    public (double Loss, double[] DPrompt, double[] DPrefix) LossAndGradients(int[] sourceMap, double[] prompt, double[] prefix, int deepVirtualTokens,
         int[] targets, int B, int T, int[]? keyMask = null, int[]? positionIds = null, int[]? verbalizer = null)
     {
-        var (loss, dLogits, trace) = LossForward(sourceMap, prompt, targets, B, T, keyMask, positionIds, verbalizer, prefix, prefixTokens);
+        var (loss, dLogits, trace) = LossForward(sourceMap, prompt, targets, B, T, keyMask, positionIds, verbalizer, prefix, deepVirtualTokens);
         var dPrefix = new double[prefix.Length];
         var dPrompt = Backward(trace, dLogits, prompt.Length / C, dPrefix);
         return (loss, dPrompt, dPrefix);
@@ -238,10 +238,10 @@ public sealed partial class ModelReference
     /// <summary>Greedy decoding without a soft prompt, recomputing the whole sequence for every new
     /// token (no cache), ties to the lowest id.</summary>
     /// <returns>The new tokens only, ending with <paramref name="eosId"/> when it was produced.</returns>
-    public int[] GreedyGenerate(int[] promptTokens, int maxNewTokens, int? eosId)
+    public int[] GreedyGenerate(int[] virtualTokens, int maxNewTokens, int? eosId)
     {
-        if (promptTokens.Length == 0) throw new ArgumentException("at least one prompt token is needed", nameof(promptTokens));
-        var sequence = new List<int>(promptTokens);
+        if (virtualTokens.Length == 0) throw new ArgumentException("at least one prompt token is needed", nameof(virtualTokens));
+        var sequence = new List<int>(virtualTokens);
         var generated = new List<int>();
         for (int step = 0; step < maxNewTokens; step++)
         {
@@ -269,7 +269,7 @@ public sealed partial class ModelReference
         public required int B, T, N;
         public required int[] SourceMap, KeyMask, PositionIds;
         public double[]? Prefix;                 // (L, 2, Pv, KV·hs) deep prompt, or null
-        public int PrefixTokens;                 // Pv
+        public int DeepVirtualTokens;                 // Pv
         public required BlockTrace[] Blocks;
         public required double[] ResidualOut;   // (N, C) input of the final norm
         public required double[] FinalNormed;   // (N, C)
@@ -293,24 +293,24 @@ public sealed partial class ModelReference
     }
 
     /// <summary>Layer <paramref name="layer"/>'s prefix keys (part 0) or values (part 1), (Pv, KV·hs), of a deep prefix (L, 2, Pv, KV·hs).</summary>
-    double[]? PrefixPart(double[]? prefix, int prefixTokens, int layer, int part)
+    double[]? PrefixPart(double[]? prefix, int deepVirtualTokens, int layer, int part)
     {
-        if (prefix is null || prefixTokens == 0) return null;
-        int size = prefixTokens * KV * HS;
+        if (prefix is null || deepVirtualTokens == 0) return null;
+        int size = deepVirtualTokens * KV * HS;
         return prefix.AsSpan((2 * layer + part) * size, size).ToArray();
     }
 
-    Trace Forward(int[] sourceMap, double[] prompt, int B, int T, int[]? keyMask, int[]? positionIds, double[]? prefix = null, int prefixTokens = 0)
+    Trace Forward(int[] sourceMap, double[] prompt, int B, int T, int[]? keyMask, int[]? positionIds, double[]? prefix = null, int deepVirtualTokens = 0)
     {
-        if (prefixTokens > 0 && (prefix is null || prefix.Length != blocks.Length * 2 * prefixTokens * KV * HS))
-            throw new ArgumentException($"prefix must hold L·2·Pv·KV·hs = {blocks.Length * 2 * prefixTokens * KV * HS} values", nameof(prefix));
+        if (deepVirtualTokens > 0 && (prefix is null || prefix.Length != blocks.Length * 2 * deepVirtualTokens * KV * HS))
+            throw new ArgumentException($"prefix must hold L·2·Pv·KV·hs = {blocks.Length * 2 * deepVirtualTokens * KV * HS} values", nameof(prefix));
         int N = B * T;
         if (B <= 0 || T <= 0) throw new ArgumentOutOfRangeException(nameof(B), $"B = {B} and T = {T} must be positive");
         if (sourceMap.Length != N) throw new ArgumentException($"sourceMap has {sourceMap.Length} entries, expected B·T = {N}", nameof(sourceMap));
         if (prompt.Length % C != 0) throw new ArgumentException($"prompt has {prompt.Length} values, not a multiple of C = {C}", nameof(prompt));
         int P = prompt.Length / C;
         keyMask ??= Enumerable.Repeat(1, N).ToArray();
-        positionIds ??= Enumerable.Range(0, N).Select(i => prefixTokens + i % T).ToArray(); // HF: inputs follow the prefix's positions
+        positionIds ??= Enumerable.Range(0, N).Select(i => deepVirtualTokens + i % T).ToArray(); // HF: inputs follow the prefix's positions
         if (keyMask.Length != N) throw new ArgumentException($"keyMask has {keyMask.Length} entries, expected {N}", nameof(keyMask));
         if (positionIds.Length != N) throw new ArgumentException($"positionIds has {positionIds.Length} entries, expected {N}", nameof(positionIds));
         for (int i = 0; i < N; i++)
@@ -345,7 +345,7 @@ public sealed partial class ModelReference
                 Rope(q, N, H, positionIds, inverse: false);
                 Rope(k, N, KV, positionIds, inverse: false);
             }
-            var (attended, probabilities) = Attention(q, k, v, keyMask, B, T, PrefixPart(prefix, prefixTokens, l, 0), PrefixPart(prefix, prefixTokens, l, 1), prefixTokens);
+            var (attended, probabilities) = Attention(q, k, v, keyMask, B, T, PrefixPart(prefix, deepVirtualTokens, l, 0), PrefixPart(prefix, deepVirtualTokens, l, 1), deepVirtualTokens);
             var projected = Linear(attended, N, H * HS, w.AttentionOutput, w.AttentionOutputBias, C);
             var x1 = Add(x, projected);
 
@@ -375,7 +375,7 @@ public sealed partial class ModelReference
         var final = Norm(x, N, finalNorm, finalNormBias, out var finalMean, out var finalRstd);
         return new Trace
         {
-            B = B, T = T, N = N, SourceMap = sourceMap, KeyMask = keyMask, PositionIds = positionIds, Prefix = prefix, PrefixTokens = prefixTokens,
+            B = B, T = T, N = N, SourceMap = sourceMap, KeyMask = keyMask, PositionIds = positionIds, Prefix = prefix, DeepVirtualTokens = deepVirtualTokens,
             Blocks = traces, ResidualOut = x, FinalNormed = final, FinalMean = finalMean, FinalRstd = finalRstd,
         };
     }
@@ -447,14 +447,14 @@ public sealed partial class ModelReference
             }
     }
 
-    /// <summary>Causal scaled dot-product attention with key padding and GQA, after <paramref name="prefixTokens"/> = Pv
+    /// <summary>Causal scaled dot-product attention with key padding and GQA, after <paramref name="deepVirtualTokens"/> = Pv
     /// deep-prompt keys and values (Pv, KV·hs) that every query attends to (PEFT's prefix as past_key_values: all-ones mask,
     /// keys used as given). q (N, H·hs), k/v (N, KV·hs) → attended (N, H·hs) and probabilities (B, H, T, Pv + T):
     /// column c &lt; Pv is prefix slot c, column Pv + s token key s; zero where not allowed.</summary>
     (double[] Attended, double[] Probabilities) Attention(double[] q, double[] k, double[] v, int[] keyMask, int B, int T,
-        double[]? prefixK = null, double[]? prefixV = null, int prefixTokens = 0)
+        double[]? prefixK = null, double[]? prefixV = null, int deepVirtualTokens = 0)
     {
-        int N = B * T, group = H / KV, width = prefixTokens + T;
+        int N = B * T, group = H / KV, width = deepVirtualTokens + T;
         double scale = 1 / Math.Sqrt(HS);
         var attended = new double[N * H * HS];
         var probabilities = new double[B * H * T * width];
@@ -468,9 +468,9 @@ public sealed partial class ModelReference
                     int pAt = ((b * H + h) * T + t) * width;
                     // Allowed keys as (probability column, key array, offset).
                     var keys = new List<(int Column, double[] Keys, double[] Values, int At)>();
-                    for (int j = 0; j < prefixTokens; j++) keys.Add((j, prefixK!, prefixV!, j * KV * HS + kvHead * HS));
+                    for (int j = 0; j < deepVirtualTokens; j++) keys.Add((j, prefixK!, prefixV!, j * KV * HS + kvHead * HS));
                     for (int s = 0; s <= t; s++)
-                        if (keyMask[b * T + s] != 0) keys.Add((prefixTokens + s, k, v, (b * T + s) * KV * HS + kvHead * HS));
+                        if (keyMask[b * T + s] != 0) keys.Add((deepVirtualTokens + s, k, v, (b * T + s) * KV * HS + kvHead * HS));
                     if (keys.Count == 0) continue;   // no key allowed: output stays zero
                     double max = double.NegativeInfinity;
                     foreach (var key in keys)

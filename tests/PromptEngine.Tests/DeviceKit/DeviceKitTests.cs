@@ -51,9 +51,9 @@ public class DeviceKitTests
             {
                 using var batch = JsonDocument.Parse(File.ReadAllText(Path.Combine(work, shape.Name, "batch.json")));
                 Assert.That(batch.RootElement.GetProperty("input_ids").GetArrayLength(), Is.EqualTo(shape.Batch));
-                Assert.That(batch.RootElement.GetProperty("input_ids")[0].GetArrayLength(), Is.EqualTo(shape.Length - shape.PromptRows));
+                Assert.That(batch.RootElement.GetProperty("input_ids")[0].GetArrayLength(), Is.EqualTo(shape.Length - shape.PromptTableRows));
                 Assert.That(batch.RootElement.GetProperty("generated").GetBoolean(), Is.EqualTo(shape.Generated));
-                Assert.That(new FileInfo(Path.Combine(work, shape.Name, "prompt.f32")).Length, Is.EqualTo(4L * shape.PromptRows * shape.Config.HiddenSize));
+                Assert.That(new FileInfo(Path.Combine(work, shape.Name, "prompt.f32")).Length, Is.EqualTo(4L * shape.PromptTableRows * shape.Config.HiddenSize));
             }
         }
         finally { Directory.Delete(root, recursive: true); }

@@ -33,8 +33,8 @@ public class RealModelShapeTests
         using var kernels = KernelContext.Create(KernelBackend.Cpu);
         using var engine = new TransformerEngine(kernels, DeviceWeights.Generate(kernels, config, shape.Weights, seed: 11), shape.Options);
         Assert.That(engine.Memory, Is.EqualTo(shape.MemoryPlan()));
-        var batch = TrainBenchmark.LanguageModelBatch(shape.Batch, shape.Length, shape.PromptRows, config.VocabSize, seed: 12, out _);
-        engine.SetPrompt(TrainBenchmark.RandomPrompt(shape.PromptRows * config.HiddenSize, seed: 13));
+        var batch = TrainBenchmark.LanguageModelBatch(shape.Batch, shape.Length, shape.PromptTableRows, config.VocabSize, seed: 12, out _);
+        engine.SetPrompt(TrainBenchmark.RandomPrompt(shape.PromptTableRows * config.HiddenSize, seed: 13));
 
         float first = engine.LossAndPromptGradient(batch);
         var gradient = engine.GetPromptGradient();

@@ -27,7 +27,7 @@ public class ClassifierHeadTests
 
     /// <summary>Rows of random tokens after a P-row prompt (or none), the last token predicting label word 5 when the first
     /// token is below half the vocabulary and 9 otherwise: a rule a head on the last hidden state can learn.</summary>
-    internal sealed class LabelledBatches(int vocab, int promptRows, int seed, int rows = 4) : ITrainingBatches
+    internal sealed class LabelledBatches(int vocab, int promptTableRows, int seed, int rows = 4) : ITrainingBatches
     {
         int index;
         public Batch Next() => Make(seed * 1000 + index++);
@@ -38,8 +38,8 @@ public class ClassifierHeadTests
             {
                 var tokens = Enumerable.Range(0, 4 + b % 2).Select(_ => 1 + rng.Next(vocab - 1)).ToList();
                 int label = tokens[0] < vocab / 2 ? LabelWords[0] : LabelWords[1];
-                return (IReadOnlyList<Slot>)BatchBuilder.LanguageModelRow(tokens, [label], Enumerable.Range(0, promptRows).ToList(), PromptPlacement.Prefix)
-                    .Where((_, i) => i < promptRows + tokens.Count).ToList(); // the label token itself is not an input
+                return (IReadOnlyList<Slot>)BatchBuilder.LanguageModelRow(tokens, [label], Enumerable.Range(0, promptTableRows).ToList(), PromptPlacement.Prefix)
+                    .Where((_, i) => i < promptTableRows + tokens.Count).ToList(); // the label token itself is not an input
             }).ToList(), LabelWords);
         }
         public string SaveState() => index.ToString(System.Globalization.CultureInfo.InvariantCulture);
@@ -78,14 +78,14 @@ public class ClassifierHeadTests
     }
 
     [Test]
-    public void HeadGradientMatchesFiniteDifferencesOfTheEnginesLoss([Values(0, 3)] int prefixTokens)
+    public void HeadGradientMatchesFiniteDifferencesOfTheEnginesLoss([Values(0, 3)] int deepVirtualTokens)
     {
         using var model = ModelFolder.Open(folder);
-        int C = model.Config.HiddenSize, promptRows = prefixTokens > 0 ? 0 : P;
-        var batch = new LabelledBatches(model.Config.VocabSize, promptRows, seed: 2).Next();
+        int C = model.Config.HiddenSize, promptTableRows = deepVirtualTokens > 0 ? 0 : P;
+        var batch = new LabelledBatches(model.Config.VocabSize, promptTableRows, seed: 2).Next();
         using var kernels = KernelContext.Create(KernelBackend.Cpu);
-        using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, promptRows, PrefixTokens: prefixTokens));
-        if (prefixTokens > 0) engine.SetPrefix(DeepPrompt.Random(model.Config, prefixTokens, seed: 4).ToEngineLayout());
+        using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, promptTableRows, DeepVirtualTokens: deepVirtualTokens));
+        if (deepVirtualTokens > 0) engine.SetPrefix(DeepPrompt.Random(model.Config, deepVirtualTokens, seed: 4).ToEngineLayout());
         else engine.SetPrompt(Prompt(C, 4));
         using var head = new ClassifierHead(kernels, C, Labels);
         var rng = new Random(5);
@@ -93,7 +93,7 @@ public class ClassifierHeadTests
         head.SetParameters(parameters);
         engine.AttachHead(head);
         // Two batches accumulate, as a step's micro-batches do.
-        var second = new LabelledBatches(model.Config.VocabSize, promptRows, seed: 3).Next();
+        var second = new LabelledBatches(model.Config.VocabSize, promptTableRows, seed: 3).Next();
         engine.LossAndPromptGradient(batch);
         engine.LossAndPromptGradient(second);
         var gradient = head.GetGradient();

@@ -23,19 +23,19 @@ public class CpuLaunchLayoutTests
             using var model = ModelFolder.Open(folder);
             var rng = new Random(9);
             int V = model.Config.VocabSize, C = model.Config.HiddenSize;
-            const int promptRows = 3;
+            const int promptTableRows = 3;
             List<Slot> Row(int tokens)
             {
-                var sources = Enumerable.Range(0, promptRows).Select(p => -1 - p).Concat(Enumerable.Range(0, tokens).Select(_ => rng.Next(V))).ToList();
+                var sources = Enumerable.Range(0, promptTableRows).Select(p => -1 - p).Concat(Enumerable.Range(0, tokens).Select(_ => rng.Next(V))).ToList();
                 return sources.Select((s, i) => new Slot(s, i + 1 < sources.Count && sources[i + 1] >= 0 ? sources[i + 1] : -1)).ToList();
             }
             var batch = BatchBuilder.Build([Row(9), Row(6), Row(4)]);
-            var prompt = Enumerable.Range(0, promptRows * C).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+            var prompt = Enumerable.Range(0, promptTableRows * C).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
 
             (float Loss, float[] DPrompt, float InferenceLoss, float[] Logits, long Launches) Run(int threadsPerMultiprocessor)
             {
                 using var kernels = KernelContext.Create(KernelBackend.Cpu, cpuThreadsPerMultiprocessor: threadsPerMultiprocessor);
-                using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, promptRows));
+                using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, promptTableRows));
                 engine.SetPrompt(prompt);
                 long before = kernels.Launches;
                 var loss = engine.LossAndPromptGradient(batch);

@@ -31,7 +31,7 @@ public class DeepPromptBankTests
 
             float[] Logits(int deepPrompts, Action<TransformerEngine> set, Batch b)
             {
-                using var engine = new TransformerEngine(kernels, model, new EngineOptions(b.Rows, b.Length + Pv, 0, Training: false, PrefixTokens: Pv, DeepPrompts: deepPrompts));
+                using var engine = new TransformerEngine(kernels, model, new EngineOptions(b.Rows, b.Length + Pv, 0, Training: false, DeepVirtualTokens: Pv, DeepPrompts: deepPrompts));
                 set(engine);
                 return engine.Logits(b);
             }
@@ -44,7 +44,7 @@ public class DeepPromptBankTests
             // Cached generation: the prefill's next-token logits per row.
             float[] Prefill(int deepPrompts, Action<TransformerEngine> set, Batch b)
             {
-                using var engine = new TransformerEngine(kernels, model, new EngineOptions(b.Rows, b.Length + Pv + 2, 0, Training: false, PrefixTokens: Pv, DeepPrompts: deepPrompts));
+                using var engine = new TransformerEngine(kernels, model, new EngineOptions(b.Rows, b.Length + Pv + 2, 0, Training: false, DeepVirtualTokens: Pv, DeepPrompts: deepPrompts));
                 set(engine);
                 return engine.Prefill(b);
             }
@@ -65,9 +65,9 @@ public class DeepPromptBankTests
         {
             using var model = ModelFolder.Open(folder);
             using var kernels = KernelContext.Create(KernelBackend.Cpu);
-            var training = Assert.Throws<ArgumentException>(() => new TransformerEngine(kernels, model, new EngineOptions(2, 8, 0, PrefixTokens: 2, DeepPrompts: 2)));
+            var training = Assert.Throws<ArgumentException>(() => new TransformerEngine(kernels, model, new EngineOptions(2, 8, 0, DeepVirtualTokens: 2, DeepPrompts: 2)));
             Assert.That(training!.Message, Does.Contain("training holds one deep prompt"));
-            using var engine = new TransformerEngine(kernels, model, new EngineOptions(2, 8, 0, Training: false, PrefixTokens: 2, DeepPrompts: 2));
+            using var engine = new TransformerEngine(kernels, model, new EngineOptions(2, 8, 0, Training: false, DeepVirtualTokens: 2, DeepPrompts: 2));
             var batch = BatchBuilder.Build([[Slot.Token(1), Slot.Token(2, 3)], [Slot.Token(4, 5)]]) with { DeepPromptOfRow = [0, 2] };
             var error = Assert.Throws<ArgumentException>(() => engine.Logits(batch));
             Assert.That(error!.Message, Does.Contain("deep prompt 2"));

@@ -15,7 +15,7 @@ public class DeepPromptTests
 {
     public enum Family { LlamaGqa, Gpt2 }
 
-    const int PrefixTokens = 2;
+    const int DeepVirtualTokens = 2;
 
     static string Config(Family family) => family == Family.LlamaGqa
         ? ModelReferenceTinyModels.LlamaConfig()          // H 4, KV 2, hs 4: two query heads per kv head
@@ -59,12 +59,12 @@ public class DeepPromptTests
         var reference = ModelReferenceTinyModels.LoadAndDelete(ModelReferenceTinyModels.WriteRandom(Config(family), seed: 41));
         var config = reference.Config;
         var batch = TwoRows(config.VocabSize, seed: 5, withPrompt: true);
-        var prefixLength = (int)TransformerEngine.PrefixLengthOf(config, PrefixTokens);
+        var prefixLength = (int)TransformerEngine.PrefixLengthOf(config, DeepVirtualTokens);
         var prefix = ToDouble(RandomValues(prefixLength, 6));
         var prompt = ToDouble(RandomValues(2 * config.HiddenSize, 7));
         var targets = DenseTargets(batch);
-        var (_, dPrompt, dPrefix) = reference.LossAndGradients(batch.SourceMap, prompt, prefix, PrefixTokens, targets, batch.Rows, batch.Length, batch.KeyMask);
-        double Loss(double[] p, double[] x) => reference.LossAndGradients(batch.SourceMap, p, x, PrefixTokens, targets, batch.Rows, batch.Length, batch.KeyMask).Loss;
+        var (_, dPrompt, dPrefix) = reference.LossAndGradients(batch.SourceMap, prompt, prefix, DeepVirtualTokens, targets, batch.Rows, batch.Length, batch.KeyMask);
+        double Loss(double[] p, double[] x) => reference.LossAndGradients(batch.SourceMap, p, x, DeepVirtualTokens, targets, batch.Rows, batch.Length, batch.KeyMask).Loss;
         var numericPrefix = FiniteDifference.Gradient(x => [Loss(prompt, x)], prefix, [1.0]);
         var numericPrompt = FiniteDifference.Gradient(p => [Loss(p, prefix)], prompt, [1.0]);
         Assert.That(dPrefix.Max(Math.Abs), Is.GreaterThan(1e-3), "dPrefix must not be trivially zero");
@@ -96,11 +96,11 @@ public class DeepPromptTests
             var reference = ModelReference.Load(model);
             var config = model.Config;
             var batch = TwoRows(config.VocabSize, seed: 10, withPrompt: true);
-            var prefix = RandomValues((int)TransformerEngine.PrefixLengthOf(config, PrefixTokens), 11);
+            var prefix = RandomValues((int)TransformerEngine.PrefixLengthOf(config, DeepVirtualTokens), 11);
             var prompt = RandomValues(2 * config.HiddenSize, 12);
 
             using var kernels = KernelContext.Create(KernelBackend.Cpu, shape);
-            using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, 2, PrefixTokens: PrefixTokens));
+            using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, 2, DeepVirtualTokens: DeepVirtualTokens));
             engine.SetPrompt(prompt);
             engine.SetPrefix(prefix);
             var loss = engine.LossAndPromptGradient(batch);
@@ -109,10 +109,10 @@ public class DeepPromptTests
             var logits = engine.Logits(batch);
 
             // The reference gets the positions explicitly (HF: the input follows the Pv prefix positions); the engine shifts them itself.
-            var positions = batch.PositionIds.Select(p => p + PrefixTokens).ToArray();
-            var (refLoss, refPrompt, refPrefix) = reference.LossAndGradients(batch.SourceMap, ToDouble(prompt), ToDouble(prefix), PrefixTokens,
+            var positions = batch.PositionIds.Select(p => p + DeepVirtualTokens).ToArray();
+            var (refLoss, refPrompt, refPrefix) = reference.LossAndGradients(batch.SourceMap, ToDouble(prompt), ToDouble(prefix), DeepVirtualTokens,
                 DenseTargets(batch), batch.Rows, batch.Length, batch.KeyMask, positions);
-            var refAll = reference.LogitsWithPrefix(batch.SourceMap, ToDouble(prompt), ToDouble(prefix), PrefixTokens, batch.Rows, batch.Length, batch.KeyMask, positions);
+            var refAll = reference.LogitsWithPrefix(batch.SourceMap, ToDouble(prompt), ToDouble(prefix), DeepVirtualTokens, batch.Rows, batch.Length, batch.KeyMask, positions);
             int V = config.VocabSize;
             var refLogits = batch.LossPositions.SelectMany(p => Enumerable.Range(0, V).Select(v => refAll[(long)p * V + v])).ToArray();
 
@@ -136,9 +136,9 @@ public class DeepPromptTests
         {
             using var model = ModelFolder.Open(folder);
             var batch = TwoRows(model.Config.VocabSize, seed: 13, withPrompt: false);
-            var prefix = RandomValues((int)TransformerEngine.PrefixLengthOf(model.Config, PrefixTokens), 14);
+            var prefix = RandomValues((int)TransformerEngine.PrefixLengthOf(model.Config, DeepVirtualTokens), 14);
             using var kernels = KernelContext.Create(KernelBackend.Cpu);
-            using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, 0, PrefixTokens: PrefixTokens));
+            using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, 0, DeepVirtualTokens: DeepVirtualTokens));
             engine.SetPrefix(prefix);
             engine.LossAndPromptGradient(batch);
             var gradient = engine.GetPrefixGradient();
@@ -171,9 +171,9 @@ public class DeepPromptTests
             int V = model.Config.VocabSize;
             var rng = new Random(15);
             var sequences = new[] { new List<int> { 3, 5, 7 }, new List<int> { 1 } };
-            var prefix = RandomValues((int)TransformerEngine.PrefixLengthOf(model.Config, PrefixTokens), 16);
+            var prefix = RandomValues((int)TransformerEngine.PrefixLengthOf(model.Config, DeepVirtualTokens), 16);
             using var kernels = KernelContext.Create(KernelBackend.Cpu, shape);
-            using var engine = new TransformerEngine(kernels, model, new EngineOptions(2, 12, 0, Training: false, PrefixTokens: PrefixTokens));
+            using var engine = new TransformerEngine(kernels, model, new EngineOptions(2, 12, 0, Training: false, DeepVirtualTokens: DeepVirtualTokens));
             engine.SetPrefix(prefix);
             var cached = engine.Prefill(Generator.PrefillBatch(engine, sequences.Select(s => new GenerationRequest(s.ToArray(), [])).ToArray()));
             for (var step = 0; step < 4; step++)
@@ -189,7 +189,7 @@ public class DeepPromptTests
                 for (var b = 0; b < sequences.Length; b++) sequences[b].Add(next[b]);
                 cached = engine.DecodeStep(next);
             }
-            Assert.That(engine.CacheLengths, Is.EqualTo(new[] { PrefixTokens + 7, PrefixTokens + 5 }), "cache lengths count the prefix slots");
+            Assert.That(engine.CacheLengths, Is.EqualTo(new[] { DeepVirtualTokens + 7, DeepVirtualTokens + 5 }), "cache lengths count the prefix slots");
         }
         finally { Directory.Delete(folder, recursive: true); }
     }
@@ -202,9 +202,9 @@ public class DeepPromptTests
         {
             using var model = ModelFolder.Open(folder);
             var batch = TwoRows(model.Config.VocabSize, seed: 17, withPrompt: false);
-            var prefix = RandomValues((int)TransformerEngine.PrefixLengthOf(model.Config, PrefixTokens), 18);
+            var prefix = RandomValues((int)TransformerEngine.PrefixLengthOf(model.Config, DeepVirtualTokens), 18);
             using var kernels = KernelContext.Create(KernelBackend.Cpu);
-            using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, 0, PrefixTokens: PrefixTokens));
+            using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, 0, DeepVirtualTokens: DeepVirtualTokens));
             engine.SetPrefix(prefix);
             var before = engine.LossAndPromptGradient(batch);
             // Two identical batches accumulate twice the gradient.

@@ -12,15 +12,15 @@ namespace PromptEngine.Tests.EndToEnd;
 [Category("Slow"), NonParallelizable]
 public class EngineTimingTests
 {
-    static Batch RandomBatch(int rows, int tokens, int promptRows, int vocab, int[]? verbalizer, int seed)
+    static Batch RandomBatch(int rows, int tokens, int promptTableRows, int vocab, int[]? verbalizer, int seed)
     {
         var rng = new Random(seed);
         var list = new List<IReadOnlyList<Slot>>();
         for (var b = 0; b < rows; b++)
         {
-            var row = Enumerable.Range(0, promptRows).Select(Slot.Prompt).Concat(Enumerable.Range(0, tokens).Select(_ => Slot.Token(rng.Next(3, vocab)))).ToList();
+            var row = Enumerable.Range(0, promptTableRows).Select(Slot.Prompt).Concat(Enumerable.Range(0, tokens).Select(_ => Slot.Token(rng.Next(3, vocab)))).ToList();
             if (verbalizer is null)
-                for (var i = promptRows; i + 1 < row.Count; i++) row[i] = row[i] with { Target = row[i + 1].Source };
+                for (var i = promptTableRows; i + 1 < row.Count; i++) row[i] = row[i] with { Target = row[i + 1].Source };
             else
                 row[^1] = row[^1] with { Target = verbalizer[b % verbalizer.Length] };
             list.Add(row);
@@ -28,12 +28,12 @@ public class EngineTimingTests
         return BatchBuilder.Build(list, verbalizer);
     }
 
-    static void Measure(string name, ModelFolder model, Batch batch, int promptRows)
+    static void Measure(string name, ModelFolder model, Batch batch, int promptTableRows)
     {
         using var kernels = KernelContext.Create(KernelBackend.Cpu);
-        using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, promptRows, MaxLossPositions: batch.LossPositions.Length));
+        using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, promptTableRows, MaxLossPositions: batch.LossPositions.Length));
         var rng = new Random(1);
-        engine.SetPrompt(Enumerable.Range(0, promptRows * model.Config.HiddenSize).Select(_ => (float)(rng.NextDouble() * 0.1 - 0.05)).ToArray());
+        engine.SetPrompt(Enumerable.Range(0, promptTableRows * model.Config.HiddenSize).Select(_ => (float)(rng.NextDouble() * 0.1 - 0.05)).ToArray());
         engine.LossAndPromptGradient(batch); // warm-up: kernel compilation
         engine.Loss(batch);
         const int repeats = 3;
@@ -45,7 +45,7 @@ public class EngineTimingTests
         for (var i = 0; i < repeats; i++) engine.Loss(batch);
         var forwardMs = forward.Elapsed.TotalMilliseconds / repeats;
         var m = engine.Memory;
-        TestContext.Out.WriteLine($"{name}: B{batch.Rows} T{batch.Length} (prompt {promptRows}): train step {stepMs:F0} ms ({batch.Positions / (stepMs / 1000):F0} tokens/s), inference forward {forwardMs:F0} ms; loss {loss:F4}");
+        TestContext.Out.WriteLine($"{name}: B{batch.Rows} T{batch.Length} (prompt {promptTableRows}): train step {stepMs:F0} ms ({batch.Positions / (stepMs / 1000):F0} tokens/s), inference forward {forwardMs:F0} ms; loss {loss:F4}");
         TestContext.Out.WriteLine($"  memory: weights {m.FrozenWeights / 1e6:F2} MB, activations {m.Activations / 1e6:F2} MB, gradients+scratch {m.GradientsAndScratch / 1e6:F2} MB, indices {m.Indices / 1e3:F1} KB, prompt+optimizer {m.PromptAndOptimizer / 1e3:F1} KB, total {m.Total / 1e6:F2} MB");
         Assert.That(float.IsFinite(loss), Is.True);
         Assert.That(m.FrozenWeights, Is.EqualTo(model.ParameterCount * 4), "weights held once, as float32, with no gradient copy");

@@ -20,7 +20,7 @@ public class LossOnlyWorkTests
     [Test]
     public void ShortcutsChangeNothing([Values] Family family, [Values] Task task, [Values] Trained trained, [Values] bool recompute)
     {
-        int promptRows = trained == Trained.Deep ? 0 : 3, prefixTokens = trained == Trained.Plain ? 0 : 2;
+        int promptTableRows = trained == Trained.Deep ? 0 : 3, deepVirtualTokens = trained == Trained.Plain ? 0 : 2;
         var config = family == Family.LlamaGqa ? ModelReferenceTinyModels.LlamaConfig(layers: 3) : ModelReferenceTinyModels.Gpt2Config(layers: 3, positions: 64);
         var folder = ModelReferenceTinyModels.WriteRandom(config, seed: 71);
         try
@@ -31,19 +31,19 @@ public class LossOnlyWorkTests
             int[] verbalizer = [3, 7, 11];
             List<Slot> Row(int tokens)
             {
-                var sources = Enumerable.Range(0, promptRows).Select(p => -1 - p).ToList();
+                var sources = Enumerable.Range(0, promptTableRows).Select(p => -1 - p).ToList();
                 for (var i = 0; i < tokens; i++) sources.Add(rng.Next(V));
                 if (task == Task.Classification) // the last real position predicts a label word
                     return sources.Select((s, i) => new Slot(s, i == sources.Count - 1 ? verbalizer[rng.Next(3)] : -1)).ToList();
                 return sources.Select((s, i) => new Slot(s, i + 1 < sources.Count && sources[i + 1] >= 0 ? sources[i + 1] : -1)).ToList();
             }
             var batch = BatchBuilder.Build([Row(9), Row(5), Row(7), Row(2)], task == Task.Classification ? verbalizer : null);
-            var prompt = Enumerable.Range(0, promptRows * C).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
-            var prefix = Enumerable.Range(0, (int)TransformerEngine.PrefixLengthOf(model.Config, prefixTokens)).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+            var prompt = Enumerable.Range(0, promptTableRows * C).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+            var prefix = Enumerable.Range(0, (int)TransformerEngine.PrefixLengthOf(model.Config, deepVirtualTokens)).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
             using var kernels = KernelContext.Create(KernelBackend.Cpu);
             (float Loss, float[] DPrompt, float[] DPrefix, float InferenceLoss, float[] Logits) Run(bool everything)
             {
-                using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, promptRows, PrefixTokens: prefixTokens,
+                using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, promptTableRows, DeepVirtualTokens: deepVirtualTokens,
                     Recompute: recompute, MaxVerbalizer: 3)) { EveryRowEverywhere = everything };
                 engine.SetPrompt(prompt);
                 engine.SetPrefix(prefix);
@@ -59,8 +59,8 @@ public class LossOnlyWorkTests
             Assert.That(shortcut.DPrefix, Is.EqualTo(full.DPrefix), "dPrefix");
             // Not vacuous: the gradients are there and the loss is a real number.
             Assert.That(float.IsFinite(full.Loss) && full.Loss > 0);
-            if (promptRows > 0) Assert.That(full.DPrompt.Max(Math.Abs), Is.GreaterThan(1e-5f));
-            if (prefixTokens > 0) Assert.That(full.DPrefix.Max(Math.Abs), Is.GreaterThan(1e-5f));
+            if (promptTableRows > 0) Assert.That(full.DPrompt.Max(Math.Abs), Is.GreaterThan(1e-5f));
+            if (deepVirtualTokens > 0) Assert.That(full.DPrefix.Max(Math.Abs), Is.GreaterThan(1e-5f));
         }
         finally { Directory.Delete(folder, recursive: true); }
     }

@@ -72,7 +72,7 @@ public class PrefixProjectionTests
         var config = model.Config;
         var (d, width) = Dims(config);
         using var kernels = KernelContext.Create(KernelBackend.Cpu, shape);
-        using var engine = new TransformerEngine(kernels, model, new EngineOptions(2, 7, 0, PrefixTokens: Pv));
+        using var engine = new TransformerEngine(kernels, model, new EngineOptions(2, 7, 0, DeepVirtualTokens: Pv));
         using var projection = new PrefixProjection(kernels, config, Pv, Hidden, seed: 3);
         projection.Forward(engine);
         var expected = PrefixProjectionReference.ToEngineLayout(
@@ -89,7 +89,7 @@ public class PrefixProjectionTests
         var (d, width) = Dims(config);
         var batch = TwoRows(config.VocabSize, seed: 5);
         using var kernels = KernelContext.Create(KernelBackend.Cpu);
-        using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, 0, PrefixTokens: Pv));
+        using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, 0, DeepVirtualTokens: Pv));
         using var projection = new PrefixProjection(kernels, config, Pv, Hidden, seed: 9);
         var parameters = projection.GetParameters();
         projection.Forward(engine);
@@ -140,7 +140,7 @@ public class PrefixProjectionTests
         using var model = ModelFolder.Open(folder);
         var batch = TwoRows(model.Config.VocabSize, seed: 6);
         using var kernels = KernelContext.Create(KernelBackend.Cpu);
-        using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, 0, PrefixTokens: Pv));
+        using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, 0, DeepVirtualTokens: Pv));
         using var projection = new PrefixProjection(kernels, model.Config, Pv, Hidden, seed: 2);
         var poisoned = projection.GetParameters();
         poisoned[^1] = float.NaN; // a b2 entry: one prefix value NaN, the loss and every gradient follow
@@ -164,8 +164,8 @@ public class PrefixProjectionTests
         using var model = ModelFolder.Open(folder);
         using var kernels = KernelContext.Create(KernelBackend.Cpu);
         using var other = KernelContext.Create(KernelBackend.Cpu);
-        using var engine = new TransformerEngine(kernels, model, new EngineOptions(2, 7, 0, PrefixTokens: Pv));
-        using var inference = new TransformerEngine(kernels, model, new EngineOptions(2, 7, 0, Training: false, PrefixTokens: Pv));
+        using var engine = new TransformerEngine(kernels, model, new EngineOptions(2, 7, 0, DeepVirtualTokens: Pv));
+        using var inference = new TransformerEngine(kernels, model, new EngineOptions(2, 7, 0, Training: false, DeepVirtualTokens: Pv));
         using var projection = new PrefixProjection(kernels, model.Config, Pv, Hidden, seed: 1);
         using var fourTokens = new PrefixProjection(kernels, model.Config, Pv + 1, Hidden, seed: 1);
         using var elsewhere = new PrefixProjection(other, model.Config, Pv, Hidden, seed: 1);
@@ -216,7 +216,7 @@ public class PrefixProjectionTests
             var config = model.Config;
             var probe = TwoRows(config.VocabSize, seed: 8);
             using var kernels = KernelContext.Create(KernelBackend.Cpu);
-            using var engine = new TransformerEngine(kernels, model, new EngineOptions(2, 7, 0, PrefixTokens: Pv));
+            using var engine = new TransformerEngine(kernels, model, new EngineOptions(2, 7, 0, DeepVirtualTokens: Pv));
             using var projection = new PrefixProjection(kernels, config, Pv, Hidden, seed: 4);
             var evaluator = new FixedBatchEvaluator(probe);
             var options = new TrainerOptions { Steps = 4, LearningRate = _ => 0.05f, EvalEvery = 1, OutputDirectory = output, RunFingerprint = "fold" };
@@ -229,7 +229,7 @@ public class PrefixProjectionTests
             // A plain deep-prompt engine (no projection anywhere) reading the file, and the PEFT adapter written from it.
             var adapter = Path.Combine(output, "adapter");
             PeftAdapter.SavePrefix(adapter, best, model);
-            using var plain = new TransformerEngine(kernels, model, new EngineOptions(2, 7, 0, Training: false, PrefixTokens: Pv));
+            using var plain = new TransformerEngine(kernels, model, new EngineOptions(2, 7, 0, Training: false, DeepVirtualTokens: Pv));
             plain.SetPrefix(best.ToEngineLayout());
             var fromFile = plain.Loss(probe);
             plain.SetPrefix(PeftAdapter.LoadPrefix(adapter, config).ToEngineLayout());

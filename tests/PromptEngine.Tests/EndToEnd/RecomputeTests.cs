@@ -13,7 +13,7 @@ public class RecomputeTests
     public enum Family { LlamaGqa, Gpt2 }
 
     [Test]
-    public void RecomputedGradientsAreBitIdentical([Values] Family family, [Values(0, 2)] int prefixTokens)
+    public void RecomputedGradientsAreBitIdentical([Values] Family family, [Values(0, 2)] int deepVirtualTokens)
     {
         var config = family == Family.LlamaGqa ? ModelReferenceTinyModels.LlamaConfig(layers: 3) : ModelReferenceTinyModels.Gpt2Config(layers: 3, positions: 64);
         var folder = ModelReferenceTinyModels.WriteRandom(config, seed: 61);
@@ -30,11 +30,11 @@ public class RecomputeTests
             }
             var batch = BatchBuilder.Build([Row(9), Row(5), Row(7)]);
             var prompt = Enumerable.Range(0, 3 * C).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
-            var prefix = Enumerable.Range(0, (int)TransformerEngine.PrefixLengthOf(model.Config, prefixTokens)).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+            var prefix = Enumerable.Range(0, (int)TransformerEngine.PrefixLengthOf(model.Config, deepVirtualTokens)).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
             (float Loss, float[] DPrompt, float[] DPrefix, MemoryReport Memory) Run(bool recompute)
             {
                 using var kernels = KernelContext.Create(KernelBackend.Cpu);
-                using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, 3, PrefixTokens: prefixTokens, Recompute: recompute));
+                using var engine = new TransformerEngine(kernels, model, new EngineOptions(batch.Rows, batch.Length, 3, DeepVirtualTokens: deepVirtualTokens, Recompute: recompute));
                 engine.SetPrompt(prompt);
                 engine.SetPrefix(prefix);
                 var loss = engine.LossAndPromptGradient(batch);
@@ -46,7 +46,7 @@ public class RecomputeTests
             Assert.That(recomputed.DPrompt, Is.EqualTo(normal.DPrompt));
             Assert.That(recomputed.DPrefix, Is.EqualTo(normal.DPrefix));
             Assert.That(normal.DPrompt.Max(Math.Abs), Is.GreaterThan(1e-4f));
-            TestContext.Out.WriteLine($"{family}, Pv {prefixTokens}: activations {normal.Memory.Activations} → {recomputed.Memory.Activations} bytes");
+            TestContext.Out.WriteLine($"{family}, Pv {deepVirtualTokens}: activations {normal.Memory.Activations} → {recomputed.Memory.Activations} bytes");
             Assert.That(recomputed.Memory.Activations, Is.LessThan(normal.Memory.Activations));
         }
         finally { Directory.Delete(folder, recursive: true); }

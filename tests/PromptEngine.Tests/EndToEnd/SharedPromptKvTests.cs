@@ -55,7 +55,7 @@ public class SharedPromptKvTests
             naiveEngine.SetPrompt(prompt);
             var expected = naiveEngine.Logits(naive);
             var keysAndValues = naiveEngine.PromptKeysAndValues(Enumerable.Range(0, P).ToArray());
-            using var reuse = new TransformerEngine(kernels, model, new EngineOptions(3, rows.Length, 0, Training: false, PrefixTokens: P));
+            using var reuse = new TransformerEngine(kernels, model, new EngineOptions(3, rows.Length, 0, Training: false, DeepVirtualTokens: P));
             reuse.SetPrefix(keysAndValues);
             var actual = reuse.Logits(rows);
             // The same sums in another order (the prompt keys merged after the token keys): float rounding only.
@@ -76,7 +76,7 @@ public class SharedPromptKvTests
             using var naiveEngine = new TransformerEngine(kernels, model, new EngineOptions(2, 16, P, Training: false));
             naiveEngine.SetPrompt(prompt);
             var keysAndValues = naiveEngine.PromptKeysAndValues(Enumerable.Range(0, P).ToArray());
-            using var reuse = new TransformerEngine(kernels, model, new EngineOptions(2, 16, 0, Training: false, PrefixTokens: P));
+            using var reuse = new TransformerEngine(kernels, model, new EngineOptions(2, 16, 0, Training: false, DeepVirtualTokens: P));
             reuse.SetPrefix(keysAndValues);
             int[][] starts = [[1, 2, 3], [4]];
             var naiveLogits = naiveEngine.Prefill(Generator.PrefillBatch(naiveEngine, starts.Select(s => new GenerationRequest(s, Enumerable.Range(0, P).ToArray())).ToArray()));
@@ -110,7 +110,7 @@ public class SharedPromptKvTests
             var naiveGradient = naiveEngine.GetPromptGradient();
 
             using var promptEngine = new TransformerEngine(kernels, model, new EngineOptions(1, P, P));
-            using var rowsEngine = new TransformerEngine(kernels, model, new EngineOptions(4, rows.Length, 0, PrefixTokens: P));
+            using var rowsEngine = new TransformerEngine(kernels, model, new EngineOptions(4, rows.Length, 0, DeepVirtualTokens: P));
             promptEngine.SetPrompt(prompt);
             var loss = SharedPromptKv.LossAndPromptGradient(promptEngine, rowsEngine, Enumerable.Range(0, P).ToArray(), rows);
             var gradient = promptEngine.GetPromptGradient();

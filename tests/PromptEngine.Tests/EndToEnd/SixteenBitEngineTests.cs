@@ -33,12 +33,12 @@ public class SixteenBitEngineTests
         return values;
     });
 
-    static Batch LanguageModelBatch(int vocab, int promptRows, int seed)
+    static Batch LanguageModelBatch(int vocab, int promptTableRows, int seed)
     {
         var random = new Random(seed);
         List<Slot> Row(int tokens)
         {
-            var sources = Enumerable.Range(0, promptRows).Select(p => -1 - p).Concat(Enumerable.Range(0, tokens).Select(_ => random.Next(vocab))).ToList();
+            var sources = Enumerable.Range(0, promptTableRows).Select(p => -1 - p).Concat(Enumerable.Range(0, tokens).Select(_ => random.Next(vocab))).ToList();
             return sources.Select((s, i) => new Slot(s, i + 1 < sources.Count && sources[i + 1] >= 0 ? sources[i + 1] : -1)).ToList();
         }
         return BatchBuilder.Build([Row(11), Row(7), Row(9)]);
@@ -71,7 +71,7 @@ public class SixteenBitEngineTests
         try
         {
             using var model = ModelFolder.Open(folder);
-            var batch = LanguageModelBatch(model.Config.VocabSize, promptRows: 3, seed: 9);
+            var batch = LanguageModelBatch(model.Config.VocabSize, promptTableRows: 3, seed: 9);
             var random = new Random(2);
             var prompt = Enumerable.Range(0, 3 * model.Config.HiddenSize).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
             var f32 = Step(model, batch, prompt, WeightFormat.F32, shape);
@@ -103,7 +103,7 @@ public class SixteenBitEngineTests
         try
         {
             using var model = ModelFolder.Open(folder);
-            var batch = LanguageModelBatch(model.Config.VocabSize, promptRows: 3, seed: 4);
+            var batch = LanguageModelBatch(model.Config.VocabSize, promptTableRows: 3, seed: 4);
             var random = new Random(8);
             var prompt = Enumerable.Range(0, 3 * model.Config.HiddenSize).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
             var f32 = Step(model, batch, prompt, WeightFormat.F32, KernelShape.Cpu);

@@ -37,7 +37,7 @@ public class BatchTests
     public void ValidateNamesWhatIsWrong()
     {
         var good = BatchBuilder.Build([[Slot.Prompt(0), Slot.Token(5, 6), Slot.Token(6)]]);
-        Assert.DoesNotThrow(() => good.Validate(vocabSize: 10, promptRows: 1, maxPositions: 8));
+        Assert.DoesNotThrow(() => good.Validate(vocabSize: 10, promptTableRows: 1, maxPositions: 8));
         Assert.That(Assert.Throws<ArgumentException>(() => good.Validate(10, 0, 8))!.Message, Does.Contain("prompt row 0"));
         Assert.That(Assert.Throws<ArgumentException>(() => good.Validate(6, 1, 8))!.Message, Does.Contain("token 6"));
         Assert.That(Assert.Throws<ArgumentException>(() => good.Validate(10, 1, 2))!.Message, Does.Contain("position id 2"));

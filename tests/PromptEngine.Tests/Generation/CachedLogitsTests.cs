@@ -42,7 +42,7 @@ public class CachedLogitsTests
     {
         var rows = sequences.Select(s =>
         {
-            var row = s.PromptRows.Select(Slot.Prompt).Concat(s.Tokens.Select(t => Slot.Token(t))).ToList();
+            var row = s.PromptTableRows.Select(Slot.Prompt).Concat(s.Tokens.Select(t => Slot.Token(t))).ToList();
             row[^1] = row[^1] with { Target = 0 };
             return (IReadOnlyList<Slot>)row;
         }).ToArray();
@@ -65,11 +65,11 @@ public class CachedLogitsTests
             using var engine = new TransformerEngine(kernels, model, new EngineOptions(4, capacity, bankRows, Training: false));
             engine.SetPrompt(RandomBank(bankRows, hidden, seed: 5));
             var requests = MixedRequests(vocab, seed: 17 + (int)family, scale);
-            var sequences = requests.Select(r => new GenerationRequest(r.Tokens.ToList(), r.PromptRows)).ToArray();
+            var sequences = requests.Select(r => new GenerationRequest(r.Tokens.ToList(), r.PromptTableRows)).ToArray();
             Assert.That(engine.Memory.KvCache, Is.Zero, "the cache is allocated by the first prefill");
 
             var cached = engine.Prefill(Generator.PrefillBatch(engine, requests));
-            var lengths = requests.Select(r => r.PromptRows.Count + r.Tokens.Count).ToArray();
+            var lengths = requests.Select(r => r.PromptTableRows.Count + r.Tokens.Count).ToArray();
             Assert.That(engine.CacheLengths, Is.EqualTo(lengths));
             var c = model.Config;
             long expectedCache = 4L * (2L * c.NumLayers * 4 * capacity * c.NumKvHeads * c.HeadDim + 4 * vocab + 5 * 4);

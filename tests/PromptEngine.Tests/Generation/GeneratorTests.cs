@@ -39,7 +39,7 @@ public class GeneratorTests
     }
 
     List<int> Uncached(GenerationRequest request, SamplingOptions options) =>
-        Generator.GenerateUncached(engine, request.Tokens, request.PromptRows, options);
+        Generator.GenerateUncached(engine, request.Tokens, request.PromptTableRows, options);
 
     [Test]
     public void BatchedGreedyEqualsTheUncachedOraclePerRow()
@@ -100,7 +100,7 @@ public class GeneratorTests
             Assert.That(stopped[r].Stop, Is.EqualTo(StopReason.MaxNewTokens));
         }
         // The single-row paths stop on it too.
-        Assert.That(Generator.Generate(engine, requests[0].Tokens, requests[0].PromptRows, new SamplingOptions(14, StopAtEos: eos)), Is.EqualTo(free[0].Tokens.Take(3)));
+        Assert.That(Generator.Generate(engine, requests[0].Tokens, requests[0].PromptTableRows, new SamplingOptions(14, StopAtEos: eos)), Is.EqualTo(free[0].Tokens.Take(3)));
         Assert.That(Uncached(requests[0], new SamplingOptions(14, StopAtEos: eos)), Is.EqualTo(free[0].Tokens.Take(3)));
     }
 
@@ -110,12 +110,12 @@ public class GeneratorTests
         // Row 1 has 10 + 6 = 16 positions; an engine of 20 caches 4 more, so it emits 5 tokens (the last is never fed back).
         using var small = new TransformerEngine(kernels, model, new EngineOptions(4, 20, BankRows, Training: false));
         small.SetPrompt(engine.GetPrompt());
-        var reduced = requests.Select(r => r with { PromptRows = r.PromptRows.Take(10).ToArray() }).ToArray();
+        var reduced = requests.Select(r => r with { PromptTableRows = r.PromptTableRows.Take(10).ToArray() }).ToArray();
         var rows = Generator.Generate(small, reduced, new SamplingOptions(30));
         Assert.That(rows[1].Tokens, Has.Count.EqualTo(5));
         Assert.That(rows[1].Stop, Is.EqualTo(StopReason.LengthLimit));
         Assert.That(rows[3].Tokens, Has.Count.EqualTo(20 - 4 + 1));
-        Assert.That(rows[1].Tokens, Is.EqualTo(Generator.GenerateUncached(small, reduced[1].Tokens, reduced[1].PromptRows, new SamplingOptions(30))));
+        Assert.That(rows[1].Tokens, Is.EqualTo(Generator.GenerateUncached(small, reduced[1].Tokens, reduced[1].PromptTableRows, new SamplingOptions(30))));
     }
 
     [Test]

@@ -55,7 +55,7 @@ public class TunedPromptTests
         using var engine = new TransformerEngine(kernels, model, config.EngineOptions(4, 8));
         var initial = config.Initial(model, PromptInitMethod.Random, seed: 4);
         using var trainable = config.Create(engine, initial, seed: 4, Labels, LabelWords);
-        var batches = new ClassifierHeadTests.LabelledBatches(model.Config.VocabSize, config.PromptRows, seed: 2);
+        var batches = new ClassifierHeadTests.LabelledBatches(model.Config.VocabSize, config.PromptTableRows, seed: 2);
         new Trainer(trainable, batches, null, new TrainerOptions
         {
             Steps = 3,
@@ -83,7 +83,7 @@ public class TunedPromptTests
         var config = ConfigOf(method, head);
         using var model = ModelFolder.Open(folder);
         using var kernels = KernelContext.Create(KernelBackend.Cpu);
-        var probe = new ClassifierHeadTests.LabelledBatches(model.Config.VocabSize, config.PromptRows, seed: 9).Next();
+        var probe = new ClassifierHeadTests.LabelledBatches(model.Config.VocabSize, config.PromptTableRows, seed: 9).Next();
         var (trained, trainedLogits) = Train(model, kernels, config, probe);
         Assert.That(trained.Method, Is.EqualTo(config.Method));
         Assert.That(trained.Head is not null, Is.EqualTo(head));
@@ -112,7 +112,7 @@ public class TunedPromptTests
         var config = ConfigOf(method, head);
         using var model = ModelFolder.Open(folder);
         using var kernels = KernelContext.Create(KernelBackend.Cpu);
-        var probe = new ClassifierHeadTests.LabelledBatches(model.Config.VocabSize, config.PromptRows, seed: 9).Next();
+        var probe = new ClassifierHeadTests.LabelledBatches(model.Config.VocabSize, config.PromptTableRows, seed: 9).Next();
         var (trained, _) = Train(model, kernels, config, probe);
         var adapter = Path.Combine(output, "adapter");
         trained.ExportPeft(adapter, model);

@@ -28,7 +28,7 @@ public class ModelReferenceTests
     }
 
     /// <summary>One loss problem: the batch layout, where the prompt rows sit, and what is predicted.</summary>
-    public sealed record Scenario(string Name, int B, int T, int PromptRows, int[] SourceMap, int[] Targets,
+    public sealed record Scenario(string Name, int B, int T, int PromptTableRows, int[] SourceMap, int[] Targets,
         int[]? KeyMask = null, int[]? PositionIds = null, int[]? Verbalizer = null, int[]? UnusedPromptRows = null)
     {
         public override string ToString() => Name;
@@ -87,7 +87,7 @@ public class ModelReferenceTests
     public void PromptGradientMatchesFiniteDifferences(Tiny kind, Scenario s)
     {
         var model = Model(kind);
-        var prompt = RandomPrompt(s.PromptRows, model.Config.HiddenSize, seed: 7);
+        var prompt = RandomPrompt(s.PromptTableRows, model.Config.HiddenSize, seed: 7);
         double Loss(double[] p) => model.LossAndPromptGradient(s.SourceMap, p, s.Targets, s.B, s.T, s.KeyMask, s.PositionIds, s.Verbalizer).Loss;
         var (loss, analytic) = model.LossAndPromptGradient(s.SourceMap, prompt, s.Targets, s.B, s.T, s.KeyMask, s.PositionIds, s.Verbalizer);
 
@@ -124,7 +124,7 @@ public class ModelReferenceTests
         int V = model.Config.VocabSize;
         foreach (var s in Scenarios())
         {
-            var prompt = RandomPrompt(s.PromptRows, model.Config.HiddenSize, seed: 3);
+            var prompt = RandomPrompt(s.PromptTableRows, model.Config.HiddenSize, seed: 3);
             var logits = model.Logits(s.SourceMap, prompt, s.B, s.T, s.KeyMask, s.PositionIds);
             var classes = s.Verbalizer ?? Enumerable.Range(0, V).ToArray();
             var perPosition = new List<double>();

@@ -71,14 +71,14 @@ public sealed class ReferenceGradientTests
     [Test]
     public void EmbeddingPrompt()
     {
-        const int rows = 6, c = 3, vocab = 4, promptRows = 3;
+        const int rows = 6, c = 3, vocab = 4, promptTableRows = 3;
         int[] map = [-1, 2, -3, -1, 0, -2];
         var table = Random(12, vocab * c);
-        var prompt = Random(13, promptRows * c);
+        var prompt = Random(13, promptTableRows * c);
         var probe = Random(14, rows * c);
-        var numeric = FiniteDifference.Gradient(ps => { var y = new double[rows * c]; EmbeddingReference.Forward(y, map, table, ps, rows, c, vocab, promptRows); return y; }, prompt, probe);
-        var analytic = new double[promptRows * c];
-        EmbeddingReference.Backward(analytic, probe, map, rows, c, promptRows);
+        var numeric = FiniteDifference.Gradient(ps => { var y = new double[rows * c]; EmbeddingReference.Forward(y, map, table, ps, rows, c, vocab, promptTableRows); return y; }, prompt, probe);
+        var analytic = new double[promptTableRows * c];
+        EmbeddingReference.Backward(analytic, probe, map, rows, c, promptTableRows);
         TensorAssert.Close("Embedding reference dPrompt vs finite differences", analytic, numeric, Atol, Rtol);
     }
 

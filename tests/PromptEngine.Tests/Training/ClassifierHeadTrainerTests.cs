@@ -43,7 +43,7 @@ public class ClassifierHeadTrainerTests
         public required TransformerEngine Engine { get; init; }
         public required ClassifierHead Head { get; init; }
         public PrefixProjection? Projection { get; init; }
-        public required int PromptRows { get; init; }
+        public required int PromptTableRows { get; init; }
         public void Dispose()
         {
             Projection?.Dispose();
@@ -58,15 +58,15 @@ public class ClassifierHeadTrainerTests
     {
         var kernels = KernelContext.Create(KernelBackend.Cpu);
         var model = ModelFolder.Open(folder);
-        int promptRows = method == Method.Prompt ? P : 0, prefixTokens = method == Method.Prompt ? 0 : P;
-        var engine = new TransformerEngine(kernels, model, new EngineOptions(4, 8, promptRows, PrefixTokens: prefixTokens));
+        int promptTableRows = method == Method.Prompt ? P : 0, deepVirtualTokens = method == Method.Prompt ? 0 : P;
+        var engine = new TransformerEngine(kernels, model, new EngineOptions(4, 8, promptTableRows, DeepVirtualTokens: deepVirtualTokens));
         var rng = new Random(seed);
         if (method == Method.Prompt) engine.SetPrompt(Enumerable.Range(0, P * model.Config.HiddenSize).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray());
         if (method == Method.Prefix) engine.SetPrefix(DeepPrompt.Random(model.Config, P, seed).ToEngineLayout());
         var projection = method == Method.PrefixMlp ? new PrefixProjection(kernels, model.Config, P, 8, seed) : null;
         var head = ClassifierHead.FromLabelWords(engine, Labels, LabelWords);
         engine.AttachHead(head);
-        return new Run { Kernels = kernels, Model = model, Engine = engine, Head = head, Projection = projection, PromptRows = promptRows };
+        return new Run { Kernels = kernels, Model = model, Engine = engine, Head = head, Projection = projection, PromptTableRows = promptTableRows };
     }
 
     static TrainerOptions Options(int steps, string directory) => new()
@@ -90,7 +90,7 @@ public class ClassifierHeadTrainerTests
         var initialHead = run.Head.GetParameters();
         var initialPrompt = run.Engine.GetPrompt().Concat(run.Engine.GetPrefix()).ToArray();
         var losses = new List<float>();
-        var batches = new ClassifierHeadTests.LabelledBatches(run.Model.Config.VocabSize, run.PromptRows, seed: 1);
+        var batches = new ClassifierHeadTests.LabelledBatches(run.Model.Config.VocabSize, run.PromptTableRows, seed: 1);
         var trainer = new Trainer(run.Engine, batches, null, Options(40, output), run.Projection);
         trainer.StepCompleted += r => losses.Add(r.Loss);
         var summary = trainer.Run();
@@ -124,8 +124,8 @@ public class ClassifierHeadTrainerTests
         using (var run = NewRun(method, seed: 5))
         {
             vocab = run.Model.Config.VocabSize;
-            probe = new ClassifierHeadTests.LabelledBatches(vocab, run.PromptRows, seed: 77).Next();
-            var summary = new Trainer(run.Engine, new ClassifierHeadTests.LabelledBatches(vocab, run.PromptRows, seed: 3), new FixedBatchEvaluator(probe),
+            probe = new ClassifierHeadTests.LabelledBatches(vocab, run.PromptTableRows, seed: 77).Next();
+            var summary = new Trainer(run.Engine, new ClassifierHeadTests.LabelledBatches(vocab, run.PromptTableRows, seed: 3), new FixedBatchEvaluator(probe),
                 Options(7, Path.Combine(output, "a")) with { EvalEvery = 7 }).Run();
             (head, prompt) = (run.Head.GetParameters(), run.Engine.GetPrompt().Concat(run.Engine.GetPrefix()).ToArray());
             (m, v, _) = run.Head.GetOptimizerState();
@@ -138,7 +138,7 @@ public class ClassifierHeadTrainerTests
         using (var run = NewRun(method, seed: 5))
         {
             using var cancel = new CancellationTokenSource();
-            var trainer = new Trainer(run.Engine, new ClassifierHeadTests.LabelledBatches(vocab, run.PromptRows, seed: 3), new FixedBatchEvaluator(probe),
+            var trainer = new Trainer(run.Engine, new ClassifierHeadTests.LabelledBatches(vocab, run.PromptTableRows, seed: 3), new FixedBatchEvaluator(probe),
                 Options(7, b) with { EvalEvery = 7 });
             trainer.StepCompleted += r => { if (r.Step == 3) cancel.Cancel(); }; // Ctrl-C after step 3
             var summary = trainer.Run(cancel: cancel.Token);
@@ -149,7 +149,7 @@ public class ClassifierHeadTrainerTests
         using (var run = NewRun(method, seed: 99))
         {
             run.Head.SetParameters(new float[run.Head.Parameters]);
-            var summary = new Trainer(run.Engine, new ClassifierHeadTests.LabelledBatches(vocab, run.PromptRows, seed: 3), new FixedBatchEvaluator(probe),
+            var summary = new Trainer(run.Engine, new ClassifierHeadTests.LabelledBatches(vocab, run.PromptTableRows, seed: 3), new FixedBatchEvaluator(probe),
                 Options(7, b) with { EvalEvery = 7 }).Run(resume: true);
             Assert.That(summary.Step, Is.EqualTo(7));
             Assert.That(run.Head.GetParameters(), Is.EqualTo(head), "bit-identical head after resuming");

@@ -50,7 +50,7 @@ public class PrefixProjectionTrainerTests
     {
         var kernels = KernelContext.Create(KernelBackend.Cpu);
         var model = ModelFolder.Open(folder);
-        var engine = new TransformerEngine(kernels, model, new EngineOptions(2, 6, 0, PrefixTokens: Pv));
+        var engine = new TransformerEngine(kernels, model, new EngineOptions(2, 6, 0, DeepVirtualTokens: Pv));
         return new Run { Kernels = kernels, Model = model, Engine = engine, Projection = new PrefixProjection(kernels, model.Config, Pv, Hidden, seed) };
     }
 
@@ -129,7 +129,7 @@ public class PrefixProjectionTrainerTests
         var e = Assert.Throws<PromptEngineException>(() => new Trainer(run.Engine, batches, null, Options(4, output), run.Projection).Run(resume: true))!;
         Assert.That(e.Message, Does.Contain(Trainer.CheckpointFile).And.Contain("prefix projection (mlp 8)"));
 
-        using var withPrompt = new TransformerEngine(run.Kernels, run.Model, new EngineOptions(2, 6, 2, PrefixTokens: Pv));
+        using var withPrompt = new TransformerEngine(run.Kernels, run.Model, new EngineOptions(2, 6, 2, DeepVirtualTokens: Pv));
         var refused = Assert.Throws<ArgumentException>(() => new Trainer(withPrompt, batches, null, Options(2, output), run.Projection))!;
         Assert.That(refused.Message, Does.Contain("plain prompt of 2 rows"));
     }

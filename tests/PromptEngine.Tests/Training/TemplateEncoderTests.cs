@@ -26,7 +26,7 @@ public class TemplateEncoderTests
         var verbalizer = Verbalizer.Create(Stories, template, ImdbLabels);
         Assert.That(Pieces(verbalizer.TokenIds), Is.EqualTo(new[] { "\u2581positive", "\u2581negative" }));
 
-        var encoder = new TemplateEncoder(template, Stories, new EncoderOptions(MaxLength: 256, PromptTokens: 4), verbalizer);
+        var encoder = new TemplateEncoder(template, Stories, new EncoderOptions(MaxLength: 256, VirtualTokens: 4), verbalizer);
         var row = encoder.Encode(new Example("A fun movie.", "negative", 9));
 
         Assert.That(Sources(row.Slots.Take(4)), Is.EqualTo(new[] { -1, -2, -3, -4 }), "prompt rows 0..3 first (PEFT puts them before BOS)");
@@ -294,7 +294,7 @@ public class TemplateEncoderTests
             encoder.Encode(new Example("Middling film, I suppose.", "positive", 3)),
         };
         var batch = TemplateEncoder.BuildBatch(examples, [0, 2, 1], verbalizer);
-        batch.Validate(Stories.VocabSize, promptRows: 4, maxPositions: 256);
+        batch.Validate(Stories.VocabSize, promptTableRows: 4, maxPositions: 256);
         var t = examples[1].Length;
         Assert.That((batch.Rows, batch.Length), Is.EqualTo((3, t)));
         Assert.That(batch.Verbalizer, Is.EqualTo(verbalizer.TokenIds));

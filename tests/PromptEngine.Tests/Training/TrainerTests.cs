@@ -12,7 +12,7 @@ namespace PromptEngine.Tests.Training;
 [NonParallelizable]
 public class TrainerTests
 {
-    const int PromptRows = 4;
+    const int PromptTableRows = 4;
     string folder = "", output = "";
 
     [SetUp]
@@ -44,7 +44,7 @@ public class TrainerTests
             {
                 var tokens = Enumerable.Range(0, 5 + b).Select(_ => rng.Next(vocab)).ToList();
                 // The task: after the prompt and some tokens, predict token 5.
-                rows.Add(BatchBuilder.LanguageModelRow(tokens, [5], Enumerable.Range(0, PromptRows).ToArray(), PromptPlacement.Prefix));
+                rows.Add(BatchBuilder.LanguageModelRow(tokens, [5], Enumerable.Range(0, PromptTableRows).ToArray(), PromptPlacement.Prefix));
             }
             return BatchBuilder.Build(rows);
         }
@@ -63,9 +63,9 @@ public class TrainerTests
     {
         var kernels = KernelContext.Create(KernelBackend.Cpu);
         var model = ModelFolder.Open(folder);
-        var engine = new TransformerEngine(kernels, model, new EngineOptions(2, PromptRows + 7, PromptRows));
+        var engine = new TransformerEngine(kernels, model, new EngineOptions(2, PromptTableRows + 7, PromptTableRows));
         var rng = new Random(2);
-        engine.SetPrompt(Enumerable.Range(0, PromptRows * model.Config.HiddenSize).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray());
+        engine.SetPrompt(Enumerable.Range(0, PromptTableRows * model.Config.HiddenSize).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray());
         return (kernels, model, engine);
     }
 
@@ -155,7 +155,7 @@ public class TrainerTests
             var batches = new IndexedBatches(model.Config.VocabSize, 1);
             var width = model.Config.HiddenSize;
             // At the 11th batch (step 6 with accumulation 2) the prompt is poisoned, as a diverging run would be.
-            batches.BeforeBatch = index => { if (index == 10) engine.SetPrompt(Enumerable.Repeat(float.NaN, PromptRows * width).ToArray()); };
+            batches.BeforeBatch = index => { if (index == 10) engine.SetPrompt(Enumerable.Repeat(float.NaN, PromptTableRows * width).ToArray()); };
             var trainer = new Trainer(engine, batches, null, Options(10));
             var e = Assert.Throws<NonFiniteLossException>(() => trainer.Run())!;
             Assert.That(e.Message, Does.Contain("step 6").And.Contain(Trainer.CheckpointFile));

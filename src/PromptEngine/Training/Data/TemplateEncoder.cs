@@ -21,13 +21,13 @@ public enum TruncationSide
 /// <summary>How rows are laid out.</summary>
 /// <param name="MaxLength">Most positions per row, everything counted: BOS, literals, text, prompt
 /// slots and (generation) output tokens; at most the engine's <see cref="EngineOptions.MaxLength"/>.</param>
-/// <param name="PromptTokens">Virtual tokens n the <c>{prompt}</c> marker expands to (0 for none); with several
+/// <param name="VirtualTokens">Virtual tokens n the <c>{prompt}</c> marker expands to (0 for none); with several
 /// markers they are shared out in order, the first markers taking one more when n does not divide evenly.</param>
 /// <param name="FirstPromptRow">Prompt-bank row of the first virtual token (rows FirstPromptRow … +n−1).</param>
 /// <param name="Truncation">Which end of an over-long text is kept.</param>
 /// <param name="AppendEos">Generation: also score the end-of-sequence token after the output, so the
 /// prompt learns where to stop (needs a tokenizer with EOS).</param>
-public sealed record EncoderOptions(int MaxLength, int PromptTokens, int FirstPromptRow = 0,
+public sealed record EncoderOptions(int MaxLength, int VirtualTokens, int FirstPromptRow = 0,
     TruncationSide Truncation = TruncationSide.KeepBeginning, bool AppendEos = false);
 
 /// <summary>One example as engine slots.</summary>
@@ -106,12 +106,12 @@ public sealed class TemplateEncoder
         this.verbalizer = verbalizer;
         kind = verbalizer is null ? DatasetKind.Generation : DatasetKind.Classification;
         if (options.MaxLength <= 0) throw new PromptTemplateException($"template \"{template.Source}\": max length {options.MaxLength} must be positive");
-        if (options.PromptTokens < 0 || options.FirstPromptRow < 0)
-            throw new PromptTemplateException($"template \"{template.Source}\": prompt tokens {options.PromptTokens} and first prompt row {options.FirstPromptRow} must not be negative");
-        if (options.PromptTokens > 0 && !template.HasPrompt)
-            throw new PromptTemplateException($"template \"{template.Source}\" has no {{prompt}} marker, but {options.PromptTokens} prompt tokens are to be placed");
-        if (options.PromptTokens > 0 && options.PromptTokens < template.PromptPlaces)
-            throw new PromptTemplateException($"template \"{template.Source}\" places the prompt {template.PromptPlaces} times, but it has only {options.PromptTokens} virtual tokens");
+        if (options.VirtualTokens < 0 || options.FirstPromptRow < 0)
+            throw new PromptTemplateException($"template \"{template.Source}\": prompt tokens {options.VirtualTokens} and first prompt row {options.FirstPromptRow} must not be negative");
+        if (options.VirtualTokens > 0 && !template.HasPrompt)
+            throw new PromptTemplateException($"template \"{template.Source}\" has no {{prompt}} marker, but {options.VirtualTokens} prompt tokens are to be placed");
+        if (options.VirtualTokens > 0 && options.VirtualTokens < template.PromptPlaces)
+            throw new PromptTemplateException($"template \"{template.Source}\" places the prompt {template.PromptPlaces} times, but it has only {options.VirtualTokens} virtual tokens");
         if (options.AppendEos && (verbalizer is not null || tokenizer.EosId < 0))
             throw new PromptTemplateException(verbalizer is not null
                 ? "AppendEos applies to generation; a classification row ends at its label"
@@ -130,7 +130,7 @@ public sealed class TemplateEncoder
         {
             var fixedLength = Build("", null, "", out _).Length;
             if (fixedLength > options.MaxLength)
-                throw new PromptTemplateException($"template \"{template.Source}\" with {options.PromptTokens} prompt tokens takes {fixedLength} positions with an empty text; max length is {options.MaxLength}");
+                throw new PromptTemplateException($"template \"{template.Source}\" with {options.VirtualTokens} prompt tokens takes {fixedLength} positions with an empty text; max length is {options.MaxLength}");
         }
     }
 
@@ -189,7 +189,7 @@ public sealed class TemplateEncoder
                 if (slots.Length <= options.MaxLength) break;
                 if (keep == 0)
                     throw new DataFormatException(sourceName, null, $"line {example.Line}: {slots.Length} positions with the text emptied " +
-                        $"(template \"{template.Source}\", {options.PromptTokens} prompt tokens{(kind == DatasetKind.Generation ? ", and the output" : "")}); max length is {options.MaxLength}");
+                        $"(template \"{template.Source}\", {options.VirtualTokens} prompt tokens{(kind == DatasetKind.Generation ? ", and the output" : "")}); max length is {options.MaxLength}");
                 // Decoding and re-encoding at the cut can shift a token or two; cut again by the overshoot.
                 keep -= slots.Length - options.MaxLength;
             }
@@ -229,7 +229,7 @@ public sealed class TemplateEncoder
             var segment = segments[s];
             if (segment is null)
             {
-                var here = options.PromptTokens / places + (place < options.PromptTokens % places ? 1 : 0);
+                var here = options.VirtualTokens / places + (place < options.VirtualTokens % places ? 1 : 0);
                 for (var i = 0; i < here; i++) sources.Add(-1 - nextPromptRow++);
                 place++;
                 continue;
